@@ -1,0 +1,50 @@
+"""Config keys of detr_d2. ``add_detr_config`` only *adds* keys: every default another model (e.g. a
+model-zoo Faster R-CNN yaml) relies on is left unchanged."""
+from detectron2.config import CfgNode as CN
+
+
+def add_detr_config(cfg):
+    """Add the DETR keys (``MODEL.DETR.*``, ``SOLVER.OPTIMIZER``, ``SOLVER.BACKBONE_MULTIPLIER``,
+    ``INPUT.DETR_CROP_PRE_RESIZE``, ``TEST.COCO_EVAL_BACKEND``) to a Detectron2 config, in place."""
+    if hasattr(cfg.MODEL, "DETR"):
+        return cfg
+    cfg.MODEL.DETR = CN()
+    d = cfg.MODEL.DETR
+    d.NUM_CLASSES = 80  # object classes, without the extra "no object" class
+    d.NUM_OBJECT_QUERIES = 100  # N, the number of learned object queries (predictions per image)
+    d.HIDDEN_DIM = 256  # d, width of the transformer
+    d.NHEADS = 8  # attention heads
+    d.DIM_FEEDFORWARD = 2048  # hidden width of each transformer FFN
+    d.ENC_LAYERS = 6  # encoder layers
+    d.DEC_LAYERS = 6  # decoder layers
+    d.DROPOUT = 0.1  # dropout in attention and FFN
+    d.PRE_NORM = False  # LayerNorm before (True) or after (False, the paper) each sub-layer
+    d.POSITION_EMBEDDING = "sine"  # spatial positional encoding: "sine" | "learned" | "none"
+    # where the spatial encoding is added: "every" attention layer (paper) or the encoder "input" only
+    d.POSITION_EMBEDDING_AT = "every"
+    d.QUERY_POS_AT = "every"  # object queries added at "every" decoder layer (paper) or "input" only
+    d.USE_FFN = True  # FFN in each transformer layer (paper Table 4 ablates it)
+    d.DEEP_SUPERVISION = True  # auxiliary losses after every decoder layer
+    d.BACKBONE_FEATURE = ""  # backbone output the transformer reads; "" = last of OUT_FEATURES
+    d.SIZE_DIVISIBILITY = 0  # pad batched images to a multiple of this (0 = to the largest only)
+    # Hungarian matcher costs (independent of the loss weights)
+    d.COST_CLASS = 1.0  # weight of -prob(class)
+    d.COST_BBOX = 5.0  # weight of L1 distance between normalized cxcywh boxes
+    d.COST_GIOU = 2.0  # weight of -GIoU
+    # Loss weights; a weight of 0 turns that loss off
+    d.CLASS_WEIGHT = 1.0  # cross-entropy
+    d.BBOX_WEIGHT = 5.0  # L1 on normalized cxcywh boxes
+    d.GIOU_WEIGHT = 2.0  # 1 - GIoU
+    d.NO_OBJECT_WEIGHT = 0.1  # relative CE weight of the "no object" class
+    # Inference
+    d.TEST_SCORE_THRESH = 0.0  # drop detections below this score (0 = keep all, for COCO eval)
+    d.TEST_TOPK = 0  # keep at most this many detections per image (0 = all N queries)
+    # Checkpoint loaded (and frozen) before MODEL.WEIGHTS; panoptic stage 2 freezes the box model
+    d.FROZEN_WEIGHTS = ""
+
+    cfg.SOLVER.OPTIMIZER = "SGD"  # "SGD" (Detectron2's default) or "ADAMW" (DETR)
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 1.0  # lr multiplier of backbone parameters (DETR: 0.1)
+    # DETR's random crop: resize the short side to one of these before cropping (pixels)
+    cfg.INPUT.DETR_CROP_PRE_RESIZE = (400, 500, 600)
+    cfg.TEST.COCO_EVAL_BACKEND = "pycocotools"  # COCO evaluation backend
+    return cfg

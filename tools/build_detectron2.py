@@ -1,0 +1,285 @@
+#!/usr/bin/env python
+"""Build and install a Python-only detectron2 v0.6 from the registry sdist ``pb1-detectron2==0.6``.
+
+Official detectron2 is not on the package index; the registry's ``pb1-detectron2`` sdist carries the
+Python sources and model-zoo configs of the v0.6 release, but not ``detectron2/layers/csrc``, so its
+own ``setup.py`` cannot build. This script:
+
+1. downloads the sdist with pip (into ``--cache-dir``) and checks its sha256;
+2. applies exact source edits for today's Pillow / NumPy / setuptools / PyTorch (each edit must apply
+   exactly the expected number of times, otherwise the build stops: a silent half-patch is worse
+   than none);
+3. writes a stand-in ``detectron2/_C`` whose compiled-only ops raise a clear error when called;
+4. installs the result under the distribution name ``detectron2`` with its real runtime dependencies.
+
+If a detectron2 that is not this build is already importable (e.g. upstream built from source), it
+is kept and nothing is done. Re-running after a successful build is a no-op.
+
+Usage: python tools/build_detectron2.py [--cache-dir DIR] [--force]
+"""
+import argparse
+import hashlib
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+SDIST_NAME = "pb1-detectron2"
+SDIST_VERSION = "0.6"
+SDIST_FILE = f"{SDIST_NAME}-{SDIST_VERSION}.tar.gz"
+SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
+# Marker written into the installed package so a re-run recognises its own build.
+BUILD_TAG = "detr_d2-python-only-build-1"
+
+# Runtime dependencies of detectron2 v0.6, without its dead or broken pins (black==21.4b2, future,
+# pydot are only used by caffe2 export / code formatting).
+RUNTIME_REQUIRES = [
+    "Pillow>=7.1",
+    "matplotlib",
+    "pycocotools>=2.0.2",
+    "termcolor>=1.1",
+    "yacs>=0.1.8",
+    "tabulate",
+    "cloudpickle",
+    "tqdm>4.29.0",
+    "tensorboard",
+    "fvcore>=0.1.5,<0.1.6",
+    "iopath>=0.1.7,<0.1.10",
+    "omegaconf>=2.1",
+    "hydra-core>=1.1",
+]
+
+# (file, old, new, expected count). Each is an exact edit; a count mismatch stops the build.
+EDITS = [
+    # Pillow 10 removed Image.LINEAR; without this `import detectron2.data` fails.
+    ("detectron2/data/transforms/transform.py", "Image.LINEAR", "Image.BILINEAR", 1),
+    # setuptools >= 82 has no pkg_resources: resolve model-zoo configs relative to the package.
+    ("detectron2/model_zoo/model_zoo.py", "import pkg_resources\n", "", 1),
+    (
+        "detectron2/model_zoo/model_zoo.py",
+        'cfg_file = pkg_resources.resource_filename(\n        "detectron2.model_zoo", '
+        'os.path.join("configs", config_path)\n    )',
+        'cfg_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", config_path)',
+        1,
+    ),
+    # caffe2 is gone from torch 2.x; keep TracingAdapter & co importable (used by FLOP counting).
+    (
+        "detectron2/export/__init__.py",
+        "from .api import *\n",
+        "try:\n    from .api import *  # caffe2 export, needs torch with caffe2\n"
+        "except ImportError:  # torch >= 2 has no caffe2: the caffe2 exporter is unavailable\n"
+        "    pass\n",
+        1,
+    ),
+    # launch(): CPU processes use GLOO instead of asserting CUDA / hard-coding NCCL.
+    (
+        "detectron2/engine/launch.py",
+        '    assert torch.cuda.is_available(), "cuda is not available. Please check your installation."\n',
+        "    has_gpu = torch.cuda.is_available()\n",
+        1,
+    ),
+    ("detectron2/engine/launch.py", 'backend="NCCL",', 'backend="NCCL" if has_gpu else "GLOO",', 1),
+    (
+        "detectron2/engine/launch.py",
+        "    assert num_gpus_per_machine <= torch.cuda.device_count()\n"
+        "    torch.cuda.set_device(local_rank)\n",
+        "    if has_gpu:\n"
+        "        assert num_gpus_per_machine <= torch.cuda.device_count()\n"
+        "        torch.cuda.set_device(local_rank)\n",
+        1,
+    ),
+    # DDP of a CPU module must not get device_ids.
+    (
+        "detectron2/engine/defaults.py",
+        '    if "device_ids" not in kwargs:\n',
+        '    if "device_ids" not in kwargs and torch.cuda.is_available():\n',
+        1,
+    ),
+]
+
+# NumPy 1.24 removed the aliases np.int/float/bool/str/object: (file, expected count).
+NUMPY_ALIAS_FILES = {
+    "detectron2/data/build.py": 2,
+    "detectron2/data/datasets/pascal_voc.py": 1,
+    "detectron2/evaluation/pascal_voc_evaluation.py": 2,
+    "detectron2/evaluation/sem_seg_evaluation.py": 7,
+    "detectron2/structures/masks.py": 3,
+    "detectron2/utils/visualizer.py": 3,
+    "detectron2/utils/video_visualizer.py": 1,
+}
+NUMPY_ALIAS = re.compile(r"\bnp\.(int|float|bool|str|object)\b(?![0-9_])")
+NUMPY_BUILTIN = {"int": "int", "float": "float", "bool": "bool", "str": "str", "object": "object"}
+
+STANDIN_C = '''"""Stand-in for detectron2's compiled extension (not built: the sdist has no C++ sources).
+
+Importing works; calling a compiled-only op raises a clear error naming the op and the alternative.
+"""
+
+IS_STANDIN = True
+
+_ALTERNATIVES = {
+    "box_iou_rotated": "rotated boxes are not supported in this build",
+    "roi_align_rotated_forward": "rotated boxes are not supported in this build",
+    "roi_align_rotated_backward": "rotated boxes are not supported in this build",
+    "deform_conv_forward": "deformable convolution: use torchvision.ops.deform_conv2d",
+    "deform_conv_backward_input": "deformable convolution: use torchvision.ops.deform_conv2d",
+    "deform_conv_backward_filter": "deformable convolution: use torchvision.ops.deform_conv2d",
+    "modulated_deform_conv_forward": "deformable convolution: use torchvision.ops.deform_conv2d",
+    "modulated_deform_conv_backward": "deformable convolution: use torchvision.ops.deform_conv2d",
+    "InstanceAnnotation": "fast COCOeval: build COCOEvaluator with use_fast_impl=False",
+    "COCOevalEvaluateImages": "fast COCOeval: build COCOEvaluator with use_fast_impl=False",
+    "COCOevalAccumulate": "fast COCOeval: build COCOEvaluator with use_fast_impl=False",
+}
+
+
+def _unavailable(name):
+    def op(*args, **kwargs):
+        raise NotImplementedError(
+            f"detectron2._C.{name} is a compiled op, and this detectron2 is a Python-only build "
+            f"(tools/build_detectron2.py); {_ALTERNATIVES[name]}. Build detectron2 from source "
+            "for the compiled ops."
+        )
+
+    op.__name__ = name
+    return op
+
+
+for _name in _ALTERNATIVES:
+    globals()[_name] = _unavailable(_name)
+
+
+def get_compiler_version():
+    return "none (python-only build)"
+
+
+def get_cuda_version():
+    return "none (python-only build)"
+
+
+def has_cuda():
+    return False
+'''
+
+SETUP_PY = '''from setuptools import find_packages, setup
+
+setup(
+    name="detectron2",
+    version="{version}",
+    description="detectron2 v0.6, Python-only build (tools/build_detectron2.py of detr_d2)",
+    packages=find_packages(include=["detectron2", "detectron2.*"]),
+    package_data={{"detectron2.model_zoo": ["configs/**/*.yaml", "configs/*.yaml", "configs/**/*.py"],
+                  "detectron2": ["BUILD_TAG"]}},
+    python_requires=">=3.7",
+    install_requires={requires!r},
+)
+'''
+
+
+def log(msg):
+    print(f"[build_detectron2] {msg}", flush=True)
+
+
+def installed_detectron2():
+    """Return (importable, is_ours) for the detectron2 visible to this interpreter."""
+    spec = importlib.util.find_spec("detectron2")
+    if spec is None or not spec.submodule_search_locations:
+        return False, False
+    pkg_dir = Path(list(spec.submodule_search_locations)[0])
+    tag = pkg_dir / "BUILD_TAG"
+    return True, tag.exists() and tag.read_text().strip() == BUILD_TAG
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download_sdist(cache_dir: Path) -> Path:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    target = cache_dir / SDIST_FILE
+    if not (target.exists() and sha256(target) == SDIST_SHA256):
+        log(f"downloading {SDIST_NAME}=={SDIST_VERSION} with pip")
+        # --no-build-isolation: pip prepares the sdist's metadata, whose setup.py imports torch.
+        subprocess.check_call(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation",
+             "--no-binary", ":all:", "-q", "-d", str(cache_dir), f"{SDIST_NAME}=={SDIST_VERSION}"]
+        )
+    digest = sha256(target)
+    if digest != SDIST_SHA256:
+        raise SystemExit(f"sha256 mismatch for {target}: got {digest}, expected {SDIST_SHA256}")
+    log(f"sdist {target} sha256 ok")
+    return target
+
+
+def edit(root: Path, rel: str, old: str, new: str, count: int):
+    path = root / rel
+    text = path.read_text()
+    found = text.count(old)
+    if found != count:
+        raise SystemExit(f"edit no longer applies to {rel}: {old!r} found {found}x, expected {count}")
+    path.write_text(text.replace(old, new))
+
+
+def patch_tree(root: Path):
+    for rel, old, new, count in EDITS:
+        edit(root, rel, old, new, count)
+    for rel, count in NUMPY_ALIAS_FILES.items():
+        path = root / rel
+        text = path.read_text()
+        # count only code hits, comments included: the expected counts were read off v0.6.
+        found = len(NUMPY_ALIAS.findall(text))
+        if found != count:
+            raise SystemExit(f"numpy alias edit no longer applies to {rel}: {found} hits, expected {count}")
+        path.write_text(NUMPY_ALIAS.sub(lambda m: NUMPY_BUILTIN[m.group(1)], text))
+    leftovers = [
+        str(p.relative_to(root)) for p in (root / "detectron2").rglob("*.py")
+        if NUMPY_ALIAS.search(p.read_text())
+    ]
+    if leftovers:
+        raise SystemExit(f"numpy aliases left in: {leftovers}")
+    (root / "detectron2" / "_C.py").write_text(STANDIN_C)
+    (root / "detectron2" / "BUILD_TAG").write_text(BUILD_TAG + "\n")
+    (root / "setup.py").write_text(SETUP_PY.format(version=SDIST_VERSION, requires=RUNTIME_REQUIRES))
+    for extra in ("setup.cfg", "pyproject.toml"):
+        if (root / extra).exists():
+            (root / extra).unlink()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cache-dir", default=".cache/detectron2", help="where the sdist is kept")
+    parser.add_argument("--force", action="store_true", help="rebuild even if already installed")
+    args = parser.parse_args()
+
+    importable, ours = installed_detectron2()
+    if importable and not ours and not args.force:
+        log("a detectron2 that is not this build is importable; keeping it")
+        return
+    if ours and not args.force:
+        log("detectron2 (python-only build) already installed")
+        return
+
+    sdist = download_sdist(Path(args.cache_dir))
+    with tempfile.TemporaryDirectory() as tmp:
+        with tarfile.open(sdist) as tar:
+            tar.extractall(tmp, filter="data")
+        root = Path(tmp) / f"{SDIST_NAME}-{SDIST_VERSION}"
+        shutil.rmtree(root / "pb1_detectron2.egg-info", ignore_errors=True)
+        patch_tree(root)
+        log("installing detectron2 (python-only)")
+        subprocess.check_call(
+            [sys.executable, "-m", "pip", "install", "-q", "--no-build-isolation", str(root)]
+        )
+    log("done")
+
+
+if __name__ == "__main__":
+    main()
