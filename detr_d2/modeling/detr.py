@@ -1,0 +1,222 @@
+"""The DETR meta-architecture: backbone -> transformer -> set predictions (paper Sec. 3.2)."""
+import logging
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone, detector_postprocess
+from detectron2.structures import Boxes, ImageList, Instances
+from torch import Tensor, nn
+from torchvision.ops import box_convert
+
+from .criterion import SetCriterion
+from .matcher import HungarianMatcher
+from .position_encoding import build_position_encoding
+from .transformer import Transformer
+
+logger = logging.getLogger(__name__)
+
+
+class MLP(nn.Module):
+    """``num_layers`` linear layers with ReLU in between (the box head: 3 layers)."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int):
+        super().__init__()
+        dims = [input_dim] + [hidden_dim] * (num_layers - 1)
+        self.layers = nn.ModuleList(
+            nn.Linear(i, o) for i, o in zip(dims, dims[1:] + [output_dim])
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x) if i == len(self.layers) - 1 else F.relu(layer(x))
+        return x
+
+
+@META_ARCH_REGISTRY.register()
+class Detr(nn.Module):
+    """DETR for Detectron2.
+
+    Input: Detectron2's list of dicts ("image": (3, H, W) uint8 or float tensor in
+    ``input_format``; in training "instances" with gt_boxes absolute XYXY in the image and
+    gt_classes). Output in eval: a list of {"instances": Instances} with ``pred_boxes`` (XYXY in the
+    original image, per "height"/"width"), ``scores`` and ``pred_classes``; in training: the
+    weighted loss dict.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        transformer: Transformer,
+        position_embedding: nn.Module,
+        criterion: SetCriterion,
+        num_classes: int,
+        num_queries: int,
+        pixel_mean: List[float],
+        pixel_std: List[float],
+        backbone_feature: Optional[str] = None,
+        deep_supervision: bool = True,
+        size_divisibility: int = 0,
+        test_score_thresh: float = 0.0,
+        test_topk: int = 0,
+    ):
+        """
+        Args:
+            backbone: a Detectron2 backbone; ``backbone_feature`` (default: its last output) is read.
+            transformer / position_embedding / criterion: see their modules.
+            num_classes: K object classes; the class head has K + 1 outputs (last = no object).
+            num_queries: N object queries = predictions per image.
+            pixel_mean, pixel_std: per-channel normalization, in the input format's channel order.
+            size_divisibility: pad batched images to a multiple of this (0: the largest image only).
+            test_score_thresh, test_topk: optional filtering of detections at inference (0 = off).
+        """
+        super().__init__()
+        self.backbone = backbone
+        self.backbone_feature = backbone_feature or backbone._out_features[-1]
+        in_channels = backbone.output_shape()[self.backbone_feature].channels
+        hidden_dim = transformer.d_model
+        self.input_proj = nn.Conv2d(in_channels, hidden_dim, kernel_size=1)
+        self.position_embedding = position_embedding
+        self.transformer = transformer
+        self.query_embed = nn.Embedding(num_queries, hidden_dim)
+        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
+        self.criterion = criterion
+        self.num_classes = num_classes
+        self.num_queries = num_queries
+        self.deep_supervision = deep_supervision
+        self.size_divisibility = size_divisibility
+        self.test_score_thresh = test_score_thresh
+        self.test_topk = test_topk
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, cfg):
+        d = cfg.MODEL.DETR
+        backbone = build_backbone(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
+        transformer = Transformer(
+            d_model=d.HIDDEN_DIM, nhead=d.NHEADS, num_encoder_layers=d.ENC_LAYERS,
+            num_decoder_layers=d.DEC_LAYERS, dim_feedforward=d.DIM_FEEDFORWARD, dropout=d.DROPOUT,
+            normalize_before=d.PRE_NORM, use_ffn=d.USE_FFN, pos_at=d.POSITION_EMBEDDING_AT,
+            query_pos_at=d.QUERY_POS_AT,
+        )
+        matcher = HungarianMatcher(d.COST_CLASS, d.COST_BBOX, d.COST_GIOU)
+        weight_dict = {"loss_ce": d.CLASS_WEIGHT, "loss_bbox": d.BBOX_WEIGHT,
+                       "loss_giou": d.GIOU_WEIGHT}
+        criterion = SetCriterion(d.NUM_CLASSES, matcher, weight_dict, eos_coef=d.NO_OBJECT_WEIGHT,
+                                 deep_supervision=d.DEEP_SUPERVISION)
+        return {
+            "backbone": backbone,
+            "transformer": transformer,
+            "position_embedding": build_position_encoding(d.POSITION_EMBEDDING, d.HIDDEN_DIM),
+            "criterion": criterion,
+            "num_classes": d.NUM_CLASSES,
+            "num_queries": d.NUM_OBJECT_QUERIES,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "backbone_feature": d.BACKBONE_FEATURE or None,
+            "deep_supervision": d.DEEP_SUPERVISION,
+            "size_divisibility": d.SIZE_DIVISIBILITY,
+            "test_score_thresh": d.TEST_SCORE_THRESH,
+            "test_topk": d.TEST_TOPK,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
+        """Normalize each image and zero-pad the batch (padding is 0 after normalization)."""
+        images = [(x["image"].to(self.device).float() - self.pixel_mean) / self.pixel_std
+                  for x in batched_inputs]
+        return ImageList.from_tensors(images, self.size_divisibility)
+
+    @staticmethod
+    def padding_mask(images: ImageList) -> Tensor:
+        """(B, H, W) bool, True where a pixel is padding."""
+        b, _, h, w = images.tensor.shape
+        mask = torch.ones((b, h, w), dtype=torch.bool, device=images.tensor.device)
+        for m, (ih, iw) in zip(mask, images.image_sizes):
+            m[:ih, :iw] = False
+        return mask
+
+    def forward_raw(self, images: ImageList) -> Dict:
+        """
+        Args:
+            images: normalized, padded batch; ``images.tensor`` (B, 3, H, W).
+        Returns:
+            "pred_logits" (B, N, K+1), "pred_boxes" (B, N, 4) normalized cxcywh of the unpadded
+            image, "aux_outputs" (L-1 such dicts, earlier decoder layers first) and "memory"
+            (B, d, h, w) with its padding mask "mask" (B, h, w), "hs" (L, B, N, d) the decoder
+            outputs, and "backbone_features" (the backbone's output dict, for the mask head).
+        """
+        backbone_features = self.backbone(images.tensor)
+        features = backbone_features[self.backbone_feature]
+        mask = F.interpolate(self.padding_mask(images)[None].float(), size=features.shape[-2:])
+        mask = mask.to(torch.bool)[0]
+        pos = self.position_embedding(mask).to(features.dtype)
+        hs, memory = self.transformer(self.input_proj(features), mask, self.query_embed.weight, pos)
+        logits = self.class_embed(hs)  # (L, B, N, K+1)
+        boxes = self.bbox_embed(hs).sigmoid()  # (L, B, N, 4)
+        return {
+            "pred_logits": logits[-1],
+            "pred_boxes": boxes[-1],
+            "aux_outputs": [{"pred_logits": a, "pred_boxes": b}
+                            for a, b in zip(logits[:-1], boxes[:-1])],
+            "memory": memory,
+            "mask": mask,
+            "hs": hs,
+            "backbone_features": backbone_features,
+        }
+
+    def prepare_targets(self, batched_inputs: List[Dict]) -> List[Dict[str, Tensor]]:
+        """Ground truth as "labels" (M,) and "boxes" (M, 4) cxcywh normalized by the image size."""
+        targets = []
+        for x in batched_inputs:
+            inst = x["instances"].to(self.device)
+            h, w = inst.image_size
+            scale = torch.as_tensor([w, h, w, h], dtype=torch.float32, device=self.device)
+            boxes = box_convert(inst.gt_boxes.tensor / scale, "xyxy", "cxcywh")
+            targets.append({"labels": inst.gt_classes, "boxes": boxes})
+        return targets
+
+    def forward(self, batched_inputs: List[Dict]):
+        images = self.preprocess_image(batched_inputs)
+        outputs = self.forward_raw(images)
+        if self.training:
+            if not self.deep_supervision:
+                outputs["aux_outputs"] = []
+            return self.criterion(outputs, self.prepare_targets(batched_inputs))
+        results = self.inference(outputs["pred_logits"], outputs["pred_boxes"], images.image_sizes)
+        processed = []
+        for result, x, size in zip(results, batched_inputs, images.image_sizes):
+            h, w = x.get("height", size[0]), x.get("width", size[1])
+            processed.append({"instances": detector_postprocess(result, h, w)})
+        return processed
+
+    def inference(self, logits: Tensor, boxes: Tensor, image_sizes) -> List[Instances]:
+        """Score each query by its best real class (no-object excluded: +2 AP, see the paper).
+
+        logits: (B, N, K+1); boxes: (B, N, 4) normalized cxcywh; image_sizes: B (h, w) of the
+        unpadded network input. Returns Instances in those input coordinates.
+        """
+        scores, labels = logits.softmax(-1)[..., :-1].max(-1)
+        results = []
+        for s, l, b, (h, w) in zip(scores, labels, boxes, image_sizes):
+            xyxy = box_convert(b, "cxcywh", "xyxy") * torch.as_tensor([w, h, w, h]).to(b)
+            keep = s > self.test_score_thresh if self.test_score_thresh > 0 else slice(None)
+            s, l, xyxy = s[keep], l[keep], xyxy[keep]
+            if self.test_topk > 0 and len(s) > self.test_topk:
+                top = s.topk(self.test_topk).indices
+                s, l, xyxy = s[top], l[top], xyxy[top]
+            result = Instances((h, w))
+            result.pred_boxes = Boxes(xyxy)
+            result.scores = s
+            result.pred_classes = l
+            results.append(result)
+        return results

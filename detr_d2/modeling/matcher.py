@@ -1,0 +1,66 @@
+"""Bipartite matching between predictions and ground truth (paper Sec. 3.1, Eq. 1)."""
+from typing import Dict, List, Tuple
+
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor, nn
+from torchvision.ops import box_convert, generalized_box_iou
+
+
+class HungarianMatcher(nn.Module):
+    """One-to-one assignment of the N predictions of each image to its M <= N targets.
+
+    Cost of matching prediction i to target j:
+        cost_class * -p_i(c_j) + cost_bbox * ||b_i - b_j||_1 + cost_giou * -GIoU(b_i, b_j)
+    with boxes as normalized cxcywh (L1) and xyxy (GIoU). The matcher's weights are its own; they
+    are not the loss weights. Each image is solved on its own (N, M_i) block.
+    """
+
+    def __init__(self, cost_class: float = 1.0, cost_bbox: float = 5.0, cost_giou: float = 2.0):
+        super().__init__()
+        if cost_class == 0 and cost_bbox == 0 and cost_giou == 0:
+            raise ValueError("MODEL.DETR.COST_CLASS, COST_BBOX and COST_GIOU can't all be 0")
+        self.cost_class = cost_class
+        self.cost_bbox = cost_bbox
+        self.cost_giou = cost_giou
+
+    @torch.no_grad()
+    def cost_matrix(self, logits: Tensor, boxes: Tensor, labels: Tensor, tgt_boxes: Tensor) -> Tensor:
+        """logits: (N, K+1); boxes: (N, 4) cxcywh; labels: (M,); tgt_boxes: (M, 4). Returns (N, M)."""
+        prob = logits.float().softmax(-1)
+        boxes = boxes.float()
+        tgt_boxes = tgt_boxes.float()
+        cost = -self.cost_class * prob[:, labels]
+        cost = cost + self.cost_bbox * torch.cdist(boxes, tgt_boxes, p=1)
+        giou = generalized_box_iou(
+            box_convert(boxes, "cxcywh", "xyxy"), box_convert(tgt_boxes, "cxcywh", "xyxy")
+        )
+        return cost - self.cost_giou * giou
+
+    @torch.no_grad()
+    def forward(self, outputs: Dict[str, Tensor], targets: List[Dict[str, Tensor]]
+                ) -> List[Tuple[Tensor, Tensor]]:
+        """
+        Args:
+            outputs: "pred_logits" (B, N, K+1) and "pred_boxes" (B, N, 4) normalized cxcywh.
+            targets: B dicts with "labels" (M_i,) int64 and "boxes" (M_i, 4) normalized cxcywh.
+        Returns:
+            B pairs (index_i, index_j) of int64 tensors of length min(N, M_i): prediction
+            index_i[k] is matched to target index_j[k].
+        """
+        pred_boxes = outputs["pred_boxes"]
+        if not torch.isfinite(pred_boxes).all() or not torch.isfinite(outputs["pred_logits"]).all():
+            raise FloatingPointError(
+                "HungarianMatcher got non-finite predicted logits or boxes: training has diverged"
+            )
+        indices = []
+        for logits, boxes, target in zip(outputs["pred_logits"], pred_boxes, targets):
+            if len(target["labels"]) == 0:
+                empty = torch.empty(0, dtype=torch.int64)
+                indices.append((empty, empty))
+                continue
+            cost = self.cost_matrix(logits, boxes, target["labels"], target["boxes"])
+            i, j = linear_sum_assignment(cost.cpu().numpy())
+            indices.append((torch.as_tensor(i, dtype=torch.int64),
+                            torch.as_tensor(j, dtype=torch.int64)))
+        return indices

@@ -1,0 +1,187 @@
+"""DETR's encoder-decoder transformer (paper Sec. 3.2 and appendix A.3).
+
+Post-norm layers by default; spatial positional encodings are added to the queries and keys of
+every attention layer over the image, object queries (``query_pos``) to the queries and keys of
+decoder self-attention and the queries of cross-attention. Sequences are ``(S, B, d)`` (sequence
+first, as ``nn.MultiheadAttention``'s default), so submodule names and weights match the original.
+"""
+import copy
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _with_pos(x: Tensor, pos: Optional[Tensor]) -> Tensor:
+    return x if pos is None else x + pos
+
+
+class TransformerEncoderLayer(nn.Module):
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1,
+                 normalize_before: bool = False, use_ffn: bool = True):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.dropout1 = nn.Dropout(dropout)
+        self.use_ffn = use_ffn
+        if use_ffn:
+            self.linear1 = nn.Linear(d_model, dim_feedforward)
+            self.dropout = nn.Dropout(dropout)
+            self.linear2 = nn.Linear(dim_feedforward, d_model)
+            self.norm2 = nn.LayerNorm(d_model)
+            self.dropout2 = nn.Dropout(dropout)
+        self.normalize_before = normalize_before
+
+    def _ffn(self, x: Tensor) -> Tensor:
+        return self.linear2(self.dropout(F.relu(self.linear1(x))))
+
+    def forward(self, src: Tensor, key_padding_mask: Optional[Tensor], pos: Optional[Tensor]) -> Tensor:
+        """src, pos: (HW, B, d); key_padding_mask: (B, HW) True at padding. Returns (HW, B, d)."""
+        pre = self.normalize_before
+        x = self.norm1(src) if pre else src
+        q = k = _with_pos(x, pos)
+        src = src + self.dropout1(
+            self.self_attn(q, k, x, key_padding_mask=key_padding_mask, need_weights=False)[0]
+        )
+        if not pre:
+            src = self.norm1(src)
+        if not self.use_ffn:
+            return src
+        if pre:
+            return src + self.dropout2(self._ffn(self.norm2(src)))
+        return self.norm2(src + self.dropout2(self._ffn(src)))
+
+
+class TransformerDecoderLayer(nn.Module):
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1,
+                 normalize_before: bool = False, use_ffn: bool = True):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.use_ffn = use_ffn
+        if use_ffn:
+            self.linear1 = nn.Linear(d_model, dim_feedforward)
+            self.dropout = nn.Dropout(dropout)
+            self.linear2 = nn.Linear(dim_feedforward, d_model)
+            self.norm3 = nn.LayerNorm(d_model)
+            self.dropout3 = nn.Dropout(dropout)
+        self.normalize_before = normalize_before
+
+    def _ffn(self, x: Tensor) -> Tensor:
+        return self.linear2(self.dropout(F.relu(self.linear1(x))))
+
+    def forward(self, tgt: Tensor, memory: Tensor, memory_key_padding_mask: Optional[Tensor],
+                pos: Optional[Tensor], query_pos: Optional[Tensor]) -> Tensor:
+        """tgt, query_pos: (N, B, d); memory, pos: (HW, B, d); mask: (B, HW). Returns (N, B, d)."""
+        pre = self.normalize_before
+        x = self.norm1(tgt) if pre else tgt
+        q = k = _with_pos(x, query_pos)
+        tgt = tgt + self.dropout1(self.self_attn(q, k, x, need_weights=False)[0])
+        if not pre:
+            tgt = self.norm1(tgt)
+        x = self.norm2(tgt) if pre else tgt
+        attn = self.multihead_attn(
+            _with_pos(x, query_pos), _with_pos(memory, pos), memory,
+            key_padding_mask=memory_key_padding_mask, need_weights=False,
+        )[0]
+        tgt = tgt + self.dropout2(attn)
+        if not pre:
+            tgt = self.norm2(tgt)
+        if not self.use_ffn:
+            return tgt
+        if pre:
+            return tgt + self.dropout3(self._ffn(self.norm3(tgt)))
+        return self.norm3(tgt + self.dropout3(self._ffn(tgt)))
+
+
+class TransformerEncoder(nn.Module):
+    def __init__(self, layer: nn.Module, num_layers: int, norm: Optional[nn.Module] = None):
+        super().__init__()
+        self.layers = nn.ModuleList([copy.deepcopy(layer) for _ in range(num_layers)])
+        self.norm = norm  # only with pre-norm layers
+
+    def forward(self, src: Tensor, key_padding_mask: Optional[Tensor], pos: Optional[Tensor]) -> Tensor:
+        for layer in self.layers:
+            src = layer(src, key_padding_mask, pos)
+        return src if self.norm is None else self.norm(src)
+
+
+class TransformerDecoder(nn.Module):
+    def __init__(self, layer: nn.Module, num_layers: int, norm: nn.Module):
+        super().__init__()
+        self.layers = nn.ModuleList([copy.deepcopy(layer) for _ in range(num_layers)])
+        self.norm = norm  # shared final LayerNorm, applied to every layer's output
+
+    def forward(self, tgt: Tensor, memory: Tensor, memory_key_padding_mask: Optional[Tensor],
+                pos: Optional[Tensor], query_pos: Optional[Tensor]) -> Tensor:
+        """Returns (L, N, B, d): the normalized output of each of the L layers."""
+        outputs = []
+        for layer in self.layers:
+            tgt = layer(tgt, memory, memory_key_padding_mask, pos, query_pos)
+            outputs.append(self.norm(tgt))
+        return torch.stack(outputs)
+
+
+class Transformer(nn.Module):
+    """Encoder-decoder over a flattened feature map, decoding N object queries in parallel.
+
+    Args:
+        pos_at: "every" adds the spatial encoding at every attention layer (paper), "input" only
+            to the encoder input (paper Table 3).
+        query_pos_at: "every" adds the object queries at every decoder layer (paper), "input"
+            feeds them only as the decoder's initial input.
+    """
+
+    def __init__(self, d_model: int = 256, nhead: int = 8, num_encoder_layers: int = 6,
+                 num_decoder_layers: int = 6, dim_feedforward: int = 2048, dropout: float = 0.1,
+                 normalize_before: bool = False, use_ffn: bool = True, pos_at: str = "every",
+                 query_pos_at: str = "every"):
+        super().__init__()
+        for key, value in (("POSITION_EMBEDDING_AT", pos_at), ("QUERY_POS_AT", query_pos_at)):
+            if value not in ("every", "input"):
+                raise ValueError(f"MODEL.DETR.{key} must be 'every' or 'input', got {value!r}")
+        args = (d_model, nhead, dim_feedforward, dropout, normalize_before, use_ffn)
+        self.encoder = TransformerEncoder(
+            TransformerEncoderLayer(*args), num_encoder_layers,
+            nn.LayerNorm(d_model) if normalize_before else None,
+        )
+        self.decoder = TransformerDecoder(
+            TransformerDecoderLayer(*args), num_decoder_layers, nn.LayerNorm(d_model)
+        )
+        self.d_model = d_model
+        self.pos_at = pos_at
+        self.query_pos_at = query_pos_at
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+
+    def forward(self, src: Tensor, mask: Tensor, query_embed: Tensor, pos_embed: Tensor):
+        """
+        Args:
+            src: (B, d, H, W) projected backbone features.
+            mask: (B, H, W) bool, True at padding.
+            query_embed: (N, d) learned object queries.
+            pos_embed: (B, d, H, W) spatial positional encoding.
+        Returns:
+            hs: (L, B, N, d) decoder outputs of every layer (after the shared LayerNorm).
+            memory: (B, d, H, W) encoder output.
+        """
+        b, c, h, w = src.shape
+        src = src.flatten(2).permute(2, 0, 1)  # (HW, B, d)
+        pos = pos_embed.flatten(2).permute(2, 0, 1)
+        mask = mask.flatten(1)
+        query = query_embed.unsqueeze(1).expand(-1, b, -1)  # (N, B, d)
+        if self.pos_at == "input":
+            src, pos = src + pos, None
+        if self.query_pos_at == "input":
+            tgt, query_pos = query, None
+        else:
+            tgt, query_pos = torch.zeros_like(query), query
+        memory = self.encoder(src, mask, pos)
+        hs = self.decoder(tgt, memory, mask, pos, query_pos)
+        return hs.transpose(1, 2), memory.permute(1, 2, 0).view(b, c, h, w)

@@ -1,0 +1,57 @@
+"""DETR's optimizer: AdamW, a smaller lr for the backbone, and one gradient norm over the model."""
+import torch
+from detectron2.solver import build_optimizer as build_default_optimizer
+from detectron2.solver.build import maybe_add_gradient_clipping
+
+
+def detr_param_groups(model: torch.nn.Module, base_lr: float, weight_decay: float,
+                      backbone_multiplier: float):
+    """Two groups: backbone parameters at ``base_lr * backbone_multiplier``, the rest at
+    ``base_lr``; frozen parameters are left out. Weight decay applies to all, as in DETR."""
+    backbone, rest = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (backbone if name.startswith("backbone.") else rest).append(p)
+    groups = [{"params": rest, "lr": base_lr}]
+    if backbone:
+        groups.append({"params": backbone, "lr": base_lr * backbone_multiplier})
+    for g in groups:
+        g["weight_decay"] = weight_decay
+    return groups
+
+
+def with_full_model_clipping(optimizer_cls, max_norm: float, norm_type: float = 2.0):
+    """Subclass of ``optimizer_cls`` whose ``step`` first clips the gradient norm of all its
+    parameters together (torch.nn.utils.clip_grad_norm_), unlike Detectron2's per-parameter
+    clipping."""
+
+    class FullModelClipping(optimizer_cls):
+        def step(self, closure=None):
+            params = [p for g in self.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)
+            return super().step(closure)
+
+    FullModelClipping.__name__ = f"{optimizer_cls.__name__}WithFullModelClipping"
+    return FullModelClipping
+
+
+def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """SOLVER.OPTIMIZER "SGD" is Detectron2's own optimizer, untouched; "ADAMW" is DETR's
+    (SOLVER.BASE_LR, SOLVER.WEIGHT_DECAY, SOLVER.BACKBONE_MULTIPLIER, SOLVER.CLIP_GRADIENTS with
+    CLIP_TYPE "full_model" or Detectron2's "value"/"norm")."""
+    name = cfg.SOLVER.OPTIMIZER.upper()
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    if name == "SGD":
+        if clip.ENABLED and clip.CLIP_TYPE == "full_model":
+            raise ValueError('SOLVER.CLIP_GRADIENTS.CLIP_TYPE "full_model" needs SOLVER.OPTIMIZER "ADAMW"')
+        return build_default_optimizer(cfg, model)
+    if name != "ADAMW":
+        raise ValueError(f'SOLVER.OPTIMIZER must be "SGD" or "ADAMW", got {cfg.SOLVER.OPTIMIZER!r}')
+    groups = detr_param_groups(model, cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY,
+                               cfg.SOLVER.BACKBONE_MULTIPLIER)
+    optimizer_cls = torch.optim.AdamW
+    if clip.ENABLED and clip.CLIP_TYPE == "full_model":
+        optimizer_cls = with_full_model_clipping(optimizer_cls, clip.CLIP_VALUE, clip.NORM_TYPE)
+    else:  # Detectron2's per-parameter "value" / "norm" clipping, or none
+        optimizer_cls = maybe_add_gradient_clipping(cfg, optimizer_cls)
+    return optimizer_cls(groups, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)

@@ -1,0 +1,126 @@
+import math
+import os
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+
+from detr_d2 import add_detr_config
+from detr_d2.modeling import PositionEmbeddingSine
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
+
+
+def _image(h, w, seed):
+    return torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def _instances(h, w, boxes, classes):
+    inst = Instances((h, w))
+    inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+    inst.gt_classes = torch.tensor(classes, dtype=torch.int64)
+    return inst
+
+
+@pytest.mark.parametrize("name,total,backbone", [
+    ("detr_r50.yaml", 41_521_941, 23_454_912),
+    ("detr_r50_dc5.yaml", 41_521_941, 23_454_912),
+    ("detr_r101.yaml", 60_461_845, 42_394_816),
+])
+def test_parameter_counts_match_paper(name, total, backbone):
+    cfg = get_cfg()
+    add_detr_config(cfg)
+    cfg.merge_from_file(os.path.join(CONFIGS, name))
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg)
+    assert sum(p.numel() for p in model.parameters()) == total
+    assert sum(p.numel() for p in model.backbone.parameters()) == backbone
+    # transformer + input projection: the paper's "17.8M"
+    extra = sum(p.numel() for p in model.transformer.parameters()) + sum(
+        p.numel() for p in model.input_proj.parameters())
+    assert round(extra / 1e6, 1) == 17.9
+
+
+def test_sine_encoding_values_and_padding_invariance():
+    enc = PositionEmbeddingSine(num_pos_feats=4)
+    mask = torch.zeros(1, 2, 3, dtype=torch.bool)
+    pos = enc(mask)
+    assert pos.shape == (1, 8, 2, 3)
+    # last row, last column: normalized coordinate 2*pi -> sin ~ 0, cos ~ 1 on the first pair
+    assert pos[0, 0, 1, 2].item() == pytest.approx(0.0, abs=1e-4)
+    assert pos[0, 1, 1, 2].item() == pytest.approx(1.0, abs=1e-6)
+    assert pos[0, 4, 0, 0].item() == pytest.approx(math.sin(2 * math.pi / 3), abs=1e-4)
+    padded = torch.ones(1, 4, 5, dtype=torch.bool)
+    padded[:, :2, :3] = False
+    assert torch.allclose(enc(padded)[..., :2, :3], pos, atol=1e-6)
+
+
+def test_outputs_shapes_and_aux(tiny_detr_cfg):
+    model = build_model(tiny_detr_cfg).eval()
+    with torch.no_grad():
+        images = model.preprocess_image([{"image": _image(64, 96, 0)}, {"image": _image(80, 48, 1)}])
+        out = model.forward_raw(images)
+    assert out["pred_logits"].shape == (2, 7, 6)
+    assert out["pred_boxes"].shape == (2, 7, 4)
+    assert ((out["pred_boxes"] > 0) & (out["pred_boxes"] < 1)).all()
+    assert len(out["aux_outputs"]) == 1 and out["aux_outputs"][0]["pred_boxes"].shape == (2, 7, 4)
+    # stride 16: image 0 (64x96) is 4x6 cells of a 5x6 batch, image 1 (80x48) is 5x3
+    assert out["mask"].shape == (2, 5, 6)
+    assert not out["mask"][0, :4].any() and out["mask"][0, 4].all()
+    assert not out["mask"][1, :, :3].any() and out["mask"][1, :, 3:].all()
+
+
+def test_inference_returns_instances_in_original_coordinates(tiny_detr_cfg):
+    model = build_model(tiny_detr_cfg).eval()
+    with torch.no_grad():
+        (res,) = model([{"image": _image(64, 96, 0), "height": 128, "width": 192}])
+    inst = res["instances"]
+    assert inst.image_size == (128, 192) and len(inst) == 7
+    assert inst.pred_classes.max() < 5  # never the no-object class
+    assert inst.pred_boxes.tensor[:, 2].max() <= 192 and (inst.scores <= 1).all()
+
+
+def test_prediction_does_not_change_when_batched_with_a_larger_image(tiny_detr_cfg):
+    torch.manual_seed(0)
+    model = build_model(tiny_detr_cfg).eval()
+    small, large = _image(64, 96, 0), _image(128, 160, 1)
+    with torch.no_grad():
+        alone = model.forward_raw(model.preprocess_image([{"image": small}]))
+        both = model.forward_raw(model.preprocess_image([{"image": small}, {"image": large}]))
+    # Padding never reaches the transformer (key padding mask, padding-invariant positions);
+    # the backbone's own zero padding at the image border is the only difference left.
+    assert torch.allclose(alone["pred_boxes"][0], both["pred_boxes"][0], atol=2e-2)
+    assert (alone["pred_logits"][0].argmax(-1) == both["pred_logits"][0].argmax(-1)).float().mean() > 0.8
+
+
+def test_transformer_ignores_padded_memory(tiny_detr_cfg):
+    model = build_model(tiny_detr_cfg).eval()
+    src = torch.randn(1, 32, 4, 5)
+    mask = torch.zeros(1, 4, 5, dtype=torch.bool)
+    mask[:, :, 3:] = True
+    pos = model.position_embedding(mask)
+    with torch.no_grad():
+        hs1, _ = model.transformer(src, mask, model.query_embed.weight, pos)
+        src2 = src.clone()
+        src2[..., 3:] = 100 * torch.randn(1, 32, 4, 2)
+        hs2, _ = model.transformer(src2, mask, model.query_embed.weight, pos)
+    assert torch.allclose(hs1, hs2, atol=1e-5)
+
+
+def test_train_step_with_empty_and_nonempty_images(tiny_detr_cfg):
+    torch.manual_seed(0)
+    model = build_model(tiny_detr_cfg).train()
+    batch = [
+        {"image": _image(64, 64, 0), "instances": _instances(64, 64, [[4, 4, 30, 40], [20, 10, 60, 50]], [1, 3])},
+        {"image": _image(48, 64, 1), "instances": _instances(48, 64, [], [])},
+    ]
+    losses = model(batch)
+    assert {"loss_ce", "loss_bbox", "loss_giou", "loss_ce_0"} <= set(losses)
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    assert model.class_embed.weight.grad.abs().sum() > 0
+    assert model.backbone.res4[0].conv1.weight.grad.abs().sum() > 0
+    assert model.query_embed.weight.grad.abs().sum() > 0
