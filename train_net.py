@@ -17,6 +17,7 @@ from detectron2.engine import DefaultTrainer, default_argument_parser, default_s
 from detectron2.evaluation import verify_results
 
 from detr_d2 import add_detr_config
+from detr_d2.config import merge_config_file
 from detr_d2.data import DetrDatasetMapper
 from detr_d2.evaluation import build_evaluator
 from detr_d2.solver import build_optimizer
@@ -46,7 +47,7 @@ class Trainer(DefaultTrainer):
 def setup(args):
     cfg = get_cfg()
     add_detr_config(cfg)
-    cfg.merge_from_file(args.config_file)
+    merge_config_file(cfg, args.config_file)
     cfg.merge_from_list(args.opts)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.warning("MODEL.DEVICE is %s but CUDA is not available: using the CPU", cfg.MODEL.DEVICE)

@@ -1,5 +1,5 @@
 """DETR as a Detectron2 project. Importing registers the meta-architecture and the builtin datasets."""
 from . import modeling  # noqa: F401  registers Detr in META_ARCH_REGISTRY
-from .config import add_detr_config
+from .config import add_detr_config, merge_config_file
 
-__all__ = ["add_detr_config"]
+__all__ = ["add_detr_config", "merge_config_file"]

@@ -48,3 +48,29 @@ def add_detr_config(cfg):
     cfg.INPUT.DETR_CROP_PRE_RESIZE = (400, 500, 600)
     cfg.TEST.COCO_EVAL_BACKEND = "pycocotools"  # COCO evaluation backend
     return cfg
+
+
+# A yaml whose _BASE_ starts with this prefix extends a config of Detectron2's model zoo, e.g.
+# "model_zoo://COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml": the baseline recipe, unchanged.
+MODEL_ZOO_PREFIX = "model_zoo://"
+
+
+def merge_config_file(cfg, path: str):
+    """``cfg.merge_from_file(path)``, plus ``_BASE_: "model_zoo://..."`` and errors that name the
+    file: an unknown key or a wrongly typed value raises a ``ValueError`` naming both."""
+    import yaml
+    from detectron2.model_zoo import get_config_file
+
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f) or {}
+        base = raw.get("_BASE_", "")
+        if isinstance(base, str) and base.startswith(MODEL_ZOO_PREFIX):
+            cfg.merge_from_file(get_config_file(base[len(MODEL_ZOO_PREFIX):]))
+            raw.pop("_BASE_")
+            cfg.merge_from_other_cfg(CN(raw))
+        else:
+            cfg.merge_from_file(path)
+    except (KeyError, ValueError, TypeError, AssertionError, yaml.YAMLError) as e:
+        raise ValueError(f"Invalid config file {path}: {e}") from e
+    return cfg
