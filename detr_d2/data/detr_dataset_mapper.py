@@ -1,0 +1,150 @@
+"""DetrDatasetMapper: reads an image and its boxes and applies DETR's training augmentation."""
+import copy
+import logging
+
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from detectron2.structures import BoxMode
+
+__all__ = ["DetrDatasetMapper"]
+
+logger = logging.getLogger(__name__)
+
+
+class DetrDatasetMapper:
+    """Maps one Detectron2 dataset dict to the input of a DETR model.
+
+    Training augmentation as in the DETR paper: a horizontal flip, then with probability
+    ``crop_prob`` the ``crop_augmentations`` (resize to a random short side, random crop, resize
+    again) instead of the plain multi-scale resize of ``augmentations``.
+
+    Output dict: the input dict's fields (``height``/``width`` stay the *original* image size, for
+    post-processing) plus
+
+    * ``image``: uint8 tensor (C, H, W) of the augmented image, channels in ``image_format``.
+    * ``instances`` (training only): :class:`Instances` of image size (H, W) with ``gt_boxes``
+      (:class:`Boxes`, absolute XYXY pixels in the augmented image; the model normalizes them to
+      cxcywh in [0, 1]) and ``gt_classes`` (int64 tensor (K,), contiguous class ids).
+
+    Crowd annotations are removed; so are boxes with zero width or height, either in the dataset
+    (counted, with a warning) or after cropping/clipping. An image without boxes gives K = 0.
+    At test time annotations are removed.
+    """
+
+    @configurable
+    def __init__(
+        self, is_train, *, augmentations, crop_augmentations=None, crop_prob=0.5, image_format
+    ):
+        """
+        Args:
+            is_train (bool): training (keep and transform boxes) or inference.
+            augmentations (list[Augmentation]): applied to every image, unless the crop branch
+                is taken.
+            crop_augmentations (list[Augmentation] or None): the alternative list, applied instead
+                of ``augmentations`` with probability ``crop_prob``. None: never.
+            crop_prob (float): probability of the crop branch.
+            image_format (str): format for ``read_image``, e.g. "RGB" or "BGR".
+        """
+        self.is_train = is_train
+        self.augmentations = T.AugmentationList(augmentations)
+        self.crop_augmentations = (
+            None if crop_augmentations is None else T.AugmentationList(crop_augmentations)
+        )
+        self.crop_prob = crop_prob
+        self.image_format = image_format
+        self.num_degenerate_boxes = 0  # per process: each dataloader worker has its own copy
+        mode = "training" if is_train else "inference"
+        logger.info(f"[DetrDatasetMapper] Augmentations in {mode}: {self.augmentations}")
+        if self.crop_augmentations is not None:
+            logger.info(
+                f"[DetrDatasetMapper] With probability {crop_prob}, instead: "
+                f"{self.crop_augmentations}"
+            )
+
+    @classmethod
+    def from_config(cls, cfg, is_train=True):
+        if not is_train:
+            resize = T.ResizeShortestEdge(
+                cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice"
+            )
+            return {"is_train": False, "augmentations": [resize], "image_format": cfg.INPUT.FORMAT}
+        flip = {
+            "horizontal": [T.RandomFlip(horizontal=True, vertical=False)],
+            "vertical": [T.RandomFlip(horizontal=False, vertical=True)],
+            "none": [],
+        }[cfg.INPUT.RANDOM_FLIP]
+        resize = T.ResizeShortestEdge(
+            cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
+        )
+        crop = None
+        if cfg.INPUT.CROP.ENABLED:
+            crop = flip + [
+                T.ResizeShortestEdge(cfg.INPUT.DETR_CROP_PRE_RESIZE, sample_style="choice"),
+                T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE),
+                resize,
+            ]
+        return {
+            "is_train": True,
+            "augmentations": flip + [resize],
+            "crop_augmentations": crop,
+            "image_format": cfg.INPUT.FORMAT,
+        }
+
+    def _drop_degenerate(self, annotations):
+        """Remove annotations whose dataset box has width or height <= 0, counting them."""
+        kept = []
+        for obj in annotations:
+            x0, y0, x1, y1 = BoxMode.convert(obj["bbox"], obj["bbox_mode"], BoxMode.XYXY_ABS)
+            if x1 > x0 and y1 > y0:
+                kept.append(obj)
+                continue
+            self.num_degenerate_boxes += 1
+            n = self.num_degenerate_boxes
+            if n & (n - 1) == 0:  # log at counts 1, 2, 4, 8, ... only
+                logger.warning(
+                    f"Dropped a box with zero width or height {obj['bbox']} in the dataset "
+                    f"({n} so far in this process)."
+                )
+        return kept
+
+    def __call__(self, dataset_dict):
+        """
+        Args:
+            dataset_dict (dict): one image in Detectron2 dataset format (``file_name``, optional
+                ``annotations`` with ``bbox``, ``bbox_mode``, ``category_id``, ``iscrowd``).
+
+        Returns:
+            dict: see the class docstring.
+        """
+        dataset_dict = copy.deepcopy(dataset_dict)
+        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
+        utils.check_image_size(dataset_dict, image)
+
+        augmentations = self.augmentations
+        if self.crop_augmentations is not None and np.random.rand() < self.crop_prob:
+            augmentations = self.crop_augmentations
+        aug_input = T.AugInput(image)
+        transforms = augmentations(aug_input)
+        image = aug_input.image
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+        annotations = dataset_dict.pop("annotations", [])
+        if not self.is_train:
+            return dataset_dict
+
+        image_shape = image.shape[:2]  # (H, W)
+        annotations = [obj for obj in annotations if obj.get("iscrowd", 0) == 0]
+        annotations = [
+            utils.transform_instance_annotations(
+                {k: v for k, v in obj.items() if k not in ("segmentation", "keypoints")},
+                transforms,
+                image_shape,
+            )
+            for obj in self._drop_degenerate(annotations)
+        ]
+        instances = utils.annotations_to_instances(annotations, image_shape)
+        dataset_dict["instances"] = utils.filter_empty_instances(instances)
+        return dataset_dict

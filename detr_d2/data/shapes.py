@@ -1,0 +1,380 @@
+"""The "shapes" dataset: small synthetic images of coloured shapes, generated on first use.
+
+It lets a small DETR learn something on a CPU in minutes. Each thing class has its own shape *and*
+its own saturated colour (colour being an easy cue, a tiny model reaches a useful box AP quickly),
+drawn over a low-contrast, greyish, smoothly textured background. The panoptic variant adds "stuff"
+regions (sky, ground, water) behind the things.
+
+Output is a pure function of ``(seed, index)`` (a ``numpy.random.Generator`` seeded with both), so a
+split is identical on every machine. On disk it follows COCO's layout, one root per variant::
+
+    {root}/shapes/{split}/{image_id:06d}.png               images (RGB)
+    {root}/shapes/annotations/instances_{split}.json       COCO instances (bbox xywh, RLE masks)
+    {root}/shapes_panoptic/{split}/{image_id:06d}.png      images with stuff backgrounds
+    {root}/shapes_panoptic/panoptic_{split}/{image_id:06d}.png    COCO panoptic PNG (id2rgb ids)
+    {root}/shapes_panoptic/annotations/panoptic_{split}.json      COCO panoptic segments_info
+    {root}/shapes_panoptic/annotations/instances_{split}.json     the things, as COCO instances
+
+Boxes and masks are those of the *visible* pixels of an object (later objects occlude earlier ones).
+"""
+import functools
+import json
+import logging
+import os
+import shutil
+import tempfile
+
+import cv2
+import numpy as np
+import pycocotools.mask as mask_util
+from panopticapi.utils import id2rgb
+
+__all__ = [
+    "THING_CATEGORIES",
+    "STUFF_CATEGORIES",
+    "shapes_paths",
+    "render_shapes_image",
+    "generate_shapes",
+]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SIZE = 128  # side of every (square) image, pixels
+MIN_OBJECTS, MAX_OBJECTS = 1, 5  # things per image, inclusive (fewer if placement fails)
+MIN_OBJECT_SIZE, MAX_OBJECT_SIZE = 16, 56  # unrotated extent of a thing, pixels
+MAX_ROTATION = 15.0  # things (except circles) are rotated by up to +-this, degrees
+MAX_BOX_IOU = 0.3  # max IoU between the boxes of two things
+MIN_VISIBLE_FRACTION = 0.7  # every thing keeps at least this fraction of its pixels visible
+COLOR_JITTER = 20  # per-channel uniform jitter of a thing's colour, +-RGB levels
+PIXEL_NOISE = 3.0  # std of the per-pixel grey noise on the whole image, RGB levels
+MIN_STUFF_AREA = 64  # a stuff region with fewer visible pixels is left unlabelled (void), pixels
+GENERATOR_VERSION = 1  # bump when the drawing changes, so stale copies on disk are detected
+
+# Things. Ids start at 1 (COCO style); colours are RGB.
+THING_CATEGORIES = [
+    {"id": 1, "name": "circle", "color": [220, 40, 40], "isthing": 1},  # red
+    {"id": 2, "name": "square", "color": [40, 180, 60], "isthing": 1},  # green
+    {"id": 3, "name": "triangle", "color": [40, 70, 220], "isthing": 1},  # blue
+    {"id": 4, "name": "diamond", "color": [225, 205, 40], "isthing": 1},  # yellow
+    {"id": 5, "name": "cross", "color": [200, 50, 200], "isthing": 1},  # magenta
+    {"id": 6, "name": "star", "color": [40, 195, 205], "isthing": 1},  # cyan
+]
+# Stuff of the panoptic variant, each with its own texture.
+STUFF_CATEGORIES = [
+    {"id": 7, "name": "sky", "color": [150, 190, 235], "isthing": 0},  # smooth, pale blue
+    {"id": 8, "name": "ground", "color": [130, 100, 60], "isthing": 0},  # grainy brown
+    {"id": 9, "name": "water", "color": [30, 90, 140], "isthing": 0},  # dark blue, wavy stripes
+]
+
+
+def _unit_polygon(name):
+    """Outline of a shape of extent 2 centred at the origin: float (K, 2) of (x, y), y down."""
+    if name == "circle":
+        t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+        return np.stack([np.cos(t), np.sin(t)], axis=1)
+    if name == "square":
+        return np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=np.float64)
+    if name == "triangle":  # equilateral, pointing up; its centroid is the origin
+        t = np.deg2rad([-90, 30, 150])
+        return np.stack([np.cos(t), np.sin(t)], axis=1)
+    if name == "diamond":  # a rhombus taller than wide
+        return np.array([[0, -1], [0.65, 0], [0, 1], [-0.65, 0]], dtype=np.float64)
+    if name == "cross":  # a plus sign, arms 0.6 wide
+        a = 0.3
+        return np.array(
+            [[-a, -1], [a, -1], [a, -a], [1, -a], [1, a], [a, a],
+             [a, 1], [-a, 1], [-a, a], [-1, a], [-1, -a], [-a, -a]],
+            dtype=np.float64,
+        )  # fmt: skip
+    if name == "star":  # five points, inner radius 0.45
+        t = np.deg2rad(-90 + 36 * np.arange(10))
+        r = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
+        return np.stack([r * np.cos(t), r * np.sin(t)], axis=1)
+    raise ValueError(f"Unknown shape {name!r}")
+
+
+def _shape_mask(name, size, angle, center, hw):
+    """Bool mask (H, W) of shape ``name`` with extent ``size`` px, rotated ``angle`` degrees
+    (clockwise on screen) and centred at ``center`` = (x, y) in pixels."""
+    t = np.deg2rad(angle)
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    pts = _unit_polygon(name) * (size / 2.0) @ rot.T + np.asarray(center)
+    canvas = np.zeros(hw, dtype=np.uint8)
+    # shift=4: vertices with 1/16 pixel precision
+    cv2.fillPoly(canvas, [np.round(pts * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
+    return canvas.astype(bool)
+
+
+@functools.lru_cache(maxsize=None)
+def _upsampling_matrix(n):
+    """(n, 4) float32 weights of bicubic upsampling from 4 samples to n (resizing is linear, so
+    resizing the identity gives its matrix)."""
+    return cv2.resize(np.eye(4, dtype=np.float32), (4, n), interpolation=cv2.INTER_CUBIC)
+
+
+def _smooth_noise(rng, hw, std):
+    """Low-frequency noise (H, W, 3) float32: a 4x4 random grid upsampled bicubically; mostly
+    brightness (std ``std``), a little colour (std ``std / 4``)."""
+    grid = rng.normal(0.0, std, size=(1, 4, 4)) + rng.normal(0.0, std / 4, size=(3, 4, 4))
+    up = _upsampling_matrix(hw[0]) @ grid.astype(np.float32) @ _upsampling_matrix(hw[1]).T
+    return up.transpose(1, 2, 0)
+
+
+def _mask_box(mask):
+    """Tight box [x, y, w, h] (ints, pixel edges) around the True pixels of a bool mask (H, W)."""
+    xs, ys = np.flatnonzero(mask.any(axis=0)), np.flatnonzero(mask.any(axis=1))
+    return [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)]
+
+
+def _box_iou(a, b):
+    """IoU of two [x, y, w, h] boxes."""
+    iw = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    ih = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    inter = max(iw, 0) * max(ih, 0)
+    return inter / float(a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def _place_things(rng, hw):
+    """Sample non-overlapping-enough things. Returns a list of (category dict, full mask (H, W)),
+    in drawing order (later ones on top)."""
+    things = []
+    for _ in range(rng.integers(MIN_OBJECTS, MAX_OBJECTS + 1)):
+        for _attempt in range(20):
+            cat = THING_CATEGORIES[rng.integers(len(THING_CATEGORIES))]
+            size = rng.uniform(MIN_OBJECT_SIZE, MAX_OBJECT_SIZE)
+            angle = 0.0 if cat["name"] == "circle" else rng.uniform(-MAX_ROTATION, MAX_ROTATION)
+            # keep the whole shape inside the image
+            t = np.deg2rad(angle)
+            rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+            pts = _unit_polygon(cat["name"]) * (size / 2.0) @ rot.T
+            lo, hi = pts.min(axis=0), pts.max(axis=0)
+            cx = rng.uniform(-lo[0], hw[1] - 1 - hi[0])
+            cy = rng.uniform(-lo[1], hw[0] - 1 - hi[1])
+            mask = _shape_mask(cat["name"], size, angle, (cx, cy), hw)
+            if _fits(mask, things):
+                things.append((cat, mask))
+                break
+    return things
+
+
+def _fits(mask, things):
+    """Whether a new thing ``mask`` drawn on top of ``things`` keeps the overlap limits."""
+    box = _mask_box(mask)
+    for i, (_, other) in enumerate(things):
+        if _box_iou(box, _mask_box(other)) > MAX_BOX_IOU:
+            return False
+        visible = other.copy()
+        for _, above in things[i + 1 :]:
+            visible &= ~above
+        if (visible & ~mask).sum() < MIN_VISIBLE_FRACTION * other.sum():
+            return False
+    return True
+
+
+def _stuff_regions(rng, hw):
+    """Sample the stuff layout: list of (category dict, region mask (H, W)), back to front."""
+    h, w = hw
+    yy, xx = np.mgrid[0:h, 0:w]
+
+    def wavy(level):  # a horizontal boundary (H, W) with a gentle random wave
+        amp, period, phase = rng.uniform(0, 6), rng.uniform(40, 120), rng.uniform(0, 2 * np.pi)
+        return level * h + amp * np.sin(2 * np.pi * xx / period + phase)
+
+    sky, ground, water = STUFF_CATEGORIES
+    regions = []
+    if rng.random() < 0.8:
+        regions.append((sky, yy < wavy(rng.uniform(0.2, 0.4))))
+    if rng.random() < 0.8:
+        regions.append((ground, yy >= wavy(rng.uniform(0.6, 0.8))))
+    if rng.random() < 0.5:
+        cx, cy = rng.uniform(0.2, 0.8) * w, rng.uniform(0.55, 0.9) * h
+        ax, ay = rng.uniform(0.15, 0.35) * w, rng.uniform(0.08, 0.18) * h
+        regions.append((water, ((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2 <= 1.0))
+    return regions
+
+
+def _stuff_texture(rng, cat, hw):
+    """Texture (H, W, 3) float32 of a stuff class: its colour, jittered, with its own pattern."""
+    color = np.asarray(cat["color"], np.float32) + rng.uniform(-10, 10, size=3).astype(np.float32)
+    tex = color + _smooth_noise(rng, hw, 8.0)
+    if cat["name"] == "ground":
+        tex += rng.normal(0.0, 10.0, size=(*hw, 1)).astype(np.float32)
+    elif cat["name"] == "water":
+        yy, xx = np.mgrid[0 : hw[0], 0 : hw[1]]
+        tex += (12.0 * np.sin(2 * np.pi * yy / 6.0 + 0.8 * np.sin(xx / 8.0)))[..., None]
+    return tex
+
+
+def render_shapes_image(seed, index, panoptic=False):
+    """Draw image ``index`` of the split seeded with ``seed``.
+
+    Returns:
+        image: uint8 array (H, W, 3), RGB, H = W = IMAGE_SIZE.
+        things: list of (category dict, visible mask bool (H, W)), in drawing order.
+        stuff: list of (category dict, visible mask bool (H, W)); empty unless ``panoptic``.
+            A stuff region with fewer than MIN_STUFF_AREA visible pixels is left out (void).
+    """
+    rng = np.random.default_rng([seed, index])
+    hw = (IMAGE_SIZE, IMAGE_SIZE)
+    grey = rng.uniform(90, 170) + rng.uniform(-12, 12, size=3)
+    image = grey.astype(np.float32) + _smooth_noise(rng, hw, 12.0)
+
+    stuff = []
+    if panoptic:
+        for cat, region in _stuff_regions(rng, hw):
+            image[region] = _stuff_texture(rng, cat, hw)[region]
+            stuff = [(c, m & ~region) for c, m in stuff] + [(cat, region)]
+
+    placed = _place_things(rng, hw)
+    things = []
+    for cat, mask in placed:
+        color = np.asarray(cat["color"]) + rng.integers(-COLOR_JITTER, COLOR_JITTER + 1, size=3)
+        image[mask] = color
+        things = [(c, m & ~mask) for c, m in things] + [(cat, mask)]
+        stuff = [(c, m & ~mask) for c, m in stuff]
+
+    image += rng.normal(0.0, PIXEL_NOISE, size=(*hw, 1)).astype(np.float32)
+    image = np.clip(np.round(image), 0, 255).astype(np.uint8)
+    stuff = [(c, m) for c, m in stuff if m.sum() >= MIN_STUFF_AREA]
+    return image, things, stuff
+
+
+def shapes_paths(root, split, panoptic=False):
+    """Paths of one split: dict with image_root and instances_json, plus panoptic_root and
+    panoptic_json when ``panoptic``."""
+    base = os.path.join(root, "shapes_panoptic" if panoptic else "shapes")
+    paths = {
+        "image_root": os.path.join(base, split),
+        "instances_json": os.path.join(base, "annotations", f"instances_{split}.json"),
+    }
+    if panoptic:
+        paths["panoptic_root"] = os.path.join(base, f"panoptic_{split}")
+        paths["panoptic_json"] = os.path.join(base, "annotations", f"panoptic_{split}.json")
+    return paths
+
+
+def _info(split, num_images, seed, panoptic):
+    return {
+        "description": f"detr_d2 synthetic shapes{' panoptic' if panoptic else ''}, split {split}",
+        "num_images": num_images,
+        "seed": seed,
+        "version": GENERATOR_VERSION,
+    }
+
+
+def _is_complete(paths, info):
+    """True when the split's json files exist (they are written last) and match ``info``."""
+    jsons = [paths[k] for k in ("instances_json", "panoptic_json") if k in paths]
+    if not all(os.path.isfile(p) for p in jsons):
+        return False
+    for p in jsons:
+        with open(p) as f:
+            found = json.load(f).get("info")
+        if found != info:
+            raise RuntimeError(
+                f"{p} was generated with {found}, but {info} is requested. Delete "
+                f"{os.path.dirname(os.path.dirname(p))} to regenerate it."
+            )
+    return True
+
+
+def _write_png(path, rgb):
+    """Write an RGB uint8 array (H, W, 3) as a fast-compressed PNG."""
+    cv2.imwrite(path, rgb[:, :, ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
+
+
+def _instance_annotation(ann_id, image_id, cat, mask):
+    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": cat["id"],
+        "bbox": _mask_box(mask),
+        "area": int(mask.sum()),
+        "iscrowd": 0,
+        "segmentation": rle,
+    }
+
+
+def _write_split(tmp, split, num_images, seed, panoptic):
+    """Render every image of the split into directory ``tmp``: images/, panoptic/ (if panoptic),
+    instances.json and panoptic.json (if panoptic)."""
+    info = _info(split, num_images, seed, panoptic)
+    os.makedirs(os.path.join(tmp, "images"))
+    if panoptic:
+        os.makedirs(os.path.join(tmp, "panoptic"))
+    images, annotations, pan_annotations = [], [], []
+    for index in range(num_images):
+        image_id = index + 1  # COCO tools treat id 0 as "none": start at 1
+        file_name = f"{image_id:06d}.png"
+        image, things, stuff = render_shapes_image(seed, index, panoptic)
+        _write_png(os.path.join(tmp, "images", file_name), image)
+        images.append({"id": image_id, "file_name": file_name, "height": image.shape[0],
+                       "width": image.shape[1]})  # fmt: skip
+        for cat, mask in things:
+            annotations.append(_instance_annotation(len(annotations) + 1, image_id, cat, mask))
+        if panoptic:
+            segment_ids = np.zeros(image.shape[:2], dtype=np.int64)  # 0 = void
+            segments = []
+            for seg_id, (cat, mask) in enumerate(things + stuff, start=1):
+                segment_ids[mask] = seg_id
+                segments.append({"id": seg_id, "category_id": cat["id"], "area": int(mask.sum()),
+                                 "bbox": _mask_box(mask), "iscrowd": 0})  # fmt: skip
+            _write_png(os.path.join(tmp, "panoptic", file_name), id2rgb(segment_ids))
+            pan_annotations.append(
+                {"image_id": image_id, "file_name": file_name, "segments_info": segments}
+            )
+    with open(os.path.join(tmp, "instances.json"), "w") as f:
+        json.dump({"info": info, "images": images, "annotations": annotations,
+                   "categories": THING_CATEGORIES}, f)  # fmt: skip
+    if panoptic:
+        with open(os.path.join(tmp, "panoptic.json"), "w") as f:
+            json.dump({"info": info, "images": images, "annotations": pan_annotations,
+                       "categories": THING_CATEGORIES + STUFF_CATEGORIES}, f)  # fmt: skip
+
+
+def _move_dir(src, dst):
+    """Atomically rename directory ``src`` to ``dst``, unless another process already did (the
+    content is a pure function of the seed, so theirs equals ours)."""
+    try:
+        os.replace(src, dst)
+    except OSError:
+        if not os.path.isdir(dst):
+            raise
+
+
+def generate_shapes(root, split, num_images, seed, panoptic=False):
+    """Generate one split of the shapes dataset under ``root`` unless it is already there.
+
+    Safe to call from several processes at once: everything is written to a temporary directory
+    first and renamed into place; the json files, renamed last, mark the split as complete.
+
+    Args:
+        root (str): the Detectron2 datasets root (``$DETECTRON2_DATASETS``).
+        split (str): name of the split, e.g. "train"; also the image directory name.
+        num_images (int): number of images.
+        seed (int): the split's seed; image ``i`` depends only on (seed, i).
+        panoptic (bool): generate the panoptic variant (stuff backgrounds, panoptic PNGs + json).
+
+    Returns:
+        dict: the paths of the split, see :func:`shapes_paths`.
+    """
+    paths = shapes_paths(root, split, panoptic)
+    info = _info(split, num_images, seed, panoptic)
+    if _is_complete(paths, info):
+        return paths
+    base = os.path.dirname(paths["image_root"])
+    os.makedirs(os.path.join(base, "annotations"), exist_ok=True)
+    logger.info(f"Generating {num_images} shapes images ({info['description']}) in {base} ...")
+    tmp = tempfile.mkdtemp(prefix=f".tmp_{split}_", dir=base)
+    try:
+        _write_split(tmp, split, num_images, seed, panoptic)
+        _move_dir(os.path.join(tmp, "images"), paths["image_root"])
+        if panoptic:
+            _move_dir(os.path.join(tmp, "panoptic"), paths["panoptic_root"])
+            os.replace(os.path.join(tmp, "panoptic.json"), paths["panoptic_json"])
+        os.replace(os.path.join(tmp, "instances.json"), paths["instances_json"])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return paths
