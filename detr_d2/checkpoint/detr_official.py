@@ -1,0 +1,317 @@
+"""Official DETR checkpoints (``detr-r50-e632da11.pth`` ...) mapped to the state dict of our
+``Detr`` / panoptic meta-architectures.
+
+Names. The transformer and the heads keep their official names; only the backbone and the learned
+position embedding move:
+
+=====================================  ===============================================
+official                               ours
+=====================================  ===============================================
+``detr.<name>`` (panoptic files)       ``<name>`` (the box model sits at the top level)
+``backbone.0.body.<torchvision name>`` ``backbone.<Detectron2 name>`` (torchvision_resnet)
+``backbone.1.{row,col}_embed.weight``  ``position_embedding.{row,col}_embed.weight``
+``transformer.*``, ``input_proj.*``,   unchanged
+``query_embed.*``, ``class_embed.*``,
+``bbox_embed.*``, ``bbox_attention.*``,
+``mask_head.*``
+=====================================  ===============================================
+
+Class rows. The official heads index their rows by dataset category id, ours by Detectron2's
+contiguous id, with "no object" last in both:
+
+* detection, 92 rows: row ``i`` is COCO category id ``i`` (ids 1..90, of which 80 are used; rows
+  0, 12, 26, ... are never trained), row 91 is no-object. Ours has 81 rows: row ``c`` is the COCO
+  id that ``_get_builtin_metadata("coco")["thing_dataset_id_to_contiguous_id"]`` maps to ``c``
+  (id 1 "person" -> 0, ..., id 90 "toothbrush" -> 79), row 80 is official row 91.
+* panoptic, 251 rows (``num_classes = 250``): row ``i`` is COCO panoptic category id ``i`` (things
+  1..90, stuff 92..200), row 250 is no-object. Ours has 134 rows in the order of Detectron2's
+  ``coco_panoptic_standard`` metadata, i.e. ``COCO_CATEGORIES`` sorted by id: the 80 things
+  first (contiguous 0..79, same as detection), then the 53 stuff classes (id 92 "banner" -> 80,
+  ..., id 200 "rug-merged" -> 132); row 133 is official row 250.
+
+Unused official rows are dropped; everything else must map exactly once (``convert_official_detr``
+fails with the list of offending keys otherwise).
+"""
+
+import argparse
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
+
+import torch
+
+from .safe_load import load_checkpoint_safely
+from .torchvision_resnet import (
+    UnknownKeyError,
+    detectron2_resnet_keys,
+    infer_resnet_depth,
+    torchvision_to_detectron2_name,
+)
+
+_BACKBONE = "backbone.0.body."
+_POSITION = "backbone.1."
+_PANOPTIC_BOX_MODEL = "detr."
+_MASK_PARTS = ("bbox_attention.", "mask_head.")  # top level in panoptic files, beside "detr."
+# Top-level modules whose names are the same in both models.
+_SAME_NAME = (
+    "transformer.",
+    "input_proj.",
+    "query_embed.",
+    "class_embed.",
+    "bbox_embed.",
+    "bbox_attention.",
+    "mask_head.",
+)
+# Our buffers that come from the config, never from a checkpoint (DetectionCheckpointer also
+# tolerates their absence).
+CONFIG_OWNED_KEYS = ("pixel_mean", "pixel_std")
+
+_ATTN = ("in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias")
+_WB = ("weight", "bias")
+
+
+class CheckpointConversionError(ValueError):
+    """The source checkpoint does not fill the target model exactly; the message lists the keys."""
+
+
+def _builtin_metadata(name: str) -> dict:
+    from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
+
+    return _get_builtin_metadata(name)
+
+
+def coco_detection_class_rows() -> List[int]:
+    """For each of our 81 class rows, the row of the official 92-row head it comes from."""
+    id_to_contiguous = _builtin_metadata("coco")["thing_dataset_id_to_contiguous_id"]
+    return sorted(id_to_contiguous, key=id_to_contiguous.get) + [91]
+
+
+def coco_panoptic_class_rows() -> List[int]:
+    """For each of our 134 class rows, the row of the official 251-row panoptic head."""
+    meta = _builtin_metadata("coco_panoptic_standard")
+    id_to_contiguous = {
+        **meta["thing_dataset_id_to_contiguous_id"],
+        **meta["stuff_dataset_id_to_contiguous_id"],
+    }
+    rows = sorted(id_to_contiguous, key=id_to_contiguous.get)
+    assert [id_to_contiguous[i] for i in rows] == list(range(len(rows))), "non-contiguous metadata"
+    return rows + [250]
+
+
+# official row count -> (what it is, our rows in terms of official rows)
+CLASS_HEADS = {
+    92: ("COCO detection", coco_detection_class_rows),
+    251: ("COCO panoptic", coco_panoptic_class_rows),
+}
+
+
+def official_to_ours_name(name: str) -> Optional[str]:
+    """Our name for the official key ``name`` (``detr.`` already stripped), or None for an entry
+    dropped on purpose (``num_batches_tracked``). Raises ``UnknownKeyError`` for an unknown key."""
+    if name.startswith(_BACKBONE):
+        target = torchvision_to_detectron2_name(name[len(_BACKBONE) :])
+        return None if target is None else "backbone." + target
+    if name in (_POSITION + "row_embed.weight", _POSITION + "col_embed.weight"):
+        return "position_embedding." + name[len(_POSITION) :]
+    if name.startswith(_SAME_NAME):
+        return name
+    raise UnknownKeyError(f"{name!r} is not a key of an official DETR checkpoint")
+
+
+@dataclass
+class DetrSpec:
+    """The architecture an official checkpoint encodes; ``keys()`` are the keys our model has."""
+
+    depth: int  # ResNet depth, 50 or 101
+    enc_layers: int
+    dec_layers: int
+    pre_norm: bool  # a final encoder LayerNorm exists only with pre-norm layers
+    learned_position: bool  # learned row/col embeddings (the official models use sine)
+    panoptic: bool  # bbox_attention + mask_head on top of the box model
+
+    @classmethod
+    def infer(
+        cls,
+        state_dict: Mapping[str, torch.Tensor],
+        args: Optional[argparse.Namespace],
+        panoptic: bool,
+    ) -> "DetrSpec":
+        """Read the architecture from the checkpoint's ``args`` where they say it (so a missing
+        layer is noticed), else from its keys (``detr.`` prefix already stripped)."""
+        args = vars(args) if args is not None else {}
+        backbone = [k[len(_BACKBONE) :] for k in state_dict if k.startswith(_BACKBONE)]
+        if str(args.get("backbone", "")).startswith("resnet"):
+            depth = int(args["backbone"][len("resnet") :])
+        else:
+            depth = infer_resnet_depth(backbone)
+
+        def layers(part):
+            found = [
+                int(k.split(".")[3])
+                for k in state_dict
+                if k.startswith(f"transformer.{part}.layers.")
+            ]
+            return args.get(f"{part[:3]}_layers", max(found, default=-1) + 1)
+
+        position = args.get("position_embedding")
+        learned = (
+            position in ("v3", "learned")
+            if position is not None
+            else _POSITION + "row_embed.weight" in state_dict
+        )
+        pre_norm = args.get("pre_norm", "transformer.encoder.norm.weight" in state_dict)
+        return cls(depth, layers("encoder"), layers("decoder"), bool(pre_norm), learned, panoptic)
+
+    def keys(self) -> Set[str]:
+        keys = {"backbone." + k for k in detectron2_resnet_keys(self.depth)}
+        for i in range(self.enc_layers):
+            p = f"transformer.encoder.layers.{i}."
+            keys |= {p + "self_attn." + a for a in _ATTN}
+            keys |= {p + f"{m}.{w}" for m in ("linear1", "linear2", "norm1", "norm2") for w in _WB}
+        for i in range(self.dec_layers):
+            p = f"transformer.decoder.layers.{i}."
+            keys |= {p + f"{a}.{w}" for a in ("self_attn", "multihead_attn") for w in _ATTN}
+            keys |= {
+                p + f"{m}.{w}"
+                for m in ("linear1", "linear2", "norm1", "norm2", "norm3")
+                for w in _WB
+            }
+        norms = ["transformer.decoder.norm"] + (
+            ["transformer.encoder.norm"] if self.pre_norm else []
+        )
+        heads = norms + ["input_proj", "class_embed"] + [f"bbox_embed.layers.{i}" for i in range(3)]
+        if self.panoptic:
+            heads += ["bbox_attention.q_linear", "bbox_attention.k_linear", "mask_head.out_lay"]
+            heads += [f"mask_head.{m}{i}" for m in ("lay", "gn") for i in range(1, 6)]
+            heads += [f"mask_head.adapter{i}" for i in range(1, 4)]
+        keys |= {f"{m}.{w}" for m in heads for w in _WB}
+        keys.add("query_embed.weight")
+        if self.learned_position:
+            keys |= {"position_embedding.row_embed.weight", "position_embedding.col_embed.weight"}
+        return keys
+
+
+@dataclass
+class ConvertedDetr:
+    model: Dict[str, torch.Tensor]  # our state dict
+    spec: DetrSpec
+    class_rows: List[int]  # official class row of each of our rows (no-object last)
+    dropped: List[str] = field(default_factory=list)  # source keys left out on purpose
+
+
+def _key_report(what: str, keys: Sequence[str], limit: int = 40) -> str:
+    keys = sorted(keys)
+    more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
+    return f"{what} ({len(keys)}): {', '.join(keys[:limit])}{more}"
+
+
+def is_panoptic_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """A panoptic checkpoint has a mask head (its box model is then under ``detr.``)."""
+    return any(k.startswith(_MASK_PARTS) for k in state_dict)
+
+
+def convert_official_detr(
+    state_dict: Mapping[str, torch.Tensor], args: Optional[argparse.Namespace] = None
+) -> ConvertedDetr:
+    """Official DETR ``checkpoint["model"]`` (and its ``checkpoint["args"]``) -> our state dict.
+
+    Raises :class:`CheckpointConversionError` naming every source key that maps nowhere or
+    twice, every key our model needs that stays empty, and a class head of unknown size.
+    """
+    panoptic = is_panoptic_checkpoint(state_dict)
+    entries, not_prefixed = [], []  # entries: (name without "detr.", name in the file, tensor)
+    for source, value in state_dict.items():
+        name = source
+        if panoptic and not source.startswith(_MASK_PARTS):
+            if not source.startswith(_PANOPTIC_BOX_MODEL):
+                not_prefixed.append(source)
+                continue
+            name = source[len(_PANOPTIC_BOX_MODEL) :]
+        entries.append((name, source, value))
+    if not_prefixed:
+        raise CheckpointConversionError(
+            _key_report("panoptic checkpoint: box-model keys without 'detr.'", not_prefixed)
+        )
+
+    converted, dropped, unknown, twice = {}, [], [], []
+    for name, source, value in entries:
+        try:
+            target = official_to_ours_name(name)
+        except UnknownKeyError:
+            unknown.append(source)
+            continue
+        if target is None:
+            dropped.append(source)
+        elif target in converted:
+            twice.append(f"{source} -> {target}")
+        else:
+            converted[target] = value
+    if unknown or twice:
+        parts = [_key_report("source keys that map to nothing", unknown)] if unknown else []
+        if twice:
+            parts.append(_key_report("source keys filling an already filled target", twice))
+        raise CheckpointConversionError("; ".join(parts))
+
+    spec = DetrSpec.infer({name: value for name, _, value in entries}, args, panoptic)
+    expected = spec.keys()
+    missing, unused = expected - converted.keys(), converted.keys() - expected
+    if missing or unused:
+        parts = []
+        if missing:
+            parts.append(_key_report("target keys no source key fills", missing))
+        if unused:
+            parts.append(_key_report("source keys (renamed) our model has no place for", unused))
+        raise CheckpointConversionError(f"checkpoint does not match {spec}: " + "; ".join(parts))
+
+    num_rows = converted["class_embed.weight"].shape[0]
+    kind, rows_fn = CLASS_HEADS.get(num_rows, (None, None))
+    if kind is None or (kind == "COCO panoptic") != panoptic:
+        raise CheckpointConversionError(
+            f"class_embed has {num_rows} rows; expected 92 (COCO detection) or 251 (COCO "
+            f"panoptic, only with a mask head), and this is a "
+            f"{'panoptic' if panoptic else 'detection'} checkpoint"
+        )
+    class_rows = rows_fn()
+    for name in ("class_embed.weight", "class_embed.bias"):
+        converted[name] = converted[name][class_rows].clone()
+    return ConvertedDetr(converted, spec, class_rows, sorted(dropped))
+
+
+def check_against_model(
+    converted: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
+) -> None:
+    """Require the same keys (bar :data:`CONFIG_OWNED_KEYS`) and shapes as ``target``, a model's
+    ``state_dict()``. Raises :class:`CheckpointConversionError` listing every difference."""
+    wanted = {k for k in target if k not in CONFIG_OWNED_KEYS}
+    missing, unexpected = wanted - converted.keys(), converted.keys() - wanted
+    shapes = [
+        f"{k} {tuple(converted[k].shape)} vs model {tuple(target[k].shape)}"
+        for k in sorted(wanted & converted.keys())
+        if converted[k].shape != target[k].shape
+    ]
+    parts = []
+    if missing:
+        parts.append(_key_report("model keys missing from the converted checkpoint", missing))
+    if unexpected:
+        parts.append(_key_report("converted keys the model does not have", unexpected))
+    if shapes:
+        parts.append(_key_report("shape mismatches", shapes))
+    if parts:
+        raise CheckpointConversionError("; ".join(parts))
+
+
+def load_official_checkpoint(
+    path: str,
+) -> Tuple[Dict[str, torch.Tensor], Optional[argparse.Namespace], List[str]]:
+    """Safely read an official DETR file -> (``"model"`` state dict, ``"args"`` or None, names of
+    the other top-level entries, which the conversion ignores)."""
+    checkpoint = load_checkpoint_safely(path)
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+        found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise CheckpointConversionError(
+            f"{path}: expected a dict with a 'model' entry, got {found}"
+        )
+    args = checkpoint.get("args")
+    if args is not None and not isinstance(args, argparse.Namespace):
+        args = None
+    others = sorted(k for k in checkpoint if k not in ("model", "args"))
+    return dict(checkpoint["model"]), args, others

@@ -1,0 +1,216 @@
+#!/usr/bin/env python
+"""Convert an official DETR checkpoint (facebookresearch/detr model zoo) into a detr_d2 checkpoint.
+
+    python tools/convert_detr_weights.py --input detr-r50-e632da11.pth --output detr_r50.pth \\
+        --config-file configs/detr_r50.yaml
+
+Panoptic checkpoints (``detr.`` prefix, ``bbox_attention``, ``mask_head``) are detected from their
+keys; ``--panoptic`` only asserts it. The class head is re-indexed from COCO category ids to
+Detectron2's contiguous ids (see ``detr_d2/checkpoint/detr_official.py``). The tool fails, listing
+the keys, unless every key of the target model is filled exactly once and every source key is used
+(``num_batches_tracked`` and the unused class rows are dropped and reported). With
+``--config-file`` the target is the model that config builds: key set and shapes must match it.
+
+Self-check against the official implementation (needs ``--config-file``): ``--verify-image IMG
+--verify-outputs REF.pt`` runs our model in eval mode on IMG at its own size (no resize) and
+reports the largest absolute difference to REF.pt, ``{"pred_logits": (1, N, 92 or 251),
+"pred_boxes": (1, N, 4)}``, which you make with the official model on the same unresized image::
+
+    img = T.Compose([T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])(
+        Image.open(IMG).convert("RGB"))
+    out = model.eval()(img[None])
+    torch.save({"pred_logits": out["pred_logits"], "pred_boxes": out["pred_boxes"]}, "REF.pt")
+
+Reference logits are compared after the same class-row mapping as the weights.
+"""
+
+import argparse
+import logging
+import sys
+from typing import Dict, List, Optional
+
+import torch
+
+from detr_d2.checkpoint.detr_official import (
+    CheckpointConversionError,
+    ConvertedDetr,
+    check_against_model,
+    convert_official_detr,
+    load_official_checkpoint,
+)
+from detr_d2.checkpoint.safe_load import UnsafeCheckpointError, load_checkpoint_safely
+
+logger = logging.getLogger("convert_detr_weights")
+AUTHOR = "DETR official, converted by detr_d2"
+
+
+def setup_cfg(config_file: str, opts: List[str]):
+    from detectron2.config import get_cfg
+
+    from detr_d2 import add_detr_config
+
+    cfg = get_cfg()
+    add_detr_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.MODEL.DEVICE = "cpu"  # conversion and the one-image check need no GPU; opts may override
+    cfg.MODEL.WEIGHTS = ""
+    cfg.merge_from_list(opts)
+    cfg.freeze()
+    return cfg
+
+
+def build_target_model(cfg) -> torch.nn.Module:
+    from detectron2.modeling import build_model
+
+    import detr_d2  # noqa: F401  registers our meta-architectures
+
+    return build_model(cfg)
+
+
+def convert(
+    input_path: str,
+    output_path: str,
+    *,
+    expect_panoptic: bool = False,
+    model: Optional[torch.nn.Module] = None,
+) -> ConvertedDetr:
+    """Read ``input_path`` safely, convert, check against ``model`` (if given), write
+    ``output_path``. Raises ``CheckpointConversionError`` / ``UnsafeCheckpointError``."""
+    state_dict, args, others = load_official_checkpoint(input_path)
+    if others:
+        logger.info("ignoring checkpoint entries other than 'model'/'args': %s", ", ".join(others))
+    if args is None:
+        logger.warning("no 'args' in %s: architecture inferred from the keys alone", input_path)
+    result = convert_official_detr(state_dict, args)
+    if expect_panoptic and not result.spec.panoptic:
+        raise CheckpointConversionError(f"--panoptic given, but {input_path} has no mask head")
+    if model is not None:
+        check_against_model(result.model, model.state_dict())
+    kind = "panoptic" if result.spec.panoptic else "detection"
+    logger.info("%s checkpoint: %s", kind, result.spec)
+    logger.info(
+        "class head: rows re-indexed from category ids to contiguous ids; our row i is "
+        "official row %s",
+        result.class_rows,
+    )
+    if result.dropped:
+        logger.info("dropped on purpose: %s", ", ".join(result.dropped))
+    torch.save(
+        {"model": result.model, "__author__": AUTHOR, "matching_heuristics": False}, output_path
+    )
+    logger.info("wrote %d tensors to %s", len(result.model), output_path)
+    return result
+
+
+@torch.no_grad()
+def verify(
+    model: torch.nn.Module,
+    weights: str,
+    image_path: str,
+    reference_path: str,
+    class_rows: List[int],
+    input_format: str,
+) -> Dict[str, float]:
+    """Largest absolute differences of our eval outputs on one unresized image to the official
+    ones: {"pred_logits": ..., "pred_boxes": ...}."""
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.data.detection_utils import read_image
+
+    DetectionCheckpointer(model).load(weights)
+    model.eval()
+    image = read_image(image_path, format=input_format)  # (H, W, 3) uint8
+    image = torch.as_tensor(image.copy()).permute(2, 0, 1)
+    images = model.preprocess_image([{"image": image}])
+    ours = model.forward_raw(images)
+    reference = load_checkpoint_safely(reference_path)
+    ref_logits = reference["pred_logits"].float()
+    if ref_logits.shape[-1] <= max(class_rows):
+        raise ValueError(
+            f"reference logits have {ref_logits.shape[-1]} classes; the checkpoint "
+            f"had {max(class_rows) + 1}"
+        )
+    ref = {
+        "pred_logits": ref_logits[..., class_rows],
+        "pred_boxes": reference["pred_boxes"].float(),
+    }
+    diffs = {}
+    for name, expected in ref.items():
+        got = ours[name].float().cpu()
+        if got.shape != expected.shape:
+            raise ValueError(f"{name}: ours {tuple(got.shape)}, reference {tuple(expected.shape)}")
+        diffs[name] = (got - expected).abs().max().item()
+    return diffs
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--input", required=True, help="official DETR checkpoint (.pth)")
+    parser.add_argument("--output", required=True, help="detr_d2 checkpoint to write (.pth)")
+    parser.add_argument(
+        "--panoptic",
+        action="store_true",
+        help="fail unless the input is a panoptic checkpoint (detected anyway)",
+    )
+    parser.add_argument(
+        "--config-file",
+        default="",
+        help="build this config's model and require its exact keys and shapes",
+    )
+    parser.add_argument("--verify-image", default="", help="image for the output self-check")
+    parser.add_argument(
+        "--verify-outputs",
+        default="",
+        help=".pt with the official model's pred_logits/pred_boxes on that image",
+    )
+    parser.add_argument(
+        "--verify-tolerance",
+        type=float,
+        default=None,
+        help="fail when a difference exceeds this (default: only report)",
+    )
+    parser.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="config overrides, KEY VALUE pairs (e.g. MODEL.DEVICE cuda)",
+    )
+    args = parser.parse_args(argv)
+    if bool(args.verify_image) != bool(args.verify_outputs):
+        parser.error("--verify-image and --verify-outputs go together")
+    if args.verify_image and not args.config_file:
+        parser.error("--verify-image needs --config-file to build the model")
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    cfg = setup_cfg(args.config_file, args.opts) if args.config_file else None
+    model = build_target_model(cfg) if cfg is not None else None
+    try:
+        result = convert(args.input, args.output, expect_panoptic=args.panoptic, model=model)
+    except (CheckpointConversionError, UnsafeCheckpointError) as e:
+        logger.error("conversion failed: %s", e)
+        return 1
+    if not args.verify_image:
+        return 0
+    diffs = verify(
+        model,
+        args.output,
+        args.verify_image,
+        args.verify_outputs,
+        result.class_rows,
+        cfg.INPUT.FORMAT,
+    )
+    for name, diff in diffs.items():
+        logger.info("self-check: max |ours - official| of %s = %.3g", name, diff)
+    if args.verify_tolerance is not None and max(diffs.values()) > args.verify_tolerance:
+        logger.error("self-check failed: difference above %g", args.verify_tolerance)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    sys.exit(main())

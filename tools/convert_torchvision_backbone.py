@@ -1,0 +1,110 @@
+#!/usr/bin/env python
+"""Convert a torchvision ImageNet ResNet-50/101/152 (e.g. ``resnet50-0676ba61.pth``) into Detectron2
+backbone weights for ``MODEL.WEIGHTS``.
+
+    python tools/convert_torchvision_backbone.py --input resnet50-0676ba61.pth --output R-50-tv.pth
+
+The output holds ``backbone.<Detectron2 name>`` keys with ``matching_heuristics: False``, so
+``DetectionCheckpointer`` loads them by exact name into the ``backbone`` of any meta-architecture;
+the model must use ``MODEL.RESNETS.STRIDE_IN_1X1 False`` and RGB ImageNet normalization (see
+``detr_d2/checkpoint/torchvision_resnet.py``). ``fc.*`` and ``num_batches_tracked`` are dropped
+and reported. The converted keys and shapes are checked against Detectron2's ResNet of the same
+depth before anything is written.
+"""
+
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+import torch
+
+from detr_d2.checkpoint.safe_load import UnsafeCheckpointError, load_checkpoint_safely
+from detr_d2.checkpoint.torchvision_resnet import (
+    UnknownKeyError,
+    convert_torchvision_resnet,
+    infer_resnet_depth,
+)
+
+logger = logging.getLogger("convert_torchvision_backbone")
+
+
+def build_detectron2_resnet(depth: int, device: str = "cpu") -> torch.nn.Module:
+    """Detectron2's ResNet as DETR configures it: FrozenBN, stride in the 3x3, output res5."""
+    from detectron2.config import get_cfg
+    from detectron2.layers import ShapeSpec
+    from detectron2.modeling.backbone.resnet import build_resnet_backbone
+
+    cfg = get_cfg()
+    cfg.MODEL.RESNETS.DEPTH = depth
+    cfg.MODEL.RESNETS.NORM = "FrozenBN"
+    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res5"]
+    with torch.device(device):
+        return build_resnet_backbone(cfg, ShapeSpec(channels=3))
+
+
+def check_backbone_keys(converted: dict, depth: int) -> None:
+    """Keys and shapes must equal those of Detectron2's ResNet-``depth`` (built on the meta
+    device: no memory, no init time)."""
+    target = {
+        "backbone." + k: v for k, v in build_detectron2_resnet(depth, "meta").state_dict().items()
+    }
+    missing, extra = (
+        sorted(target.keys() - converted.keys()),
+        sorted(converted.keys() - target.keys()),
+    )
+    shapes = [
+        f"{k} {tuple(converted[k].shape)} vs {tuple(target[k].shape)}"
+        for k in sorted(target.keys() & converted.keys())
+        if converted[k].shape != target[k].shape
+    ]
+    if missing or extra or shapes:
+        raise KeyError(
+            f"converted backbone does not match Detectron2's ResNet-{depth}: "
+            f"missing {missing}, unexpected {extra}, shape mismatches {shapes}"
+        )
+
+
+def convert(input_path: str, output_path: str) -> dict:
+    """Read, convert, check and write; returns the saved checkpoint dict."""
+    state_dict = load_checkpoint_safely(input_path)
+    if isinstance(state_dict, dict) and "state_dict" in state_dict:
+        state_dict = state_dict["state_dict"]
+    if isinstance(state_dict, dict) and "model" in state_dict:
+        state_dict = state_dict["model"]
+    converted, dropped = convert_torchvision_resnet(state_dict)
+    depth = infer_resnet_depth(state_dict)
+    check_backbone_keys(converted, depth)
+    logger.info(
+        "ResNet-%d: %d tensors converted; dropped (no Detectron2 counterpart): %s",
+        depth,
+        len(converted),
+        ", ".join(dropped) or "none",
+    )
+    checkpoint = {"model": converted, "__author__": "torchvision", "matching_heuristics": False}
+    torch.save(checkpoint, output_path)
+    logger.info("wrote %s", output_path)
+    return checkpoint
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--input", required=True, help="torchvision ResNet state dict (.pth)")
+    parser.add_argument("--output", required=True, help="Detectron2 checkpoint to write (.pth)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        convert(args.input, args.output)
+    except (UnsafeCheckpointError, UnknownKeyError, KeyError, ValueError) as e:
+        logger.error("conversion failed: %s", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    sys.exit(main())
