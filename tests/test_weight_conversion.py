@@ -498,6 +498,33 @@ def test_detr_learned_position_and_pre_norm():
     _assert_same_state(convert_official_detr(official).model, ours)
 
 
+def test_detr_panoptic_layout_fits_panoptic_model():
+    """A full-size official panoptic layout fits our panoptic meta-architecture (meta tensors)."""
+    panoptic = pytest.importorskip("detr_d2.modeling.panoptic")
+    from detectron2.config import get_cfg
+    from detectron2.modeling import META_ARCH_REGISTRY
+
+    from detr_d2 import add_detr_config, merge_config_file
+
+    if not hasattr(panoptic, "add_panoptic_config") or "DetrPanoptic" not in META_ARCH_REGISTRY:
+        pytest.skip("panoptic meta-architecture not available")
+    cfg = get_cfg()
+    add_detr_config(cfg)
+    panoptic.add_panoptic_config(cfg)
+    merge_config_file(cfg, CONFIG)
+    cfg.merge_from_list(["MODEL.META_ARCHITECTURE", "DetrPanoptic", "MODEL.DEVICE", "meta"])
+    cfg.merge_from_list(["MODEL.DETR.NUM_CLASSES", "133", "MODEL.WEIGHTS", ""])
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    with torch.device("meta"):
+        model = detr_tool.build_target_model(cfg)
+    ours = {k: v for k, v in model.state_dict().items()}
+    official = _to_official(ours, panoptic=True)
+    assert official["detr.class_embed.weight"].shape == (251, 256)
+    assert official["mask_head.lay1.weight"].shape == (264, 264, 3, 3)  # d + heads channels
+    result = convert_official_detr(official, _official_args(masks=True, enc_layers=6, dec_layers=6))
+    check_against_model(result.model, model.state_dict())
+
+
 def test_detr_panoptic_flag_rejects_detection_checkpoint(tmp_path, tiny_state, caplog):
     src = str(tmp_path / "detr-official.pth")
     _save_official(src, _to_official(tiny_state))

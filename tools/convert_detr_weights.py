@@ -47,11 +47,11 @@ AUTHOR = "DETR official, converted by detr_d2"
 def setup_cfg(config_file: str, opts: List[str]):
     from detectron2.config import get_cfg
 
-    from detr_d2 import add_detr_config
+    from detr_d2 import add_detr_config, merge_config_file
 
-    cfg = get_cfg()
+    cfg = get_cfg()  # the same steps as train_net.setup, so the model is the one training builds
     add_detr_config(cfg)
-    cfg.merge_from_file(config_file)
+    merge_config_file(cfg, config_file)
     cfg.MODEL.DEVICE = "cpu"  # conversion and the one-image check need no GPU; opts may override
     cfg.MODEL.WEIGHTS = ""
     cfg.merge_from_list(opts)
