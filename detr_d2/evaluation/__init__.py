@@ -1,0 +1,19 @@
+"""COCO evaluation with a choice of COCOeval backend (TEST.COCO_EVAL_BACKEND)."""
+
+from .coco_evaluation import (
+    COCO_EVAL_BACKENDS,
+    COCOEvaluatorWithBackend,
+    build_coco_evaluator,
+    evaluate_predictions_on_coco,
+    has_compiled_cocoeval,
+    load_coco_gt,
+)
+
+__all__ = [
+    "COCO_EVAL_BACKENDS",
+    "COCOEvaluatorWithBackend",
+    "build_coco_evaluator",
+    "evaluate_predictions_on_coco",
+    "has_compiled_cocoeval",
+    "load_coco_gt",
+]
