@@ -14,12 +14,13 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.utils.logger import setup_logger
 from detectron2.evaluation import verify_results
 
 from detr_d2 import add_detr_config
 from detr_d2.config import merge_config_file
 from detr_d2.data import DetrDatasetMapper
-from detr_d2.evaluation import build_evaluator
+from detr_d2.evaluation.build import build_evaluator
 from detr_d2.solver import build_optimizer
 
 logger = logging.getLogger("detr_d2")
@@ -54,6 +55,7 @@ def setup(args):
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="detr_d2")
     return cfg
 
 

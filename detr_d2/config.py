@@ -46,7 +46,9 @@ def add_detr_config(cfg):
     cfg.SOLVER.BACKBONE_MULTIPLIER = 1.0  # lr multiplier of backbone parameters (DETR: 0.1)
     # DETR's random crop: resize the short side to one of these before cropping (pixels)
     cfg.INPUT.DETR_CROP_PRE_RESIZE = (400, 500, 600)
-    cfg.TEST.COCO_EVAL_BACKEND = "pycocotools"  # COCO evaluation backend
+    # COCOeval implementation, same AP: "hotcoco" (Rust, ~1 s for 5k images x 100 detections),
+    # "faster_coco_eval" (C++), "pycocotools" (the reference, ~90 s); keypoints: pycocotools
+    cfg.TEST.COCO_EVAL_BACKEND = "hotcoco"
     return cfg
 
 
