@@ -39,6 +39,8 @@ def add_detr_config(cfg):
     # Inference
     d.TEST_SCORE_THRESH = 0.0  # drop detections below this score (0 = keep all, for COCO eval)
     d.TEST_TOPK = 0  # keep at most this many detections per image (0 = all N queries)
+    # eval mode: backbone copy with norms folded into convs, channels_last (~0.57x time on CPU)
+    d.FAST_INFERENCE = True
     # Checkpoint loaded (and frozen) before MODEL.WEIGHTS; panoptic stage 2 freezes the box model
     d.FROZEN_WEIGHTS = ""
 

@@ -124,3 +124,30 @@ def test_train_step_with_empty_and_nonempty_images(tiny_detr_cfg):
     assert model.class_embed.weight.grad.abs().sum() > 0
     assert model.backbone.res4[0].conv1.weight.grad.abs().sum() > 0
     assert model.query_embed.weight.grad.abs().sum() > 0
+
+
+def test_fast_inference_matches_eager_and_follows_weight_changes(tiny_detr_cfg):
+    tiny_detr_cfg.MODEL.RESNETS.NORM = "FrozenBN"
+    torch.manual_seed(0)
+    model = build_model(tiny_detr_cfg).eval()
+    for m in model.backbone.modules():  # non-trivial frozen statistics
+        if hasattr(m, "running_var"):
+            m.running_var.uniform_(0.5, 2.0)
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.weight.data.uniform_(0.5, 1.5)
+    images = model.preprocess_image([{"image": _image(64, 96, 0)}, {"image": _image(80, 48, 1)}])
+
+    def run(fast):
+        model.fast_inference = fast
+        with torch.no_grad():
+            out = model.forward_raw(images)
+        return out["pred_logits"], out["pred_boxes"]
+
+    (l0, b0), (l1, b1) = run(False), run(True)
+    assert torch.allclose(l0, l1, atol=1e-4) and torch.allclose(b0, b1, atol=1e-4)
+    state = {k: v + 0.1 if k.startswith("backbone.res4") and v.is_floating_point() else v
+             for k, v in model.state_dict().items()}
+    model.load_state_dict(state)  # the folded copy must not keep the old weights
+    (l2, _), (l3, _) = run(False), run(True)
+    assert not torch.allclose(l0, l2, atol=1e-3) and torch.allclose(l2, l3, atol=1e-4)
+    assert not any("inference" in k for k in model.state_dict())

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert
 
 from .criterion import SetCriterion
+from .inference_backbone import InferenceBackboneCache
 from .matcher import HungarianMatcher
 from .position_encoding import build_position_encoding
 from .transformer import Transformer
@@ -63,6 +64,7 @@ class Detr(nn.Module):
         size_divisibility: int = 0,
         test_score_thresh: float = 0.0,
         test_topk: int = 0,
+        fast_inference: bool = True,
     ):
         """
         Args:
@@ -73,6 +75,8 @@ class Detr(nn.Module):
             pixel_mean, pixel_std: per-channel normalization, in the input format's channel order.
             size_divisibility: pad batched images to a multiple of this (0: the largest image only).
             test_score_thresh, test_topk: optional filtering of detections at inference (0 = off).
+            fast_inference: in eval mode, run a copy of the backbone with its norms folded into
+                the convolutions, in channels_last (same outputs within float rounding).
         """
         super().__init__()
         self.backbone = backbone
@@ -92,6 +96,9 @@ class Detr(nn.Module):
         self.size_divisibility = size_divisibility
         self.test_score_thresh = test_score_thresh
         self.test_topk = test_topk
+        self.fast_inference = fast_inference
+        self._inference_backbone = InferenceBackboneCache()
+        self._register_load_state_dict_pre_hook(lambda *args: self._inference_backbone.clear())
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -124,7 +131,12 @@ class Detr(nn.Module):
             "size_divisibility": d.SIZE_DIVISIBILITY,
             "test_score_thresh": d.TEST_SCORE_THRESH,
             "test_topk": d.TEST_TOPK,
+            "fast_inference": d.FAST_INFERENCE,
         }
+
+    def train(self, mode: bool = True):
+        self._inference_backbone.clear()  # weights may change: rebuild the folded copy next eval
+        return super().train(mode)
 
     @property
     def device(self) -> torch.device:
@@ -155,7 +167,11 @@ class Detr(nn.Module):
             (B, d, h, w) with its padding mask "mask" (B, h, w), "hs" (L, B, N, d) the decoder
             outputs, and "backbone_features" (the backbone's output dict, for the mask head).
         """
-        backbone_features = self.backbone(images.tensor)
+        if self.fast_inference and not self.training:
+            x = images.tensor.contiguous(memory_format=torch.channels_last)
+            backbone_features = self._inference_backbone.get(self.backbone)(x)
+        else:
+            backbone_features = self.backbone(images.tensor)
         features = backbone_features[self.backbone_feature]
         mask = F.interpolate(self.padding_mask(images)[None].float(), size=features.shape[-2:])
         mask = mask.to(torch.bool)[0]
