@@ -48,7 +48,8 @@ MIN_VISIBLE_FRACTION = 0.7  # every thing keeps at least this fraction of its pi
 COLOR_JITTER = 20  # per-channel uniform jitter of a thing's colour, +-RGB levels
 PIXEL_NOISE = 3.0  # std of the per-pixel grey noise on the whole image, RGB levels
 MIN_STUFF_AREA = 64  # a stuff region with fewer visible pixels is left unlabelled (void), pixels
-GENERATOR_VERSION = 1  # bump when the drawing changes, so stale copies on disk are detected
+# A string, as COCO's info.version; bump when the drawing changes, so stale copies are detected.
+GENERATOR_VERSION = "2"
 
 # Things. Ids start at 1 (COCO style); colours are RGB.
 THING_CATEGORIES = [
