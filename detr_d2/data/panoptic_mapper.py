@@ -1,0 +1,67 @@
+"""DetrPanopticDatasetMapper: every panoptic segment (thing or stuff) as a box and a mask, with
+DETR's augmentation."""
+import copy
+
+import numpy as np
+import torch
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from detectron2.structures import BitMasks, Instances
+from panopticapi.utils import rgb2id
+
+from .detr_dataset_mapper import DetrDatasetMapper
+
+__all__ = ["DetrPanopticDatasetMapper"]
+
+
+class DetrPanopticDatasetMapper(DetrDatasetMapper):
+    """Maps one Detectron2 panoptic dataset dict (``coco_2017_*_panoptic`` format: "file_name",
+    "pan_seg_file_name" (RGB-encoded segment ids), "segments_info" with "id", contiguous
+    "category_id", "iscrowd") to a DETR input. Same augmentation as :class:`DetrDatasetMapper`
+    (its config, its crop branch); the panoptic PNG follows the image through the same transforms
+    with nearest interpolation (``apply_segmentation``).
+
+    Output in training: the input dict's fields plus "image" (uint8 (C, H, W)) and "instances":
+    :class:`Instances` of (H, W) with, for each non-crowd segment still visible after the
+    augmentation (things and stuff alike):
+
+    * ``gt_masks``: :class:`BitMasks` (M, H, W), the segment's pixels;
+    * ``gt_boxes``: :class:`Boxes` absolute XYXY, the mask's inclusive pixel extents
+      (x0 = first column, x1 = last column + 1, as COCO's [x, y, w, h] with w = columns spanned);
+    * ``gt_classes``: int64 (M,), contiguous class ids.
+
+    Crowd segments are dropped (their pixels are in no mask). At test time: the image only.
+    """
+
+    def __call__(self, dataset_dict):
+        if not self.is_train:
+            return super().__call__(dataset_dict)
+        dataset_dict = copy.deepcopy(dataset_dict)
+        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
+        utils.check_image_size(dataset_dict, image)
+        pan_seg = utils.read_image(dataset_dict.pop("pan_seg_file_name"), "RGB")
+
+        augmentations = self.augmentations
+        if self.crop_augmentations is not None and np.random.rand() < self.crop_prob:
+            augmentations = self.crop_augmentations
+        aug_input = T.AugInput(image)
+        transforms = augmentations(aug_input)
+        image = aug_input.image
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        # the RGB encoding is uint8, so resizing uses PIL's nearest: no id is ever blended
+        segment_ids = rgb2id(transforms.apply_segmentation(pan_seg))
+
+        segments = [s for s in dataset_dict.pop("segments_info") if not s.get("iscrowd", 0)]
+        masks = [segment_ids == s["id"] for s in segments]
+        visible = [i for i, m in enumerate(masks) if m.any()]
+        instances = Instances(image.shape[:2])
+        instances.gt_masks = BitMasks(
+            torch.from_numpy(np.stack([masks[i] for i in visible]))
+            if visible else torch.zeros((0, *image.shape[:2]), dtype=torch.bool)
+        )
+        instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
+        instances.gt_classes = torch.tensor(
+            [segments[i]["category_id"] for i in visible], dtype=torch.int64
+        )
+        dataset_dict["instances"] = instances
+        return dataset_dict

@@ -1,0 +1,351 @@
+"""Panoptic DETR (paper Sec. 4.4): the box model plus a mask head, one mask per object query, things
+and stuff alike; a pixel-wise argmax over the confident queries' masks gives the panoptic output."""
+import logging
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.utils.file_io import PathManager
+from torch import Tensor, nn
+from torch.nn.modules.module import _IncompatibleKeys
+from torchvision.ops import box_convert
+
+from .detr import Detr
+from .panoptic_criterion import SetCriterionWithMasks
+from .segmentation import MaskHead, MultiHeadAttentionMap
+
+__all__ = ["DetrPanoptic", "add_panoptic_config", "combine_panoptic", "resize_mask_logits"]
+
+logger = logging.getLogger(__name__)
+
+# Modules that DetrPanoptic adds to the box model; everything else is "the box model", which
+# MODEL.DETR.FROZEN_WEIGHTS fills and freezes.
+MASK_MODULES = ("bbox_attention.", "mask_head.")
+
+
+def add_panoptic_config(cfg):
+    """Add the panoptic keys under ``MODEL.DETR`` (after ``add_detr_config``), in place."""
+    d = cfg.MODEL.DETR
+    if hasattr(d, "MASK_WEIGHT"):
+        return cfg
+    d.MASK_WEIGHT = 1.0  # weight of the sigmoid focal loss of matched masks (loss_mask)
+    d.DICE_WEIGHT = 1.0  # weight of the DICE loss of matched masks (loss_dice)
+    # backbone features the mask head adds, coarse to fine (strides 16, 8, 4); they must be in
+    # MODEL.RESNETS.OUT_FEATURES
+    d.MASK_HEAD_IN_FEATURES = ["res4", "res3", "res2"]
+    d.MASK_HEAD_GROUPS = 8  # GroupNorm groups in the mask head; HIDDEN_DIM / 16 must divide by it
+    # panoptic inference: keep queries whose best real-class probability is above this
+    d.PANOPTIC_CONF_THRESH = 0.85
+    # panoptic inference: segments of at most this many pixels (in the output image) are dropped
+    # and their pixels given to the remaining queries
+    d.PANOPTIC_MIN_AREA = 4
+    return cfg
+
+
+def resize_mask_logits(masks: Tensor, padded_hw: Tuple[int, int], image_hw: Tuple[int, int],
+                       output_hw: Tuple[int, int]) -> Tensor:
+    """Mask logits (Q, h, w) over a padded batch -> (Q, *output_hw) over the output image.
+
+    Upsampled (bilinear) to the padded input size ``padded_hw``, cropped to the image's own
+    ``image_hw`` (its size in the network input), then resized to ``output_hw``.
+    """
+    if len(masks) == 0:
+        return masks.new_zeros((0, *output_hw))
+    x = F.interpolate(masks[None].float(), size=padded_hw, mode="bilinear", align_corners=False)
+    x = x[:, :, : image_hw[0], : image_hw[1]]
+    if tuple(image_hw) != tuple(output_hw):
+        x = F.interpolate(x, size=output_hw, mode="bilinear", align_corners=False)
+    return x[0]
+
+
+def combine_panoptic(scores: Tensor, classes: Tensor, mask_logits: Tensor,
+                     is_thing: Sequence[bool], min_area: int) -> Tuple[Tensor, List[Dict]]:
+    """Non-overlapping panoptic segments from the masks of the kept queries.
+
+    Every pixel goes to the query of highest mask logit; queries of the same stuff class form one
+    segment. Segments of at most ``min_area`` pixels are removed and the argmax redone over the
+    remaining queries, until none is that small.
+
+    Args:
+        scores: (Q,) confidence of each kept query.
+        classes: (Q,) its contiguous class id.
+        mask_logits: (Q, H, W) its mask logits over the output image.
+        is_thing: for each contiguous class id, whether it is a thing.
+        min_area: see above.
+    Returns:
+        Detectron2's ``panoptic_seg``: an int32 (H, W) map of segment ids (0 = void: only where
+        no query is kept) and, per segment, {"id" (1..S), "category_id" (contiguous), "isthing",
+        "score" (best query's), "area" (pixels)}.
+    """
+    h, w = mask_logits.shape[-2:]
+    query_segment, seg_class, seg_score, stuff_segment = [], [], [], {}
+    for score, c in zip(scores.tolist(), classes.tolist()):
+        if not is_thing[c] and c in stuff_segment:
+            s = stuff_segment[c]
+            seg_score[s] = max(seg_score[s], score)
+        else:
+            s = len(seg_class)
+            seg_class.append(c)
+            seg_score.append(score)
+            if not is_thing[c]:
+                stuff_segment[c] = s
+        query_segment.append(s)
+    query_segment = torch.as_tensor(query_segment, dtype=torch.long, device=mask_logits.device)
+    seg_alive = torch.ones(len(seg_class), dtype=torch.bool, device=mask_logits.device)
+    pixel_segment, area = None, None
+    while seg_alive.any():
+        queries = seg_alive[query_segment].nonzero()[:, 0]
+        pixel_segment = query_segment[queries][mask_logits[queries].argmax(0)]  # (H, W)
+        area = torch.bincount(pixel_segment.flatten(), minlength=len(seg_class))
+        small = seg_alive & (area <= min_area)
+        if not small.any():
+            break
+        seg_alive &= ~small
+    panoptic = torch.zeros((h, w), dtype=torch.int32, device=mask_logits.device)
+    segments_info = []
+    if not seg_alive.any():
+        return panoptic, segments_info
+    new_id = torch.zeros(len(seg_class), dtype=torch.int32, device=mask_logits.device)
+    for s in seg_alive.nonzero()[:, 0].tolist():
+        new_id[s] = len(segments_info) + 1
+        segments_info.append({
+            "id": len(segments_info) + 1,
+            "category_id": seg_class[s],
+            "isthing": bool(is_thing[seg_class[s]]),
+            "score": seg_score[s],
+            "area": int(area[s]),
+        })
+    return new_id[pixel_segment], segments_info
+
+
+def _is_thing_from_metadata(cfg, num_classes: int) -> List[bool]:
+    """Which contiguous classes are things, from the panoptic metadata of the first dataset."""
+    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+    meta = MetadataCatalog.get(names[0]) if names else None
+    if meta is None or not hasattr(meta, "stuff_dataset_id_to_contiguous_id"):
+        logger.warning("No panoptic metadata (stuff_dataset_id_to_contiguous_id) for %s: every "
+                       "class is treated as a thing (no stuff merging).", names[:1])
+        return [True] * num_classes
+    thing_ids = set(meta.thing_dataset_id_to_contiguous_id.values())
+    return [c in thing_ids for c in range(num_classes)]
+
+
+@META_ARCH_REGISTRY.register()
+class DetrPanoptic(Detr):
+    """DETR with a mask head (``bbox_attention``, ``mask_head``: the official names).
+
+    Input: as :class:`Detr`; in training each "instances" also has ``gt_masks`` (BitMasks of the
+    image size). Output in eval, per image (coordinates of the original "height"/"width"):
+
+    * "panoptic_seg": (int32 (H, W) segment ids, segments_info), see :func:`combine_panoptic`;
+    * "instances": every query whose best real class is a thing (as DETR's box output), with
+      ``pred_masks`` (bool (T, H, W), sigmoid > 0.5), ``pred_boxes`` (XYXY), ``scores``,
+      ``pred_classes``, for COCO box and mask AP.
+
+    With ``frozen_weights`` (MODEL.DETR.FROZEN_WEIGHTS) the box model (every module but the two
+    above) is read from that checkpoint at construction and frozen: its parameters get
+    ``requires_grad=False``, its BatchNorm layers stay in eval mode, and :meth:`load_state_dict`
+    (which Detectron2's checkpointer calls for MODEL.WEIGHTS and for resuming) skips its keys,
+    so MODEL.WEIGHTS can never overwrite it. Only the mask losses are computed then.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        is_thing: Sequence[bool],
+        num_attention_heads: int,
+        mask_in_features: Sequence[str] = ("res4", "res3", "res2"),
+        mask_head_groups: int = 8,
+        panoptic_conf_thresh: float = 0.85,
+        panoptic_min_area: int = 4,
+        frozen_weights: str = "",
+        **kwargs,
+    ):
+        """
+        Args:
+            is_thing: K bools, whether each contiguous class is a thing (else stuff).
+            num_attention_heads: M, the attention maps per query fed to the mask head.
+            mask_in_features: the 3 backbone features the mask head adds, coarse to fine.
+            mask_head_groups: GroupNorm groups of the mask head.
+            panoptic_conf_thresh: panoptic inference keeps queries whose best real-class
+                probability is above this (0.85 in DETR; for a threshold >= 0.5 this equals
+                DETR's "argmax is not no-object and its probability is above").
+            panoptic_min_area: see :func:`combine_panoptic`.
+            frozen_weights: path of a checkpoint of the box model to load and freeze ("": none).
+            kwargs: the arguments of :class:`Detr`.
+        """
+        super().__init__(**kwargs)
+        if len(is_thing) != self.num_classes:
+            raise ValueError(f"is_thing has {len(is_thing)} entries for {self.num_classes} classes")
+        shapes = self.backbone.output_shape()
+        absent = [f for f in mask_in_features if f not in shapes]
+        if absent:
+            raise ValueError(f"The mask head needs backbone features {absent}: add them to "
+                             f"MODEL.RESNETS.OUT_FEATURES (has {list(shapes)})")
+        d = self.transformer.d_model
+        self.bbox_attention = MultiHeadAttentionMap(d, d, num_attention_heads)
+        self.mask_head = MaskHead(d + num_attention_heads,
+                                  [shapes[f].channels for f in mask_in_features], d,
+                                  mask_head_groups)
+        self.mask_in_features = list(mask_in_features)
+        self.panoptic_conf_thresh = panoptic_conf_thresh
+        self.panoptic_min_area = panoptic_min_area
+        self.register_buffer("is_thing", torch.as_tensor(list(is_thing), dtype=torch.bool), False)
+        self.box_model_frozen = False
+        if frozen_weights:
+            self.load_frozen_weights(frozen_weights)
+
+    @classmethod
+    def from_config(cls, cfg):
+        args = super().from_config(cfg)
+        d = cfg.MODEL.DETR
+        frozen = bool(d.FROZEN_WEIGHTS)
+        box_criterion = args["criterion"]
+        weight_dict = dict(box_criterion.weight_dict, loss_mask=d.MASK_WEIGHT,
+                           loss_dice=d.DICE_WEIGHT)
+        # a frozen box model gets no gradient: its class / box losses would be constants
+        args["criterion"] = SetCriterionWithMasks(
+            d.NUM_CLASSES, box_criterion.matcher, weight_dict, eos_coef=d.NO_OBJECT_WEIGHT,
+            losses=("masks",) if frozen else ("labels", "boxes", "masks"),
+            deep_supervision=d.DEEP_SUPERVISION and not frozen,
+        )
+        args["deep_supervision"] = d.DEEP_SUPERVISION and not frozen
+        args.update(
+            is_thing=_is_thing_from_metadata(cfg, d.NUM_CLASSES),
+            num_attention_heads=d.NHEADS,
+            mask_in_features=d.MASK_HEAD_IN_FEATURES,
+            mask_head_groups=d.MASK_HEAD_GROUPS,
+            panoptic_conf_thresh=d.PANOPTIC_CONF_THRESH,
+            panoptic_min_area=d.PANOPTIC_MIN_AREA,
+            frozen_weights=d.FROZEN_WEIGHTS,
+        )
+        return args
+
+    # ---- the frozen box model ------------------------------------------------------------------
+
+    @staticmethod
+    def in_box_model(name: str) -> bool:
+        """Whether a parameter / buffer / module name belongs to the box model."""
+        return not (name + ".").startswith(MASK_MODULES)
+
+    def load_frozen_weights(self, path: str):
+        """Fill the box model from checkpoint ``path`` (a Detectron2 checkpoint of a ``Detr``, or
+        any file whose state dict, possibly under "model", has all box-model keys) and freeze it."""
+        checkpoint = torch.load(PathManager.get_local_path(path), map_location="cpu",
+                                weights_only=True)
+        state = checkpoint.get("model", checkpoint)
+        box_keys = [k for k in nn.Module.state_dict(self) if self.in_box_model(k)]
+        missing = [k for k in box_keys if k not in state]
+        if missing:
+            raise ValueError(f"FROZEN_WEIGHTS {path} lacks {len(missing)} box-model tensors, "
+                             f"e.g. {missing[:5]}")
+        nn.Module.load_state_dict(self, {k: torch.as_tensor(state[k]) for k in box_keys},
+                                  strict=False)
+        for name, p in self.named_parameters():
+            if self.in_box_model(name):
+                p.requires_grad_(False)
+        self.box_model_frozen = True
+        self.train(self.training)
+        logger.info(f"Box model loaded from {path} and frozen ({len(box_keys)} tensors)")
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As ``nn.Module.load_state_dict``, but a frozen box model keeps its FROZEN_WEIGHTS: the
+        box-model keys of ``state_dict`` are skipped and not reported missing."""
+        if not self.box_model_frozen:
+            return super().load_state_dict(state_dict, strict, assign)
+        skipped = [k for k in state_dict if self.in_box_model(k)]
+        if skipped:
+            logger.info(f"Skipping {len(skipped)} box-model tensors of the loaded checkpoint: "
+                        "the box model keeps MODEL.DETR.FROZEN_WEIGHTS")
+        state_dict = {k: v for k, v in state_dict.items() if not self.in_box_model(k)}
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        missing = [k for k in result.missing_keys if not self.in_box_model(k)]
+        if strict and (missing or result.unexpected_keys):
+            raise RuntimeError(f"Error loading DetrPanoptic: missing keys {missing}, "
+                               f"unexpected keys {result.unexpected_keys}")
+        return _IncompatibleKeys(missing, result.unexpected_keys)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if getattr(self, "box_model_frozen", False):  # running statistics stay frozen too
+            for name, m in self.named_modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and self.in_box_model(name):
+                    m.eval()
+        return self
+
+    # ---- forward -------------------------------------------------------------------------------
+
+    def forward_raw(self, images: ImageList) -> Dict:
+        """:meth:`Detr.forward_raw` plus "pred_masks": (B, N, H/4, W/4) mask logits over the
+        padded batch (stride of the finest of ``mask_in_features``)."""
+        outputs = super().forward_raw(images)
+        features = outputs["backbone_features"]
+        projected = self.input_proj(features[self.backbone_feature])
+        attention = self.bbox_attention(outputs["hs"][-1], outputs["memory"], outputs["mask"])
+        outputs["pred_masks"] = self.mask_head(
+            projected, attention, [features[f] for f in self.mask_in_features]
+        )
+        return outputs
+
+    def add_mask_targets(self, targets: List[Dict], batched_inputs: List[Dict],
+                         padded_hw: Tuple[int, int]):
+        """Add "masks" (M, H, W) bool to each target: its gt_masks zero-padded to ``padded_hw``."""
+        for t, x in zip(targets, batched_inputs):
+            masks = x["instances"].gt_masks.tensor.to(self.device)
+            padded = masks.new_zeros((len(masks), *padded_hw))
+            padded[:, : masks.shape[1], : masks.shape[2]] = masks
+            t["masks"] = padded
+
+    def forward(self, batched_inputs: List[Dict]):
+        images = self.preprocess_image(batched_inputs)
+        outputs = self.forward_raw(images)
+        if self.training:
+            if not self.deep_supervision:
+                outputs["aux_outputs"] = []
+            targets = self.prepare_targets(batched_inputs)
+            self.add_mask_targets(targets, batched_inputs, images.tensor.shape[-2:])
+            return self.criterion(outputs, targets)
+        padded_hw = tuple(images.tensor.shape[-2:])
+        results = []
+        for i, (x, image_hw) in enumerate(zip(batched_inputs, images.image_sizes)):
+            output_hw = (x.get("height", image_hw[0]), x.get("width", image_hw[1]))
+            results.append(self.panoptic_inference(
+                outputs["pred_logits"][i], outputs["pred_boxes"][i], outputs["pred_masks"][i],
+                padded_hw, tuple(image_hw), output_hw,
+            ))
+        return results
+
+    def panoptic_inference(self, logits: Tensor, boxes: Tensor, masks: Tensor, padded_hw,
+                           image_hw, output_hw) -> Dict:
+        """One image: logits (N, K+1), boxes (N, 4) normalized cxcywh, masks (N, h, w) logits
+        over the padded batch. Returns {"panoptic_seg", "instances"}, see the class docstring."""
+        scores, classes = logits.softmax(-1)[:, :-1].max(-1)
+        keep = scores > self.panoptic_conf_thresh
+        mask_logits = resize_mask_logits(masks[keep], padded_hw, image_hw, output_hw)
+        panoptic_seg = combine_panoptic(scores[keep], classes[keep], mask_logits,
+                                        self.is_thing.tolist(), self.panoptic_min_area)
+
+        things = self.is_thing[classes]
+        if self.test_score_thresh > 0:
+            things &= scores > self.test_score_thresh
+        idx = things.nonzero()[:, 0]
+        if self.test_topk > 0 and len(idx) > self.test_topk:
+            idx = idx[scores[idx].topk(self.test_topk).indices]
+        h, w = output_hw
+        instances = Instances(output_hw)
+        xyxy = box_convert(boxes[idx], "cxcywh", "xyxy") * torch.as_tensor([w, h, w, h]).to(boxes)
+        instances.pred_boxes = Boxes(xyxy)
+        instances.pred_boxes.clip(output_hw)
+        instances.scores = scores[idx]
+        instances.pred_classes = classes[idx]
+        # in chunks: N full-resolution float masks at once can be large
+        instances.pred_masks = torch.cat(
+            [resize_mask_logits(m, padded_hw, image_hw, output_hw) > 0
+             for m in masks[idx].split(16)]
+        ) if len(idx) else masks.new_zeros((0, h, w), dtype=torch.bool)
+        return {"panoptic_seg": panoptic_seg, "instances": instances}

@@ -1,0 +1,188 @@
+"""Panoptic data and evaluation on the real COCO panoptic sample (tests/data/panoptic_sample)."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog
+from detectron2.data import transforms as T
+from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
+from detectron2.data.datasets.coco_panoptic import load_coco_panoptic_json
+from detectron2.evaluation import COCOPanopticEvaluator
+from detectron2.structures import Boxes, Instances
+from PIL import Image
+
+from detr_d2 import add_detr_config
+from detr_d2.data.panoptic_mapper import DetrPanopticDatasetMapper
+from detr_d2.evaluation.panoptic import build_panoptic_evaluators
+from detr_d2.modeling.panoptic import add_panoptic_config, combine_panoptic
+
+SAMPLE = os.path.join(os.path.dirname(__file__), "data", "panoptic_sample")
+PANOPTIC_JSON = os.path.join(SAMPLE, "panoptic_examples.json")
+PANOPTIC_ROOT = os.path.join(SAMPLE, "panoptic_examples")
+META = _get_builtin_metadata("coco_panoptic_standard")
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    """The sample as Detectron2 dataset dicts (blank images stand in for the JPEGs), the raw
+    json, and a registered dataset name whose instances json holds the non-crowd things."""
+    root = tmp_path_factory.mktemp("panoptic_sample")
+    with open(PANOPTIC_JSON) as f:
+        raw = json.load(f)
+    for im in raw["images"]:
+        Image.new("RGB", (im["width"], im["height"]), (90, 120, 150)).save(root / im["file_name"])
+    dicts = load_coco_panoptic_json(PANOPTIC_JSON, str(root), PANOPTIC_ROOT, META)
+    with open(os.path.join(SAMPLE, "panoptic_coco_detection_format.json")) as f:
+        det = json.load(f)
+    things = set(META["thing_dataset_id_to_contiguous_id"])
+    det["categories"] = [c for c in det["categories"] if c["id"] in things]
+    det["annotations"] = [a for a in det["annotations"] if a["category_id"] in things]
+    for a in det["annotations"]:  # pycocotools reads annotation id 0 as "unmatched"
+        a["id"] += 1
+    instances_json = root / "instances_things.json"
+    instances_json.write_text(json.dumps(det))
+    name = "detr_d2_test_panoptic_sample"
+    if name not in MetadataCatalog.list():
+        MetadataCatalog.get(name).set(
+            panoptic_root=PANOPTIC_ROOT, panoptic_json=PANOPTIC_JSON, json_file=str(instances_json),
+            evaluator_type="coco_panoptic_seg", **META,
+        )
+    return dicts, raw, name
+
+
+def _segments(raw, image_id, crowd):
+    ann = next(a for a in raw["annotations"] if a["image_id"] == image_id)
+    return [s for s in ann["segments_info"] if s["iscrowd"] == crowd]
+
+
+def test_mapper_gives_every_non_crowd_segment_with_box_area_and_class(sample):
+    dicts, raw, _ = sample
+    mapper = DetrPanopticDatasetMapper(True, augmentations=[], image_format="RGB")
+    for d in dicts:
+        out = mapper(d)
+        inst = out["instances"]
+        segments = _segments(raw, d["image_id"], crowd=0)
+        assert len(inst) == len(segments) and len(_segments(raw, d["image_id"], crowd=1)) > 0
+        im = next(i for i in raw["images"] if i["id"] == d["image_id"])
+        assert out["image"].shape[1:] == inst.image_size == (im["height"], im["width"])
+        assert inst.gt_masks.tensor.dtype == torch.bool
+        # no pixel in two segments
+        assert inst.gt_masks.tensor.sum(0).max() <= 1
+        for k, s in enumerate(segments):
+            x, y, w, h = s["bbox"]
+            assert inst.gt_boxes.tensor[k].tolist() == [x, y, x + w, y + h]
+            assert inst.gt_masks.tensor[k].sum().item() == s["area"]
+            cat = s["category_id"]
+            contiguous = META["thing_dataset_id_to_contiguous_id"].get(
+                cat, META["stuff_dataset_id_to_contiguous_id"].get(cat))
+            assert inst.gt_classes[k].item() == contiguous
+    # things come first in the contiguous ids, stuff after
+    assert inst.gt_classes.max().item() >= 80 and inst.gt_classes.min().item() == 0
+
+
+def test_mapper_transforms_masks_with_the_image(sample):
+    dicts, raw, _ = sample
+    d = dicts[0]  # 640 x 427
+    plain = DetrPanopticDatasetMapper(True, augmentations=[], image_format="RGB")(d)["instances"]
+    flip_resize = [T.RandomFlip(prob=1.0), T.Resize((214, 320))]
+    out = DetrPanopticDatasetMapper(True, augmentations=flip_resize, image_format="RGB")(d)
+    inst = out["instances"]
+    assert out["image"].shape == (3, 214, 320) and inst.image_size == (214, 320)
+    # nearest resize of the id map: every mask is its flipped original, resized with nearest
+    expected = torch.stack([
+        torch.from_numpy(np.array(Image.fromarray(m.flip(-1).numpy().astype(np.uint8))
+                                  .resize((320, 214), Image.NEAREST))).bool()
+        for m in plain.gt_masks.tensor
+    ])
+    visible = expected.flatten(1).any(1)
+    assert len(inst) == visible.sum().item()
+    assert torch.equal(inst.gt_masks.tensor, expected[visible])
+    assert torch.equal(inst.gt_classes, plain.gt_classes[visible])
+    boxes = inst.gt_boxes.tensor
+    assert (boxes[:, 2] <= 320).all() and (boxes[:, 3] <= 214).all()
+
+
+def test_mapper_drops_segments_cropped_away(sample):
+    dicts, raw, _ = sample
+    crop = [T.CropTransform(0, 0, 64, 48)]
+
+    class FixedCrop(T.Augmentation):
+        def get_transform(self, image):
+            return crop[0]
+
+    out = DetrPanopticDatasetMapper(True, augmentations=[FixedCrop()], image_format="RGB")(dicts[0])
+    inst = out["instances"]
+    assert inst.image_size == (48, 64) and 0 < len(inst) < len(_segments(raw, 142238, 0))
+    assert (inst.gt_masks.tensor.flatten(1).sum(1) > 0).all()
+
+
+def test_mapper_at_test_time_returns_the_image_only(sample):
+    dicts, _, _ = sample
+    out = DetrPanopticDatasetMapper(False, augmentations=[], image_format="RGB")(dicts[1])
+    assert "instances" not in out and out["image"].shape == (3, 360, 640)
+
+
+def _ground_truth_as_predictions(d, raw):
+    """Our model's output for a perfect prediction: one query per segment (crowd ones included,
+    as the evaluator ignores them), mask logits +10 inside and -10 outside, through the same
+    combination step as the model (combine_panoptic)."""
+    ids = np.asarray(Image.open(d["pan_seg_file_name"]), dtype=np.int64)
+    ids = torch.from_numpy(ids[..., 0] + 256 * ids[..., 1] + 256**2 * ids[..., 2])
+    segments = d["segments_info"]
+    logits = torch.stack([torch.where(ids == s["id"], 10.0, -10.0) for s in segments])
+    classes = torch.tensor([s["category_id"] for s in segments])
+    scores = torch.linspace(1.0, 0.9, len(segments))
+    is_thing = [c in META["thing_dataset_id_to_contiguous_id"].values() for c in range(133)]
+    panoptic_seg = combine_panoptic(scores, classes, logits, is_thing, min_area=4)
+
+    things = [k for k, s in enumerate(segments) if s["isthing"] and not s["iscrowd"]]
+    inst = Instances(ids.shape)
+    inst.pred_masks = (logits[things] > 0)
+    inst.pred_boxes = Boxes(torch.tensor(
+        [[x, y, x + w, y + h] for x, y, w, h in (segments[k]["bbox"] for k in things)],
+        dtype=torch.float32))
+    inst.scores = scores[things]
+    inst.pred_classes = classes[things]
+    # stuff "instances" as a box model trained on panoptic boxes predicts them: filtered out
+    stuff = inst[:1]
+    stuff.pred_classes = torch.tensor([100])
+    return {"panoptic_seg": panoptic_seg, "instances": Instances.cat([inst, stuff])}
+
+
+def test_ground_truth_through_our_output_format_scores_pq_100(sample, tmp_path):
+    dicts, raw, name = sample
+    evaluator = COCOPanopticEvaluator(name, str(tmp_path))
+    evaluator.reset()
+    for d in dicts:
+        evaluator.process([d], [_ground_truth_as_predictions(d, raw)])
+    res = evaluator.evaluate()["panoptic_seg"]
+    for key in ("PQ", "SQ", "RQ", "PQ_th", "PQ_st"):
+        assert res[key] == pytest.approx(100.0), key
+
+
+def test_panoptic_evaluators_report_pq_and_mask_ap_in_one_pass(sample, tmp_path):
+    dicts, raw, name = sample
+    cfg = get_cfg()
+    add_detr_config(cfg)
+    add_panoptic_config(cfg)
+    cfg.MODEL.MASK_ON = True
+    evaluator = build_panoptic_evaluators(cfg, name, str(tmp_path))
+    evaluator.reset()
+    for d in dicts:
+        evaluator.process([d], [_ground_truth_as_predictions(d, raw)])
+    res = evaluator.evaluate()
+    assert res["panoptic_seg"]["PQ"] == pytest.approx(100.0)
+    assert res["segm"]["AP"] == pytest.approx(100.0)
+    assert res["bbox"]["AP"] == pytest.approx(100.0)
+
+
+def test_box_stage_gets_box_ap_only(sample, tmp_path):
+    _, _, name = sample
+    cfg = get_cfg()
+    add_detr_config(cfg)
+    add_panoptic_config(cfg)
+    evaluator = build_panoptic_evaluators(cfg, name, str(tmp_path))
+    assert evaluator._evaluator._tasks == ("bbox",)
