@@ -1,0 +1,219 @@
+#!/usr/bin/env python
+"""Detections (or panoptic segmentation) of a DETR or detectron2 model drawn on images or a video.
+
+    python demo.py --config-file configs/detr_r50.yaml --input a.jpg b.jpg \\
+        --output out/ MODEL.WEIGHTS output/detr_r50/model_final.pth
+    python demo.py --config-file configs/detr_r50.yaml --input images/ --output out/ \\
+        --confidence-threshold 0.7 MODEL.WEIGHTS model.pth
+    python demo.py --config-file configs/detr_r50.yaml --video-input clip.mp4 \\
+        --output out/clip.mp4 MODEL.WEIGHTS model.pth
+
+``--input``: image files, glob patterns ("images/*.jpg") or folders (their images, sorted).
+``--output``: a folder (one drawn image per input, same file name; one video named after the
+input), or a file name when there is a single input image or a video (.mp4 or .avi). Default:
+OUTPUT_DIR/demo. Class names are those of DATASETS.TEST[0]; for a model trained on your own
+COCO-format set: ``--register-coco NAME JSON IMAGE_ROOT DATASETS.TEST "('NAME',)"``. A model
+that outputs "panoptic_seg" (DetrPanoptic) has its segments drawn; otherwise its instances
+scoring at least ``--confidence-threshold``. Runs on MODEL.DEVICE, or on the CPU when CUDA is
+unavailable. Config overrides ("KEY VALUE") may come anywhere on the command line.
+"""
+
+import argparse
+import glob
+import logging
+import os
+import time
+from typing import Dict, List, Optional, Sequence
+
+import cv2
+import numpy as np
+from detectron2.data.detection_utils import read_image
+from detectron2.utils.logger import setup_logger
+from detectron2.utils.video_visualizer import VideoVisualizer
+from detectron2.utils.visualizer import ColorMode, Visualizer
+
+import detr_d2  # noqa: F401  registers Detr and the builtin datasets
+from detr_d2.analysis.inputs import setup_cfg
+from detr_d2.analysis.predictor import Predictor, parse_tool_args, with_progress
+from detr_d2.data.register import add_register_coco_argument, register_coco_from_args
+
+logger = logging.getLogger("detr_d2.demo")
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}  # available in opencv's own (headless) builds
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config-file", required=True, metavar="FILE")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", nargs="+", metavar="IMAGE", help="images, globs or folders")
+    source.add_argument("--video-input", metavar="VIDEO", help="a video file")
+    parser.add_argument("--output", metavar="PATH", help="folder or file, default OUTPUT_DIR/demo")
+    parser.add_argument(
+        "--confidence-threshold",
+        type=float,
+        default=0.5,
+        help="draw instances scoring at least this (default 0.5)",
+    )
+    parser.add_argument("--log-every", type=int, default=50, metavar="N", help="video progress")
+    add_register_coco_argument(parser)  # --register-coco NAME JSON IMAGE_ROOT, repeatable
+    parser.add_argument(
+        "opts", nargs="*", default=[], help="config overrides, KEY VALUE pairs (MODEL.WEIGHTS ...)"
+    )
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    return parse_tool_args(get_parser(), argv, list_options=("--input",))
+
+
+def list_images(inputs: Sequence[str]) -> List[str]:
+    """Image paths from files, glob patterns and folders, in the order given."""
+    paths = []
+    for item in inputs:
+        item = os.path.expanduser(item)
+        if os.path.isdir(item):
+            names = sorted(os.listdir(item))
+            paths += [os.path.join(item, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
+        elif os.path.isfile(item):
+            paths.append(item)
+        elif glob.has_magic(item):
+            paths += sorted(glob.glob(item))
+        else:
+            raise FileNotFoundError(f"No such image, folder or pattern: {item}")
+    if not paths:
+        raise FileNotFoundError(f"No images in {list(inputs)}")
+    return paths
+
+
+def output_file(output: str, input_path: str, extension: Optional[str] = None) -> str:
+    """Where the drawing of ``input_path`` goes when ``output`` is a folder."""
+    os.makedirs(output, exist_ok=True)
+    name = os.path.basename(input_path)
+    if extension:
+        name = os.path.splitext(name)[0] + extension
+    return os.path.join(output, name)
+
+
+def draw(
+    predictions: Dict, image_rgb: np.ndarray, metadata, threshold: float, video_visualizer=None
+) -> np.ndarray:
+    """The model's output for one image drawn on it; returns RGB (H, W, 3) uint8. Panoptic
+    segments when the output has "panoptic_seg", else instances with score >= ``threshold``."""
+    if "panoptic_seg" in predictions:
+        segments, info = predictions["panoptic_seg"]
+        if video_visualizer is not None:
+            vis = video_visualizer.draw_panoptic_seg_predictions(image_rgb, segments.cpu(), info)
+        else:
+            vis = Visualizer(image_rgb, metadata, instance_mode=ColorMode.IMAGE)
+            vis = vis.draw_panoptic_seg(segments.cpu(), info)
+    else:
+        instances = predictions["instances"].to("cpu")
+        instances = instances[instances.scores >= threshold]
+        if video_visualizer is not None:
+            vis = video_visualizer.draw_instance_predictions(image_rgb, instances)
+        else:
+            vis = Visualizer(image_rgb, metadata, instance_mode=ColorMode.IMAGE)
+            vis = vis.draw_instance_predictions(instances)
+    return vis.get_image()
+
+
+def _summary(predictions: Dict, threshold: float) -> str:
+    if "panoptic_seg" in predictions:
+        return f"{len(predictions['panoptic_seg'][1])} segments"
+    n = int((predictions["instances"].scores >= threshold).sum())
+    return f"{n} detections >= {threshold}"
+
+
+def run_on_images(predictor: Predictor, paths: List[str], output: str, threshold: float):
+    """Draws each image to ``output`` (a folder, or a file for a single image); returns the
+    written paths."""
+    single_file = len(paths) == 1 and output.lower().endswith(IMAGE_EXTENSIONS)
+    if len(paths) > 1 and output.lower().endswith(IMAGE_EXTENSIONS):
+        raise ValueError(f"--output {output} is an image file but there are {len(paths)} inputs")
+    written = []
+    for i, path in enumerate(paths, 1):
+        image = read_image(path, format="BGR")
+        start = time.perf_counter()
+        predictions = predictor(image)
+        seconds = time.perf_counter() - start
+        drawn = draw(predictions, image[:, :, ::-1], predictor.metadata, threshold)
+        target = output if single_file else output_file(output, path)
+        if single_file:
+            os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        if not cv2.imwrite(target, drawn[:, :, ::-1]):
+            raise OSError(f"Could not write {target}")
+        written.append(target)
+        logger.info(
+            f"[{i}/{len(paths)}] {path}: {_summary(predictions, threshold)} in {seconds:.2f} s"
+            f" -> {target}"
+        )
+    return written
+
+
+def run_on_video(
+    predictor: Predictor, video_path: str, output: str, threshold: float, log_every: int = 50
+) -> str:
+    """Draws every frame of a video into a new video (``output`` a folder or a .mp4/.avi file,
+    same frame rate and size); returns its path."""
+    video = cv2.VideoCapture(video_path)
+    if not video.isOpened():
+        raise OSError(f"Could not open video {video_path}")
+    width = int(video.get(cv2.CAP_PROP_FRAME_WIDTH))
+    height = int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    fps = video.get(cv2.CAP_PROP_FPS) or 25.0
+    num_frames = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
+    extension = os.path.splitext(output)[1].lower()
+    if extension in VIDEO_CODECS:
+        target = output
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    else:
+        target, extension = output_file(output, video_path, ".mp4"), ".mp4"
+    writer = cv2.VideoWriter(
+        target, cv2.VideoWriter_fourcc(*VIDEO_CODECS[extension]), fps, (width, height), True
+    )
+    if not writer.isOpened():
+        raise OSError(f"Could not open a {VIDEO_CODECS[extension]} video writer for {target}")
+    visualizer = VideoVisualizer(predictor.metadata, ColorMode.IMAGE)
+
+    def frames():
+        while True:
+            ok, frame = video.read()
+            if not ok:
+                return
+            yield frame
+
+    try:
+        for frame in with_progress(frames(), num_frames, "frames", log_every, video_path):
+            predictions = predictor(frame)
+            drawn = draw(predictions, frame[:, :, ::-1], predictor.metadata, threshold, visualizer)
+            writer.write(np.ascontiguousarray(drawn[:, :, ::-1]))
+    finally:
+        video.release()
+        writer.release()
+    logger.info(f"Wrote {target}")
+    return target
+
+
+def main(args: argparse.Namespace) -> List[str]:
+    """Returns the paths written."""
+    register_coco_from_args(args)
+    cfg = setup_cfg(args.config_file, args.opts)
+    output = args.output or os.path.join(cfg.OUTPUT_DIR, "demo")
+    predictor = Predictor(cfg)
+    if args.video_input:
+        return [
+            run_on_video(
+                predictor, args.video_input, output, args.confidence_threshold, args.log_every
+            )
+        ]
+    return run_on_images(predictor, list_images(args.input), output, args.confidence_threshold)
+
+
+if __name__ == "__main__":
+    for name in ("detectron2", "detr_d2"):
+        setup_logger(name=name)
+    main(parse_args())

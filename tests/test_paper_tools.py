@@ -1,0 +1,370 @@
+"""demo.py and the paper tools (decoder-layer study, attention maps, query slots) on the tiny
+random DETR, a few tiny images and a 3-image generated shapes dataset."""
+
+import importlib.util
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+
+from detr_d2.analysis.attention import (
+    attention_to_image,
+    detr_attention,
+    image_points_to_feature_indices,
+)
+from detr_d2.analysis.decoder_layers import apply_nms
+from detr_d2.analysis.query_slots import COLORS, box_colors
+from detr_d2.data.builtin import register_shapes_instances
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+DATASET = "paper_tools_shapes"
+
+
+def _tool(path):
+    """Import a script (demo.py, tools/<name>.py) as a module; they are not a package."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(f"paper_tool_{name}", os.path.join(ROOT, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(path, argv):
+    tool = _tool(path)
+    return tool.main(tool.parse_args(argv))
+
+
+@pytest.fixture(scope="module")
+def shapes_dataset(tmp_path_factory):
+    """3 generated 128 px shapes images, registered as a COCO instances dataset."""
+    if DATASET not in DatasetCatalog.list():
+        root = str(tmp_path_factory.mktemp("datasets"))
+        register_shapes_instances(DATASET, root, "paper_tools", num_images=3, seed=7)
+    return DATASET
+
+
+@pytest.fixture
+def tiny_yaml(tiny_detr_cfg, shapes_dataset, tmp_path):
+    cfg = tiny_detr_cfg.clone()
+    cfg.DATASETS.TEST = (shapes_dataset,)
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.INPUT.MIN_SIZE_TEST = 64
+    cfg.INPUT.MAX_SIZE_TEST = 96
+    cfg.OUTPUT_DIR = str(tmp_path / "output")
+    path = tmp_path / "tiny_detr.yaml"
+    path.write_text(cfg.dump())
+    return str(path)
+
+
+def _write_images(folder, sizes):
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i, (h, w) in enumerate(sizes):
+        path = os.path.join(folder, f"img{i}.png")
+        cv2.imwrite(path, np.random.RandomState(i).randint(0, 256, (h, w, 3), dtype=np.uint8))
+        paths.append(path)
+    return paths
+
+
+def _nonempty_png(path):
+    image = cv2.imread(str(path))
+    return image is not None and image.size > 0 and image.std() > 0
+
+
+# --- demo.py -------------------------------------------------------------------------------
+
+
+def test_demo_draws_each_image(tiny_yaml, tmp_path):
+    paths = _write_images(tmp_path / "images", [(40, 60), (50, 30)])
+    out = tmp_path / "drawn"
+    # config overrides right after the --input list are taken as overrides, not as images
+    written = _run(
+        "demo.py",
+        [
+            "--config-file",
+            tiny_yaml,
+            "--input",
+            *paths,
+            "MODEL.WEIGHTS",
+            "",
+            "--output",
+            str(out),
+            "--confidence-threshold",
+            "0",
+        ],
+    )
+    assert written == [str(out / "img0.png"), str(out / "img1.png")]
+    for path, (h, w) in zip(written, [(40, 60), (50, 30)]):
+        assert cv2.imread(path).shape == (h, w, 3)
+
+    # a folder in, a single image file out
+    single = tmp_path / "single" / "one.jpg"
+    _write_images(tmp_path / "one", [(36, 48)])
+    written = _run(
+        "demo.py",
+        ["--config-file", tiny_yaml, "--input", str(tmp_path / "one"), "--output", str(single)],
+    )
+    assert written == [str(single)] and cv2.imread(str(single)).shape == (36, 48, 3)
+
+
+def test_demo_video(tiny_yaml, tmp_path):
+    video = str(tmp_path / "clip.mp4")
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 5, (64, 48), True)
+    assert writer.isOpened(), "opencv cannot write mp4 here"
+    for i in range(3):
+        writer.write(np.random.RandomState(i).randint(0, 256, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    written = _run(
+        "demo.py",
+        [
+            "--config-file",
+            tiny_yaml,
+            "--video-input",
+            video,
+            "--output",
+            str(tmp_path / "out"),
+            "--confidence-threshold",
+            "0",
+        ],
+    )
+    assert written == [str(tmp_path / "out" / "clip.mp4")]
+    reader = cv2.VideoCapture(written[0])
+    frames = []
+    while True:
+        ok, frame = reader.read()
+        if not ok:
+            break
+        frames.append(frame)
+    reader.release()
+    assert len(frames) == 3 and frames[0].shape == (48, 64, 3)
+
+
+def test_demo_draws_panoptic_segments():
+    demo = _tool("demo.py")
+    segments = torch.zeros(20, 30, dtype=torch.int32)
+    segments[2:10, 3:12] = 1
+    segments[12:, :] = 2
+    info = [
+        {"id": 1, "category_id": 0, "isthing": True, "score": 0.9},
+        {"id": 2, "category_id": 1, "isthing": False},
+    ]
+    metadata = MetadataCatalog.get("paper_tools_panoptic_meta")
+    metadata.set(thing_classes=["circle", "sky"], stuff_classes=["circle", "sky"])
+    image = np.full((20, 30, 3), 128, np.uint8)
+    drawn = demo.draw({"panoptic_seg": (segments, info)}, image, metadata, 0.5)
+    assert drawn.shape == (20, 30, 3) and not np.array_equal(drawn, image)
+
+
+# --- decoder-layer study -----------------------------------------------------------------------
+
+
+def test_nms_is_per_class():
+    inst = Instances((50, 50))
+    inst.pred_boxes = Boxes(torch.tensor([[0, 0, 10, 10], [0, 0, 10, 11], [0, 0, 10, 10.0]]))
+    inst.scores = torch.tensor([0.9, 0.8, 0.7])
+    inst.pred_classes = torch.tensor([0, 0, 1])
+    kept = apply_nms(inst)
+    assert kept.scores.tolist() == pytest.approx([0.9, 0.7])
+
+
+def test_decoder_layer_study(tiny_yaml, tmp_path):
+    out = tmp_path / "study"
+    results = _run(
+        "tools/decoder_layer_study.py",
+        ["--config-file", tiny_yaml, "MODEL.WEIGHTS", "", "--output-dir", str(out)],
+    )
+    assert results["layers"] == [1, 2] and results["num_images"] == 3  # DEC_LAYERS = 2
+    for setting in ("without_nms", "with_nms"):
+        for metric in ("AP", "AP50"):
+            values = results[setting][metric]
+            assert len(values) == 2 and all(0 <= v <= 100 for v in values)
+    recorded = json.loads((out / "decoder_layers.json").read_text())
+    assert recorded["with_nms"]["AP"] == results["with_nms"]["AP"]
+    assert _nonempty_png(out / "decoder_layers.png")
+
+
+def _write_coco(root, num_images=2):
+    """A COCO instances json with classes "cat", "dog" over tiny random images."""
+    _write_images(os.path.join(root, "images"), [(48, 64)] * num_images)
+    coco = {
+        "images": [
+            {"id": i + 1, "file_name": f"img{i}.png", "height": 48, "width": 64}
+            for i in range(num_images)
+        ],
+        "annotations": [
+            {
+                "id": i + 1,
+                "image_id": i + 1,
+                "category_id": 1 + i % 2,
+                "bbox": [8, 6, 20, 16],
+                "area": 320,
+                "iscrowd": 0,
+            }
+            for i in range(num_images)
+        ],
+        "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
+    }
+    path = os.path.join(root, "instances.json")
+    with open(path, "w") as f:
+        json.dump(coco, f)
+    return path, os.path.join(root, "images")
+
+
+def test_decoder_layer_study_on_registered_coco_json(tiny_yaml, tmp_path):
+    json_file, image_root = _write_coco(str(tmp_path / "mine"))
+    results = _run(
+        "tools/decoder_layer_study.py",
+        [
+            "--config-file",
+            tiny_yaml,
+            "MODEL.WEIGHTS",
+            "",
+            "--register-coco",
+            "paper_tools_coco",
+            json_file,
+            image_root,
+            "--dataset",
+            "paper_tools_coco",
+            "--output-dir",
+            str(tmp_path / "study"),
+            "MODEL.DETR.NUM_CLASSES",
+            "2",
+        ],
+    )
+    assert results["dataset"] == "paper_tools_coco" and results["num_images"] == 2
+    assert len(results["with_nms"]["AP"]) == 2
+    assert MetadataCatalog.get("paper_tools_coco").thing_classes == ["cat", "dog"]
+
+
+# --- attention ----------------------------------------------------------------------------------
+
+
+def test_attention_maps_shapes_and_normalization(tiny_detr_cfg):
+    model = build_model(tiny_detr_cfg).eval()
+    images = model.preprocess_image(
+        [
+            {"image": torch.randint(0, 256, (3, h, w), dtype=torch.uint8)}
+            for h, w in [(64, 96), (40, 64)]
+        ]
+    )
+    with torch.no_grad():
+        plain = model.forward_raw(images)
+    out = detr_attention(model, images)
+    attn = model.transformer.decoder.layers[-1].multihead_attn
+    assert not attn._forward_hooks and not attn._forward_pre_hooks  # hooks removed
+    torch.testing.assert_close(out["pred_boxes"], plain["pred_boxes"])  # outputs unchanged
+
+    h, w = out["memory"].shape[-2:]
+    assert (h, w) == (4, 6)  # stride 16 on the padded 64x96 batch
+    enc, dec, mask = out["encoder_attention"], out["decoder_attention"], out["mask"]
+    assert enc.shape == (2, h * w, h, w) and dec.shape == (2, 7, h, w)
+    assert mask[1].any() and not mask[0].any()  # the second image is padded
+    for maps in (enc, dec):
+        valid = (maps * ~mask[:, None]).sum((-2, -1))
+        torch.testing.assert_close(valid, torch.ones_like(valid))
+        assert (maps * mask[:, None]).abs().max() == 0  # nothing on padding
+
+    # over the original image: (H, W), the padding cut off
+    heat = attention_to_image(dec[1, 0], images.image_sizes[1], (64, 96), (80, 128))
+    assert heat.shape == (80, 128) and heat.min() >= 0
+
+
+def test_image_points_to_feature_indices():
+    # original 100x200 resized to 50x100, padded to 64x128, a 4x8 feature map (stride 16)
+    idx = image_points_to_feature_indices(
+        [(0, 0), (199, 99), (70, 40)], (100, 200), (50, 100), (64, 128), (4, 8)
+    )
+    # (199, 99) -> input (99.5, 49.5) -> cell (col 6, row 3); (70, 40) -> (35, 20) -> (2, 1)
+    assert idx.tolist() == [0, 3 * 8 + 6, 1 * 8 + 2]
+
+
+def test_visualize_attention_tool(tiny_yaml, tmp_path):
+    (image,) = _write_images(tmp_path / "images", [(48, 80)])
+    out = tmp_path / "attention"
+    result = _run(
+        "tools/visualize_attention.py",
+        [
+            "--config-file",
+            tiny_yaml,
+            "--input",
+            image,
+            "--points",
+            "10,10",
+            "70,40",
+            "MODEL.WEIGHTS",
+            "",
+            "--threshold",
+            "0",
+            "--topk",
+            "3",
+            "--output-dir",
+            str(out),
+        ],
+    )
+    assert result["points"] == [(10.0, 10.0), (70.0, 40.0)]
+    assert result["encoder"].shape == (2, 48, 80)
+    assert result["decoder"].shape == (3, 48, 80) and len(result["queries"]) == 3
+    assert _nonempty_png(result["encoder_png"]) and _nonempty_png(result["decoder_png"])
+
+    # default points: the detections' centres; no detection above 0.99 -> the best one only
+    result = _run(
+        "tools/visualize_attention.py",
+        [
+            "--config-file",
+            tiny_yaml,
+            "--input",
+            image,
+            "--output-dir",
+            str(out),
+            "--threshold",
+            "0.99",
+            "MODEL.WEIGHTS",
+            "",
+        ],
+    )
+    assert len(result["queries"]) == 1 and len(result["points"]) == 1
+    (x0, y0, x1, y1), (x, y) = result["boxes"][0], result["points"][0]
+    assert (x, y) == pytest.approx(((x0 + x1) / 2, (y0 + y1) / 2), abs=1e-3)
+
+
+# --- query slots -------------------------------------------------------------------------------
+
+
+def test_box_colors():
+    boxes = torch.tensor([[0.5, 0.5, 0.1, 0.1], [0.5, 0.5, 0.9, 0.4], [0.5, 0.5, 0.3, 0.8]])
+    assert [tuple(c) for c in box_colors(boxes)] == [
+        COLORS["small"],
+        COLORS["horizontal"],
+        COLORS["vertical"],
+    ]
+
+
+def test_query_slots_tool(tiny_yaml, tmp_path):
+    output = tmp_path / "slots" / "slots.png"
+    result = _run(
+        "tools/query_slots.py",
+        [
+            "--config-file",
+            tiny_yaml,
+            "--slots",
+            "0",
+            "3",
+            "6",
+            "MODEL.WEIGHTS",
+            "",
+            "--num-images",
+            "2",
+            "--output",
+            str(output),
+        ],
+    )
+    assert result["slots"] == [0, 3, 6] and result["num_images"] == 2
+    assert len(result["figure"].axes) == 3
+    assert [ax.get_title() for ax in result["figure"].axes] == ["slot 0", "slot 3", "slot 6"]
+    assert _nonempty_png(output)
