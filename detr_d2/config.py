@@ -41,8 +41,22 @@ def add_detr_config(cfg):
     d.TEST_TOPK = 0  # keep at most this many detections per image (0 = all N queries)
     # eval mode: backbone copy with norms folded into convs, channels_last (~0.57x time on CPU)
     d.FAST_INFERENCE = True
-    # Checkpoint loaded (and frozen) before MODEL.WEIGHTS; panoptic stage 2 freezes the box model
+    # DetrPanoptic: checkpoint of the box model (every module but bbox_attention and mask_head),
+    # loaded when the model is built and frozen (requires_grad False, BatchNorm in eval mode);
+    # MODEL.WEIGHTS and resuming never overwrite it. "" = nothing frozen (joint training)
     d.FROZEN_WEIGHTS = ""
+    # Panoptic DETR (META_ARCHITECTURE "DetrPanoptic")
+    d.MASK_WEIGHT = 1.0  # weight of the sigmoid focal loss of matched masks (loss_mask)
+    d.DICE_WEIGHT = 1.0  # weight of the DICE loss of matched masks (loss_dice)
+    # backbone features the mask head adds, coarse to fine (strides 16, 8, 4); they must be in
+    # MODEL.RESNETS.OUT_FEATURES
+    d.MASK_HEAD_IN_FEATURES = ["res4", "res3", "res2"]
+    d.MASK_HEAD_GROUPS = 8  # GroupNorm groups in the mask head; HIDDEN_DIM / 16 must divide by it
+    # panoptic inference: keep queries whose best real-class probability is above this
+    d.PANOPTIC_CONF_THRESH = 0.85
+    # panoptic inference: segments of at most this many pixels (in the output image) are dropped
+    # and their pixels given to the remaining queries
+    d.PANOPTIC_MIN_AREA = 4
 
     cfg.SOLVER.OPTIMIZER = "SGD"  # "SGD" (Detectron2's default) or "ADAMW" (DETR)
     cfg.SOLVER.BACKBONE_MULTIPLIER = 1.0  # lr multiplier of backbone parameters (DETR: 0.1)

@@ -8,11 +8,13 @@ from .coco_evaluation import (
     has_compiled_cocoeval,
     load_coco_gt,
 )
+from .panoptic import build_panoptic_evaluators
 
 __all__ = [
     "COCO_EVAL_BACKENDS",
     "COCOEvaluatorWithBackend",
     "build_coco_evaluator",
+    "build_panoptic_evaluators",
     "evaluate_predictions_on_coco",
     "has_compiled_cocoeval",
     "load_coco_gt",

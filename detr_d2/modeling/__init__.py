@@ -1,8 +1,11 @@
 from .criterion import SetCriterion
 from .detr import MLP, Detr
 from .matcher import HungarianMatcher
+from .panoptic import DetrPanoptic
+from .panoptic_criterion import SetCriterionWithMasks
 from .position_encoding import PositionEmbeddingLearned, PositionEmbeddingSine
 from .transformer import Transformer
 
-__all__ = ["Detr", "MLP", "HungarianMatcher", "SetCriterion", "Transformer",
-           "PositionEmbeddingSine", "PositionEmbeddingLearned"]
+__all__ = ["Detr", "DetrPanoptic", "MLP", "HungarianMatcher", "SetCriterion",
+           "SetCriterionWithMasks", "Transformer", "PositionEmbeddingSine",
+           "PositionEmbeddingLearned"]

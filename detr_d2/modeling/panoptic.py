@@ -28,22 +28,10 @@ MASK_MODULES = ("bbox_attention.", "mask_head.")
 
 
 def add_panoptic_config(cfg):
-    """Add the panoptic keys under ``MODEL.DETR`` (after ``add_detr_config``), in place."""
-    d = cfg.MODEL.DETR
-    if hasattr(d, "MASK_WEIGHT"):
-        return cfg
-    d.MASK_WEIGHT = 1.0  # weight of the sigmoid focal loss of matched masks (loss_mask)
-    d.DICE_WEIGHT = 1.0  # weight of the DICE loss of matched masks (loss_dice)
-    # backbone features the mask head adds, coarse to fine (strides 16, 8, 4); they must be in
-    # MODEL.RESNETS.OUT_FEATURES
-    d.MASK_HEAD_IN_FEATURES = ["res4", "res3", "res2"]
-    d.MASK_HEAD_GROUPS = 8  # GroupNorm groups in the mask head; HIDDEN_DIM / 16 must divide by it
-    # panoptic inference: keep queries whose best real-class probability is above this
-    d.PANOPTIC_CONF_THRESH = 0.85
-    # panoptic inference: segments of at most this many pixels (in the output image) are dropped
-    # and their pixels given to the remaining queries
-    d.PANOPTIC_MIN_AREA = 4
-    return cfg
+    """The panoptic keys are part of ``add_detr_config``; kept so older scripts still run."""
+    from ..config import add_detr_config
+
+    return add_detr_config(cfg)
 
 
 def resize_mask_logits(masks: Tensor, padded_hw: Tuple[int, int], image_hw: Tuple[int, int],
