@@ -17,7 +17,7 @@ from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
-from ..config import add_detr_config
+from ..config import add_detr_config, merge_config_file
 
 __all__ = ["setup_cfg", "build_analysis_model", "synthetic_inputs", "dataset_inputs", "batches"]
 
@@ -32,7 +32,7 @@ def setup_cfg(config_file: str, opts: Sequence[str] = (), device: Optional[str] 
     """
     cfg = get_cfg()
     add_detr_config(cfg)
-    cfg.merge_from_file(config_file)
+    merge_config_file(cfg, config_file)
     cfg.merge_from_list(list(opts))
     if device:
         cfg.MODEL.DEVICE = device
