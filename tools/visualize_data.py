@@ -1,0 +1,131 @@
+#!/usr/bin/env python
+"""Draw a training set's boxes to PNG files, to check the data before training on it.
+
+    python tools/visualize_data.py --config-file configs/finetune/detr_r50_finetune.yaml \\
+        --register-coco my_train path/to/train.json path/to/images \\
+        --source annotation --output output/vis DATASETS.TRAIN "('my_train',)"
+
+``--source annotation``: the ground truth of DATASETS.TRAIN as loaded (original images, every
+annotation, crowd regions included). ``--source dataloader``: what the model is fed, i.e. the
+images and boxes after the training augmentation of train_net (DetrDatasetMapper for DETR,
+Detectron2's DatasetMapper otherwise), batch by batch from the training data loader. Labels are
+the dataset's class names (its metadata's ``thing_classes``). One PNG per image in ``--output``.
+"""
+
+import argparse
+import logging
+import os
+from typing import List
+
+import numpy as np
+from detectron2.config import get_cfg
+from detectron2.data import (
+    DatasetCatalog,
+    DatasetMapper,
+    MetadataCatalog,
+    build_detection_train_loader,
+)
+from detectron2.data import detection_utils as utils
+from detectron2.utils.logger import setup_logger
+from detectron2.utils.visualizer import Visualizer
+
+from detr_d2 import add_detr_config, merge_config_file
+from detr_d2.data import DetrDatasetMapper
+from detr_d2.data.register import add_register_coco_argument, register_coco_from_args
+
+logger = logging.getLogger("detr_d2.visualize_data")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument(
+        "--source",
+        choices=["annotation", "dataloader"],
+        required=True,
+        help="the dataset's ground truth, or the augmented training inputs",
+    )
+    parser.add_argument("--output", required=True, metavar="DIR", help="folder for the PNGs")
+    parser.add_argument("--num", type=int, default=20, help="images to draw (default 20)")
+    add_register_coco_argument(parser)
+    parser.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="config overrides, KEY VALUE pairs, e.g. DATASETS.TRAIN \"('x',)\"",
+    )
+    return parser
+
+
+def setup_cfg(args):
+    cfg = get_cfg()
+    add_detr_config(cfg)
+    merge_config_file(cfg, args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    return cfg
+
+
+def _save(vis_image, path: str) -> None:
+    vis_image.save(path)
+    logger.info(f"Wrote {path}")
+
+
+def draw_annotations(cfg, output: str, num: int) -> List[str]:
+    """The first ``num`` images of DATASETS.TRAIN with their annotations; returns the paths."""
+    paths = []
+    for name in cfg.DATASETS.TRAIN:
+        metadata = MetadataCatalog.get(name)
+        for record in DatasetCatalog.get(name):
+            if len(paths) == num:
+                return paths
+            image = utils.read_image(record["file_name"], format="RGB")
+            vis = Visualizer(image, metadata).draw_dataset_dict(record)
+            stem = os.path.splitext(os.path.basename(record["file_name"]))[0]
+            paths.append(os.path.join(output, f"{name}_{stem}.png"))
+            _save(vis, paths[-1])
+    return paths
+
+
+def draw_dataloader(cfg, output: str, num: int) -> List[str]:
+    """The first ``num`` images the training data loader yields, with their augmented boxes."""
+    is_detr = cfg.MODEL.META_ARCHITECTURE.startswith("Detr")
+    mapper = DetrDatasetMapper(cfg, True) if is_detr else DatasetMapper(cfg, True)
+    metadata = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
+    class_names = metadata.get("thing_classes", None)
+    paths = []
+    for batch in build_detection_train_loader(cfg, mapper=mapper):
+        for item in batch:
+            if len(paths) == num:
+                return paths
+            # (C, H, W) in INPUT.FORMAT -> (H, W, 3) RGB for the Visualizer
+            image = item["image"].permute(1, 2, 0).numpy()
+            image = utils.convert_image_to_rgb(image, cfg.INPUT.FORMAT).astype(np.uint8)
+            instances = item["instances"]
+            labels = [
+                class_names[c] if class_names else str(c) for c in instances.gt_classes.tolist()
+            ]
+            vis = Visualizer(image, metadata).overlay_instances(
+                boxes=instances.gt_boxes.tensor.numpy(), labels=labels
+            )
+            stem = os.path.splitext(os.path.basename(item["file_name"]))[0]
+            paths.append(os.path.join(output, f"{len(paths):04d}_{stem}.png"))
+            _save(vis, paths[-1])
+    return paths
+
+
+def main(args: argparse.Namespace) -> List[str]:
+    """Draws the images; returns the paths of the PNG files written."""
+    register_coco_from_args(args)
+    cfg = setup_cfg(args)
+    os.makedirs(args.output, exist_ok=True)
+    draw = draw_annotations if args.source == "annotation" else draw_dataloader
+    return draw(cfg, args.output, args.num)
+
+
+if __name__ == "__main__":
+    for name in ("detectron2", "detr_d2"):
+        setup_logger(name=name)
+    main(get_parser().parse_args())
