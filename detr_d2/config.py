@@ -60,6 +60,10 @@ def add_detr_config(cfg):
 
     cfg.SOLVER.OPTIMIZER = "SGD"  # "SGD" (Detectron2's default) or "ADAMW" (DETR)
     cfg.SOLVER.BACKBONE_MULTIPLIER = 1.0  # lr multiplier of backbone parameters (DETR: 0.1)
+    # Training length in epochs of DATASETS.TRAIN at IMS_PER_BATCH, converted to MAX_ITER and
+    # STEPS when the datasets are known (0: use SOLVER.MAX_ITER and SOLVER.STEPS as given)
+    cfg.SOLVER.EPOCHS = 0
+    cfg.SOLVER.LR_DROP_EPOCHS = ()  # with EPOCHS > 0: epochs after which lr is multiplied by GAMMA
     # DETR's random crop: resize the short side to one of these before cropping (pixels)
     cfg.INPUT.DETR_CROP_PRE_RESIZE = (400, 500, 600)
     # COCOeval implementation, same AP: "hotcoco" (Rust, ~1 s for 5k images x 100 detections),
