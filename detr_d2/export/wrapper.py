@@ -81,10 +81,7 @@ class ExportableDetr(nn.Module):
         self.channels_last = model.fast_inference
         self.backbone = fold_norms_into_convs(model.backbone) if model.fast_inference \
             else model.backbone
-        self.backbone_feature = model.backbone_feature
-        for name in ("input_proj", "position_embedding", "transformer", "query_embed",
-                     "class_embed", "bbox_embed"):
-            setattr(self, name, getattr(model, name))
+        self.model = model
         self.register_buffer("pixel_mean", model.pixel_mean.clone(), False)
         self.register_buffer("pixel_std", model.pixel_std.clone(), False)
         k = model.test_topk
@@ -105,18 +102,8 @@ class ExportableDetr(nn.Module):
         x = x.masked_fill(padding_mask[:, None], 0.0)  # Detr pads with 0 after normalization
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        features = self.backbone(x)
-        feature = features[self.backbone_feature]
-        # size from the traced feature shape: exporters keep it symbolic
-        mask = F.interpolate(padding_mask[None].float(), size=feature.shape[-2:])
-        mask = mask.to(torch.bool)[0]
-        pos = self.position_embedding(mask).to(feature.dtype)
-        projected = self.input_proj(feature)
-        hs, memory = self.transformer(projected, mask, self.query_embed.weight, pos)
-        return {"pred_logits": self.class_embed(hs[-1]),
-                "pred_boxes": self.bbox_embed(hs[-1]).sigmoid(),
-                "hs": hs[-1], "memory": memory, "mask": mask, "features": features,
-                "projected": projected}
+        out = self.model.forward_tensors(x, padding_mask, self.backbone)
+        return dict(out, hs=out["hs"][-1], features=out["backbone_features"])
 
     def postprocess(self, logits: Tensor, boxes: Tensor, padding_mask: Tensor):
         """``Detr.inference`` on tensors: (boxes, scores, classes), see the class docstring."""

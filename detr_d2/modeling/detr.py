@@ -158,25 +158,36 @@ class Detr(nn.Module):
         return mask
 
     def forward_raw(self, images: ImageList) -> Dict:
+        """:meth:`forward_tensors` of a normalized, padded batch (``images.tensor`` (B, 3, H, W)),
+        through the folded backbone copy in eval mode when ``fast_inference``."""
+        x, backbone = images.tensor, None
+        if self.fast_inference and not self.training:
+            x = x.contiguous(memory_format=torch.channels_last)
+            backbone = self._inference_backbone.get(self.backbone)
+        return self.forward_tensors(x, self.padding_mask(images), backbone)
+
+    def forward_tensors(self, x: Tensor, padding_mask: Tensor,
+                        backbone: Optional[nn.Module] = None) -> Dict:
         """
         Args:
-            images: normalized, padded batch; ``images.tensor`` (B, 3, H, W).
+            x: (B, 3, H, W) normalized images, zero-padded at the bottom/right.
+            padding_mask: (B, H, W) bool, True at padding.
+            backbone: the module to run instead of ``self.backbone`` (its folded copy).
         Returns:
             "pred_logits" (B, N, K+1), "pred_boxes" (B, N, 4) normalized cxcywh of the unpadded
-            image, "aux_outputs" (L-1 such dicts, earlier decoder layers first) and "memory"
+            image, "aux_outputs" (L-1 such dicts, earlier decoder layers first), "memory"
             (B, d, h, w) with its padding mask "mask" (B, h, w), "hs" (L, B, N, d) the decoder
-            outputs, and "backbone_features" (the backbone's output dict, for the mask head).
+            outputs, "projected" (B, d, h, w) the transformer's input, and "backbone_features"
+            (the backbone's output dict, for the mask head).
         """
-        if self.fast_inference and not self.training:
-            x = images.tensor.contiguous(memory_format=torch.channels_last)
-            backbone_features = self._inference_backbone.get(self.backbone)(x)
-        else:
-            backbone_features = self.backbone(images.tensor)
+        backbone_features = (self.backbone if backbone is None else backbone)(x)
         features = backbone_features[self.backbone_feature]
-        mask = F.interpolate(self.padding_mask(images)[None].float(), size=features.shape[-2:])
+        # the feature size comes from the tensor, so exporters keep it symbolic
+        mask = F.interpolate(padding_mask[None].float(), size=features.shape[-2:])
         mask = mask.to(torch.bool)[0]
         pos = self.position_embedding(mask).to(features.dtype)
-        hs, memory = self.transformer(self.input_proj(features), mask, self.query_embed.weight, pos)
+        projected = self.input_proj(features)
+        hs, memory = self.transformer(projected, mask, self.query_embed.weight, pos)
         logits = self.class_embed(hs)  # (L, B, N, K+1)
         boxes = self.bbox_embed(hs).sigmoid()  # (L, B, N, 4)
         return {
@@ -187,6 +198,7 @@ class Detr(nn.Module):
             "memory": memory,
             "mask": mask,
             "hs": hs,
+            "projected": projected,
             "backbone_features": backbone_features,
         }
 

@@ -273,10 +273,9 @@ class DetrPanoptic(Detr):
         padded batch (stride of the finest of ``mask_in_features``)."""
         outputs = super().forward_raw(images)
         features = outputs["backbone_features"]
-        projected = self.input_proj(features[self.backbone_feature])
         attention = self.bbox_attention(outputs["hs"][-1], outputs["memory"], outputs["mask"])
         outputs["pred_masks"] = self.mask_head(
-            projected, attention, [features[f] for f in self.mask_in_features]
+            outputs["projected"], attention, [features[f] for f in self.mask_in_features]
         )
         return outputs
 
