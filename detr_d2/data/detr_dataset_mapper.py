@@ -110,6 +110,21 @@ class DetrDatasetMapper:
                 )
         return kept
 
+    def read_and_augment(self, dataset_dict):
+        """Read ``dataset_dict["file_name"]``, augment it (the crop branch with probability
+        ``crop_prob``) and store it as ``dataset_dict["image"]`` (C, H, W) uint8. Returns the
+        augmented image (H, W, C) and the transforms, to apply to the annotations."""
+        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
+        utils.check_image_size(dataset_dict, image)
+        augmentations = self.augmentations
+        if self.crop_augmentations is not None and np.random.rand() < self.crop_prob:
+            augmentations = self.crop_augmentations
+        aug_input = T.AugInput(image)
+        transforms = augmentations(aug_input)
+        image = aug_input.image
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        return image, transforms
+
     def __call__(self, dataset_dict):
         """
         Args:
@@ -120,16 +135,7 @@ class DetrDatasetMapper:
             dict: see the class docstring.
         """
         dataset_dict = copy.deepcopy(dataset_dict)
-        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
-        utils.check_image_size(dataset_dict, image)
-
-        augmentations = self.augmentations
-        if self.crop_augmentations is not None and np.random.rand() < self.crop_prob:
-            augmentations = self.crop_augmentations
-        aug_input = T.AugInput(image)
-        transforms = augmentations(aug_input)
-        image = aug_input.image
-        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        image, transforms = self.read_and_augment(dataset_dict)
 
         annotations = dataset_dict.pop("annotations", [])
         if not self.is_train:

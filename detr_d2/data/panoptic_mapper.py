@@ -5,7 +5,6 @@ import copy
 import numpy as np
 import torch
 from detectron2.data import detection_utils as utils
-from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Instances
 from panopticapi.utils import rgb2id
 
@@ -37,17 +36,8 @@ class DetrPanopticDatasetMapper(DetrDatasetMapper):
         if not self.is_train:
             return super().__call__(dataset_dict)
         dataset_dict = copy.deepcopy(dataset_dict)
-        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
-        utils.check_image_size(dataset_dict, image)
         pan_seg = utils.read_image(dataset_dict.pop("pan_seg_file_name"), "RGB")
-
-        augmentations = self.augmentations
-        if self.crop_augmentations is not None and np.random.rand() < self.crop_prob:
-            augmentations = self.crop_augmentations
-        aug_input = T.AugInput(image)
-        transforms = augmentations(aug_input)
-        image = aug_input.image
-        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        image, transforms = self.read_and_augment(dataset_dict)
         # the RGB encoding is uint8, so resizing uses PIL's nearest: no id is ever blended
         segment_ids = rgb2id(transforms.apply_segmentation(pan_seg))
 
