@@ -4,30 +4,66 @@
     python train_net.py --config-file configs/detr_r50.yaml --num-gpus 8
     python train_net.py --config-file configs/detr_r50.yaml --eval-only MODEL.WEIGHTS model.pth
     python train_net.py --config-file configs/faster_rcnn_R_50_FPN_3x.yaml --num-gpus 8
+    python train_net.py --config-file configs/detr_r50.yaml --num-gpus 8 --resume  # after a crash
+
+Bad data, a wrong class count or weights that do not fit the model stop the run before it starts,
+with an error naming them; checkpoints are written atomically and --resume takes the last complete
+one (see README, "Reliability").
 """
+import importlib.util
 import logging
 import os
+import random
+import weakref
 
 import detectron2.utils.comm as comm
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
-from detectron2.data import build_detection_train_loader
+from detectron2.data import (
+    DatasetMapper,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
-from detectron2.utils.logger import setup_logger
 from detectron2.evaluation import verify_results
+from detectron2.utils.logger import setup_logger
 
 from detr_d2 import add_detr_config
+from detr_d2.checkpoint.finetune import DetrCheckpointer
 from detr_d2.config import merge_config_file
 from detr_d2.data import DetrDatasetMapper
+from detr_d2.data.dataset_checks import CheckedMapper, get_checked_dataset_dicts
+from detr_d2.engine import (
+    AtomicCheckpointer,
+    NoSaveAfterFailure,
+    NonFiniteLossGuard,
+    check_num_classes,
+    explain_non_finite,
+    load_weights_for_eval,
+)
 from detr_d2.evaluation.build import build_evaluator
 from detr_d2.solver import build_optimizer
+
+# --register-coco NAME JSON ROOT (issue 11), when detr_d2.data.register is there
+register = None
+if importlib.util.find_spec("detr_d2.data.register") is not None:
+    from detr_d2.data import register
 
 logger = logging.getLogger("detr_d2")
 
 
+def is_detr(cfg) -> bool:
+    return cfg.MODEL.META_ARCHITECTURE.startswith("Detr")
+
+
+class Checkpointer(AtomicCheckpointer, DetrCheckpointer):
+    """Crash-safe saving and resumption from the last complete checkpoint (AtomicCheckpointer);
+    MODEL.WEIGHTS of another class count loads all but the class head (DetrCheckpointer)."""
+
+
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with DETR's data augmentation and optimizer; Detectron2's otherwise."""
+    """DefaultTrainer with DETR's data augmentation and optimizer, checked data, crash-safe
+    checkpoints and a non-finite-loss guard; Detectron2's otherwise."""
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -36,22 +72,70 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        if cfg.MODEL.META_ARCHITECTURE.startswith("Detr"):
-            return build_detection_train_loader(cfg, mapper=DetrDatasetMapper(cfg, True))
-        return super().build_train_loader(cfg)
+        if not is_detr(cfg):
+            loader = super().build_train_loader(cfg)
+            check_num_classes(cfg, cfg.DATASETS.TRAIN)
+            return loader
+        skip = cfg.DATALOADER.get("SKIP_BAD_IMAGES", False)
+        dicts = get_checked_dataset_dicts(cfg.DATASETS.TRAIN, skip,
+                                          cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+        check_num_classes(cfg, cfg.DATASETS.TRAIN)  # loading completes lazily filled metadata
+        spares = random.Random(0).sample(dicts, min(len(dicts), 16))  # replace unreadable ones
+        mapper = CheckedMapper(DetrDatasetMapper(cfg, True), skip, spares)
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        mapper = DetrDatasetMapper(cfg, False) if is_detr(cfg) else DatasetMapper(cfg, False)
+        loader = build_detection_test_loader(cfg, dataset_name, mapper=CheckedMapper(mapper))
+        check_num_classes(cfg, [dataset_name])
+        return loader
 
     @classmethod
     def build_optimizer(cls, cfg, model):
         return build_optimizer(cfg, model)
 
+    def build_hooks(self):
+        # DefaultTrainer.__init__ made a DetectionCheckpointer just before calling this: the
+        # hooks and resume_or_load get ours instead
+        self.checkpointer = Checkpointer(self.model, self.cfg.OUTPUT_DIR,
+                                         trainer=weakref.proxy(self))
+        guards = [NoSaveAfterFailure(self.checkpointer), NonFiniteLossGuard(self.checkpointer)]
+        return guards + super().build_hooks()
+
+    def run_step(self):
+        with explain_non_finite(self):
+            super().run_step()
+
+    # detectron2 0.6's DefaultTrainer checkpoints the iteration and the hooks' state (LR scheduler)
+    # but not the optimizer's: without these, --resume would restart AdamW's moments from zero
+    def state_dict(self):
+        return dict(super().state_dict(), _trainer=self._trainer.state_dict())
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+        else:
+            logger.warning("The checkpoint has no optimizer state: the optimizer starts afresh")
+
 
 def setup(args):
+    if register is not None:
+        register.register_coco_from_args(args)  # in every process, before the config is used
     cfg = get_cfg()
     add_detr_config(cfg)
     merge_config_file(cfg, args.config_file)
-    cfg.merge_from_list(args.opts)
+    try:
+        cfg.merge_from_list(args.opts)
+    except (KeyError, ValueError, TypeError, AssertionError) as e:
+        raise ValueError(f"Invalid config option on the command line: {e}") from e
+    if register is not None:  # NUM_CLASSES and a schedule in SOLVER.EPOCHS from the data
+        register.resolve_num_classes(cfg, args.opts)
+        register.apply_epoch_schedule(cfg)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning("MODEL.DEVICE is %s but CUDA is not available: using the CPU", cfg.MODEL.DEVICE)
+        logger.warning("MODEL.DEVICE is %s but CUDA is not available: using the CPU",
+                       cfg.MODEL.DEVICE)
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     default_setup(cfg, args)
@@ -61,11 +145,12 @@ def setup(args):
 
 def main(args):
     cfg = setup(args)
+    # datasets whose metadata already lists their classes; the loaders check the others
+    check_num_classes(cfg, list(cfg.DATASETS.TEST) + ([] if args.eval_only
+                                                      else list(cfg.DATASETS.TRAIN)))
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        load_weights_for_eval(model, cfg, resume=args.resume)
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)
@@ -75,7 +160,14 @@ def main(args):
     return trainer.train()
 
 
+def argument_parser():
+    parser = default_argument_parser()
+    if register is not None:
+        register.add_register_coco_argument(parser)
+    return parser
+
+
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = argument_parser().parse_args()
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))

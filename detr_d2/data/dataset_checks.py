@@ -1,0 +1,307 @@
+"""Validation of training data before and while it is read, with errors that name the dataset, the
+file and the image id.
+
+Before training (``check_dataset_dicts``, over the Detectron2 dataset dicts):
+  * boxes (XYXY_ABS / XYWH_ABS) with zero or negative width or height, entirely outside the
+    image, non-finite or malformed are dropped, with one warning that counts them;
+  * boxes partly outside the image are clipped to it, with one warning that counts them;
+  * an annotation whose category_id is not one of the metadata's classes, or an image file that
+    does not exist, is an error (:class:`DatasetError`) -- or, with ``skip_bad_images``, the image
+    is left out and counted in a warning;
+  * images without annotations, or with crowd annotations only, are kept (counted in the log).
+While reading (``CheckedMapper``): an image that cannot be decoded, or whose size differs from
+the dataset's height / width, raises :class:`BadImageError` naming file and image id -- or, with
+``skip_bad_images``, is replaced by another image and logged with a count.
+"""
+import json
+import logging
+import math
+import numbers
+import os
+import random
+import tempfile
+from collections import Counter
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.build import (
+    check_metadata_consistency,
+    filter_images_with_only_crowd_annotations,
+    print_instances_class_histogram,
+)
+from detectron2.data.datasets import load_coco_json
+from detectron2.data.detection_utils import SizeMismatchError
+from detectron2.structures import BoxMode
+from PIL import Image
+
+from detr_d2.engine.checks import metadata_num_classes
+
+__all__ = [
+    "BadImageError",
+    "CheckedMapper",
+    "DatasetError",
+    "check_dataset_dicts",
+    "find_unknown_json_categories",
+    "get_checked_dataset_dicts",
+    "load_dataset_dicts",
+]
+
+logger = logging.getLogger(__name__)
+
+SKIP_HINT = "set DATALOADER.SKIP_BAD_IMAGES True to skip such images"
+CHECKED_BOX_MODES = (BoxMode.XYXY_ABS, BoxMode.XYWH_ABS)
+# What reading a bad image file raises: missing / unreadable / not an image / truncated (PIL raises
+# OSError or SyntaxError), decompression bomb, size differing from the dataset's height / width.
+BAD_IMAGE_ERRORS = (OSError, SyntaxError, SizeMismatchError, Image.DecompressionBombError)
+
+
+class DatasetError(ValueError):
+    """Bad input data; the message names the dataset, the files and the image ids."""
+
+
+class BadImageError(DatasetError):
+    """An image file could not be read as the dataset describes it."""
+
+
+def _where(d: Dict) -> str:
+    return f"image_id {d.get('image_id', '?')} ({d.get('file_name', '?')})"
+
+
+def _listing(items: Sequence[str], n: int = 5) -> str:
+    more = f"; ... ({len(items) - n} more)" if len(items) > n else ""
+    return "; ".join(items[:n]) + more
+
+
+def _check_box(obj: Dict, height: Optional[int], width: Optional[int]) -> Tuple[str, object]:
+    """Classify one annotation's box: ("ok" | "clipped" | "malformed" | "degenerate" | "outside",
+    the box to keep, in the annotation's own box mode). Modes other than XYXY_ABS / XYWH_ABS
+    (rotated, relative) are not checked."""
+    mode = obj.get("bbox_mode", BoxMode.XYWH_ABS)
+    box = obj.get("bbox")
+    if mode not in CHECKED_BOX_MODES:
+        return "ok", box
+    try:
+        values = [float(v) for v in box]
+    except (TypeError, ValueError):
+        return "malformed", box
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        return "malformed", box
+    x0, y0, x1, y1 = values
+    if mode == BoxMode.XYWH_ABS:  # by hand: BoxMode.convert costs ~30 us a box (torch)
+        x1, y1 = x0 + x1, y0 + y1
+    if x1 <= x0 or y1 <= y0:
+        return "degenerate", box
+    if height is None or width is None:
+        return "ok", box
+    clipped = [min(max(x0, 0.0), width), min(max(y0, 0.0), height),
+               min(max(x1, 0.0), width), min(max(y1, 0.0), height)]
+    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+        return "outside", box
+    if clipped == [x0, y0, x1, y1]:
+        return "ok", box
+    if mode == BoxMode.XYWH_ABS:
+        clipped[2:] = [clipped[2] - clipped[0], clipped[3] - clipped[1]]
+    return "clipped", clipped
+
+
+def check_dataset_dicts(dicts: List[Dict], metadata, dataset_name: str,
+                        skip_bad_images: bool = False) -> List[Dict]:
+    """Validate and clean the dataset dicts of ``dataset_name`` (see the module docstring).
+
+    Args:
+        dicts: Detectron2 dataset dicts (``file_name``, ``image_id``, optional ``height`` /
+            ``width``, ``annotations`` with ``bbox`` / ``bbox_mode`` / contiguous ``category_id``
+            / ``iscrowd``, or panoptic ``segments_info``).
+        metadata: the dataset's Metadata; its classes bound the category ids.
+        skip_bad_images: leave out images with an unknown category or a missing file (logged
+            with a count) instead of raising :class:`DatasetError`.
+
+    Returns:
+        list[dict]: the images kept; an image whose boxes changed is a new dict (the input is
+        not modified).
+    """
+    num_classes = metadata_num_classes(metadata)
+    boxes = Counter()  # box status -> count
+    box_examples = []
+    bad_images = []  # descriptions of images with an unknown category or a missing file
+    empty = crowd_only = 0
+    kept = []
+    for d in dicts:
+        problems = [f"missing file {d[k]}" for k in ("file_name", "pan_seg_file_name",
+                                                     "sem_seg_file_name")
+                    if k in d and not os.path.exists(d[k])]
+        annotations = d.get("annotations")
+        categories = [obj.get("category_id") for obj in annotations or []]
+        categories += [seg.get("category_id") for seg in d.get("segments_info", [])]
+        if num_classes is not None:
+            unknown = sorted({c for c in categories
+                              if not isinstance(c, numbers.Integral) or not 0 <= c < num_classes},
+                             key=str)
+            if unknown:
+                problems.append(f"category_id {', '.join(map(str, unknown))} not among the "
+                                f"{num_classes} classes")
+        if problems:
+            bad_images.append(f"{_where(d)}: {', '.join(problems)}")
+            continue
+        if annotations is not None:
+            clean, changed = [], False
+            for obj in annotations:
+                status, box = _check_box(obj, d.get("height"), d.get("width"))
+                boxes[status] += 1
+                changed |= status != "ok"
+                if status in ("ok", "clipped"):
+                    clean.append(obj if status == "ok" else dict(obj, bbox=box))
+                elif len(box_examples) < 3:
+                    box_examples.append(f"{status} {obj.get('bbox')} in {_where(d)}")
+            if changed:
+                d = dict(d, annotations=clean)
+            if not clean:
+                empty += 1
+            elif all(obj.get("iscrowd", 0) for obj in clean):
+                crowd_only += 1
+        kept.append(d)
+
+    if bad_images:
+        message = (f"Dataset {dataset_name!r}: {len(bad_images)} of {len(dicts)} images have a "
+                   f"category_id outside its metadata's {num_classes} classes or a missing file: "
+                   f"{_listing(bad_images)}.")
+        if not skip_bad_images:
+            raise DatasetError(f"{message} Fix the dataset, or {SKIP_HINT}.")
+        logger.warning(f"{message} Skipped these {len(bad_images)} images "
+                       "(DATALOADER.SKIP_BAD_IMAGES is True).")
+    dropped = boxes["malformed"] + boxes["degenerate"] + boxes["outside"]
+    if dropped:
+        logger.warning(
+            f"Dataset {dataset_name!r}: dropped {dropped} invalid boxes of "
+            f"{sum(boxes.values())}: {boxes['degenerate']} with zero or negative width or height, "
+            f"{boxes['outside']} entirely outside their image, {boxes['malformed']} malformed or "
+            f"non-finite; e.g. {_listing(box_examples)}."
+        )
+    if boxes["clipped"]:
+        logger.warning(f"Dataset {dataset_name!r}: clipped {boxes['clipped']} boxes that extend "
+                       "beyond their image to the image.")
+    if empty or crowd_only:
+        logger.info(f"Dataset {dataset_name!r}: {empty} images without boxes and {crowd_only} with "
+                    "crowd boxes only; they train as images without objects.")
+    return kept
+
+
+def find_unknown_json_categories(json_file: str) -> List[str]:
+    """Descriptions ("image_id I (file F): category_id C") of the annotations of a COCO json whose
+    category_id is not in its "categories"."""
+    with open(json_file) as f:
+        data = json.load(f)
+    known = {c["id"] for c in data.get("categories", [])}
+    files = {im["id"]: im.get("file_name") for im in data.get("images", [])}
+    return [f"image_id {a.get('image_id')} ({files.get(a.get('image_id'), '?')}): category_id "
+            f"{a.get('category_id')}" for a in data.get("annotations", [])
+            if a.get("category_id") not in known]
+
+
+def load_dataset_dicts(dataset_name: str, skip_bad_images: bool = False) -> List[Dict]:
+    """``DatasetCatalog.get(dataset_name)``; when a COCO json has annotations whose category is
+    not in its "categories" (detectron2's load_coco_json raises a KeyError naming only the id), a
+    :class:`DatasetError` naming the json, images and ids -- or, with ``skip_bad_images``, the
+    dataset without those images."""
+    try:
+        return DatasetCatalog.get(dataset_name)
+    except KeyError as e:
+        meta = MetadataCatalog.get(dataset_name)
+        json_file = meta.get("json_file")
+        if json_file is None or "category_id" not in str(e) or not os.path.isfile(json_file):
+            raise
+        bad = find_unknown_json_categories(json_file)
+        if not bad:
+            raise
+        message = (f"Dataset {dataset_name!r} ({json_file}): {len(bad)} annotations have a "
+                   f"category_id missing from the json's 'categories': {_listing(bad)}.")
+        if not skip_bad_images or meta.get("image_root") is None:
+            raise DatasetError(f"{message} Fix the json, or {SKIP_HINT}.") from e
+    with open(json_file) as f:
+        data = json.load(f)
+    known = {c["id"] for c in data["categories"]}
+    bad_ids = {a["image_id"] for a in data["annotations"] if a.get("category_id") not in known}
+    data["images"] = [im for im in data["images"] if im["id"] not in bad_ids]
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] not in bad_ids]
+    logger.warning(f"{message} Skipped these {len(bad_ids)} images "
+                   "(DATALOADER.SKIP_BAD_IMAGES is True).")
+    with tempfile.TemporaryDirectory() as tmp:
+        filtered = os.path.join(tmp, os.path.basename(json_file))
+        with open(filtered, "w") as f:
+            json.dump(data, f)
+        return load_coco_json(filtered, meta.image_root, dataset_name)
+
+
+def get_checked_dataset_dicts(names: Sequence[str], skip_bad_images: bool = False,
+                              filter_empty: bool = False) -> List[Dict]:
+    """Like detectron2's ``get_detection_dataset_dicts`` (no proposals, no keypoint filter), with
+    every dataset loaded by ``load_dataset_dicts`` and checked by ``check_dataset_dicts``."""
+    dicts = []
+    for name in names:
+        loaded = load_dataset_dicts(name, skip_bad_images)
+        if not len(loaded):
+            raise DatasetError(f"Dataset {name!r} is empty.")
+        dicts += check_dataset_dicts(loaded, MetadataCatalog.get(name), name, skip_bad_images)
+    has_instances = "annotations" in dicts[0] if dicts else False
+    if filter_empty and has_instances:
+        dicts = filter_images_with_only_crowd_annotations(dicts)
+    if has_instances and MetadataCatalog.get(names[0]).get("thing_classes") is not None:
+        check_metadata_consistency("thing_classes", names)
+        print_instances_class_histogram(dicts, MetadataCatalog.get(names[0]).thing_classes)
+    if not dicts:
+        raise DatasetError(f"No valid images in {', '.join(names)}.")
+    return dicts
+
+
+class CheckedMapper:
+    """Wraps a dataset mapper so that an image that cannot be read raises :class:`BadImageError`
+    naming its file and image id (any other error gets the same note), or -- with
+    ``skip_bad_images``, for training only -- is replaced by another image.
+
+    The replacement is drawn from ``spares`` (a few dataset dicts) and the first images this
+    mapper read successfully (at most ``POOL_SIZE``), never from an image that failed. (Detectron2's
+    MapDataset would retry another index when a mapper returns None, but its retry fails on
+    Python >= 3.11: ``random.sample`` of a set.) ``bad_files`` holds the files that failed, per
+    process (each dataloader worker has its own copy); each is logged once.
+    """
+
+    POOL_SIZE = 64
+    MAX_ATTEMPTS = 16
+
+    def __init__(self, mapper, skip_bad_images: bool = False, spares: Sequence[Dict] = ()):
+        self.mapper = mapper
+        self.skip_bad_images = skip_bad_images
+        self.bad_files = set()
+        self._pool = list(spares)
+        self._rng = random.Random(0)
+
+    def __call__(self, dataset_dict: Dict):
+        for _ in range(self.MAX_ATTEMPTS):
+            if dataset_dict.get("file_name") not in self.bad_files:
+                try:
+                    mapped = self.mapper(dataset_dict)
+                except BAD_IMAGE_ERRORS as e:
+                    self._bad(dataset_dict, e)
+                except Exception as e:
+                    if hasattr(e, "add_note"):  # Python >= 3.11
+                        e.add_note(f"(while mapping {_where(dataset_dict)})")
+                    raise
+                else:
+                    if self.skip_bad_images and len(self._pool) < self.POOL_SIZE:
+                        self._pool.append(dataset_dict)
+                    return mapped
+            pool = [d for d in self._pool if d.get("file_name") not in self.bad_files]
+            if not pool:
+                break
+            dataset_dict = self._rng.choice(pool)
+        raise BadImageError(f"No readable image to replace {_where(dataset_dict)} with "
+                            f"(unreadable so far: {len(self.bad_files)} images).")
+
+    def _bad(self, dataset_dict: Dict, e: Exception) -> None:
+        where = _where(dataset_dict)
+        if not self.skip_bad_images:
+            raise BadImageError(f"Cannot read {where}: {type(e).__name__}: {e}. Fix or remove "
+                                f"this image, or (training) {SKIP_HINT}.") from e
+        self.bad_files.add(dataset_dict.get("file_name"))
+        logger.warning(f"Skipped unreadable {where} ({type(e).__name__}: {e}); "
+                       f"{len(self.bad_files)} unreadable images so far in this process.")

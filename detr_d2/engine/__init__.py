@@ -1,0 +1,28 @@
+"""Training reliability: crash-safe checkpoints, guards against non-finite losses and saving after a
+failure, and checks of the config against datasets and weights before a run starts."""
+from .checkpoint import AtomicCheckpointer, NonFiniteWeightsError, is_complete_checkpoint
+from .checks import (
+    ConfigDatasetMismatchError,
+    WeightsMismatchError,
+    check_loaded_keys,
+    check_num_classes,
+    check_weights_path,
+    load_weights_for_eval,
+)
+from .hooks import NonFiniteLossError, NonFiniteLossGuard, NoSaveAfterFailure, explain_non_finite
+
+__all__ = [
+    "AtomicCheckpointer",
+    "ConfigDatasetMismatchError",
+    "NonFiniteLossError",
+    "NonFiniteLossGuard",
+    "NonFiniteWeightsError",
+    "NoSaveAfterFailure",
+    "WeightsMismatchError",
+    "check_loaded_keys",
+    "check_num_classes",
+    "check_weights_path",
+    "explain_non_finite",
+    "is_complete_checkpoint",
+    "load_weights_for_eval",
+]

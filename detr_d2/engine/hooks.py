@@ -1,0 +1,91 @@
+"""Training hooks that stop a failing run cleanly: a non-finite loss stops training before the
+optimizer step, with the iteration, the loss terms and the last good checkpoint in the error; and
+a run that ends by an exception writes no checkpoint afterwards (no ``model_final`` over good
+state)."""
+import contextlib
+import logging
+import math
+
+import torch
+from detectron2.engine import HookBase
+from detectron2.utils import comm
+
+__all__ = ["NonFiniteLossError", "NonFiniteLossGuard", "NoSaveAfterFailure", "explain_non_finite"]
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A training loss is NaN or infinite (a FloatingPointError, like detectron2's own check)."""
+
+
+class NonFiniteLossGuard(HookBase):
+    """Checks the loss dict of every training forward pass, on every process, before
+    ``backward()`` and the optimizer step, so the weights never see a non-finite gradient from it.
+
+    detectron2's SimpleTrainer checks only the average over processes, on the main process, and
+    names neither the process nor a checkpoint to go back to.
+    """
+
+    def __init__(self, checkpointer):
+        """checkpointer: the trainer's checkpointer; its last complete checkpoint is named."""
+        self._checkpointer = checkpointer
+        self._handle = None
+
+    def before_train(self):
+        self._handle = self.trainer.model.register_forward_hook(self._check)
+
+    def after_train(self):
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def _check(self, module, inputs, losses):
+        if not module.training or not isinstance(losses, dict) or not losses:
+            return
+        values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
+        if bool(torch.isfinite(values).all()):
+            return
+        terms = ", ".join(f"{k}={v:.4g}" for k, v in zip(losses, values.tolist()))
+        bad = [k for k, v in zip(losses, values.tolist()) if not math.isfinite(v)]
+        raise NonFiniteLossError(_message(self.trainer.iter, self._checkpointer,
+                                          f"{', '.join(bad)} not finite. Loss terms: {terms}"))
+
+
+def _message(iteration: int, checkpointer, what: str) -> str:
+    last = checkpointer.get_checkpoint_file() or "none saved yet"
+    return (
+        f"Non-finite loss at iteration {iteration} (process rank {comm.get_rank()}): {what}. "
+        "Training stopped before the optimizer step; nothing is saved after this point. Last "
+        f"good checkpoint: {last}. To continue from it, run again with --resume (consider a "
+        "lower SOLVER.BASE_LR or SOLVER.CLIP_GRADIENTS)."
+    )
+
+
+@contextlib.contextmanager
+def explain_non_finite(trainer):
+    """Around a training step: a FloatingPointError raised elsewhere (the Hungarian matcher on
+    non-finite predictions, detectron2's check of the averaged loss) becomes a
+    :class:`NonFiniteLossError` naming the iteration and the last good checkpoint."""
+    try:
+        yield
+    except NonFiniteLossError:
+        raise
+    except FloatingPointError as e:
+        raise NonFiniteLossError(_message(trainer.iter, trainer.checkpointer, str(e))) from e
+
+
+class NoSaveAfterFailure(HookBase):
+    """Register it first: when training ends by an exception, it turns the checkpointer's saving
+    off before any other hook's ``after_train`` runs, so no hook writes a checkpoint (e.g. a
+    ``model_final`` or ``model_best``) from the state of a failed run."""
+
+    def __init__(self, checkpointer):
+        self._checkpointer = checkpointer
+
+    def after_train(self):
+        # TrainerBase.train leaves iter == max_iter only when the loop completed
+        if self.trainer.iter < self.trainer.max_iter and self._checkpointer.save_to_disk:
+            self._checkpointer.save_to_disk = False
+            logger.warning(f"Training stopped by an error at iteration {self.trainer.iter}: no "
+                           "checkpoint is written after it.")
