@@ -10,7 +10,6 @@ Bad data, a wrong class count or weights that do not fit the model stop the run 
 with an error naming them; checkpoints are written atomically and --resume takes the last complete
 one (see README, "Reliability").
 """
-import importlib.util
 import logging
 import os
 import random
@@ -21,6 +20,7 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.data import (
     DatasetMapper,
+    MetadataCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
 )
@@ -31,7 +31,7 @@ from detectron2.utils.logger import setup_logger
 from detr_d2 import add_detr_config
 from detr_d2.checkpoint.finetune import DetrCheckpointer
 from detr_d2.config import merge_config_file
-from detr_d2.data import DetrDatasetMapper
+from detr_d2.data import DetrDatasetMapper, DetrPanopticDatasetMapper, register
 from detr_d2.data.dataset_checks import CheckedMapper, get_checked_dataset_dicts
 from detr_d2.engine import (
     AtomicCheckpointer,
@@ -43,11 +43,6 @@ from detr_d2.engine import (
 )
 from detr_d2.evaluation.build import build_evaluator
 from detr_d2.solver import build_optimizer
-
-# --register-coco NAME JSON ROOT (issue 11), when detr_d2.data.register is there
-register = None
-if importlib.util.find_spec("detr_d2.data.register") is not None:
-    from detr_d2.data import register
 
 logger = logging.getLogger("detr_d2")
 
@@ -76,12 +71,16 @@ class Trainer(DefaultTrainer):
             loader = super().build_train_loader(cfg)
             check_num_classes(cfg, cfg.DATASETS.TRAIN)
             return loader
-        skip = cfg.DATALOADER.get("SKIP_BAD_IMAGES", False)
+        skip = cfg.DATALOADER.SKIP_BAD_IMAGES
         dicts = get_checked_dataset_dicts(cfg.DATASETS.TRAIN, skip,
                                           cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
         check_num_classes(cfg, cfg.DATASETS.TRAIN)  # loading completes lazily filled metadata
         spares = random.Random(0).sample(dicts, min(len(dicts), 16))  # replace unreadable ones
-        mapper = CheckedMapper(DetrDatasetMapper(cfg, True), skip, spares)
+        # panoptic data (both panoptic stages): every segment's box and mask from the PNG
+        panoptic = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("evaluator_type") == (
+            "coco_panoptic_seg")
+        mapper_cls = DetrPanopticDatasetMapper if panoptic else DetrDatasetMapper
+        mapper = CheckedMapper(mapper_cls(cfg, True), skip, spares)
         return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
 
     @classmethod
@@ -121,8 +120,6 @@ class Trainer(DefaultTrainer):
 
 
 def setup(args):
-    if register is not None:
-        register.register_coco_from_args(args)  # in every process, before the config is used
     cfg = get_cfg()
     add_detr_config(cfg)
     merge_config_file(cfg, args.config_file)
@@ -130,16 +127,17 @@ def setup(args):
         cfg.merge_from_list(args.opts)
     except (KeyError, ValueError, TypeError, AssertionError) as e:
         raise ValueError(f"Invalid config option on the command line: {e}") from e
-    if register is not None:  # NUM_CLASSES and a schedule in SOLVER.EPOCHS from the data
-        register.resolve_num_classes(cfg, args.opts)
-        register.apply_epoch_schedule(cfg)
+    # before registering: the json check and the class count are logged to OUTPUT_DIR too
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="detr_d2")
+    register.register_coco_from_args(args)  # in every process, before the datasets are used
+    register.resolve_num_classes(cfg, args.opts)  # NUM_CLASSES from the data unless set
+    register.apply_epoch_schedule(cfg)  # SOLVER.EPOCHS -> MAX_ITER / STEPS
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.warning("MODEL.DEVICE is %s but CUDA is not available: using the CPU",
                        cfg.MODEL.DEVICE)
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     default_setup(cfg, args)
-    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="detr_d2")
     return cfg
 
 
@@ -162,8 +160,7 @@ def main(args):
 
 def argument_parser():
     parser = default_argument_parser()
-    if register is not None:
-        register.add_register_coco_argument(parser)
+    register.add_register_coco_argument(parser)
     return parser
 
 

@@ -68,6 +68,9 @@ def add_detr_config(cfg):
     cfg.INPUT.DETR_CROP_PRE_RESIZE = (400, 500, 600)
     # COCOeval implementation, same AP: "hotcoco" (Rust, ~1 s for 5k images x 100 detections),
     # "faster_coco_eval" (C++), "pycocotools" (the reference, ~90 s); keypoints: pycocotools
+    # Training data: skip (with a logged count) images with an unknown category or a missing or
+    # unreadable file, instead of stopping with an error naming them
+    cfg.DATALOADER.SKIP_BAD_IMAGES = False
     cfg.TEST.COCO_EVAL_BACKEND = "hotcoco"
     return cfg
 

@@ -24,6 +24,7 @@ from detectron2.utils.logger import setup_logger
 from fvcore.nn import flop_count_table, parameter_count, parameter_count_table
 
 import detr_d2.data  # noqa: F401  registers the builtin datasets
+from detr_d2.data.register import add_register_coco_argument, register_coco_from_args
 from detr_d2.analysis import activation_count_analysis, flop_count_analysis
 from detr_d2.analysis.inputs import (
     build_analysis_model,
@@ -128,6 +129,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output-dir", metavar="DIR", help="record the results in DIR/analysis.json"
     )
+    add_register_coco_argument(parser)  # --register-coco NAME JSON IMAGE_ROOT, repeatable
     parser.add_argument(
         "opts",
         nargs=argparse.REMAINDER,
@@ -139,6 +141,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> Dict[str, Dict]:
     """Runs the tasks; returns {task: results} (what ``--output-dir`` records)."""
+    register_coco_from_args(args)
     cfg = setup_cfg(args.config_file, args.opts)
     model = build_analysis_model(cfg)
     results = {}

@@ -24,6 +24,7 @@ import torch
 from detectron2.utils.logger import setup_logger
 
 import detr_d2.data  # noqa: F401  registers the builtin datasets
+from detr_d2.data.register import add_register_coco_argument, register_coco_from_args
 from detr_d2.analysis.inputs import (
     batches,
     build_analysis_model,
@@ -120,6 +121,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output-dir", metavar="DIR", help="record the results in DIR/analysis.json"
     )
+    add_register_coco_argument(parser)  # --register-coco NAME JSON IMAGE_ROOT, repeatable
     parser.add_argument(
         "opts", nargs=argparse.REMAINDER, default=[], help="config overrides, KEY VALUE pairs"
     )
@@ -129,6 +131,7 @@ def get_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> Dict:
     """Runs the benchmark(s); returns {"inference": {...}, "train": {...}}, each with the timing
     statistics (detr_d2.analysis.timing.summarize), the device and the input."""
+    register_coco_from_args(args)
     cfg = setup_cfg(args.config_file, args.opts, device=args.device)
     model = build_analysis_model(cfg)
     info = dict(

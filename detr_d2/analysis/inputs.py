@@ -11,13 +11,14 @@ import os
 from typing import Dict, List, Optional, Sequence
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
+from ..checkpoint.finetune import DetrCheckpointer
 from ..config import add_detr_config, merge_config_file
+from ..data.register import resolve_num_classes
 
 __all__ = ["setup_cfg", "build_analysis_model", "synthetic_inputs", "dataset_inputs", "batches"]
 
@@ -34,6 +35,7 @@ def setup_cfg(config_file: str, opts: Sequence[str] = (), device: Optional[str] 
     add_detr_config(cfg)
     merge_config_file(cfg, config_file)
     cfg.merge_from_list(list(opts))
+    resolve_num_classes(cfg, opts)  # a --register-coco set's class count unless set
     if device:
         cfg.MODEL.DEVICE = device
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
@@ -49,7 +51,7 @@ def build_analysis_model(cfg: CfgNode) -> torch.nn.Module:
     do not depend on the weights; an R-CNN's post-processing (boxes surviving NMS) may."""
     model = build_model(cfg)
     if os.path.isfile(cfg.MODEL.WEIGHTS):
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        DetrCheckpointer(model, reinit_class_head=False).load(cfg.MODEL.WEIGHTS)
     else:
         logger.warning(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r} is not a local file: random init")
     return model

@@ -17,7 +17,6 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import (
     DatasetCatalog,
@@ -27,6 +26,8 @@ from detectron2.data import (
 )
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
+
+from ..checkpoint.finetune import DetrCheckpointer
 
 __all__ = [
     "Predictor",
@@ -58,7 +59,7 @@ class Predictor:
     def __init__(self, cfg: CfgNode, model: Optional[torch.nn.Module] = None):
         if model is None:
             model = build_model(cfg)
-            DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+            DetrCheckpointer(model, reinit_class_head=False).load(cfg.MODEL.WEIGHTS)
         self.model = model.eval()
         if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be RGB or BGR, got {cfg.INPUT.FORMAT!r}")

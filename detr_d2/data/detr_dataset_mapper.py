@@ -8,11 +8,41 @@ from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
+from PIL import Image
 
-__all__ = ["DetrDatasetMapper"]
+__all__ = ["DetrDatasetMapper", "ResizeShortestEdge", "read_image"]
 
 logger = logging.getLogger(__name__)
 
+
+
+def read_image(file_name: str, image_format: str) -> np.ndarray:
+    """Detectron2's ``read_image``, except that a 16-bit grayscale image (PIL mode "I;16" or "I")
+    is scaled to 8 bits; PIL's own conversion clips it at 255 (a mostly white image).
+
+    Returns:
+        uint8 array (H, W, C) in ``image_format``.
+    """
+    with Image.open(file_name) as im:  # reads the header only
+        sixteen_bit = im.mode.startswith("I")
+    if not sixteen_bit:
+        return utils.read_image(file_name, format=image_format)
+    raw = utils.read_image(file_name)  # (H, W) integers in [0, 65535], EXIF orientation applied
+    gray = (np.clip(raw, 0, 65535) >> 8).astype(np.uint8)
+    if image_format == "L":
+        return gray[:, :, None]
+    return np.repeat(gray[:, :, None], 3, axis=2)  # gray in RGB or BGR
+
+
+class ResizeShortestEdge(T.ResizeShortestEdge):
+    """Detectron2's ``ResizeShortestEdge``, except that no side is resized to 0 pixels: an image of
+    extreme aspect ratio (1 x 1000 with max_size 128) keeps a side of 1 pixel."""
+
+    def get_transform(self, image):
+        t = super().get_transform(image)
+        if isinstance(t, T.ResizeTransform) and min(t.new_h, t.new_w) < 1:
+            t = T.ResizeTransform(t.h, t.w, max(t.new_h, 1), max(t.new_w, 1), t.interp)
+        return t
 
 class DetrDatasetMapper:
     """Maps one Detectron2 dataset dict to the input of a DETR model.
@@ -67,7 +97,7 @@ class DetrDatasetMapper:
     @classmethod
     def from_config(cls, cfg, is_train=True):
         if not is_train:
-            resize = T.ResizeShortestEdge(
+            resize = ResizeShortestEdge(
                 cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice"
             )
             return {"is_train": False, "augmentations": [resize], "image_format": cfg.INPUT.FORMAT}
@@ -76,13 +106,13 @@ class DetrDatasetMapper:
             "vertical": [T.RandomFlip(horizontal=False, vertical=True)],
             "none": [],
         }[cfg.INPUT.RANDOM_FLIP]
-        resize = T.ResizeShortestEdge(
+        resize = ResizeShortestEdge(
             cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
         )
         crop = None
         if cfg.INPUT.CROP.ENABLED:
             crop = flip + [
-                T.ResizeShortestEdge(cfg.INPUT.DETR_CROP_PRE_RESIZE, sample_style="choice"),
+                ResizeShortestEdge(cfg.INPUT.DETR_CROP_PRE_RESIZE, sample_style="choice"),
                 T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE),
                 resize,
             ]
@@ -114,7 +144,7 @@ class DetrDatasetMapper:
         """Read ``dataset_dict["file_name"]``, augment it (the crop branch with probability
         ``crop_prob``) and store it as ``dataset_dict["image"]`` (C, H, W) uint8. Returns the
         augmented image (H, W, C) and the transforms, to apply to the annotations."""
-        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
+        image = read_image(dataset_dict["file_name"], self.image_format)
         utils.check_image_size(dataset_dict, image)
         augmentations = self.augmentations
         if self.crop_augmentations is not None and np.random.rand() < self.crop_prob:
