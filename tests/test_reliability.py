@@ -254,19 +254,8 @@ def tiny_model():
     return cfg, build_model(cfg)
 
 
-def _needs_mapper_change(kind, name):
-    """The case passes once detr_dataset_mapper.py has ``name`` (the change README_reliability.md
-    and the reliability report describe); until then it is an expected failure."""
-    # read, not imported: importing detr_d2.data now would register the datasets under another root
-    with open(os.path.join(ROOT, "detr_d2", "data", "detr_dataset_mapper.py")) as f:
-        missing = f"\n{'class' if name[0].isupper() else 'def'} {name}(" not in f.read()
-    mark = pytest.mark.xfail(missing, strict=True, reason=f"detr_dataset_mapper.{name} missing")
-    return pytest.param(kind, marks=mark)
-
-
 @pytest.mark.parametrize("kind", [
-    _needs_mapper_change("1x1000", "ResizeShortestEdge"), "2000x20", "20x2000", "grayscale", "rgba",
-    _needs_mapper_change("16bit", "read_image"), "no_boxes", "crowd_only",
+    "1x1000", "2000x20", "20x2000", "grayscale", "rgba", "16bit", "no_boxes", "crowd_only",
 ])
 def test_unusual_images_go_through_mapper_and_model(tmp_path, tiny_model, kind):
     from detr_d2.data import DetrDatasetMapper
