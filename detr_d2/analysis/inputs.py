@@ -35,7 +35,7 @@ def setup_cfg(config_file: str, opts: Sequence[str] = (), device: Optional[str] 
     add_detr_config(cfg)
     merge_config_file(cfg, config_file)
     cfg.merge_from_list(list(opts))
-    resolve_num_classes(cfg, opts)  # a --register-coco set's class count unless set
+    resolve_num_classes(cfg, opts, strict=False)  # a --register-coco set's class count if unset
     if device:
         cfg.MODEL.DEVICE = device
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():

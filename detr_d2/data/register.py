@@ -133,7 +133,7 @@ def _default_num_classes() -> int:
     return add_detr_config(get_cfg()).MODEL.DETR.NUM_CLASSES
 
 
-def resolve_num_classes(cfg, opts: Sequence[str] = ()):
+def resolve_num_classes(cfg, opts: Sequence[str] = (), strict: bool = True):
     """Take ``MODEL.DETR.NUM_CLASSES`` from the data unless the user chose it; call after the
     datasets are registered, before ``cfg.freeze()``.
 
@@ -149,7 +149,8 @@ def resolve_num_classes(cfg, opts: Sequence[str] = ()):
       inherits it, so 80 counts as "not chosen" there and follows the data (logged).
 
     Not chosen: set from the data. Chosen and different from the data: ``ValueError`` naming both
-    numbers and where the value came from. That the other datasets agree is checked when they are
+    numbers and where the value came from (with ``strict=False``, as the analysis tools use it, a
+    warning: counting FLOPs of a model does not need its data). That the other datasets agree is checked when they are
     loaded (``detr_d2.engine.check_num_classes``). Only DETR meta-architectures are touched.
     Returns ``cfg``.
     """
@@ -174,10 +175,13 @@ def resolve_num_classes(cfg, opts: Sequence[str] = ()):
     if on_command_line or value != _default_num_classes():
         if value != num:
             origin = "on the command line" if on_command_line else "in the config file"
-            raise ValueError(
+            message = (
                 f"{NUM_CLASSES_KEY} is {value} ({origin}) but {where} '{reference}' has {num} "
                 f"classes. Set it to {num}, or leave it out to take the count from the data."
             )
+            if strict:
+                raise ValueError(message)
+            logger.warning(message)
     elif value != num:
         logger.info(f"{NUM_CLASSES_KEY} = {num}, the class count of {where} '{reference}' "
                     f"(was the default {value})")
