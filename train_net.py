@@ -10,6 +10,7 @@ Bad data, a wrong class count or weights that do not fit the model stop the run 
 with an error naming them; checkpoints are written atomically and --resume takes the last complete
 one (see README, "Reliability").
 """
+
 import logging
 import os
 import random
@@ -72,13 +73,15 @@ class Trainer(DefaultTrainer):
             check_num_classes(cfg, cfg.DATASETS.TRAIN)
             return loader
         skip = cfg.DATALOADER.SKIP_BAD_IMAGES
-        dicts = get_checked_dataset_dicts(cfg.DATASETS.TRAIN, skip,
-                                          cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+        dicts = get_checked_dataset_dicts(
+            cfg.DATASETS.TRAIN, skip, cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+        )
         check_num_classes(cfg, cfg.DATASETS.TRAIN)  # loading completes lazily filled metadata
         spares = random.Random(0).sample(dicts, min(len(dicts), 16))  # replace unreadable ones
         # panoptic data (both panoptic stages): every segment's box and mask from the PNG
         panoptic = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("evaluator_type") == (
-            "coco_panoptic_seg")
+            "coco_panoptic_seg"
+        )
         mapper_cls = DetrPanopticDatasetMapper if panoptic else DetrDatasetMapper
         mapper = CheckedMapper(mapper_cls(cfg, True), skip, spares)
         return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
@@ -97,8 +100,9 @@ class Trainer(DefaultTrainer):
     def build_hooks(self):
         # DefaultTrainer.__init__ made a DetectionCheckpointer just before calling this: the
         # hooks and resume_or_load get ours instead
-        self.checkpointer = Checkpointer(self.model, self.cfg.OUTPUT_DIR,
-                                         trainer=weakref.proxy(self))
+        self.checkpointer = Checkpointer(
+            self.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
         guards = [NoSaveAfterFailure(self.checkpointer), NonFiniteLossGuard(self.checkpointer)]
         return guards + super().build_hooks()
 
@@ -133,8 +137,9 @@ def setup(args):
     register.resolve_num_classes(cfg, args.opts)  # NUM_CLASSES from the data unless set
     register.apply_epoch_schedule(cfg)  # SOLVER.EPOCHS -> MAX_ITER / STEPS
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning("MODEL.DEVICE is %s but CUDA is not available: using the CPU",
-                       cfg.MODEL.DEVICE)
+        logger.warning(
+            "MODEL.DEVICE is %s but CUDA is not available: using the CPU", cfg.MODEL.DEVICE
+        )
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     default_setup(cfg, args)
@@ -144,8 +149,9 @@ def setup(args):
 def main(args):
     cfg = setup(args)
     # datasets whose metadata already lists their classes; the loaders check the others
-    check_num_classes(cfg, list(cfg.DATASETS.TEST) + ([] if args.eval_only
-                                                      else list(cfg.DATASETS.TRAIN)))
+    check_num_classes(
+        cfg, list(cfg.DATASETS.TEST) + ([] if args.eval_only else list(cfg.DATASETS.TRAIN))
+    )
     if args.eval_only:
         model = Trainer.build_model(cfg)
         load_weights_for_eval(model, cfg, resume=args.resume)
@@ -166,5 +172,11 @@ def argument_parser():
 
 if __name__ == "__main__":
     args = argument_parser().parse_args()
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )

@@ -1,5 +1,6 @@
 """Config keys of detr_d2. ``add_detr_config`` only *adds* keys: every default another model (e.g. a
 model-zoo Faster R-CNN yaml) relies on is left unchanged."""
+
 from detectron2.config import CfgNode as CN
 
 
@@ -22,7 +23,9 @@ def add_detr_config(cfg):
     d.POSITION_EMBEDDING = "sine"  # spatial positional encoding: "sine" | "learned" | "none"
     # where the spatial encoding is added: "every" attention layer (paper) or the encoder "input" only
     d.POSITION_EMBEDDING_AT = "every"
-    d.QUERY_POS_AT = "every"  # object queries added at "every" decoder layer (paper) or "input" only
+    d.QUERY_POS_AT = (
+        "every"  # object queries added at "every" decoder layer (paper) or "input" only
+    )
     d.USE_FFN = True  # FFN in each transformer layer (paper Table 4 ablates it)
     d.DEEP_SUPERVISION = True  # auxiliary losses after every decoder layer
     d.BACKBONE_FEATURE = ""  # backbone output the transformer reads; "" = last of OUT_FEATURES
@@ -91,7 +94,7 @@ def merge_config_file(cfg, path: str):
             raw = yaml.safe_load(f) or {}
         base = raw.get("_BASE_", "")
         if isinstance(base, str) and base.startswith(MODEL_ZOO_PREFIX):
-            cfg.merge_from_file(get_config_file(base[len(MODEL_ZOO_PREFIX):]))
+            cfg.merge_from_file(get_config_file(base[len(MODEL_ZOO_PREFIX) :]))
             raw.pop("_BASE_")
             cfg.merge_from_other_cfg(CN(raw))
         else:

@@ -1,11 +1,13 @@
 """DETR's optimizer: AdamW, a smaller lr for the backbone, and one gradient norm over the model."""
+
 import torch
 from detectron2.solver import build_optimizer as build_default_optimizer
 from detectron2.solver.build import maybe_add_gradient_clipping
 
 
-def detr_param_groups(model: torch.nn.Module, base_lr: float, weight_decay: float,
-                      backbone_multiplier: float):
+def detr_param_groups(
+    model: torch.nn.Module, base_lr: float, weight_decay: float, backbone_multiplier: float
+):
     """Two groups: backbone parameters at ``base_lr * backbone_multiplier``, the rest at
     ``base_lr``; frozen parameters are left out. Weight decay applies to all, as in DETR."""
     backbone, rest = [], []
@@ -43,12 +45,15 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     clip = cfg.SOLVER.CLIP_GRADIENTS
     if name == "SGD":
         if clip.ENABLED and clip.CLIP_TYPE == "full_model":
-            raise ValueError('SOLVER.CLIP_GRADIENTS.CLIP_TYPE "full_model" needs SOLVER.OPTIMIZER "ADAMW"')
+            raise ValueError(
+                'SOLVER.CLIP_GRADIENTS.CLIP_TYPE "full_model" needs SOLVER.OPTIMIZER "ADAMW"'
+            )
         return build_default_optimizer(cfg, model)
     if name != "ADAMW":
         raise ValueError(f'SOLVER.OPTIMIZER must be "SGD" or "ADAMW", got {cfg.SOLVER.OPTIMIZER!r}')
-    groups = detr_param_groups(model, cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY,
-                               cfg.SOLVER.BACKBONE_MULTIPLIER)
+    groups = detr_param_groups(
+        model, cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY, cfg.SOLVER.BACKBONE_MULTIPLIER
+    )
     optimizer_cls = torch.optim.AdamW
     if clip.ENABLED and clip.CLIP_TYPE == "full_model":
         optimizer_cls = with_full_model_clipping(optimizer_cls, clip.CLIP_VALUE, clip.NORM_TYPE)

@@ -21,8 +21,12 @@ def test_giou_loss_matches_hand_computed_value():
     pred = torch.tensor([[[1.0, 1.0, 2.0, 2.0]]]) / 4  # cxcywh normalized
     tgt = torch.tensor([[2.0, 2.0, 2.0, 2.0]]) / 4
     crit = SetCriterion(1, FixedMatcher([(torch.tensor([0]), torch.tensor([0]))]), WEIGHTS)
-    losses = crit.loss_boxes({"pred_boxes": pred}, [{"labels": torch.tensor([0]), "boxes": tgt}],
-                             crit.matcher(None, None), num_boxes=1)
+    losses = crit.loss_boxes(
+        {"pred_boxes": pred},
+        [{"labels": torch.tensor([0]), "boxes": tgt}],
+        crit.matcher(None, None),
+        num_boxes=1,
+    )
     assert losses["loss_giou"].item() == pytest.approx(1 - (1 / 7 - 2 / 9), abs=1e-6)
     assert losses["loss_bbox"].item() == pytest.approx(0.25 + 0.25, abs=1e-6)  # cx, cy differ
 
@@ -32,8 +36,13 @@ def test_losses_equal_direct_computation():
     k, n = 3, 4
     logits = torch.randn(2, n, k + 1)
     boxes = torch.rand(2, n, 4) * 0.4 + 0.3
-    targets = [{"labels": torch.tensor([2, 0]), "boxes": torch.tensor([[.5, .5, .2, .3], [.3, .6, .1, .1]])},
-               {"labels": torch.tensor([1]), "boxes": torch.tensor([[.4, .4, .3, .3]])}]
+    targets = [
+        {
+            "labels": torch.tensor([2, 0]),
+            "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.3], [0.3, 0.6, 0.1, 0.1]]),
+        },
+        {"labels": torch.tensor([1]), "boxes": torch.tensor([[0.4, 0.4, 0.3, 0.3]])},
+    ]
     indices = [(torch.tensor([3, 1]), torch.tensor([0, 1])), (torch.tensor([0]), torch.tensor([0]))]
     crit = SetCriterion(k, FixedMatcher(indices), WEIGHTS, eos_coef=0.1)
     losses = crit({"pred_logits": logits, "pred_boxes": boxes}, targets)
@@ -52,12 +61,24 @@ def test_losses_equal_direct_computation():
 
 def test_aux_losses_metrics_and_zero_weight():
     torch.manual_seed(0)
-    out = {"pred_logits": torch.randn(1, 5, 3, requires_grad=True), "pred_boxes": torch.rand(1, 5, 4)}
-    out["aux_outputs"] = [{"pred_logits": torch.randn(1, 5, 3), "pred_boxes": torch.rand(1, 5, 4)}] * 2
-    targets = [{"labels": torch.tensor([1]), "boxes": torch.tensor([[.5, .5, .2, .2]])}]
+    out = {
+        "pred_logits": torch.randn(1, 5, 3, requires_grad=True),
+        "pred_boxes": torch.rand(1, 5, 4),
+    }
+    out["aux_outputs"] = [
+        {"pred_logits": torch.randn(1, 5, 3), "pred_boxes": torch.rand(1, 5, 4)}
+    ] * 2
+    targets = [{"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}]
     crit = SetCriterion(2, HungarianMatcher(), dict(WEIGHTS, loss_giou=0.0))
     losses = crit(out, targets)
-    assert set(losses) == {"loss_ce", "loss_bbox", "loss_ce_0", "loss_bbox_0", "loss_ce_1", "loss_bbox_1"}
+    assert set(losses) == {
+        "loss_ce",
+        "loss_bbox",
+        "loss_ce_0",
+        "loss_bbox_0",
+        "loss_ce_1",
+        "loss_bbox_1",
+    }
     assert not any("error" in key for key in losses)  # metrics are never summed into the loss
     metrics = crit.metrics(out, targets, crit.matcher(out, targets))
     assert 0 <= metrics["class_error"] <= 100 and metrics["cardinality_error"] >= 0
@@ -65,6 +86,8 @@ def test_aux_losses_metrics_and_zero_weight():
 
 def test_empty_image_gives_only_no_object_loss():
     out = {"pred_logits": torch.zeros(1, 3, 3), "pred_boxes": torch.rand(1, 3, 4)}
-    losses = SetCriterion(2, HungarianMatcher(), WEIGHTS)(out, [{"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}])
+    losses = SetCriterion(2, HungarianMatcher(), WEIGHTS)(
+        out, [{"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}]
+    )
     assert losses["loss_ce"].item() == pytest.approx(torch.log(torch.tensor(3.0)).item(), rel=1e-5)
     assert losses["loss_bbox"].item() == 0 and losses["loss_giou"].item() == 0

@@ -1,4 +1,5 @@
 """DetrDatasetMapper: image tensor, box transforms, filtering of crowd/degenerate/cropped boxes."""
+
 import logging
 
 import cv2

@@ -14,7 +14,9 @@ CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 
 
 def _image(h, w, seed):
-    return torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    return torch.randint(
+        0, 256, (3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def _instances(h, w, boxes, classes):
@@ -24,11 +26,14 @@ def _instances(h, w, boxes, classes):
     return inst
 
 
-@pytest.mark.parametrize("name,total,backbone", [
-    ("detr_r50.yaml", 41_521_941, 23_454_912),
-    ("detr_r50_dc5.yaml", 41_521_941, 23_454_912),
-    ("detr_r101.yaml", 60_461_845, 42_394_816),
-])
+@pytest.mark.parametrize(
+    "name,total,backbone",
+    [
+        ("detr_r50.yaml", 41_521_941, 23_454_912),
+        ("detr_r50_dc5.yaml", 41_521_941, 23_454_912),
+        ("detr_r101.yaml", 60_461_845, 42_394_816),
+    ],
+)
 def test_parameter_counts_match_paper(name, total, backbone):
     cfg = get_cfg()
     add_detr_config(cfg)
@@ -39,7 +44,8 @@ def test_parameter_counts_match_paper(name, total, backbone):
     assert sum(p.numel() for p in model.backbone.parameters()) == backbone
     # transformer + input projection: the paper's "17.8M"
     extra = sum(p.numel() for p in model.transformer.parameters()) + sum(
-        p.numel() for p in model.input_proj.parameters())
+        p.numel() for p in model.input_proj.parameters()
+    )
     assert round(extra / 1e6, 1) == 17.9
 
 
@@ -60,7 +66,9 @@ def test_sine_encoding_values_and_padding_invariance():
 def test_outputs_shapes_and_aux(tiny_detr_cfg):
     model = build_model(tiny_detr_cfg).eval()
     with torch.no_grad():
-        images = model.preprocess_image([{"image": _image(64, 96, 0)}, {"image": _image(80, 48, 1)}])
+        images = model.preprocess_image(
+            [{"image": _image(64, 96, 0)}, {"image": _image(80, 48, 1)}]
+        )
         out = model.forward_raw(images)
     assert out["pred_logits"].shape == (2, 7, 6)
     assert out["pred_boxes"].shape == (2, 7, 4)
@@ -92,7 +100,9 @@ def test_prediction_does_not_change_when_batched_with_a_larger_image(tiny_detr_c
     # Padding never reaches the transformer (key padding mask, padding-invariant positions);
     # the backbone's own zero padding at the image border is the only difference left.
     assert torch.allclose(alone["pred_boxes"][0], both["pred_boxes"][0], atol=2e-2)
-    assert (alone["pred_logits"][0].argmax(-1) == both["pred_logits"][0].argmax(-1)).float().mean() > 0.8
+    assert (
+        alone["pred_logits"][0].argmax(-1) == both["pred_logits"][0].argmax(-1)
+    ).float().mean() > 0.8
 
 
 def test_transformer_ignores_padded_memory(tiny_detr_cfg):
@@ -113,7 +123,10 @@ def test_train_step_with_empty_and_nonempty_images(tiny_detr_cfg):
     torch.manual_seed(0)
     model = build_model(tiny_detr_cfg).train()
     batch = [
-        {"image": _image(64, 64, 0), "instances": _instances(64, 64, [[4, 4, 30, 40], [20, 10, 60, 50]], [1, 3])},
+        {
+            "image": _image(64, 64, 0),
+            "instances": _instances(64, 64, [[4, 4, 30, 40], [20, 10, 60, 50]], [1, 3]),
+        },
         {"image": _image(48, 64, 1), "instances": _instances(48, 64, [], [])},
     ]
     losses = model(batch)
@@ -145,8 +158,10 @@ def test_fast_inference_matches_eager_and_follows_weight_changes(tiny_detr_cfg):
 
     (l0, b0), (l1, b1) = run(False), run(True)
     assert torch.allclose(l0, l1, atol=1e-4) and torch.allclose(b0, b1, atol=1e-4)
-    state = {k: v + 0.1 if k.startswith("backbone.res4") and v.is_floating_point() else v
-             for k, v in model.state_dict().items()}
+    state = {
+        k: v + 0.1 if k.startswith("backbone.res4") and v.is_floating_point() else v
+        for k, v in model.state_dict().items()
+    }
     model.load_state_dict(state)  # the folded copy must not keep the old weights
     (l2, _), (l3, _) = run(False), run(True)
     assert not torch.allclose(l0, l2, atol=1e-3) and torch.allclose(l2, l3, atol=1e-4)

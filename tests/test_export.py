@@ -1,4 +1,5 @@
 """Exported tiny DETR (TorchScript, ONNX via onnxruntime, torch.export) against eager Detr."""
+
 import warnings
 
 import pytest
@@ -39,9 +40,11 @@ def _eager(detr, images):
         batch = detr.preprocess_image([{"image": im} for im in images])
         out = detr.forward_raw(batch)
         results = detr.inference(out["pred_logits"], out["pred_boxes"], batch.image_sizes)
-    expected = (torch.stack([r.pred_boxes.tensor for r in results]),
-                torch.stack([r.scores for r in results]),
-                torch.stack([r.pred_classes for r in results]))
+    expected = (
+        torch.stack([r.pred_boxes.tensor for r in results]),
+        torch.stack([r.scores for r in results]),
+        torch.stack([r.pred_classes for r in results]),
+    )
     return expected + ((out["pred_masks"],) if "pred_masks" in out else ())
 
 

@@ -1,5 +1,6 @@
 """The install works: detectron2 (python-only build or upstream), its model zoo, FLOP counting,
 a Faster R-CNN training step, and multi-process launch on CPU."""
+
 import os
 
 import pytest

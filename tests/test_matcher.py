@@ -9,8 +9,13 @@ from detr_d2.modeling import HungarianMatcher
 def _random_problem(gen, b, n, ms, k=4):
     logits = torch.randn(b, n, k + 1, generator=gen)
     boxes = torch.rand(b, n, 4, generator=gen) * 0.5 + 0.25
-    targets = [{"labels": torch.randint(0, k, (m,), generator=gen),
-                "boxes": torch.rand(m, 4, generator=gen) * 0.5 + 0.25} for m in ms]
+    targets = [
+        {
+            "labels": torch.randint(0, k, (m,), generator=gen),
+            "boxes": torch.rand(m, 4, generator=gen) * 0.5 + 0.25,
+        }
+        for m in ms
+    ]
     return {"pred_logits": logits, "pred_boxes": boxes}, targets
 
 
@@ -19,12 +24,18 @@ def test_matching_is_optimal_against_brute_force():
     matcher = HungarianMatcher(1.0, 5.0, 2.0)
     for _ in range(10):
         outputs, targets = _random_problem(gen, 1, 5, [3])
-        (i, j), = matcher(outputs, targets)
-        cost = matcher.cost_matrix(outputs["pred_logits"][0], outputs["pred_boxes"][0],
-                                   targets[0]["labels"], targets[0]["boxes"])
+        ((i, j),) = matcher(outputs, targets)
+        cost = matcher.cost_matrix(
+            outputs["pred_logits"][0],
+            outputs["pred_boxes"][0],
+            targets[0]["labels"],
+            targets[0]["boxes"],
+        )
         got = cost[i, j].sum().item()
-        best = min(sum(cost[p, t].item() for t, p in enumerate(perm))
-                   for perm in itertools.permutations(range(5), 3))
+        best = min(
+            sum(cost[p, t].item() for t, p in enumerate(perm))
+            for perm in itertools.permutations(range(5), 3)
+        )
         assert got == pytest.approx(best, abs=1e-5)
         assert len(set(i.tolist())) == 3 and sorted(j.tolist()) == [0, 1, 2]
 
@@ -44,13 +55,16 @@ def test_batched_equals_per_image_and_empty_targets():
     outputs, targets = _random_problem(gen, 3, 6, [2, 0, 4])
     batched = matcher(outputs, targets)
     for b in range(3):
-        single = matcher({k: v[b:b + 1] for k, v in outputs.items()}, [targets[b]])[0]
+        single = matcher({k: v[b : b + 1] for k, v in outputs.items()}, [targets[b]])[0]
         assert torch.equal(batched[b][0], single[0]) and torch.equal(batched[b][1], single[1])
     assert batched[1][0].numel() == 0 and batched[1][0].dtype == torch.int64
 
 
 def test_non_finite_predictions_raise_clear_error():
-    outputs = {"pred_logits": torch.zeros(1, 2, 3), "pred_boxes": torch.full((1, 2, 4), float("nan"))}
+    outputs = {
+        "pred_logits": torch.zeros(1, 2, 3),
+        "pred_boxes": torch.full((1, 2, 4), float("nan")),
+    }
     targets = [{"labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, 0.1, 0.1]])}]
     with pytest.raises(FloatingPointError, match="non-finite"):
         HungarianMatcher()(outputs, targets)

@@ -1,4 +1,5 @@
 """DETR can memorize a handful of real COCO images: train AP on them gets high (issue: detection)."""
+
 import json
 import os
 

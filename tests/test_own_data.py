@@ -1,6 +1,7 @@
 """Your own data: --register-coco, NUM_CLASSES from the data, fine-tuning from a checkpoint of
 another class count, the json check, the epoch schedule and tools/visualize_data.py, on a 160 px
 copy of 16 COCO images (tests/data/tiny_coco, see its SOURCE.txt)."""
+
 import argparse
 import contextlib
 import importlib.util
@@ -40,8 +41,12 @@ TINY_COCO = os.path.join(os.path.dirname(__file__), "data", "tiny_coco")
 TINY_JSON = os.path.join(TINY_COCO, "instances.json")
 TINY_IMAGES = os.path.join(TINY_COCO, "images")
 SUBSET_CATEGORIES = (1, 44, 47)  # person (33 boxes), bottle (20), cup (14)
-SMALL_INPUT = {"INPUT.MIN_SIZE_TRAIN": (64,), "INPUT.MAX_SIZE_TRAIN": 128,
-               "INPUT.MIN_SIZE_TEST": 64, "INPUT.MAX_SIZE_TEST": 128}
+SMALL_INPUT = {
+    "INPUT.MIN_SIZE_TRAIN": (64,),
+    "INPUT.MAX_SIZE_TRAIN": 128,
+    "INPUT.MIN_SIZE_TEST": 64,
+    "INPUT.MAX_SIZE_TEST": 128,
+}
 
 
 def _load_module(name, path):
@@ -127,9 +132,22 @@ def test_flag_registers_sets_with_their_class_names(tmp_path, dataset_names):
     train, val = dataset_names("train"), dataset_names("val")
     subset = subset_json(tmp_path)
     parser = add_register_coco_argument(default_argument_parser())
-    args = parser.parse_args(["--config-file", "x.yaml", "--register-coco", train, subset,
-                              TINY_IMAGES, "--register-coco", val, TINY_JSON, TINY_IMAGES,
-                              "DATASETS.TRAIN", f"('{train}',)"])
+    args = parser.parse_args(
+        [
+            "--config-file",
+            "x.yaml",
+            "--register-coco",
+            train,
+            subset,
+            TINY_IMAGES,
+            "--register-coco",
+            val,
+            TINY_JSON,
+            TINY_IMAGES,
+            "DATASETS.TRAIN",
+            f"('{train}',)",
+        ]
+    )
     assert args.opts == ["DATASETS.TRAIN", f"('{train}',)"]
     assert register_coco_from_args(args) == [train, val]
 
@@ -147,8 +165,11 @@ def test_flag_registers_sets_with_their_class_names(tmp_path, dataset_names):
     with pytest.raises(ValueError, match="already registered"):
         register_coco_dataset(train, TINY_JSON, TINY_IMAGES)
     with pytest.raises(ValueError, match="before the KEY VALUE"):
-        register_coco_from_args(parser.parse_args(
-            ["DATASETS.TRAIN", "('a',)", "--register-coco", "a", subset, TINY_IMAGES]))
+        register_coco_from_args(
+            parser.parse_args(
+                ["DATASETS.TRAIN", "('a',)", "--register-coco", "a", subset, TINY_IMAGES]
+            )
+        )
     # any argparse parser takes the flag
     plain = add_register_coco_argument(argparse.ArgumentParser())
     assert plain.parse_args([]).register_coco is None
@@ -178,8 +199,9 @@ def test_num_classes_follows_the_data_unless_set(tiny_detr_cfg, tmp_path, datase
     assert resolve_num_classes(cfg).MODEL.DETR.NUM_CLASSES == 80  # COCO: 80 stays 80
 
     # evaluation only: the training set of the yaml is not registered, the test set decides
-    cfg = small_cfg(tiny_detr_cfg.clone(), tmp_path, train=("own_data_unregistered",),
-                    test=(train,))
+    cfg = small_cfg(
+        tiny_detr_cfg.clone(), tmp_path, train=("own_data_unregistered",), test=(train,)
+    )
     with log_records("detr_d2.data.register") as records:
         assert resolve_num_classes(cfg).MODEL.DETR.NUM_CLASSES == 3
     assert "--register-coco own_data_unregistered" in records[0].getMessage()
@@ -193,8 +215,10 @@ def test_finetune_config_takes_the_class_count_of_the_data(tmp_path, dataset_nam
 
     from detr_d2 import add_detr_config
 
-    cfg = merge_config_file(add_detr_config(get_cfg()),
-                            os.path.join(ROOT, "configs", "finetune", "detr_r50_finetune.yaml"))
+    cfg = merge_config_file(
+        add_detr_config(get_cfg()),
+        os.path.join(ROOT, "configs", "finetune", "detr_r50_finetune.yaml"),
+    )
     assert cfg.DATASETS.TRAIN == ("my_train",)  # placeholders, for --register-coco sets
     assert resolve_num_classes(cfg).MODEL.DETR.NUM_CLASSES == 80  # unknown: left alone
     train = dataset_names("train")
@@ -207,13 +231,13 @@ def test_finetune_config_takes_the_class_count_of_the_data(tmp_path, dataset_nam
 # ---- training and fine-tuning -------------------------------------------------------------------
 
 
-def test_trainer_trains_two_iterations_on_a_registered_set(tiny_detr_cfg, tmp_path,
-                                                           dataset_names):
+def test_trainer_trains_two_iterations_on_a_registered_set(tiny_detr_cfg, tmp_path, dataset_names):
     train_net = _load_module("train_net", os.path.join(ROOT, "train_net.py"))
     train = dataset_names("train")
     parser = add_register_coco_argument(default_argument_parser())
-    register_coco_from_args(parser.parse_args(
-        ["--register-coco", train, subset_json(tmp_path), TINY_IMAGES]))
+    register_coco_from_args(
+        parser.parse_args(["--register-coco", train, subset_json(tmp_path), TINY_IMAGES])
+    )
     cfg = small_cfg(tiny_detr_cfg.clone(), tmp_path, train=(train,))
     cfg.SOLVER.MAX_ITER = 2
     cfg.SOLVER.STEPS = ()
@@ -232,8 +256,9 @@ def _state(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def test_finetune_from_80_classes_loads_all_but_the_class_head(tiny_detr_cfg, tmp_path,
-                                                               dataset_names):
+def test_finetune_from_80_classes_loads_all_but_the_class_head(
+    tiny_detr_cfg, tmp_path, dataset_names
+):
     cfg80 = tiny_detr_cfg.clone()
     cfg80.MODEL.DETR.NUM_CLASSES = 80
     torch.manual_seed(0)
@@ -249,8 +274,10 @@ def test_finetune_from_80_classes_loads_all_but_the_class_head(tiny_detr_cfg, tm
     torch.manual_seed(1)
     model = build_model(cfg3)
     built = _state(model)
-    with log_records("detr_d2.checkpoint.finetune") as records, \
-            log_records("fvcore.common.checkpoint") as fvcore_records:
+    with (
+        log_records("detr_d2.checkpoint.finetune") as records,
+        log_records("fvcore.common.checkpoint") as fvcore_records,
+    ):
         DetrCheckpointer(model).load(path)
 
     loaded, source = _state(model), _state(coco)
@@ -313,7 +340,7 @@ def test_xyxy_boxes_are_reported_in_one_warning(tmp_path, dataset_names):
 def test_json_check_counts_each_problem(tmp_path):
     data = tiny_coco()
     image = data["images"][0]
-    w, h = image["width"], image["height"]
+    w = image["width"]
     anns = [a for a in data["annotations"] if a["image_id"] != image["id"]][:4]
     base = dict(anns[0], image_id=image["id"], iscrowd=0)
     data["annotations"] = anns + [
@@ -326,7 +353,10 @@ def test_json_check_counts_each_problem(tmp_path):
     data["images"].append(dict(image, id=42, file_name="not_there.jpg"))
     report = check_coco_json(write_json(tmp_path / "bad.json", data), TINY_IMAGES)
     assert (report.non_positive_boxes, report.boxes_outside_image, report.malformed_boxes) == (
-        1, 1, 1)
+        1,
+        1,
+        1,
+    )
     assert report.invalid_boxes == 3
     assert report.unknown_categories == 1
     assert report.unknown_category_examples == [(-4, image["id"], image["file_name"], 999)]
@@ -376,14 +406,37 @@ def test_epochs_become_iterations_from_the_dataset_size(tiny_detr_cfg, tmp_path,
 def test_visualizer_writes_pngs(source, tmp_path, dataset_names):
     tool = _load_module("visualize_data", os.path.join(ROOT, "tools", "visualize_data.py"))
     train = dataset_names("train")
-    opts = ["DATASETS.TRAIN", f"('{train}',)", "DATASETS.TEST", "()", "INPUT.CROP.ENABLED",
-            "False", "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "2"]
+    opts = [
+        "DATASETS.TRAIN",
+        f"('{train}',)",
+        "DATASETS.TEST",
+        "()",
+        "INPUT.CROP.ENABLED",
+        "False",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+    ]
     for key, value in SMALL_INPUT.items():
         opts += [key, str(value)]
     args = tool.get_parser().parse_args(
-        ["--config-file", os.path.join(ROOT, "configs", "Base-DETR.yaml"),
-         "--register-coco", train, subset_json(tmp_path), TINY_IMAGES,
-         "--source", source, "--output", str(tmp_path / "vis"), "--num", "3"] + opts)
+        [
+            "--config-file",
+            os.path.join(ROOT, "configs", "Base-DETR.yaml"),
+            "--register-coco",
+            train,
+            subset_json(tmp_path),
+            TINY_IMAGES,
+            "--source",
+            source,
+            "--output",
+            str(tmp_path / "vis"),
+            "--num",
+            "3",
+        ]
+        + opts
+    )
     paths = tool.main(args)
     assert len(paths) == 3
     for path in paths:
@@ -410,22 +463,66 @@ def test_readme_command_fine_tunes_through_train_net(tiny_detr_cfg, tmp_path):
     torch.save({"model": build_model(cfg80).state_dict(), "matching_heuristics": False}, weights)
     subset = subset_json(tmp_path)
     val = subset_json(tmp_path, max_images=2, name="val.json")  # inference is the slow part
-    tiny = ["MODEL.DEVICE", "cpu", "MODEL.RESNETS.DEPTH", "18",
-            "MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "MODEL.RESNETS.OUT_FEATURES", "['res4']",
-            "MODEL.DETR.NUM_OBJECT_QUERIES", "7", "MODEL.DETR.HIDDEN_DIM", "32",
-            "MODEL.DETR.NHEADS", "4", "MODEL.DETR.DIM_FEEDFORWARD", "64",
-            "MODEL.DETR.ENC_LAYERS", "1", "MODEL.DETR.DEC_LAYERS", "2", "MODEL.DETR.DROPOUT", "0.0",
-            "INPUT.CROP.ENABLED", "False", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.EPOCHS", "0",
-            "SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "()", "DATALOADER.NUM_WORKERS", "0",
-            "OUTPUT_DIR", str(tmp_path / "out")]
+    tiny = [
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.RESNETS.DEPTH",
+        "18",
+        "MODEL.RESNETS.RES2_OUT_CHANNELS",
+        "64",
+        "MODEL.RESNETS.OUT_FEATURES",
+        "['res4']",
+        "MODEL.DETR.NUM_OBJECT_QUERIES",
+        "7",
+        "MODEL.DETR.HIDDEN_DIM",
+        "32",
+        "MODEL.DETR.NHEADS",
+        "4",
+        "MODEL.DETR.DIM_FEEDFORWARD",
+        "64",
+        "MODEL.DETR.ENC_LAYERS",
+        "1",
+        "MODEL.DETR.DEC_LAYERS",
+        "2",
+        "MODEL.DETR.DROPOUT",
+        "0.0",
+        "INPUT.CROP.ENABLED",
+        "False",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "SOLVER.EPOCHS",
+        "0",
+        "SOLVER.MAX_ITER",
+        "2",
+        "SOLVER.STEPS",
+        "()",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "OUTPUT_DIR",
+        str(tmp_path / "out"),
+    ]
     for key, value in SMALL_INPUT.items():
         tiny += [key, str(value)]
-    command = [sys.executable, "train_net.py",
-               "--config-file", "configs/finetune/detr_r50_finetune.yaml",
-               "--register-coco", "my_train", subset, TINY_IMAGES,
-               "--register-coco", "my_val", val, TINY_IMAGES,
-               "DATASETS.TRAIN", "('my_train',)", "DATASETS.TEST", "('my_val',)",
-               "MODEL.WEIGHTS", weights] + tiny
+    command = [
+        sys.executable,
+        "train_net.py",
+        "--config-file",
+        "configs/finetune/detr_r50_finetune.yaml",
+        "--register-coco",
+        "my_train",
+        subset,
+        TINY_IMAGES,
+        "--register-coco",
+        "my_val",
+        val,
+        TINY_IMAGES,
+        "DATASETS.TRAIN",
+        "('my_train',)",
+        "DATASETS.TEST",
+        "('my_val',)",
+        "MODEL.WEIGHTS",
+        weights,
+    ] + tiny
     env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "datasets"))
     run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -1,4 +1,5 @@
 """The panoptic configs: two-stage pairs that fit together, the official layout, the quickstart."""
+
 import glob
 import os
 
@@ -63,8 +64,9 @@ def test_r50_stages_share_the_box_model_and_have_the_official_layout():
     model = build_model(mask_cfg)
     panoptic = {k: v.shape for k, v in model.state_dict().items()}
     assert {k: v for k, v in panoptic.items() if model.in_box_model(k)} == box
-    spec = DetrSpec(depth=50, enc_layers=6, dec_layers=6, pre_norm=False,
-                    learned_position=False, panoptic=True)
+    spec = DetrSpec(
+        depth=50, enc_layers=6, dec_layers=6, pre_norm=False, learned_position=False, panoptic=True
+    )
     assert set(panoptic) == spec.keys()
     assert panoptic["mask_head.lay1.weight"] == (264, 264, 3, 3)  # d + M = 256 + 8
     assert panoptic["mask_head.adapter1.weight"] == (128, 1024, 1, 1)  # res4

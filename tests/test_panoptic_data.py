@@ -1,4 +1,5 @@
 """Panoptic data and evaluation on the real COCO panoptic sample (tests/data/panoptic_sample)."""
+
 import json
 import os
 
@@ -47,8 +48,11 @@ def sample(tmp_path_factory):
     name = "detr_d2_test_panoptic_sample"
     if name not in MetadataCatalog.list():
         MetadataCatalog.get(name).set(
-            panoptic_root=PANOPTIC_ROOT, panoptic_json=PANOPTIC_JSON, json_file=str(instances_json),
-            evaluator_type="coco_panoptic_seg", **META,
+            panoptic_root=PANOPTIC_ROOT,
+            panoptic_json=PANOPTIC_JSON,
+            json_file=str(instances_json),
+            evaluator_type="coco_panoptic_seg",
+            **META,
         )
     return dicts, raw, name
 
@@ -77,7 +81,8 @@ def test_mapper_gives_every_non_crowd_segment_with_box_area_and_class(sample):
             assert inst.gt_masks.tensor[k].sum().item() == s["area"]
             cat = s["category_id"]
             contiguous = META["thing_dataset_id_to_contiguous_id"].get(
-                cat, META["stuff_dataset_id_to_contiguous_id"].get(cat))
+                cat, META["stuff_dataset_id_to_contiguous_id"].get(cat)
+            )
             assert inst.gt_classes[k].item() == contiguous
     # things come first in the contiguous ids, stuff after
     assert inst.gt_classes.max().item() >= 80 and inst.gt_classes.min().item() == 0
@@ -92,11 +97,18 @@ def test_mapper_transforms_masks_with_the_image(sample):
     inst = out["instances"]
     assert out["image"].shape == (3, 214, 320) and inst.image_size == (214, 320)
     # nearest resize of the id map: every mask is its flipped original, resized with nearest
-    expected = torch.stack([
-        torch.from_numpy(np.array(Image.fromarray(m.flip(-1).numpy().astype(np.uint8))
-                                  .resize((320, 214), Image.NEAREST))).bool()
-        for m in plain.gt_masks.tensor
-    ])
+    expected = torch.stack(
+        [
+            torch.from_numpy(
+                np.array(
+                    Image.fromarray(m.flip(-1).numpy().astype(np.uint8)).resize(
+                        (320, 214), Image.NEAREST
+                    )
+                )
+            ).bool()
+            for m in plain.gt_masks.tensor
+        ]
+    )
     visible = expected.flatten(1).any(1)
     assert len(inst) == visible.sum().item()
     assert torch.equal(inst.gt_masks.tensor, expected[visible])
@@ -140,10 +152,13 @@ def _ground_truth_as_predictions(d, raw):
 
     things = [k for k, s in enumerate(segments) if s["isthing"] and not s["iscrowd"]]
     inst = Instances(ids.shape)
-    inst.pred_masks = (logits[things] > 0)
-    inst.pred_boxes = Boxes(torch.tensor(
-        [[x, y, x + w, y + h] for x, y, w, h in (segments[k]["bbox"] for k in things)],
-        dtype=torch.float32))
+    inst.pred_masks = logits[things] > 0
+    inst.pred_boxes = Boxes(
+        torch.tensor(
+            [[x, y, x + w, y + h] for x, y, w, h in (segments[k]["bbox"] for k in things)],
+            dtype=torch.float32,
+        )
+    )
     inst.scores = scores[things]
     inst.pred_classes = classes[things]
     # stuff "instances" as a box model trained on panoptic boxes predicts them: filtered out

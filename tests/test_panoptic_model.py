@@ -1,4 +1,5 @@
 """DetrPanoptic: mask head, mask losses, panoptic inference, frozen box model, a train step."""
+
 import copy
 
 import pytest
@@ -72,12 +73,19 @@ def test_attention_map_normalizes_jointly_over_heads_and_positions():
 
 def test_mask_head_output_shape_and_names():
     head = MaskHead(32 + 4, [256, 128, 64], 32, num_groups=2)
-    out = head(torch.randn(2, 32, 4, 6), torch.rand(2, 3, 4, 4, 6),  # B=2, N=3, M=4
-               [torch.randn(2, 256, 4, 6), torch.randn(2, 128, 8, 12), torch.randn(2, 64, 16, 24)])
+    out = head(
+        torch.randn(2, 32, 4, 6),
+        torch.rand(2, 3, 4, 4, 6),  # B=2, N=3, M=4
+        [torch.randn(2, 256, 4, 6), torch.randn(2, 128, 8, 12), torch.randn(2, 64, 16, 24)],
+    )
     assert out.shape == (2, 3, 16, 24)
     names = {n.split(".")[0] for n, _ in head.named_parameters()}
     assert names == {f"lay{i}" for i in range(1, 6)} | {f"gn{i}" for i in range(1, 6)} | {
-        "adapter1", "adapter2", "adapter3", "out_lay"}
+        "adapter1",
+        "adapter2",
+        "adapter3",
+        "out_lay",
+    }
     assert head.lay5.out_channels == 2 and head.adapter3.out_channels == 4
 
 
@@ -101,19 +109,24 @@ def _focal(x, t, alpha=0.25, gamma=2.0):
 def test_mask_losses_against_direct_computation():
     # fixed matching: image 0 query 2 <-> target 1, query 0 <-> target 0; image 1 query 1 <-> 0
     indices = [(torch.tensor([2, 0]), torch.tensor([1, 0])), (torch.tensor([1]), torch.tensor([0]))]
-    criterion = SetCriterionWithMasks(3, lambda outputs, targets: indices,
-                                      {"loss_mask": 1.0, "loss_dice": 1.0}, losses=("masks",))
+    criterion = SetCriterionWithMasks(
+        3, lambda outputs, targets: indices, {"loss_mask": 1.0, "loss_dice": 1.0}, losses=("masks",)
+    )
     # constant logits per query at stride 2, so the bilinear upsampling to 8 x 6 keeps them
     values = torch.tensor([[0.5, -1.0, 2.0], [-0.3, 1.5, 0.0]])
-    outputs = {"pred_logits": torch.zeros(2, 3, 4),
-               "pred_masks": values[:, :, None, None].expand(2, 3, 4, 3).clone()}
+    outputs = {
+        "pred_logits": torch.zeros(2, 3, 4),
+        "pred_masks": values[:, :, None, None].expand(2, 3, 4, 3).clone(),
+    }
     masks0 = torch.zeros(2, 8, 6, dtype=torch.bool)
     masks0[0, :3, :2] = True
     masks0[1, 4:, :] = True
     masks1 = torch.zeros(1, 8, 6, dtype=torch.bool)
     masks1[0, 1:7, 1:5] = True  # image 1 is 7 x 5 before padding: its padding is background
-    targets = [{"labels": torch.tensor([0, 1]), "masks": masks0},
-               {"labels": torch.tensor([2]), "masks": masks1}]
+    targets = [
+        {"labels": torch.tensor([0, 1]), "masks": masks0},
+        {"labels": torch.tensor([2]), "masks": masks1},
+    ]
     losses = criterion(outputs, targets)
 
     focal, dice = 0.0, 0.0
@@ -136,22 +149,27 @@ def test_combine_panoptic_merges_stuff_drops_tiny_segments_and_never_overlaps():
     logits[3, 0:2, 0:2] = 9.0  # thing 1: 4 pixels, dropped; query 0 takes them back
     logits[0, 0:2, 0:2] = 4.0
     scores = torch.tensor([0.9, 0.95, 0.99, 0.97])
-    seg, info = combine_panoptic(scores, torch.tensor([0, 3, 3, 1]), logits,
-                                 [True, True, True, False, False], min_area=4)
+    seg, info = combine_panoptic(
+        scores, torch.tensor([0, 3, 3, 1]), logits, [True, True, True, False, False], min_area=4
+    )
     assert seg.shape == (10, 10) and seg.dtype == torch.int32
     assert [(s["category_id"], s["isthing"], s["area"]) for s in info] == [
-        (0, True, 50), (3, False, 50)]
+        (0, True, 50),
+        (3, False, 50),
+    ]
     assert info[1]["score"] == pytest.approx(0.99)
     assert (seg[:, :5] == info[0]["id"]).all() and (seg[:, 5:] == info[1]["id"]).all()
     # a 5-pixel segment survives min_area 4
     logits[3, 2, 0] = 9.0
-    seg, info = combine_panoptic(scores, torch.tensor([0, 3, 3, 1]), logits,
-                                 [True, True, True, False, False], min_area=4)
+    seg, info = combine_panoptic(
+        scores, torch.tensor([0, 3, 3, 1]), logits, [True, True, True, False, False], min_area=4
+    )
     assert [s["area"] for s in info] == [45, 50, 5]
     assert sorted(seg.unique().tolist()) == [1, 2, 3]
     # nothing kept: all void
-    seg, info = combine_panoptic(scores[:0], torch.tensor([], dtype=torch.long), logits[:0],
-                                 [True] * 5, min_area=4)
+    seg, info = combine_panoptic(
+        scores[:0], torch.tensor([], dtype=torch.long), logits[:0], [True] * 5, min_area=4
+    )
     assert info == [] and (seg == 0).all() and seg.shape == (10, 10)
 
 
@@ -164,8 +182,10 @@ def test_inference_outputs_panoptic_seg_and_thing_instances(tiny_panoptic_cfg, f
             model.class_embed.weight.zero_()
             model.class_embed.bias.zero_()
             model.class_embed.bias[favoured_class] = 5.0
-    inputs = [{"image": _image(64, 96, 0), "height": 100, "width": 150},
-              {"image": _image(80, 48, 1)}]
+    inputs = [
+        {"image": _image(64, 96, 0), "height": 100, "width": 150},
+        {"image": _image(80, 48, 1)},
+    ]
     with torch.no_grad():
         results = model(inputs)
         logits = model.forward_raw(model.preprocess_image(inputs))["pred_logits"]
@@ -195,11 +215,16 @@ def test_train_step_joint_box_and_mask_losses(tiny_panoptic_cfg):
     model = build_model(tiny_panoptic_cfg).train()
     losses = model([_sample(64, 96, 0), _sample(80, 48, 1)])
     assert {"loss_ce", "loss_bbox", "loss_giou", "loss_mask", "loss_dice", "loss_ce_0"} <= set(
-        losses)
+        losses
+    )
     assert "loss_mask_0" not in losses  # masks on the final decoder layer only
     sum(losses.values()).backward()
-    for name in ("mask_head.out_lay.weight", "bbox_attention.q_linear.weight",
-                 "class_embed.weight", "backbone.res4.0.conv1.weight"):
+    for name in (
+        "mask_head.out_lay.weight",
+        "bbox_attention.q_linear.weight",
+        "class_embed.weight",
+        "backbone.res4.0.conv1.weight",
+    ):
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
 
@@ -244,8 +269,9 @@ def test_frozen_weights_are_loaded_frozen_and_unchanged_by_a_train_step(frozen_s
     for k in box_state:  # parameters and BatchNorm statistics
         assert torch.equal(after[k], before[k]), k
     assert not torch.equal(after["mask_head.out_lay.weight"], before["mask_head.out_lay.weight"])
-    assert not torch.equal(after["bbox_attention.q_linear.weight"],
-                           before["bbox_attention.q_linear.weight"])
+    assert not torch.equal(
+        after["bbox_attention.q_linear.weight"], before["bbox_attention.q_linear.weight"]
+    )
 
 
 def test_model_weights_never_overwrite_frozen_weights(frozen_setup, tmp_path):
@@ -266,7 +292,8 @@ def test_model_weights_never_overwrite_frozen_weights(frozen_setup, tmp_path):
     for k in ("mask_head.lay1.weight", "bbox_attention.k_linear.bias"):
         assert torch.equal(state[k], other_state[k]), k
     assert incompatible is None or not any(
-        model.in_box_model(k) for k in getattr(incompatible, "missing_keys", []))
+        model.in_box_model(k) for k in getattr(incompatible, "missing_keys", [])
+    )
     # and without FROZEN_WEIGHTS, MODEL.WEIGHTS loads everything
     joint = build_model(joint_cfg)
     DetectionCheckpointer(joint).load(path)

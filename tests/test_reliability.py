@@ -1,5 +1,6 @@
 """Reliability: bad input data, a wrong class count or weights, non-finite losses, killed runs and
 --resume, a failing process of a multi-process run, unusual images, seeded determinism."""
+
 import json
 import logging
 import math
@@ -80,8 +81,9 @@ def _args(out_dir, *extra, eval_only=False, resume=False, config=BASE):
     import train_net
 
     argv = ["--config-file", config] + ["--eval-only"] * eval_only + ["--resume"] * resume
-    return train_net.argument_parser().parse_args(argv + TINY + ["OUTPUT_DIR", str(out_dir),
-                                                                 *extra])
+    return train_net.argument_parser().parse_args(
+        argv + TINY + ["OUTPUT_DIR", str(out_dir), *extra]
+    )
 
 
 def _png(path, size=(40, 60), mode="RGB", dtype=np.uint8):
@@ -98,8 +100,13 @@ def _ann(bbox, category_id=0, iscrowd=0, mode=BoxMode.XYWH_ABS):
 
 
 def _dict(file_name, image_id, annotations, h=40, w=60):
-    return {"file_name": file_name, "image_id": image_id, "height": h, "width": w,
-            "annotations": annotations}
+    return {
+        "file_name": file_name,
+        "image_id": image_id,
+        "height": h,
+        "width": w,
+        "annotations": annotations,
+    }
 
 
 def _meta(name, num_classes=3):
@@ -117,12 +124,19 @@ def test_invalid_boxes_dropped_with_one_warning_partly_outside_clipped(tmp_path,
 
     f = _png(tmp_path / "a.png")
     dicts = [
-        _dict(f, 1, [_ann([10, 10, 20, 10]),  # valid
-                     _ann([10, 10, 0, 10]),  # zero width
-                     _ann([10, 10, 5, -3]),  # negative height
-                     _ann([100, 5, 10, 10]),  # entirely right of the 60 px wide image
-                     _ann([float("nan"), 1, 2, 2]), _ann([1, 2, 3]),  # non-finite, malformed
-                     _ann([50, -5, 20, 15])]),  # partly outside: clipped to [50, 0, 60, 10]
+        _dict(
+            f,
+            1,
+            [
+                _ann([10, 10, 20, 10]),  # valid
+                _ann([10, 10, 0, 10]),  # zero width
+                _ann([10, 10, 5, -3]),  # negative height
+                _ann([100, 5, 10, 10]),  # entirely right of the 60 px wide image
+                _ann([float("nan"), 1, 2, 2]),
+                _ann([1, 2, 3]),  # non-finite, malformed
+                _ann([50, -5, 20, 15]),
+            ],
+        ),  # partly outside: clipped to [50, 0, 60, 10]
         _dict(f, 2, [_ann([1, 1, 4, 4], mode=BoxMode.XYXY_ABS), _ann([0, 0, 10, 10])]),
         _dict(f, 3, []),  # no annotations
         _dict(f, 4, [_ann([0, 0, 10, 10], iscrowd=1)]),  # crowd only
@@ -135,8 +149,10 @@ def test_invalid_boxes_dropped_with_one_warning_partly_outside_clipped(tmp_path,
     assert out[1] is dicts[1]  # unchanged images are not copied
     warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
     assert len(warnings) == 2, warnings  # one for the dropped boxes, one for the clipped
-    assert "dropped 5 invalid boxes of 10: 2 with zero or negative width or height, 1 entirely " \
-           "outside their image, 2 malformed or non-finite" in warnings[0]
+    assert (
+        "dropped 5 invalid boxes of 10: 2 with zero or negative width or height, 1 entirely "
+        "outside their image, 2 malformed or non-finite" in warnings[0]
+    )
     assert "clipped 1 boxes" in warnings[1]
     info = [r.getMessage() for r in records if r.levelno == logging.INFO]
     assert any("1 images without boxes and 1 with crowd boxes only" in m for m in info)
@@ -149,15 +165,18 @@ def test_unknown_category_or_missing_file_is_an_error_or_skipped(tmp_path, recor
     good, bad = _png(tmp_path / "good.png"), str(tmp_path / "bad.png")
     if problem == "category":
         _png(bad)
-    dicts = [_dict(good, 1, [_ann([1, 1, 5, 5], 2)]),
-             _dict(bad, 7, [_ann([1, 1, 5, 5], 3 if problem == "category" else 0)])]
+    dicts = [
+        _dict(good, 1, [_ann([1, 1, 5, 5], 2)]),
+        _dict(bad, 7, [_ann([1, 1, 5, 5], 3 if problem == "category" else 0)]),
+    ]
     meta = _meta("reliability_bad_images")  # 3 classes: 0, 1, 2
     with pytest.raises(DatasetError) as e:
         check_dataset_dicts(dicts, meta, "reliability_bad_images")
     message = str(e.value)
     assert "'reliability_bad_images'" in message and "image_id 7" in message and bad in message
-    assert ("category_id 3 not among the 3 classes" if problem == "category"
-            else "missing file") in message
+    assert (
+        "category_id 3 not among the 3 classes" if problem == "category" else "missing file"
+    ) in message
     assert "DATALOADER.SKIP_BAD_IMAGES" in message
     out = check_dataset_dicts(dicts, meta, "reliability_bad_images", skip_bad_images=True)
     assert [d["image_id"] for d in out] == [1]
@@ -170,11 +189,28 @@ def test_unknown_category_in_coco_json(tmp_path):
     images = [{"id": i, "file_name": f"{i}.png", "height": 40, "width": 60} for i in (1, 2)]
     for i in (1, 2):
         _png(tmp_path / f"{i}.png")
-    data = {"images": images, "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
-            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5],
-                             "area": 25, "iscrowd": 0},
-                            {"id": 2, "image_id": 2, "category_id": 9, "bbox": [1, 1, 5, 5],
-                             "area": 25, "iscrowd": 0}]}
+    data = {
+        "images": images,
+        "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [1, 1, 5, 5],
+                "area": 25,
+                "iscrowd": 0,
+            },
+            {
+                "id": 2,
+                "image_id": 2,
+                "category_id": 9,
+                "bbox": [1, 1, 5, 5],
+                "area": 25,
+                "iscrowd": 0,
+            },
+        ],
+    }
     json_file = tmp_path / "instances.json"
     json_file.write_text(json.dumps(data))
     name = f"reliability_json_{tmp_path.name}"
@@ -218,8 +254,9 @@ def test_corrupt_image_raises_naming_file_and_id_or_is_skipped(tmp_path, tiny_de
     dicts = [_dict(f, 100 + i, []) for i, f in enumerate(_corrupt_files(tmp_path))]
     dicts += [_dict(good, 1, [_ann([1, 1, 5, 5])])]
     checked = CheckedMapper(mapper, skip_bad_images=True, spares=dicts)
-    loader = build_detection_train_loader(dicts, mapper=checked, total_batch_size=2,
-                                          num_workers=0, aspect_ratio_grouping=False)
+    loader = build_detection_train_loader(
+        dicts, mapper=checked, total_batch_size=2, num_workers=0, aspect_ratio_grouping=False
+    )
     batches = [b for _, b in zip(range(6), loader)]
     assert {x["image_id"] for b in batches for x in b} == {1}
     assert checked.bad_files == set(_corrupt_files(tmp_path))
@@ -254,9 +291,19 @@ def tiny_model():
     return cfg, build_model(cfg)
 
 
-@pytest.mark.parametrize("kind", [
-    "1x1000", "2000x20", "20x2000", "grayscale", "rgba", "16bit", "no_boxes", "crowd_only",
-])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "1x1000",
+        "2000x20",
+        "20x2000",
+        "grayscale",
+        "rgba",
+        "16bit",
+        "no_boxes",
+        "crowd_only",
+    ],
+)
 def test_unusual_images_go_through_mapper_and_model(tmp_path, tiny_model, kind):
     from detr_d2.data import DetrDatasetMapper
 
@@ -268,7 +315,8 @@ def test_unusual_images_go_through_mapper_and_model(tmp_path, tiny_model, kind):
         assert Image.open(f).mode.startswith("I")
     h, w = opts.get("size", (40, 60))
     anns = {"no_boxes": [], "crowd_only": [_ann([0, 0, w, h], iscrowd=1)]}.get(
-        kind, [_ann([0, 0, w, h], 1)])
+        kind, [_ann([0, 0, w, h], 1)]
+    )
     d = _dict(f, 1, anns, h, w)
     train = DetrDatasetMapper(cfg, True)(d)
     test = DetrDatasetMapper(cfg, False)(d)
@@ -290,10 +338,13 @@ def test_unusual_images_go_through_mapper_and_model(tmp_path, tiny_model, kind):
 # ---- config, class count and weights errors ------------------------------------------------------
 
 
-@pytest.mark.parametrize("yaml_text, key", [
-    ("MODEL:\n  DETR:\n    NUM_CLASSE: 5\n", "MODEL.DETR.NUM_CLASSE"),
-    ("SOLVER:\n  MAX_ITER: many\n", "SOLVER.MAX_ITER"),
-])
+@pytest.mark.parametrize(
+    "yaml_text, key",
+    [
+        ("MODEL:\n  DETR:\n    NUM_CLASSE: 5\n", "MODEL.DETR.NUM_CLASSE"),
+        ("SOLVER:\n  MAX_ITER: many\n", "SOLVER.MAX_ITER"),
+    ],
+)
 def test_config_file_errors_name_key_and_file(tmp_path, yaml_text, key):
     import train_net
 
@@ -319,18 +370,30 @@ def test_num_classes_mismatch_stops_before_training(tmp_path):
 
     # a COCO json registered without class names: checked once its categories are loaded
     _png(tmp_path / "1.png")
-    data = {"images": [{"id": 1, "file_name": "1.png", "height": 40, "width": 60}],
-            "categories": [{"id": i, "name": f"c{i}"} for i in (1, 2, 3)],
-            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5],
-                             "area": 25, "iscrowd": 0}]}
+    data = {
+        "images": [{"id": 1, "file_name": "1.png", "height": 40, "width": 60}],
+        "categories": [{"id": i, "name": f"c{i}"} for i in (1, 2, 3)],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [1, 1, 5, 5],
+                "area": 25,
+                "iscrowd": 0,
+            }
+        ],
+    }
     (tmp_path / "instances.json").write_text(json.dumps(data))
     name = f"reliability_classes_{tmp_path.name}"
     register_coco_instances(name, {}, str(tmp_path / "instances.json"), str(tmp_path))
     try:
         cfg = train_net.setup(_args(tmp_path, "DATASETS.TRAIN", f"('{name}',)"))
         check_num_classes(cfg, [name])  # metadata does not know the classes yet: no error
-        with pytest.raises(ConfigDatasetMismatchError,
-                           match=f"MODEL.DETR.NUM_CLASSES is 6 but dataset '{name}' has 3 classes"):
+        with pytest.raises(
+            ConfigDatasetMismatchError,
+            match=f"MODEL.DETR.NUM_CLASSES is 6 but dataset '{name}' has 3 classes",
+        ):
             train_net.Trainer(cfg)
     finally:
         DatasetCatalog.remove(name)
@@ -343,8 +406,9 @@ def test_eval_only_with_missing_or_mismatched_weights(tmp_path, tiny_model):
     from detr_d2.engine import WeightsMismatchError, load_weights_for_eval
 
     with pytest.raises(FileNotFoundError, match="MODEL.WEIGHTS file .*nowhere.pth.* not exist"):
-        train_net.main(_args(tmp_path, "MODEL.WEIGHTS", str(tmp_path / "nowhere.pth"),
-                             eval_only=True))
+        train_net.main(
+            _args(tmp_path, "MODEL.WEIGHTS", str(tmp_path / "nowhere.pth"), eval_only=True)
+        )
     with pytest.raises(FileNotFoundError, match="MODEL.WEIGHTS, which is empty"):
         train_net.main(_args(tmp_path, eval_only=True))
 
@@ -361,8 +425,7 @@ def test_eval_only_with_missing_or_mismatched_weights(tmp_path, tiny_model):
     state["query_embed.weight"] = torch.zeros(3, 32)  # 8 queries in the model
     torch.save({"model": state}, tmp_path / "bad.pth")
     with pytest.raises(WeightsMismatchError) as e:
-        train_net.main(_args(tmp_path, "MODEL.WEIGHTS", str(tmp_path / "bad.pth"),
-                             eval_only=True))
+        train_net.main(_args(tmp_path, "MODEL.WEIGHTS", str(tmp_path / "bad.pth"), eval_only=True))
     message = str(e.value)
     assert "bad.pth" in message and "class_embed.weight" in message
     assert "extra_head.weight" in message and "query_embed.weight (3, 32)" in message
@@ -382,15 +445,19 @@ class _NanAt(HookBase):
         if self.trainer.iter != self.iteration:
             return
         out = self.trainer.cfg.OUTPUT_DIR
-        self.saved = {n: open(os.path.join(out, n), "rb").read() for n in os.listdir(out)
-                      if n.endswith(".pth") or n == "last_checkpoint"}
+        self.saved = {
+            n: open(os.path.join(out, n), "rb").read()
+            for n in os.listdir(out)
+            if n.endswith(".pth") or n == "last_checkpoint"
+        }
         model = self.trainer.model
         if self.where == "weights":
             with torch.no_grad():
                 model.class_embed.bias.fill_(float("nan"))
         else:
             model.criterion.register_forward_hook(
-                lambda module, inputs, losses: dict(losses, loss_ce=losses["loss_ce"] * math.nan))
+                lambda module, inputs, losses: dict(losses, loss_ce=losses["loss_ce"] * math.nan)
+            )
 
 
 def _trainer(out_dir, *extra):
@@ -471,8 +538,7 @@ def _start_training(out_dir, log, *extra, env=None):
     cmd = [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file", BASE, *extra]
     cmd += TINY + ["OUTPUT_DIR", str(out_dir), "SOLVER.MAX_ITER", "8", "SOLVER.STEPS", "(4,)"]
     env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "w"),
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
 
 
 def _kill(proc):
@@ -541,13 +607,23 @@ if __name__ == "__main__":
     args = train_net.argument_parser().parse_args(sys.argv[1:])
     launch(main, 2, dist_url="auto", args=(args,))
 """)
-    cmd = [sys.executable, str(script), "--config-file", BASE, *TINY,
-           "OUTPUT_DIR", str(tmp_path / "out"), "SOLVER.MAX_ITER", "100"]
+    cmd = [
+        sys.executable,
+        str(script),
+        "--config-file",
+        BASE,
+        *TINY,
+        "OUTPUT_DIR",
+        str(tmp_path / "out"),
+        "SOLVER.MAX_ITER",
+        "100",
+    ]
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
     # a hang would last until GLOO's 30-minute timeout; starting 3 processes on a busy CPU can
     # take minutes
-    run = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True,
-                         timeout=400)
+    run = subprocess.run(
+        cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=400
+    )
     assert run.returncode != 0
     assert "Non-finite loss at iteration 1 (process rank 1)" in run.stderr + run.stdout
     time.sleep(1)
@@ -559,11 +635,21 @@ if __name__ == "__main__":
 def test_two_seeded_trainings_give_identical_losses(tmp_path):
     runs = []
     for i in range(2):
-        trainer = _trainer(tmp_path / str(i), "SOLVER.MAX_ITER", "3", "SOLVER.STEPS", "(2,)",
-                           "SOLVER.CHECKPOINT_PERIOD", "100")
+        trainer = _trainer(
+            tmp_path / str(i),
+            "SOLVER.MAX_ITER",
+            "3",
+            "SOLVER.STEPS",
+            "(2,)",
+            "SOLVER.CHECKPOINT_PERIOD",
+            "100",
+        )
         trainer.train()
-        losses = {k: [v for v, _ in h.values()] for k, h in trainer.storage.histories().items()
-                  if k.startswith("loss") or k == "total_loss"}
+        losses = {
+            k: [v for v, _ in h.values()]
+            for k, h in trainer.storage.histories().items()
+            if k.startswith("loss") or k == "total_loss"
+        }
         metrics = [json.loads(line) for line in open(tmp_path / str(i) / "metrics.json")]
         metrics = [{k: v for k, v in m.items() if "time" not in k} for m in metrics]
         runs.append((losses, metrics))

@@ -1,4 +1,5 @@
 """The generated shapes datasets: determinism, on-disk format, annotations, registration."""
+
 import json
 import os
 

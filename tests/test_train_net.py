@@ -1,5 +1,6 @@
 """train_net.py end to end on the tiny generated dataset: train, evaluate, --eval-only from the
 saved checkpoint, and 2-process training through launch. Every yaml in configs/ loads."""
+
 import glob
 import json
 import os
@@ -12,17 +13,58 @@ from detr_d2 import add_detr_config, merge_config_file
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 TINY = [
-    "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "",
-    "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
-    "MODEL.RESNETS.OUT_FEATURES", "['res4']", "MODEL.DETR.NUM_CLASSES", "6",
-    "MODEL.DETR.NUM_OBJECT_QUERIES", "8", "MODEL.DETR.HIDDEN_DIM", "32", "MODEL.DETR.NHEADS", "4",
-    "MODEL.DETR.DIM_FEEDFORWARD", "64", "MODEL.DETR.ENC_LAYERS", "1", "MODEL.DETR.DEC_LAYERS", "2",
-    "DATASETS.TRAIN", "('shapes_tiny_train',)", "DATASETS.TEST", "('shapes_tiny_val',)",
-    "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "128", "INPUT.MIN_SIZE_TEST", "64",
-    "INPUT.MAX_SIZE_TEST", "128", "INPUT.CROP.ENABLED", "False",
-    "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "4", "SOLVER.STEPS", "(3,)",
-    "SOLVER.CHECKPOINT_PERIOD", "100", "DATALOADER.NUM_WORKERS", "0", "TEST.EVAL_PERIOD", "0",
-    "SEED", "1",
+    "MODEL.DEVICE",
+    "cpu",
+    "MODEL.WEIGHTS",
+    "",
+    "MODEL.RESNETS.DEPTH",
+    "18",
+    "MODEL.RESNETS.RES2_OUT_CHANNELS",
+    "64",
+    "MODEL.RESNETS.OUT_FEATURES",
+    "['res4']",
+    "MODEL.DETR.NUM_CLASSES",
+    "6",
+    "MODEL.DETR.NUM_OBJECT_QUERIES",
+    "8",
+    "MODEL.DETR.HIDDEN_DIM",
+    "32",
+    "MODEL.DETR.NHEADS",
+    "4",
+    "MODEL.DETR.DIM_FEEDFORWARD",
+    "64",
+    "MODEL.DETR.ENC_LAYERS",
+    "1",
+    "MODEL.DETR.DEC_LAYERS",
+    "2",
+    "DATASETS.TRAIN",
+    "('shapes_tiny_train',)",
+    "DATASETS.TEST",
+    "('shapes_tiny_val',)",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(64,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    "128",
+    "INPUT.MIN_SIZE_TEST",
+    "64",
+    "INPUT.MAX_SIZE_TEST",
+    "128",
+    "INPUT.CROP.ENABLED",
+    "False",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "SOLVER.MAX_ITER",
+    "4",
+    "SOLVER.STEPS",
+    "(3,)",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "100",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "TEST.EVAL_PERIOD",
+    "0",
+    "SEED",
+    "1",
 ]
 
 
@@ -41,13 +83,15 @@ def _args(out_dir, *extra, eval_only=False):
     return default_argument_parser().parse_args(argv + TINY + ["OUTPUT_DIR", str(out_dir), *extra])
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"),
-                                               recursive=True)))
+@pytest.mark.parametrize(
+    "path", sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True))
+)
 def test_every_config_loads(path):
     cfg = get_cfg()
     add_detr_config(cfg)
     try:
         from detr_d2.modeling.panoptic import add_panoptic_config
+
         add_panoptic_config(cfg)
     except ImportError:
         pass
@@ -61,8 +105,9 @@ def test_train_then_eval_only_reproduces_ap(tmp_path):
     trained = train_net.main(_args(tmp_path))
     assert os.path.exists(tmp_path / "model_final.pth")
     final = trained if trained else None
-    evaluated = train_net.main(_args(tmp_path, "MODEL.WEIGHTS", str(tmp_path / "model_final.pth"),
-                                     eval_only=True))
+    evaluated = train_net.main(
+        _args(tmp_path, "MODEL.WEIGHTS", str(tmp_path / "model_final.pth"), eval_only=True)
+    )
     ap = evaluated["bbox"]["AP"]
     assert ap == ap  # a number, not NaN
     # the evaluation after training (written to metrics.json by the EvalHook) gives the same AP
@@ -76,8 +121,12 @@ def test_train_then_eval_only_reproduces_ap(tmp_path):
 def test_two_process_training_through_launch(tmp_path):
     import train_net
 
-    launch(train_net.main, 2, dist_url="auto", args=(_args(tmp_path, "SOLVER.MAX_ITER", "2",
-                                                           "DATASETS.TEST", "()"),))
+    launch(
+        train_net.main,
+        2,
+        dist_url="auto",
+        args=(_args(tmp_path, "SOLVER.MAX_ITER", "2", "DATASETS.TEST", "()"),),
+    )
     assert os.path.exists(tmp_path / "model_final.pth")
     metrics = [json.loads(x) for x in open(tmp_path / "metrics.json")]
     assert metrics[-1]["iteration"] == 1 and "loss_ce" in metrics[-1]

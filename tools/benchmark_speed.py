@@ -11,6 +11,7 @@ COCO evaluation has its own benchmark: tools/benchmark_coco_eval.py.
 
     python tools/benchmark_speed.py --config-file configs/detr_r50.yaml --threads 2
 """
+
 import argparse
 import logging
 import time
@@ -54,8 +55,10 @@ def bench_inference(cfg, height, width, iters, warmup):
         with torch.no_grad():
             outputs[fast] = model.forward_raw(images)
             results[fast] = _times(lambda: model.forward_raw(images), iters, warmup)
-    diff = max((outputs[True][k] - outputs[False][k]).abs().max().item()
-               for k in ("pred_logits", "pred_boxes"))
+    diff = max(
+        (outputs[True][k] - outputs[False][k]).abs().max().item()
+        for k in ("pred_logits", "pred_boxes")
+    )
     return results, diff
 
 
@@ -64,8 +67,9 @@ def _batched_matching(matcher, outputs, targets):
     b, n = outputs["pred_logits"].shape[:2]
     labels = torch.cat([t["labels"] for t in targets])
     boxes = torch.cat([t["boxes"] for t in targets])
-    cost = matcher.cost_matrix(outputs["pred_logits"].flatten(0, 1),
-                               outputs["pred_boxes"].flatten(0, 1), labels, boxes)
+    cost = matcher.cost_matrix(
+        outputs["pred_logits"].flatten(0, 1), outputs["pred_boxes"].flatten(0, 1), labels, boxes
+    )
     cost = cost.view(b, n, -1)
     sizes = [len(t["labels"]) for t in targets]
     return [linear_sum_assignment(c[i].numpy()) for i, c in enumerate(cost.split(sizes, -1))]
@@ -73,11 +77,17 @@ def _batched_matching(matcher, outputs, targets):
 
 def bench_matcher(batch, iters):
     gen = torch.Generator().manual_seed(0)
-    outputs = {"pred_logits": torch.randn(batch, 100, 92, generator=gen),
-               "pred_boxes": torch.rand(batch, 100, 4, generator=gen) * 0.5 + 0.25}
-    targets = [{"labels": torch.randint(0, 91, (m,), generator=gen),
-                "boxes": torch.rand(m, 4, generator=gen) * 0.5 + 0.25}
-               for m in torch.randint(1, 20, (batch,), generator=gen).tolist()]
+    outputs = {
+        "pred_logits": torch.randn(batch, 100, 92, generator=gen),
+        "pred_boxes": torch.rand(batch, 100, 4, generator=gen) * 0.5 + 0.25,
+    }
+    targets = [
+        {
+            "labels": torch.randint(0, 91, (m,), generator=gen),
+            "boxes": torch.rand(m, 4, generator=gen) * 0.5 + 0.25,
+        }
+        for m in torch.randint(1, 20, (batch,), generator=gen).tolist()
+    ]
     matcher = HungarianMatcher()
     per_image = _times(lambda: matcher(outputs, targets), iters, 1)
     batched = _times(lambda: _batched_matching(matcher, outputs, targets), iters, 1)
@@ -102,8 +112,10 @@ def main():
     per_image, batched = bench_matcher(args.matcher_batch, args.iters)
     ratio_inf = np.median(inference[True]) / np.median(inference[False])
     ratio_match = np.median(per_image) / np.median(batched)
-    print(f"\n{args.config_file} at {args.size[0]}x{args.size[1]}, batch 1, "
-          f"{args.threads} threads, {args.iters} timed runs (median, min-max seconds)\n")
+    print(
+        f"\n{args.config_file} at {args.size[0]}x{args.size[1]}, batch 1, "
+        f"{args.threads} threads, {args.iters} timed runs (median, min-max seconds)\n"
+    )
     print("| what | median (s) | spread (s) |\n|---|---|---|")
     print(_row("inference, FAST_INFERENCE off", inference[False]))
     print(_row("inference, FAST_INFERENCE on", inference[True]))

@@ -17,10 +17,10 @@ is kept and nothing is done. Re-running after a successful build is a no-op.
 
 Usage: python tools/build_detectron2.py [--cache-dir DIR] [--force]
 """
+
 import argparse
 import hashlib
 import importlib.util
-import os
 import re
 import shutil
 import subprocess
@@ -165,7 +165,7 @@ def has_cuda():
     return False
 '''
 
-SETUP_PY = '''from setuptools import find_packages, setup
+SETUP_PY = """from setuptools import find_packages, setup
 
 setup(
     name="detectron2",
@@ -177,7 +177,7 @@ setup(
     python_requires=">=3.7",
     install_requires={requires!r},
 )
-'''
+"""
 
 
 def log(msg):
@@ -209,8 +209,20 @@ def download_sdist(cache_dir: Path) -> Path:
         log(f"downloading {SDIST_NAME}=={SDIST_VERSION} with pip")
         # --no-build-isolation: pip prepares the sdist's metadata, whose setup.py imports torch.
         subprocess.check_call(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation",
-             "--no-binary", ":all:", "-q", "-d", str(cache_dir), f"{SDIST_NAME}=={SDIST_VERSION}"]
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-build-isolation",
+                "--no-binary",
+                ":all:",
+                "-q",
+                "-d",
+                str(cache_dir),
+                f"{SDIST_NAME}=={SDIST_VERSION}",
+            ]
         )
     digest = sha256(target)
     if digest != SDIST_SHA256:
@@ -224,7 +236,9 @@ def edit(root: Path, rel: str, old: str, new: str, count: int):
     text = path.read_text()
     found = text.count(old)
     if found != count:
-        raise SystemExit(f"edit no longer applies to {rel}: {old!r} found {found}x, expected {count}")
+        raise SystemExit(
+            f"edit no longer applies to {rel}: {old!r} found {found}x, expected {count}"
+        )
     path.write_text(text.replace(old, new))
 
 
@@ -237,17 +251,22 @@ def patch_tree(root: Path):
         # count only code hits, comments included: the expected counts were read off v0.6.
         found = len(NUMPY_ALIAS.findall(text))
         if found != count:
-            raise SystemExit(f"numpy alias edit no longer applies to {rel}: {found} hits, expected {count}")
+            raise SystemExit(
+                f"numpy alias edit no longer applies to {rel}: {found} hits, expected {count}"
+            )
         path.write_text(NUMPY_ALIAS.sub(lambda m: NUMPY_BUILTIN[m.group(1)], text))
     leftovers = [
-        str(p.relative_to(root)) for p in (root / "detectron2").rglob("*.py")
+        str(p.relative_to(root))
+        for p in (root / "detectron2").rglob("*.py")
         if NUMPY_ALIAS.search(p.read_text())
     ]
     if leftovers:
         raise SystemExit(f"numpy aliases left in: {leftovers}")
     (root / "detectron2" / "_C.py").write_text(STANDIN_C)
     (root / "detectron2" / "BUILD_TAG").write_text(BUILD_TAG + "\n")
-    (root / "setup.py").write_text(SETUP_PY.format(version=SDIST_VERSION, requires=RUNTIME_REQUIRES))
+    (root / "setup.py").write_text(
+        SETUP_PY.format(version=SDIST_VERSION, requires=RUNTIME_REQUIRES)
+    )
     for extra in ("setup.cfg", "pyproject.toml"):
         if (root / extra).exists():
             (root / extra).unlink()

@@ -9,6 +9,7 @@ another NUM_OBJECT_QUERIES or HIDDEN_DIM). Missing and unexpected keys are repor
 does: an ImageNet backbone checkpoint legitimately lacks the transformer. (Files loaded by
 Detectron2's name-matching heuristics, its ``.pkl`` backbones, are matched and checked by it.)
 """
+
 import logging
 from typing import List, Tuple
 
@@ -21,8 +22,11 @@ logger = logging.getLogger(__name__)
 # Modules whose output size is the class count: DETR's class head, and the two class-specific
 # layers of Detectron2's Faster R-CNN box predictor (K+1 scores, 4K box deltas), so the
 # baselines fine-tune the same way.
-CLASS_HEAD_MODULES = ("class_embed", "roi_heads.box_predictor.cls_score",
-                      "roi_heads.box_predictor.bbox_pred")
+CLASS_HEAD_MODULES = (
+    "class_embed",
+    "roi_heads.box_predictor.cls_score",
+    "roi_heads.box_predictor.bbox_pred",
+)
 
 
 class CheckpointShapeError(ValueError):
@@ -49,8 +53,9 @@ class DetrCheckpointer(DetectionCheckpointer):
             would give meaningless results: a class-count mismatch raises too.
     """
 
-    def __init__(self, model, save_dir="", *, reinit_class_head=True, save_to_disk=None,
-                 **checkpointables):
+    def __init__(
+        self, model, save_dir="", *, reinit_class_head=True, save_to_disk=None, **checkpointables
+    ):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self.reinit_class_head = reinit_class_head
 
@@ -72,8 +77,10 @@ class DetrCheckpointer(DetectionCheckpointer):
                 "class head is meaningless: build the model with the checkpoint's class count."
             )
         if head:
-            logger.info(f"Class head re-initialised for the new class count, every other weight "
-                        f"loaded (checkpoint -> model shapes): {_format(head)}")
+            logger.info(
+                f"Class head re-initialised for the new class count, every other weight "
+                f"loaded (checkpoint -> model shapes): {_format(head)}"
+            )
         # fvcore removed those weights from the checkpoint before loading: not "missing" either
         reinitialised = {k for k, _, _ in head}
         missing = [k for k in incompatible.missing_keys if k not in reinitialised]

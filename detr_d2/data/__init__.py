@@ -1,4 +1,5 @@
 """Datasets and data loading. Importing registers the generated "shapes" datasets."""
+
 from . import builtin  # noqa: F401  (registers shapes_* in DatasetCatalog / MetadataCatalog)
 from .detr_dataset_mapper import DetrDatasetMapper
 from .panoptic_mapper import DetrPanopticDatasetMapper

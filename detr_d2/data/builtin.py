@@ -10,6 +10,7 @@ Names (split, images):
 
 A split is generated on disk the first time its DatasetCatalog function runs (a few seconds).
 """
+
 import json
 import os
 

@@ -13,6 +13,7 @@ While reading (``CheckedMapper``): an image that cannot be decoded, or whose siz
 the dataset's height / width, raises :class:`BadImageError` naming file and image id -- or, with
 ``skip_bad_images``, is replaced by another image and logged with a count.
 """
+
 import json
 import logging
 import math
@@ -93,8 +94,12 @@ def _check_box(obj: Dict, height: Optional[int], width: Optional[int]) -> Tuple[
         return "degenerate", box
     if height is None or width is None:
         return "ok", box
-    clipped = [min(max(x0, 0.0), width), min(max(y0, 0.0), height),
-               min(max(x1, 0.0), width), min(max(y1, 0.0), height)]
+    clipped = [
+        min(max(x0, 0.0), width),
+        min(max(y0, 0.0), height),
+        min(max(x1, 0.0), width),
+        min(max(y1, 0.0), height),
+    ]
     if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
         return "outside", box
     if clipped == [x0, y0, x1, y1]:
@@ -104,8 +109,9 @@ def _check_box(obj: Dict, height: Optional[int], width: Optional[int]) -> Tuple[
     return "clipped", clipped
 
 
-def check_dataset_dicts(dicts: List[Dict], metadata, dataset_name: str,
-                        skip_bad_images: bool = False) -> List[Dict]:
+def check_dataset_dicts(
+    dicts: List[Dict], metadata, dataset_name: str, skip_bad_images: bool = False
+) -> List[Dict]:
     """Validate and clean the dataset dicts of ``dataset_name`` (see the module docstring).
 
     Args:
@@ -127,19 +133,28 @@ def check_dataset_dicts(dicts: List[Dict], metadata, dataset_name: str,
     empty = crowd_only = 0
     kept = []
     for d in dicts:
-        problems = [f"missing file {d[k]}" for k in ("file_name", "pan_seg_file_name",
-                                                     "sem_seg_file_name")
-                    if k in d and not os.path.exists(d[k])]
+        problems = [
+            f"missing file {d[k]}"
+            for k in ("file_name", "pan_seg_file_name", "sem_seg_file_name")
+            if k in d and not os.path.exists(d[k])
+        ]
         annotations = d.get("annotations")
         categories = [obj.get("category_id") for obj in annotations or []]
         categories += [seg.get("category_id") for seg in d.get("segments_info", [])]
         if num_classes is not None:
-            unknown = sorted({c for c in categories
-                              if not isinstance(c, numbers.Integral) or not 0 <= c < num_classes},
-                             key=str)
+            unknown = sorted(
+                {
+                    c
+                    for c in categories
+                    if not isinstance(c, numbers.Integral) or not 0 <= c < num_classes
+                },
+                key=str,
+            )
             if unknown:
-                problems.append(f"category_id {', '.join(map(str, unknown))} not among the "
-                                f"{num_classes} classes")
+                problems.append(
+                    f"category_id {', '.join(map(str, unknown))} not among the "
+                    f"{num_classes} classes"
+                )
         if problems:
             bad_images.append(f"{_where(d)}: {', '.join(problems)}")
             continue
@@ -162,13 +177,17 @@ def check_dataset_dicts(dicts: List[Dict], metadata, dataset_name: str,
         kept.append(d)
 
     if bad_images:
-        message = (f"Dataset {dataset_name!r}: {len(bad_images)} of {len(dicts)} images have a "
-                   f"category_id outside its metadata's {num_classes} classes or a missing file: "
-                   f"{_listing(bad_images)}.")
+        message = (
+            f"Dataset {dataset_name!r}: {len(bad_images)} of {len(dicts)} images have a "
+            f"category_id outside its metadata's {num_classes} classes or a missing file: "
+            f"{_listing(bad_images)}."
+        )
         if not skip_bad_images:
             raise DatasetError(f"{message} Fix the dataset, or {SKIP_HINT}.")
-        logger.warning(f"{message} Skipped these {len(bad_images)} images "
-                       "(DATALOADER.SKIP_BAD_IMAGES is True).")
+        logger.warning(
+            f"{message} Skipped these {len(bad_images)} images "
+            "(DATALOADER.SKIP_BAD_IMAGES is True)."
+        )
     dropped = boxes["malformed"] + boxes["degenerate"] + boxes["outside"]
     if dropped:
         logger.warning(
@@ -178,11 +197,15 @@ def check_dataset_dicts(dicts: List[Dict], metadata, dataset_name: str,
             f"non-finite; e.g. {_listing(box_examples)}."
         )
     if boxes["clipped"]:
-        logger.warning(f"Dataset {dataset_name!r}: clipped {boxes['clipped']} boxes that extend "
-                       "beyond their image to the image.")
+        logger.warning(
+            f"Dataset {dataset_name!r}: clipped {boxes['clipped']} boxes that extend "
+            "beyond their image to the image."
+        )
     if empty or crowd_only:
-        logger.info(f"Dataset {dataset_name!r}: {empty} images without boxes and {crowd_only} with "
-                    "crowd boxes only; they train as images without objects.")
+        logger.info(
+            f"Dataset {dataset_name!r}: {empty} images without boxes and {crowd_only} with "
+            "crowd boxes only; they train as images without objects."
+        )
     return kept
 
 
@@ -193,9 +216,12 @@ def find_unknown_json_categories(json_file: str) -> List[str]:
         data = json.load(f)
     known = {c["id"] for c in data.get("categories", [])}
     files = {im["id"]: im.get("file_name") for im in data.get("images", [])}
-    return [f"image_id {a.get('image_id')} ({files.get(a.get('image_id'), '?')}): category_id "
-            f"{a.get('category_id')}" for a in data.get("annotations", [])
-            if a.get("category_id") not in known]
+    return [
+        f"image_id {a.get('image_id')} ({files.get(a.get('image_id'), '?')}): category_id "
+        f"{a.get('category_id')}"
+        for a in data.get("annotations", [])
+        if a.get("category_id") not in known
+    ]
 
 
 def load_dataset_dicts(dataset_name: str, skip_bad_images: bool = False) -> List[Dict]:
@@ -213,8 +239,10 @@ def load_dataset_dicts(dataset_name: str, skip_bad_images: bool = False) -> List
         bad = find_unknown_json_categories(json_file)
         if not bad:
             raise
-        message = (f"Dataset {dataset_name!r} ({json_file}): {len(bad)} annotations have a "
-                   f"category_id missing from the json's 'categories': {_listing(bad)}.")
+        message = (
+            f"Dataset {dataset_name!r} ({json_file}): {len(bad)} annotations have a "
+            f"category_id missing from the json's 'categories': {_listing(bad)}."
+        )
         if not skip_bad_images or meta.get("image_root") is None:
             raise DatasetError(f"{message} Fix the json, or {SKIP_HINT}.") from e
     with open(json_file) as f:
@@ -223,8 +251,9 @@ def load_dataset_dicts(dataset_name: str, skip_bad_images: bool = False) -> List
     bad_ids = {a["image_id"] for a in data["annotations"] if a.get("category_id") not in known}
     data["images"] = [im for im in data["images"] if im["id"] not in bad_ids]
     data["annotations"] = [a for a in data["annotations"] if a["image_id"] not in bad_ids]
-    logger.warning(f"{message} Skipped these {len(bad_ids)} images "
-                   "(DATALOADER.SKIP_BAD_IMAGES is True).")
+    logger.warning(
+        f"{message} Skipped these {len(bad_ids)} images (DATALOADER.SKIP_BAD_IMAGES is True)."
+    )
     with tempfile.TemporaryDirectory() as tmp:
         filtered = os.path.join(tmp, os.path.basename(json_file))
         with open(filtered, "w") as f:
@@ -232,8 +261,9 @@ def load_dataset_dicts(dataset_name: str, skip_bad_images: bool = False) -> List
         return load_coco_json(filtered, meta.image_root, dataset_name)
 
 
-def get_checked_dataset_dicts(names: Sequence[str], skip_bad_images: bool = False,
-                              filter_empty: bool = False) -> List[Dict]:
+def get_checked_dataset_dicts(
+    names: Sequence[str], skip_bad_images: bool = False, filter_empty: bool = False
+) -> List[Dict]:
     """Like detectron2's ``get_detection_dataset_dicts`` (no proposals, no keypoint filter), with
     every dataset loaded by ``load_dataset_dicts`` and checked by ``check_dataset_dicts``."""
     dicts = []
@@ -294,14 +324,20 @@ class CheckedMapper:
             if not pool:
                 break
             dataset_dict = self._rng.choice(pool)
-        raise BadImageError(f"No readable image to replace {_where(dataset_dict)} with "
-                            f"(unreadable so far: {len(self.bad_files)} images).")
+        raise BadImageError(
+            f"No readable image to replace {_where(dataset_dict)} with "
+            f"(unreadable so far: {len(self.bad_files)} images)."
+        )
 
     def _bad(self, dataset_dict: Dict, e: Exception) -> None:
         where = _where(dataset_dict)
         if not self.skip_bad_images:
-            raise BadImageError(f"Cannot read {where}: {type(e).__name__}: {e}. Fix or remove "
-                                f"this image, or (training) {SKIP_HINT}.") from e
+            raise BadImageError(
+                f"Cannot read {where}: {type(e).__name__}: {e}. Fix or remove "
+                f"this image, or (training) {SKIP_HINT}."
+            ) from e
         self.bad_files.add(dataset_dict.get("file_name"))
-        logger.warning(f"Skipped unreadable {where} ({type(e).__name__}: {e}); "
-                       f"{len(self.bad_files)} unreadable images so far in this process.")
+        logger.warning(
+            f"Skipped unreadable {where} ({type(e).__name__}: {e}); "
+            f"{len(self.bad_files)} unreadable images so far in this process."
+        )

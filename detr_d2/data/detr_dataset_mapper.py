@@ -1,4 +1,5 @@
 """DetrDatasetMapper: reads an image and its boxes and applies DETR's training augmentation."""
+
 import copy
 import logging
 
@@ -13,7 +14,6 @@ from PIL import Image
 __all__ = ["DetrDatasetMapper", "ResizeShortestEdge", "read_image"]
 
 logger = logging.getLogger(__name__)
-
 
 
 def read_image(file_name: str, image_format: str) -> np.ndarray:
@@ -43,6 +43,7 @@ class ResizeShortestEdge(T.ResizeShortestEdge):
         if isinstance(t, T.ResizeTransform) and min(t.new_h, t.new_w) < 1:
             t = T.ResizeTransform(t.h, t.w, max(t.new_h, 1), max(t.new_w, 1), t.interp)
         return t
+
 
 class DetrDatasetMapper:
     """Maps one Detectron2 dataset dict to the input of a DETR model.
@@ -97,9 +98,7 @@ class DetrDatasetMapper:
     @classmethod
     def from_config(cls, cfg, is_train=True):
         if not is_train:
-            resize = ResizeShortestEdge(
-                cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice"
-            )
+            resize = ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")
             return {"is_train": False, "augmentations": [resize], "image_format": cfg.INPUT.FORMAT}
         flip = {
             "horizontal": [T.RandomFlip(horizontal=True, vertical=False)],

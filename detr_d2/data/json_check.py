@@ -17,6 +17,7 @@ The result is a :class:`CocoJsonReport` whose :meth:`~CocoJsonReport.format` is 
 Only a file that is not a COCO instances json raises; what stops training (an unknown category,
 a missing image) is decided when the set is loaded, by the training data checks.
 """
+
 import json
 import math
 import os
@@ -85,8 +86,12 @@ class CocoJsonReport:
     def has_problems(self) -> bool:
         """Anything worth a warning; images without annotations are not (background images)."""
         return bool(
-            self.invalid_boxes or self.empty_categories or self.unknown_image_ids
-            or self.unknown_categories or self.missing_images or self.looks_like_xyxy
+            self.invalid_boxes
+            or self.empty_categories
+            or self.unknown_image_ids
+            or self.unknown_categories
+            or self.missing_images
+            or self.looks_like_xyxy
         )
 
     def format(self) -> str:
@@ -110,8 +115,10 @@ class CocoJsonReport:
             f"  image files missing:                    {self.missing_images}",
         ]
         for ann_id, image_id, file_name, category_id in self.unknown_category_examples:
-            lines.append(f"    annotation {ann_id} of image id {image_id} ({file_name}): "
-                         f"category_id {category_id} is not in \"categories\"")
+            lines.append(
+                f"    annotation {ann_id} of image id {image_id} ({file_name}): "
+                f'category_id {category_id} is not in "categories"'
+            )
         lines += [f"    missing: {path}" for path in self.missing_image_examples]
         if self.looks_like_xyxy:
             lines.append(
@@ -154,8 +161,10 @@ def check_coco_json(json_file: str, image_root: str, tolerance: float = 1.0) -> 
     if not isinstance(data, dict) or not all(
         isinstance(data.get(k), list) for k in ("images", "annotations", "categories")
     ):
-        raise ValueError(f"{json_file} is not a COCO instances json: it needs the lists "
-                         "\"images\", \"annotations\" and \"categories\"")
+        raise ValueError(
+            f"{json_file} is not a COCO instances json: it needs the lists "
+            '"images", "annotations" and "categories"'
+        )
     report = CocoJsonReport(json_file=json_file, image_root=image_root)
     categories = sorted(data["categories"], key=lambda c: c["id"])
     report.categories = [c["name"] for c in categories]
@@ -163,8 +172,10 @@ def check_coco_json(json_file: str, image_root: str, tolerance: float = 1.0) -> 
     for im in data["images"]:
         absent = [k for k in ("id", "file_name", "width", "height") if k not in im]
         if absent:
-            raise ValueError(f"{json_file}: image {im.get('id', im.get('file_name', im))} has no "
-                             f"{', '.join(absent)}; every image needs id, file_name, width, height")
+            raise ValueError(
+                f"{json_file}: image {im.get('id', im.get('file_name', im))} has no "
+                f"{', '.join(absent)}; every image needs id, file_name, width, height"
+            )
     images: Dict[int, dict] = {im["id"]: im for im in data["images"]}
     report.num_images = len(images)
     report.num_annotations = len(data["annotations"])
@@ -181,7 +192,8 @@ def check_coco_json(json_file: str, image_root: str, tolerance: float = 1.0) -> 
             report.unknown_categories += 1
             if len(report.unknown_category_examples) < MAX_EXAMPLES:
                 report.unknown_category_examples.append(
-                    (ann.get("id"), image["id"], image["file_name"], ann.get("category_id")))
+                    (ann.get("id"), image["id"], image["file_name"], ann.get("category_id"))
+                )
         else:
             per_category[ann["category_id"]] += 1
         if ann.get("iscrowd", 0):

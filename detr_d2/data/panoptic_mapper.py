@@ -1,5 +1,6 @@
 """DetrPanopticDatasetMapper: every panoptic segment (thing or stuff) as a box and a mask, with
 DETR's augmentation."""
+
 import copy
 
 import numpy as np
@@ -47,7 +48,8 @@ class DetrPanopticDatasetMapper(DetrDatasetMapper):
         instances = Instances(image.shape[:2])
         instances.gt_masks = BitMasks(
             torch.from_numpy(np.stack([masks[i] for i in visible]))
-            if visible else torch.zeros((0, *image.shape[:2]), dtype=torch.bool)
+            if visible
+            else torch.zeros((0, *image.shape[:2]), dtype=torch.bool)
         )
         instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
         instances.gt_classes = torch.tensor(

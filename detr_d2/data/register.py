@@ -15,6 +15,7 @@ model's class count can be checked before any data is loaded. The json is checke
 Also here: the schedule in epochs (``SOLVER.EPOCHS`` / ``SOLVER.LR_DROP_EPOCHS``, converted to
 iterations from the dataset size), for configs that have those keys.
 """
+
 import argparse
 import logging
 import math
@@ -66,8 +67,10 @@ def register_coco_from_args(args: argparse.Namespace) -> List[str]:
     """
     opts = getattr(args, "opts", None) or []
     if FLAG in opts:
-        raise ValueError(f"{FLAG} must come before the KEY VALUE config options; it was read as a "
-                         f"config option: {' '.join(opts)}")
+        raise ValueError(
+            f"{FLAG} must come before the KEY VALUE config options; it was read as a "
+            f"config option: {' '.join(opts)}"
+        )
     names = []
     for name, json_file, image_root in getattr(args, "register_coco", None) or []:
         register_coco_dataset(name, json_file, image_root)
@@ -89,8 +92,10 @@ def register_coco_dataset(name: str, json_file: str, image_root: str) -> Optiona
     json_file, image_root = os.path.abspath(json_file), os.path.abspath(image_root)
     if name in DatasetCatalog.list():
         meta = MetadataCatalog.get(name)
-        old = tuple(p if p is None else os.path.abspath(p)
-                    for p in (meta.get("json_file"), meta.get("image_root")))
+        old = tuple(
+            p if p is None else os.path.abspath(p)
+            for p in (meta.get("json_file"), meta.get("image_root"))
+        )
         if old == (json_file, image_root):
             return None
         raise ValueError(
@@ -108,8 +113,10 @@ def register_coco_dataset(name: str, json_file: str, image_root: str) -> Optiona
     log(f"Dataset '{name}': " + report.format())
     ids = report.category_ids
     if not ids:
-        raise ValueError(f"{json_file} lists no categories: a COCO json needs \"categories\": "
-                         "[{\"id\": 1, \"name\": \"...\"}, ...]")
+        raise ValueError(
+            f'{json_file} lists no categories: a COCO json needs "categories": '
+            '[{"id": 1, "name": "..."}, ...]'
+        )
     if len(set(ids)) != len(ids):
         raise ValueError(f"{json_file}: category ids must be unique, got {ids}")
 
@@ -161,10 +168,15 @@ def resolve_num_classes(cfg, opts: Sequence[str] = (), strict: bool = True):
     registered = set(DatasetCatalog.list())
     for where, name in named:
         if name not in registered:
-            logger.warning(f"{where} '{name}' is not registered: register a COCO-format set with "
-                           f"{FLAG} {name} path/to/annotations.json path/to/images")
-    classes = [(where, name, MetadataCatalog.get(name).get("thing_classes"))
-               for where, name in named if name in registered]
+            logger.warning(
+                f"{where} '{name}' is not registered: register a COCO-format set with "
+                f"{FLAG} {name} path/to/annotations.json path/to/images"
+            )
+    classes = [
+        (where, name, MetadataCatalog.get(name).get("thing_classes"))
+        for where, name in named
+        if name in registered
+    ]
     classes = [c for c in classes if c[2] is not None]
     if not classes:
         return cfg
@@ -183,8 +195,10 @@ def resolve_num_classes(cfg, opts: Sequence[str] = (), strict: bool = True):
                 raise ValueError(message)
             logger.warning(message)
     elif value != num:
-        logger.info(f"{NUM_CLASSES_KEY} = {num}, the class count of {where} '{reference}' "
-                    f"(was the default {value})")
+        logger.info(
+            f"{NUM_CLASSES_KEY} = {num}, the class count of {where} '{reference}' "
+            f"(was the default {value})"
+        )
         cfg.MODEL.DETR.NUM_CLASSES = num
     return cfg
 
@@ -200,8 +214,9 @@ def dataset_size(cfg) -> int:
     for name in cfg.DATASETS.TRAIN:
         dicts = DatasetCatalog.get(name)
         if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
-            dicts = [d for d in dicts
-                     if any(a.get("iscrowd", 0) == 0 for a in d.get("annotations", []))]
+            dicts = [
+                d for d in dicts if any(a.get("iscrowd", 0) == 0 for a in d.get("annotations", []))
+            ]
         total += len(dicts)
     return total
 
@@ -219,8 +234,10 @@ def epochs_to_iters(cfg, dataset_size: int) -> Tuple[int, Tuple[int, ...]]:
     if dataset_size <= 0:
         raise ValueError("Cannot convert epochs to iterations: the training set is empty")
     if any(not 0 < e < epochs for e in drops):
-        raise ValueError(f"SOLVER.LR_DROP_EPOCHS {drops} must lie between 0 and SOLVER.EPOCHS "
-                         f"({epochs}), exclusive")
+        raise ValueError(
+            f"SOLVER.LR_DROP_EPOCHS {drops} must lie between 0 and SOLVER.EPOCHS "
+            f"({epochs}), exclusive"
+        )
     per_epoch = math.ceil(dataset_size / cfg.SOLVER.IMS_PER_BATCH)
     return round(epochs * per_epoch), tuple(round(e * per_epoch) for e in drops)
 

@@ -17,6 +17,7 @@ split is identical on every machine. On disk it follows COCO's layout, one root 
 
 Boxes and masks are those of the *visible* pixels of an object (later objects occlude earlier ones).
 """
+
 import functools
 import json
 import logging

@@ -1,5 +1,6 @@
 """Training reliability: crash-safe checkpoints, guards against non-finite losses and saving after a
 failure, and checks of the config against datasets and weights before a run starts."""
+
 from .checkpoint import AtomicCheckpointer, NonFiniteWeightsError, is_complete_checkpoint
 from .checks import (
     ConfigDatasetMismatchError,

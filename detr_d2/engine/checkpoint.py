@@ -8,6 +8,7 @@ fsynced and renamed over its final name (``os.replace`` is atomic on a POSIX fil
 complete file. On resume the checkpoint ``last_checkpoint`` names is verified (zip CRCs); if it is
 missing or damaged, the newest complete ``model_*.pth`` is used instead.
 """
+
 import logging
 import os
 import time
@@ -94,8 +95,11 @@ def is_complete_checkpoint(path: str) -> bool:
 
 
 def _non_finite_entries(state_dict: Dict[str, torch.Tensor]) -> List[str]:
-    return [k for k, v in state_dict.items()
-            if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    return [
+        k
+        for k, v in state_dict.items()
+        if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()
+    ]
 
 
 class AtomicCheckpointer(DetectionCheckpointer):
@@ -142,8 +146,10 @@ class AtomicCheckpointer(DetectionCheckpointer):
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         if not self._is_local():
             return super().tag_last_checkpoint(last_filename_basename)
-        atomic_write(os.path.join(self.save_dir, "last_checkpoint"),
-                     lambda f: f.write(last_filename_basename.encode()))
+        atomic_write(
+            os.path.join(self.save_dir, "last_checkpoint"),
+            lambda f: f.write(last_filename_basename.encode()),
+        )
 
     def _complete(self, path: str) -> bool:
         """is_complete_checkpoint, remembered per (size, mtime) so that repeated calls are free."""
@@ -177,18 +183,25 @@ class AtomicCheckpointer(DetectionCheckpointer):
             names = os.listdir(self.save_dir)
         except OSError:
             return ""
-        candidates = [os.path.join(self.save_dir, n) for n in names
-                      if n.startswith("model_") and n.endswith(".pth")]
+        candidates = [
+            os.path.join(self.save_dir, n)
+            for n in names
+            if n.startswith("model_") and n.endswith(".pth")
+        ]
         candidates.sort(key=lambda p: os.path.getmtime(p), reverse=True)
         for path in candidates:
             if path != tagged and self._complete(path):
                 if tagged:
-                    logger.warning(f"last_checkpoint names {tagged}, which is missing or "
-                                   f"incomplete; using the newest complete checkpoint {path}")
+                    logger.warning(
+                        f"last_checkpoint names {tagged}, which is missing or "
+                        f"incomplete; using the newest complete checkpoint {path}"
+                    )
                 return path
         if tagged:
-            logger.warning(f"last_checkpoint names {tagged}, which is missing or incomplete, and "
-                           f"{self.save_dir} holds no other complete model_*.pth")
+            logger.warning(
+                f"last_checkpoint names {tagged}, which is missing or incomplete, and "
+                f"{self.save_dir} holds no other complete model_*.pth"
+            )
         return ""
 
     def has_checkpoint(self) -> bool:

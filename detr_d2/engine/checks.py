@@ -1,6 +1,7 @@
 """Checks that turn a silently wrong run into an error before it starts: the number of classes of
 the model against its datasets, and the weights an evaluation loads (present, and matching the
 model key for key and shape for shape)."""
+
 import logging
 import os
 from typing import Iterable, Optional
@@ -24,8 +25,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Models whose class count is one config key (DETR family: every META_ARCHITECTURE "Detr*").
-NUM_CLASSES_KEYS = {"GeneralizedRCNN": "MODEL.ROI_HEADS.NUM_CLASSES",
-                    "RetinaNet": "MODEL.RETINANET.NUM_CLASSES"}
+NUM_CLASSES_KEYS = {
+    "GeneralizedRCNN": "MODEL.ROI_HEADS.NUM_CLASSES",
+    "RetinaNet": "MODEL.RETINANET.NUM_CLASSES",
+}
 
 
 class ConfigDatasetMismatchError(ValueError):
@@ -111,24 +114,30 @@ def check_loaded_keys(incompatible, path: str, model) -> None:
     if missing:
         problems.append(f"{len(missing)} model keys missing from the file: {_few(missing)}")
     if incompatible.unexpected_keys:
-        problems.append(f"{len(incompatible.unexpected_keys)} keys of the file not in the "
-                        f"model: {_few(incompatible.unexpected_keys)}")
+        problems.append(
+            f"{len(incompatible.unexpected_keys)} keys of the file not in the "
+            f"model: {_few(incompatible.unexpected_keys)}"
+        )
     if incompatible.incorrect_shapes:
-        shapes = [f"{k} {tuple(a)} in the file vs {tuple(b)} in the model"
-                  for k, a, b in incompatible.incorrect_shapes]
+        shapes = [
+            f"{k} {tuple(a)} in the file vs {tuple(b)} in the model"
+            for k, a, b in incompatible.incorrect_shapes
+        ]
         problems.append(f"{len(shapes)} tensors of the wrong shape: {_few(shapes)}")
     if problems:
         raise WeightsMismatchError(
             f"Weights {path} do not match the model built from the config: "
-            + "; ".join(problems) + ". Evaluating would use randomly initialized weights for "
+            + "; ".join(problems)
+            + ". Evaluating would use randomly initialized weights for "
             "them; check that the config (architecture, MODEL.DETR.*) is the one the weights "
             "were trained with."
         )
 
 
 def _few(items, n=5) -> str:
-    return ", ".join(map(str, items[:n])) + (f", ... ({len(items) - n} more)" if len(items) > n
-                                             else "")
+    return ", ".join(map(str, items[:n])) + (
+        f", ... ({len(items) - n} more)" if len(items) > n else ""
+    )
 
 
 def load_weights_for_eval(model, cfg, resume: bool = False) -> str:

@@ -2,6 +2,7 @@
 optimizer step, with the iteration, the loss terms and the last good checkpoint in the error; and
 a run that ends by an exception writes no checkpoint afterwards (no ``model_final`` over good
 state)."""
+
 import contextlib
 import logging
 import math
@@ -48,8 +49,13 @@ class NonFiniteLossGuard(HookBase):
             return
         terms = ", ".join(f"{k}={v:.4g}" for k, v in zip(losses, values.tolist()))
         bad = [k for k, v in zip(losses, values.tolist()) if not math.isfinite(v)]
-        raise NonFiniteLossError(_message(self.trainer.iter, self._checkpointer,
-                                          f"{', '.join(bad)} not finite. Loss terms: {terms}"))
+        raise NonFiniteLossError(
+            _message(
+                self.trainer.iter,
+                self._checkpointer,
+                f"{', '.join(bad)} not finite. Loss terms: {terms}",
+            )
+        )
 
 
 def _message(iteration: int, checkpointer, what: str) -> str:
@@ -87,5 +93,7 @@ class NoSaveAfterFailure(HookBase):
         # TrainerBase.train leaves iter == max_iter only when the loop completed
         if self.trainer.iter < self.trainer.max_iter and self._checkpointer.save_to_disk:
             self._checkpointer.save_to_disk = False
-            logger.warning(f"Training stopped by an error at iteration {self.trainer.iter}: no "
-                           "checkpoint is written after it.")
+            logger.warning(
+                f"Training stopped by an error at iteration {self.trainer.iter}: no "
+                "checkpoint is written after it."
+            )

@@ -1,9 +1,10 @@
 """The evaluator ``train_net.py`` uses for a dataset, chosen by its metadata's evaluator_type."""
+
 from detectron2.data import MetadataCatalog
 
 
 def build_evaluator(cfg, dataset_name: str, output_folder: str):
-    """"coco" -> COCO box AP (backend TEST.COCO_EVAL_BACKEND); "coco_panoptic_seg" -> PQ and COCO
+    """ "coco" -> COCO box AP (backend TEST.COCO_EVAL_BACKEND); "coco_panoptic_seg" -> PQ and COCO
     AP of the things in one pass. Any other type is an error naming the dataset."""
     evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
     if evaluator_type == "coco":

@@ -1,5 +1,6 @@
 """Evaluators of a panoptic dataset (evaluator_type "coco_panoptic_seg"): PQ and COCO AP in one
 pass."""
+
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOPanopticEvaluator, DatasetEvaluator, DatasetEvaluators
 

@@ -1,5 +1,6 @@
 """Deployment: tensor-only wrappers of the models and their TorchScript, ONNX and torch.export
 forms (``tools/export_model.py`` is the command line)."""
+
 from torch import nn
 
 from ..modeling import Detr, DetrPanoptic
@@ -15,5 +16,13 @@ def exportable(model: Detr) -> nn.Module:
     return ExportableDetr(model)
 
 
-__all__ = ["ExportableDetr", "ExportableDetrPanoptic", "exportable", "batch_images", "EXPORTERS",
-           "FILE_NAMES", "load_exported", "output_differences"]
+__all__ = [
+    "ExportableDetr",
+    "ExportableDetrPanoptic",
+    "exportable",
+    "batch_images",
+    "EXPORTERS",
+    "FILE_NAMES",
+    "load_exported",
+    "output_differences",
+]

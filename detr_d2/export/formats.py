@@ -29,6 +29,7 @@ plus ``mask_logits`` for the panoptic model.
 The example inputs should have a batch of 2 or more (and H, W > 1): torch.export specializes a
 dimension of size 0 or 1 to that constant.
 """
+
 import copy
 from typing import Callable, Dict, Tuple
 
@@ -67,13 +68,21 @@ def export_onnx(module: nn.Module, inputs: Inputs, path: str, opset: int = 17) -
         raise ValueError(f"opset {opset}: use 17 or later (LayerNormalization as one op)")
     outputs = module.output_axes  # name -> its dynamic axes besides the batch
     module = unpack_attention_projections(module)
-    dynamic_axes = {"images": {0: "batch", 2: "height", 3: "width"},
-                    "padding_mask": {0: "batch", 1: "height", 2: "width"}}
+    dynamic_axes = {
+        "images": {0: "batch", 2: "height", 3: "width"},
+        "padding_mask": {0: "batch", 1: "height", 2: "width"},
+    }
     dynamic_axes.update({name: {0: "batch", **axes} for name, axes in outputs.items()})
     with torch.no_grad():
         torch.onnx.export(
-            module.eval(), inputs, path, dynamo=False, opset_version=opset,
-            input_names=list(INPUT_NAMES), output_names=list(outputs), dynamic_axes=dynamic_axes,
+            module.eval(),
+            inputs,
+            path,
+            dynamo=False,
+            opset_version=opset,
+            input_names=list(INPUT_NAMES),
+            output_names=list(outputs),
+            dynamic_axes=dynamic_axes,
         )
 
 
@@ -82,15 +91,20 @@ def export_torch_export(module: nn.Module, inputs: Inputs, path: str) -> None:
     # least 2 x 2, e.g. H, W >= 17 at stride 16), where named Dims with a chosen minimum make it
     # fail on guards it cannot prove over that range (the mask head's "stride-4 size != 1").
     batch, dynamic = torch.export.Dim("batch", min=1), torch.export.Dim.DYNAMIC
-    shapes = {"images": {0: batch, 2: dynamic, 3: dynamic},
-              "padding_mask": {0: batch, 1: dynamic, 2: dynamic}}
+    shapes = {
+        "images": {0: batch, 2: dynamic, 3: dynamic},
+        "padding_mask": {0: batch, 1: dynamic, 2: dynamic},
+    }
     with torch.no_grad():
         program = torch.export.export(module.eval(), inputs, dynamic_shapes=shapes)
     torch.export.save(program, path)
 
 
-EXPORTERS = {"torchscript": export_torchscript, "onnx": export_onnx,
-             "torch_export": export_torch_export}
+EXPORTERS = {
+    "torchscript": export_torchscript,
+    "onnx": export_onnx,
+    "torch_export": export_torch_export,
+}
 
 
 def load_exported(path: str, fmt: str) -> Callable[[Tensor, Tensor], Outputs]:

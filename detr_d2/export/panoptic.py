@@ -10,6 +10,7 @@ data-dependent number of segments; it is not part of the graph. Run it on the ou
     panoptic_seg, segments_info = combine_panoptic(scores[i][keep], classes[i][keep], logits,
                                                    is_thing, cfg.MODEL.DETR.PANOPTIC_MIN_AREA)
 """
+
 from typing import Tuple
 
 from torch import Tensor
@@ -40,8 +41,10 @@ class ExportableDetrPanoptic(ExportableDetr):
     def forward(self, images: Tensor, padding_mask: Tensor) -> Tuple[Tensor, ...]:
         out = self.predict(images, padding_mask)
         attention = self.bbox_attention(out["hs"], out["memory"], out["mask"])
-        mask_logits = self.mask_head(out["projected"], attention,
-                                     [out["features"][f] for f in self.mask_in_features])
-        boxes, scores, classes = self.postprocess(out["pred_logits"], out["pred_boxes"],
-                                                  padding_mask)
+        mask_logits = self.mask_head(
+            out["projected"], attention, [out["features"][f] for f in self.mask_in_features]
+        )
+        boxes, scores, classes = self.postprocess(
+            out["pred_logits"], out["pred_boxes"], padding_mask
+        )
         return boxes, scores, classes, mask_logits

@@ -10,11 +10,11 @@ feature map, per-image valid extent) is computed from tensor shapes or values in
 never taken from a Python int. ``tests/test_export.py`` checks it against ``Detr.forward_raw`` +
 ``Detr.inference``.
 """
+
 import logging
 from typing import Dict, List, Tuple
 
 import torch
-import torch.nn.functional as F
 from detectron2.structures import ImageList
 from torch import Tensor, nn
 
@@ -76,11 +76,15 @@ class ExportableDetr(nn.Module):
         if not isinstance(model, Detr):
             raise TypeError(f"ExportableDetr exports a Detr, got {type(model).__name__}")
         if model.test_score_thresh > 0:
-            logger.warning("MODEL.DETR.TEST_SCORE_THRESH=%g is not part of the exported graph; "
-                           "filter on the 'scores' output instead", model.test_score_thresh)
+            logger.warning(
+                "MODEL.DETR.TEST_SCORE_THRESH=%g is not part of the exported graph; "
+                "filter on the 'scores' output instead",
+                model.test_score_thresh,
+            )
         self.channels_last = model.fast_inference
-        self.backbone = fold_norms_into_convs(model.backbone) if model.fast_inference \
-            else model.backbone
+        self.backbone = (
+            fold_norms_into_convs(model.backbone) if model.fast_inference else model.backbone
+        )
         self.model = model
         self.register_buffer("pixel_mean", model.pixel_mean.clone(), False)
         self.register_buffer("pixel_std", model.pixel_std.clone(), False)
@@ -119,4 +123,3 @@ class ExportableDetr(nn.Module):
             classes = classes.gather(1, top)
             boxes = boxes.gather(1, top[..., None].expand(-1, -1, 4))
         return boxes, scores, classes
-

@@ -6,6 +6,14 @@ from .panoptic_criterion import SetCriterionWithMasks
 from .position_encoding import PositionEmbeddingLearned, PositionEmbeddingSine
 from .transformer import Transformer
 
-__all__ = ["Detr", "DetrPanoptic", "MLP", "HungarianMatcher", "SetCriterion",
-           "SetCriterionWithMasks", "Transformer", "PositionEmbeddingSine",
-           "PositionEmbeddingLearned"]
+__all__ = [
+    "Detr",
+    "DetrPanoptic",
+    "MLP",
+    "HungarianMatcher",
+    "SetCriterion",
+    "SetCriterionWithMasks",
+    "Transformer",
+    "PositionEmbeddingSine",
+    "PositionEmbeddingLearned",
+]

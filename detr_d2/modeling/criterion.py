@@ -1,4 +1,5 @@
 """DETR's set loss (paper Sec. 3.1, Eq. 2): match, then classification and box losses."""
+
 from typing import Dict, List, Tuple
 
 import torch
@@ -30,9 +31,15 @@ class SetCriterion(nn.Module):
     never into the returned (summed) loss dict.
     """
 
-    def __init__(self, num_classes: int, matcher: nn.Module, weight_dict: Dict[str, float],
-                 eos_coef: float = 0.1, losses: Tuple[str, ...] = ("labels", "boxes"),
-                 deep_supervision: bool = True):
+    def __init__(
+        self,
+        num_classes: int,
+        matcher: nn.Module,
+        weight_dict: Dict[str, float],
+        eos_coef: float = 0.1,
+        losses: Tuple[str, ...] = ("labels", "boxes"),
+        deep_supervision: bool = True,
+    ):
         super().__init__()
         self.num_classes = num_classes
         self.matcher = matcher
@@ -53,8 +60,9 @@ class SetCriterion(nn.Module):
 
     def loss_labels(self, outputs, targets, indices, num_boxes) -> Dict[str, Tensor]:
         logits = outputs["pred_logits"]  # (B, N, K+1)
-        target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64,
-                                    device=logits.device)
+        target_classes = torch.full(
+            logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device
+        )
         matched = self._matched(indices)
         target_classes[matched] = torch.cat(
             [t["labels"][j] for t, (_, j) in zip(targets, indices)]
@@ -66,9 +74,14 @@ class SetCriterion(nn.Module):
         src = outputs["pred_boxes"][self._matched(indices)].float()  # (M, 4) cxcywh
         tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).to(src)
         loss_bbox = F.l1_loss(src, tgt, reduction="sum") / num_boxes
-        loss_giou = generalized_box_iou_loss(
-            box_convert(src, "cxcywh", "xyxy"), box_convert(tgt, "cxcywh", "xyxy"), reduction="sum"
-        ) / num_boxes
+        loss_giou = (
+            generalized_box_iou_loss(
+                box_convert(src, "cxcywh", "xyxy"),
+                box_convert(tgt, "cxcywh", "xyxy"),
+                reduction="sum",
+            )
+            / num_boxes
+        )
         return {"loss_bbox": loss_bbox, "loss_giou": loss_giou}
 
     @torch.no_grad()
@@ -77,23 +90,27 @@ class SetCriterion(nn.Module):
         |#predictions not classified no-object - #targets| per image."""
         logits = outputs["pred_logits"]
         matched_logits = logits[self._matched(indices)]
-        labels = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)]).to(logits.device)
+        labels = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)]).to(
+            logits.device
+        )
         if len(labels):
             acc = (matched_logits.argmax(-1) == labels).float().mean().item() * 100
         else:
             acc = 100.0
         n_pred = (logits.argmax(-1) != self.num_classes).sum(1).float()
         n_tgt = torch.as_tensor([float(len(t["labels"])) for t in targets], device=logits.device)
-        return {"class_error": 100.0 - acc,
-                "cardinality_error": F.l1_loss(n_pred, n_tgt).item()}
+        return {"class_error": 100.0 - acc, "cardinality_error": F.l1_loss(n_pred, n_tgt).item()}
 
     def _layer_losses(self, outputs, targets, num_boxes, suffix: str = ""):
         indices = self.matcher(outputs, targets)
         losses = {}
         for name in self.losses:
             losses.update(self.loss_map[name](outputs, targets, indices, num_boxes))
-        weighted = {k + suffix: v * self.weight_dict[k] for k, v in losses.items()
-                    if self.weight_dict.get(k, 0) != 0}
+        weighted = {
+            k + suffix: v * self.weight_dict[k]
+            for k, v in losses.items()
+            if self.weight_dict.get(k, 0) != 0
+        }
         return weighted, indices
 
     def forward(self, outputs: Dict, targets: List[Dict[str, Tensor]]) -> Dict[str, Tensor]:

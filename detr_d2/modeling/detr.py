@@ -1,4 +1,5 @@
 """The DETR meta-architecture: backbone -> transformer -> set predictions (paper Sec. 3.2)."""
+
 import logging
 from typing import Dict, List, Optional
 
@@ -26,9 +27,7 @@ class MLP(nn.Module):
     def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int):
         super().__init__()
         dims = [input_dim] + [hidden_dim] * (num_layers - 1)
-        self.layers = nn.ModuleList(
-            nn.Linear(i, o) for i, o in zip(dims, dims[1:] + [output_dim])
-        )
+        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims, dims[1:] + [output_dim]))
 
     def forward(self, x: Tensor) -> Tensor:
         for i, layer in enumerate(self.layers):
@@ -107,16 +106,30 @@ class Detr(nn.Module):
         d = cfg.MODEL.DETR
         backbone = build_backbone(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
         transformer = Transformer(
-            d_model=d.HIDDEN_DIM, nhead=d.NHEADS, num_encoder_layers=d.ENC_LAYERS,
-            num_decoder_layers=d.DEC_LAYERS, dim_feedforward=d.DIM_FEEDFORWARD, dropout=d.DROPOUT,
-            normalize_before=d.PRE_NORM, use_ffn=d.USE_FFN, pos_at=d.POSITION_EMBEDDING_AT,
+            d_model=d.HIDDEN_DIM,
+            nhead=d.NHEADS,
+            num_encoder_layers=d.ENC_LAYERS,
+            num_decoder_layers=d.DEC_LAYERS,
+            dim_feedforward=d.DIM_FEEDFORWARD,
+            dropout=d.DROPOUT,
+            normalize_before=d.PRE_NORM,
+            use_ffn=d.USE_FFN,
+            pos_at=d.POSITION_EMBEDDING_AT,
             query_pos_at=d.QUERY_POS_AT,
         )
         matcher = HungarianMatcher(d.COST_CLASS, d.COST_BBOX, d.COST_GIOU)
-        weight_dict = {"loss_ce": d.CLASS_WEIGHT, "loss_bbox": d.BBOX_WEIGHT,
-                       "loss_giou": d.GIOU_WEIGHT}
-        criterion = SetCriterion(d.NUM_CLASSES, matcher, weight_dict, eos_coef=d.NO_OBJECT_WEIGHT,
-                                 deep_supervision=d.DEEP_SUPERVISION)
+        weight_dict = {
+            "loss_ce": d.CLASS_WEIGHT,
+            "loss_bbox": d.BBOX_WEIGHT,
+            "loss_giou": d.GIOU_WEIGHT,
+        }
+        criterion = SetCriterion(
+            d.NUM_CLASSES,
+            matcher,
+            weight_dict,
+            eos_coef=d.NO_OBJECT_WEIGHT,
+            deep_supervision=d.DEEP_SUPERVISION,
+        )
         return {
             "backbone": backbone,
             "transformer": transformer,
@@ -144,8 +157,10 @@ class Detr(nn.Module):
 
     def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
         """Normalize each image and zero-pad the batch (padding is 0 after normalization)."""
-        images = [(x["image"].to(self.device).float() - self.pixel_mean) / self.pixel_std
-                  for x in batched_inputs]
+        images = [
+            (x["image"].to(self.device).float() - self.pixel_mean) / self.pixel_std
+            for x in batched_inputs
+        ]
         return ImageList.from_tensors(images, self.size_divisibility)
 
     @staticmethod
@@ -166,8 +181,9 @@ class Detr(nn.Module):
             backbone = self._inference_backbone.get(self.backbone)
         return self.forward_tensors(x, self.padding_mask(images), backbone)
 
-    def forward_tensors(self, x: Tensor, padding_mask: Tensor,
-                        backbone: Optional[nn.Module] = None) -> Dict:
+    def forward_tensors(
+        self, x: Tensor, padding_mask: Tensor, backbone: Optional[nn.Module] = None
+    ) -> Dict:
         """
         Args:
             x: (B, 3, H, W) normalized images, zero-padded at the bottom/right.
@@ -193,8 +209,9 @@ class Detr(nn.Module):
         return {
             "pred_logits": logits[-1],
             "pred_boxes": boxes[-1],
-            "aux_outputs": [{"pred_logits": a, "pred_boxes": b}
-                            for a, b in zip(logits[:-1], boxes[:-1])],
+            "aux_outputs": [
+                {"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])
+            ],
             "memory": memory,
             "mask": mask,
             "hs": hs,

@@ -4,6 +4,7 @@ Measured on the project's CPU for DETR R50 at 800x1216 (issue "Speed"): folding 
 BatchNorm into its convolution plus channels_last takes ~0.57x the eager time, without
 ``torch.compile``'s per-shape compile. The trained module is never modified: this is a copy.
 """
+
 import copy
 
 import torch

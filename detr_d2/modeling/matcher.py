@@ -1,4 +1,5 @@
 """Bipartite matching between predictions and ground truth (paper Sec. 3.1, Eq. 1)."""
+
 from typing import Dict, List, Tuple
 
 import torch
@@ -25,7 +26,9 @@ class HungarianMatcher(nn.Module):
         self.cost_giou = cost_giou
 
     @torch.no_grad()
-    def cost_matrix(self, logits: Tensor, boxes: Tensor, labels: Tensor, tgt_boxes: Tensor) -> Tensor:
+    def cost_matrix(
+        self, logits: Tensor, boxes: Tensor, labels: Tensor, tgt_boxes: Tensor
+    ) -> Tensor:
         """logits: (N, K+1); boxes: (N, 4) cxcywh; labels: (M,); tgt_boxes: (M, 4). Returns (N, M)."""
         prob = logits.float().softmax(-1)
         boxes = boxes.float()
@@ -38,8 +41,9 @@ class HungarianMatcher(nn.Module):
         return cost - self.cost_giou * giou
 
     @torch.no_grad()
-    def forward(self, outputs: Dict[str, Tensor], targets: List[Dict[str, Tensor]]
-                ) -> List[Tuple[Tensor, Tensor]]:
+    def forward(
+        self, outputs: Dict[str, Tensor], targets: List[Dict[str, Tensor]]
+    ) -> List[Tuple[Tensor, Tensor]]:
         """
         Args:
             outputs: "pred_logits" (B, N, K+1) and "pred_boxes" (B, N, 4) normalized cxcywh.
@@ -61,6 +65,7 @@ class HungarianMatcher(nn.Module):
                 continue
             cost = self.cost_matrix(logits, boxes, target["labels"], target["boxes"])
             i, j = linear_sum_assignment(cost.cpu().numpy())
-            indices.append((torch.as_tensor(i, dtype=torch.int64),
-                            torch.as_tensor(j, dtype=torch.int64)))
+            indices.append(
+                (torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64))
+            )
         return indices

@@ -1,5 +1,6 @@
 """Panoptic DETR (paper Sec. 4.4): the box model plus a mask head, one mask per object query, things
 and stuff alike; a pixel-wise argmax over the confident queries' masks gives the panoptic output."""
+
 import logging
 from typing import Dict, List, Sequence, Tuple
 
@@ -34,8 +35,9 @@ def add_panoptic_config(cfg):
     return add_detr_config(cfg)
 
 
-def resize_mask_logits(masks: Tensor, padded_hw: Tuple[int, int], image_hw: Tuple[int, int],
-                       output_hw: Tuple[int, int]) -> Tensor:
+def resize_mask_logits(
+    masks: Tensor, padded_hw: Tuple[int, int], image_hw: Tuple[int, int], output_hw: Tuple[int, int]
+) -> Tensor:
     """Mask logits (Q, h, w) over a padded batch -> (Q, *output_hw) over the output image.
 
     Upsampled (bilinear) to the padded input size ``padded_hw``, cropped to the image's own
@@ -50,8 +52,9 @@ def resize_mask_logits(masks: Tensor, padded_hw: Tuple[int, int], image_hw: Tupl
     return x[0]
 
 
-def combine_panoptic(scores: Tensor, classes: Tensor, mask_logits: Tensor,
-                     is_thing: Sequence[bool], min_area: int) -> Tuple[Tensor, List[Dict]]:
+def combine_panoptic(
+    scores: Tensor, classes: Tensor, mask_logits: Tensor, is_thing: Sequence[bool], min_area: int
+) -> Tuple[Tensor, List[Dict]]:
     """Non-overlapping panoptic segments from the masks of the kept queries.
 
     Every pixel goes to the query of highest mask logit; queries of the same stuff class form one
@@ -100,13 +103,15 @@ def combine_panoptic(scores: Tensor, classes: Tensor, mask_logits: Tensor,
     new_id = torch.zeros(len(seg_class), dtype=torch.int32, device=mask_logits.device)
     for s in seg_alive.nonzero()[:, 0].tolist():
         new_id[s] = len(segments_info) + 1
-        segments_info.append({
-            "id": len(segments_info) + 1,
-            "category_id": seg_class[s],
-            "isthing": bool(is_thing[seg_class[s]]),
-            "score": seg_score[s],
-            "area": int(area[s]),
-        })
+        segments_info.append(
+            {
+                "id": len(segments_info) + 1,
+                "category_id": seg_class[s],
+                "isthing": bool(is_thing[seg_class[s]]),
+                "score": seg_score[s],
+                "area": int(area[s]),
+            }
+        )
     return new_id[pixel_segment], segments_info
 
 
@@ -115,8 +120,11 @@ def _is_thing_from_metadata(cfg, num_classes: int) -> List[bool]:
     names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
     meta = MetadataCatalog.get(names[0]) if names else None
     if meta is None or not hasattr(meta, "stuff_dataset_id_to_contiguous_id"):
-        logger.warning("No panoptic metadata (stuff_dataset_id_to_contiguous_id) for %s: every "
-                       "class is treated as a thing (no stuff merging).", names[:1])
+        logger.warning(
+            "No panoptic metadata (stuff_dataset_id_to_contiguous_id) for %s: every "
+            "class is treated as a thing (no stuff merging).",
+            names[:1],
+        )
         return [True] * num_classes
     thing_ids = set(meta.thing_dataset_id_to_contiguous_id.values())
     return [c in thing_ids for c in range(num_classes)]
@@ -173,13 +181,18 @@ class DetrPanoptic(Detr):
         shapes = self.backbone.output_shape()
         absent = [f for f in mask_in_features if f not in shapes]
         if absent:
-            raise ValueError(f"The mask head needs backbone features {absent}: add them to "
-                             f"MODEL.RESNETS.OUT_FEATURES (has {list(shapes)})")
+            raise ValueError(
+                f"The mask head needs backbone features {absent}: add them to "
+                f"MODEL.RESNETS.OUT_FEATURES (has {list(shapes)})"
+            )
         d = self.transformer.d_model
         self.bbox_attention = MultiHeadAttentionMap(d, d, num_attention_heads)
-        self.mask_head = MaskHead(d + num_attention_heads,
-                                  [shapes[f].channels for f in mask_in_features], d,
-                                  mask_head_groups)
+        self.mask_head = MaskHead(
+            d + num_attention_heads,
+            [shapes[f].channels for f in mask_in_features],
+            d,
+            mask_head_groups,
+        )
         self.mask_in_features = list(mask_in_features)
         self.panoptic_conf_thresh = panoptic_conf_thresh
         self.panoptic_min_area = panoptic_min_area
@@ -194,11 +207,15 @@ class DetrPanoptic(Detr):
         d = cfg.MODEL.DETR
         frozen = bool(d.FROZEN_WEIGHTS)
         box_criterion = args["criterion"]
-        weight_dict = dict(box_criterion.weight_dict, loss_mask=d.MASK_WEIGHT,
-                           loss_dice=d.DICE_WEIGHT)
+        weight_dict = dict(
+            box_criterion.weight_dict, loss_mask=d.MASK_WEIGHT, loss_dice=d.DICE_WEIGHT
+        )
         # a frozen box model gets no gradient: its class / box losses would be constants
         args["criterion"] = SetCriterionWithMasks(
-            d.NUM_CLASSES, box_criterion.matcher, weight_dict, eos_coef=d.NO_OBJECT_WEIGHT,
+            d.NUM_CLASSES,
+            box_criterion.matcher,
+            weight_dict,
+            eos_coef=d.NO_OBJECT_WEIGHT,
             losses=("masks",) if frozen else ("labels", "boxes", "masks"),
             deep_supervision=d.DEEP_SUPERVISION and not frozen,
         )
@@ -224,16 +241,19 @@ class DetrPanoptic(Detr):
     def load_frozen_weights(self, path: str):
         """Fill the box model from checkpoint ``path`` (a Detectron2 checkpoint of a ``Detr``, or
         any file whose state dict, possibly under "model", has all box-model keys) and freeze it."""
-        checkpoint = torch.load(PathManager.get_local_path(path), map_location="cpu",
-                                weights_only=True)
+        checkpoint = torch.load(
+            PathManager.get_local_path(path), map_location="cpu", weights_only=True
+        )
         state = checkpoint.get("model", checkpoint)
         box_keys = [k for k in nn.Module.state_dict(self) if self.in_box_model(k)]
         missing = [k for k in box_keys if k not in state]
         if missing:
-            raise ValueError(f"FROZEN_WEIGHTS {path} lacks {len(missing)} box-model tensors, "
-                             f"e.g. {missing[:5]}")
-        nn.Module.load_state_dict(self, {k: torch.as_tensor(state[k]) for k in box_keys},
-                                  strict=False)
+            raise ValueError(
+                f"FROZEN_WEIGHTS {path} lacks {len(missing)} box-model tensors, e.g. {missing[:5]}"
+            )
+        nn.Module.load_state_dict(
+            self, {k: torch.as_tensor(state[k]) for k in box_keys}, strict=False
+        )
         for name, p in self.named_parameters():
             if self.in_box_model(name):
                 p.requires_grad_(False)
@@ -248,14 +268,18 @@ class DetrPanoptic(Detr):
             return super().load_state_dict(state_dict, strict, assign)
         skipped = [k for k in state_dict if self.in_box_model(k)]
         if skipped:
-            logger.info(f"Skipping {len(skipped)} box-model tensors of the loaded checkpoint: "
-                        "the box model keeps MODEL.DETR.FROZEN_WEIGHTS")
+            logger.info(
+                f"Skipping {len(skipped)} box-model tensors of the loaded checkpoint: "
+                "the box model keeps MODEL.DETR.FROZEN_WEIGHTS"
+            )
         state_dict = {k: v for k, v in state_dict.items() if not self.in_box_model(k)}
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
         missing = [k for k in result.missing_keys if not self.in_box_model(k)]
         if strict and (missing or result.unexpected_keys):
-            raise RuntimeError(f"Error loading DetrPanoptic: missing keys {missing}, "
-                               f"unexpected keys {result.unexpected_keys}")
+            raise RuntimeError(
+                f"Error loading DetrPanoptic: missing keys {missing}, "
+                f"unexpected keys {result.unexpected_keys}"
+            )
         return _IncompatibleKeys(missing, result.unexpected_keys)
 
     def train(self, mode: bool = True):
@@ -279,8 +303,9 @@ class DetrPanoptic(Detr):
         )
         return outputs
 
-    def add_mask_targets(self, targets: List[Dict], batched_inputs: List[Dict],
-                         padded_hw: Tuple[int, int]):
+    def add_mask_targets(
+        self, targets: List[Dict], batched_inputs: List[Dict], padded_hw: Tuple[int, int]
+    ):
         """Add "masks" (M, H, W) bool to each target: its gt_masks zero-padded to ``padded_hw``."""
         for t, x in zip(targets, batched_inputs):
             masks = x["instances"].gt_masks.tensor.to(self.device)
@@ -301,21 +326,29 @@ class DetrPanoptic(Detr):
         results = []
         for i, (x, image_hw) in enumerate(zip(batched_inputs, images.image_sizes)):
             output_hw = (x.get("height", image_hw[0]), x.get("width", image_hw[1]))
-            results.append(self.panoptic_inference(
-                outputs["pred_logits"][i], outputs["pred_boxes"][i], outputs["pred_masks"][i],
-                padded_hw, tuple(image_hw), output_hw,
-            ))
+            results.append(
+                self.panoptic_inference(
+                    outputs["pred_logits"][i],
+                    outputs["pred_boxes"][i],
+                    outputs["pred_masks"][i],
+                    padded_hw,
+                    tuple(image_hw),
+                    output_hw,
+                )
+            )
         return results
 
-    def panoptic_inference(self, logits: Tensor, boxes: Tensor, masks: Tensor, padded_hw,
-                           image_hw, output_hw) -> Dict:
+    def panoptic_inference(
+        self, logits: Tensor, boxes: Tensor, masks: Tensor, padded_hw, image_hw, output_hw
+    ) -> Dict:
         """One image: logits (N, K+1), boxes (N, 4) normalized cxcywh, masks (N, h, w) logits
         over the padded batch. Returns {"panoptic_seg", "instances"}, see the class docstring."""
         scores, classes = logits.softmax(-1)[:, :-1].max(-1)
         keep = scores > self.panoptic_conf_thresh
         mask_logits = resize_mask_logits(masks[keep], padded_hw, image_hw, output_hw)
-        panoptic_seg = combine_panoptic(scores[keep], classes[keep], mask_logits,
-                                        self.is_thing.tolist(), self.panoptic_min_area)
+        panoptic_seg = combine_panoptic(
+            scores[keep], classes[keep], mask_logits, self.is_thing.tolist(), self.panoptic_min_area
+        )
 
         things = self.is_thing[classes]
         if self.test_score_thresh > 0:
@@ -331,8 +364,14 @@ class DetrPanoptic(Detr):
         instances.scores = scores[idx]
         instances.pred_classes = classes[idx]
         # in chunks: N full-resolution float masks at once can be large
-        instances.pred_masks = torch.cat(
-            [resize_mask_logits(m, padded_hw, image_hw, output_hw) > 0
-             for m in masks[idx].split(16)]
-        ) if len(idx) else masks.new_zeros((0, h, w), dtype=torch.bool)
+        instances.pred_masks = (
+            torch.cat(
+                [
+                    resize_mask_logits(m, padded_hw, image_hw, output_hw) > 0
+                    for m in masks[idx].split(16)
+                ]
+            )
+            if len(idx)
+            else masks.new_zeros((0, h, w), dtype=torch.bool)
+        )
         return {"panoptic_seg": panoptic_seg, "instances": instances}

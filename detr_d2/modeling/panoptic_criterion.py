@@ -1,4 +1,5 @@
 """DETR's set loss with masks (paper Sec. 4.4): DICE + sigmoid focal loss on matched queries."""
+
 from typing import Dict
 
 import torch
@@ -51,8 +52,9 @@ class SetCriterionWithMasks(SetCriterion):
         if len(src) == 0:  # keep the graph connected, so every parameter gets a gradient
             zero = outputs["pred_masks"].sum() * 0
             return {"loss_mask": zero, "loss_dice": zero}
-        src = F.interpolate(src[:, None].float(), size=tgt.shape[-2:], mode="bilinear",
-                            align_corners=False)
+        src = F.interpolate(
+            src[:, None].float(), size=tgt.shape[-2:], mode="bilinear", align_corners=False
+        )
         src = src.flatten(1)
         tgt = tgt.flatten(1).to(src)
         focal = sigmoid_focal_loss(src, tgt, self.focal_alpha, self.focal_gamma, reduction="none")

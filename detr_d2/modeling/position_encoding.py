@@ -3,6 +3,7 @@
 All encodings map a padding mask ``(B, H, W)`` (True = padded pixel) to ``(B, d, H, W)``. Channel
 order follows the original DETR so converted weights line up: sine is (y, x), learned is (x, y).
 """
+
 import math
 
 import torch
@@ -15,8 +16,13 @@ class PositionEmbeddingSine(nn.Module):
     are rescaled to (0, scale] over the valid extent of each image.
     """
 
-    def __init__(self, num_pos_feats: int = 128, temperature: float = 10000.0,
-                 normalize: bool = True, scale: float = 2 * math.pi):
+    def __init__(
+        self,
+        num_pos_feats: int = 128,
+        temperature: float = 10000.0,
+        normalize: bool = True,
+        scale: float = 2 * math.pi,
+    ):
         super().__init__()
         self.num_pos_feats = num_pos_feats  # channels per axis: d / 2
         self.temperature = temperature
@@ -78,8 +84,11 @@ class NoPositionEmbedding(nn.Module):
 
 def build_position_encoding(kind: str, hidden_dim: int) -> nn.Module:
     """kind: MODEL.DETR.POSITION_EMBEDDING ("sine" | "learned" | "none")."""
-    table = {"sine": PositionEmbeddingSine, "learned": PositionEmbeddingLearned,
-             "none": NoPositionEmbedding}
+    table = {
+        "sine": PositionEmbeddingSine,
+        "learned": PositionEmbeddingLearned,
+        "none": NoPositionEmbedding,
+    }
     if kind not in table:
         raise ValueError(
             f"MODEL.DETR.POSITION_EMBEDDING must be one of {sorted(table)}, got {kind!r}"

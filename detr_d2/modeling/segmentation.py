@@ -1,5 +1,6 @@
 """DETR's mask head (paper Sec. 4.4, Fig. 8): per-query attention maps over the encoder memory,
 refined by a small FPN-like convolutional head into one mask logit map per query at stride 4."""
+
 from typing import List, Optional
 
 import torch
@@ -63,8 +64,9 @@ class MaskHead(nn.Module):
     ``context_dim / 16``; names are the official ones.
     """
 
-    def __init__(self, in_channels: int, fpn_channels: List[int], context_dim: int,
-                 num_groups: int = 8):
+    def __init__(
+        self, in_channels: int, fpn_channels: List[int], context_dim: int, num_groups: int = 8
+    ):
         """
         Args:
             in_channels: d + M (projected features + attention maps).

@@ -5,6 +5,7 @@ every attention layer over the image, object queries (``query_pos``) to the quer
 decoder self-attention and the queries of cross-attention. Sequences are ``(S, B, d)`` (sequence
 first, as ``nn.MultiheadAttention``'s default), so submodule names and weights match the original.
 """
+
 import copy
 from typing import Optional
 
@@ -18,8 +19,15 @@ def _with_pos(x: Tensor, pos: Optional[Tensor]) -> Tensor:
 
 
 class TransformerEncoderLayer(nn.Module):
-    def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1,
-                 normalize_before: bool = False, use_ffn: bool = True):
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        normalize_before: bool = False,
+        use_ffn: bool = True,
+    ):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.norm1 = nn.LayerNorm(d_model)
@@ -36,7 +44,9 @@ class TransformerEncoderLayer(nn.Module):
     def _ffn(self, x: Tensor) -> Tensor:
         return self.linear2(self.dropout(F.relu(self.linear1(x))))
 
-    def forward(self, src: Tensor, key_padding_mask: Optional[Tensor], pos: Optional[Tensor]) -> Tensor:
+    def forward(
+        self, src: Tensor, key_padding_mask: Optional[Tensor], pos: Optional[Tensor]
+    ) -> Tensor:
         """src, pos: (HW, B, d); key_padding_mask: (B, HW) True at padding. Returns (HW, B, d)."""
         pre = self.normalize_before
         x = self.norm1(src) if pre else src
@@ -54,8 +64,15 @@ class TransformerEncoderLayer(nn.Module):
 
 
 class TransformerDecoderLayer(nn.Module):
-    def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1,
-                 normalize_before: bool = False, use_ffn: bool = True):
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        normalize_before: bool = False,
+        use_ffn: bool = True,
+    ):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
@@ -75,8 +92,14 @@ class TransformerDecoderLayer(nn.Module):
     def _ffn(self, x: Tensor) -> Tensor:
         return self.linear2(self.dropout(F.relu(self.linear1(x))))
 
-    def forward(self, tgt: Tensor, memory: Tensor, memory_key_padding_mask: Optional[Tensor],
-                pos: Optional[Tensor], query_pos: Optional[Tensor]) -> Tensor:
+    def forward(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        memory_key_padding_mask: Optional[Tensor],
+        pos: Optional[Tensor],
+        query_pos: Optional[Tensor],
+    ) -> Tensor:
         """tgt, query_pos: (N, B, d); memory, pos: (HW, B, d); mask: (B, HW). Returns (N, B, d)."""
         pre = self.normalize_before
         x = self.norm1(tgt) if pre else tgt
@@ -86,8 +109,11 @@ class TransformerDecoderLayer(nn.Module):
             tgt = self.norm1(tgt)
         x = self.norm2(tgt) if pre else tgt
         attn = self.multihead_attn(
-            _with_pos(x, query_pos), _with_pos(memory, pos), memory,
-            key_padding_mask=memory_key_padding_mask, need_weights=False,
+            _with_pos(x, query_pos),
+            _with_pos(memory, pos),
+            memory,
+            key_padding_mask=memory_key_padding_mask,
+            need_weights=False,
         )[0]
         tgt = tgt + self.dropout2(attn)
         if not pre:
@@ -105,7 +131,9 @@ class TransformerEncoder(nn.Module):
         self.layers = nn.ModuleList([copy.deepcopy(layer) for _ in range(num_layers)])
         self.norm = norm  # only with pre-norm layers
 
-    def forward(self, src: Tensor, key_padding_mask: Optional[Tensor], pos: Optional[Tensor]) -> Tensor:
+    def forward(
+        self, src: Tensor, key_padding_mask: Optional[Tensor], pos: Optional[Tensor]
+    ) -> Tensor:
         for layer in self.layers:
             src = layer(src, key_padding_mask, pos)
         return src if self.norm is None else self.norm(src)
@@ -117,8 +145,14 @@ class TransformerDecoder(nn.Module):
         self.layers = nn.ModuleList([copy.deepcopy(layer) for _ in range(num_layers)])
         self.norm = norm  # shared final LayerNorm, applied to every layer's output
 
-    def forward(self, tgt: Tensor, memory: Tensor, memory_key_padding_mask: Optional[Tensor],
-                pos: Optional[Tensor], query_pos: Optional[Tensor]) -> Tensor:
+    def forward(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        memory_key_padding_mask: Optional[Tensor],
+        pos: Optional[Tensor],
+        query_pos: Optional[Tensor],
+    ) -> Tensor:
         """Returns (L, N, B, d): the normalized output of each of the L layers."""
         outputs = []
         for layer in self.layers:
@@ -137,17 +171,27 @@ class Transformer(nn.Module):
             feeds them only as the decoder's initial input.
     """
 
-    def __init__(self, d_model: int = 256, nhead: int = 8, num_encoder_layers: int = 6,
-                 num_decoder_layers: int = 6, dim_feedforward: int = 2048, dropout: float = 0.1,
-                 normalize_before: bool = False, use_ffn: bool = True, pos_at: str = "every",
-                 query_pos_at: str = "every"):
+    def __init__(
+        self,
+        d_model: int = 256,
+        nhead: int = 8,
+        num_encoder_layers: int = 6,
+        num_decoder_layers: int = 6,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        normalize_before: bool = False,
+        use_ffn: bool = True,
+        pos_at: str = "every",
+        query_pos_at: str = "every",
+    ):
         super().__init__()
         for key, value in (("POSITION_EMBEDDING_AT", pos_at), ("QUERY_POS_AT", query_pos_at)):
             if value not in ("every", "input"):
                 raise ValueError(f"MODEL.DETR.{key} must be 'every' or 'input', got {value!r}")
         args = (d_model, nhead, dim_feedforward, dropout, normalize_before, use_ffn)
         self.encoder = TransformerEncoder(
-            TransformerEncoderLayer(*args), num_encoder_layers,
+            TransformerEncoderLayer(*args),
+            num_encoder_layers,
             nn.LayerNorm(d_model) if normalize_before else None,
         )
         self.decoder = TransformerDecoder(
