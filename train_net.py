@@ -41,6 +41,7 @@ from detr_d2.engine import (
     check_num_classes,
     explain_non_finite,
     load_weights_for_eval,
+    shut_down_process_group,
 )
 from detr_d2.evaluation.build import build_evaluator
 from detr_d2.solver import build_optimizer
@@ -147,6 +148,13 @@ def setup(args):
 
 
 def main(args):
+    """Train, or evaluate with --eval-only; the function `launch` runs on every process."""
+    results = _train_or_evaluate(args)
+    shut_down_process_group()  # every rank finished: end the process group before the exit
+    return results
+
+
+def _train_or_evaluate(args):
     cfg = setup(args)
     # datasets whose metadata already lists their classes; the loaders check the others
     check_num_classes(

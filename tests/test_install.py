@@ -90,9 +90,12 @@ def test_faster_rcnn_builds_and_takes_a_training_step():
 def _gather_rank(out_dir):
     import detectron2.utils.comm as comm
 
+    from detr_d2.engine import shut_down_process_group
+
     ranks = comm.all_gather(comm.get_rank())
     with open(os.path.join(out_dir, f"rank{comm.get_rank()}.txt"), "w") as f:
         f.write(",".join(map(str, ranks)) + f";{comm.get_world_size()}")
+    shut_down_process_group()  # else a GLOO worker can abort at exit
 
 
 def test_launch_two_cpu_processes(tmp_path):

@@ -10,6 +10,7 @@ from .checks import (
     check_weights_path,
     load_weights_for_eval,
 )
+from .distributed import shut_down_process_group
 from .hooks import NonFiniteLossError, NonFiniteLossGuard, NoSaveAfterFailure, explain_non_finite
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "explain_non_finite",
     "is_complete_checkpoint",
     "load_weights_for_eval",
+    "shut_down_process_group",
 ]
