@@ -5,7 +5,7 @@ import os
 
 import pytest
 from detectron2.config import get_cfg
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
 
 import detr_d2.data  # noqa: F401  registers the shapes datasets
@@ -30,7 +30,10 @@ def _cfg(path):
 def test_every_panoptic_config_loads():
     paths = sorted(glob.glob(os.path.join(CONFIGS, "panoptic", "*.yaml")))
     assert len(paths) == 6
-    for path in paths + [os.path.join(CONFIGS, "quickstart", "detr_shapes_panoptic.yaml")]:
+    quickstart = [
+        os.path.join(CONFIGS, "quickstart", f"detr_shapes_panoptic{s}.yaml") for s in ("_box", "")
+    ]
+    for path in paths + quickstart:
         cfg = _cfg(path)
         for name in cfg.DATASETS.TRAIN + cfg.DATASETS.TEST:
             assert name in DatasetCatalog.list(), (path, name)
@@ -40,20 +43,35 @@ def test_every_panoptic_config_loads():
 def test_mask_stage_freezes_the_output_of_its_box_stage(name):
     box = _cfg(os.path.join(CONFIGS, "panoptic", name + "_box.yaml"))
     mask = _cfg(os.path.join(CONFIGS, "panoptic", name + ".yaml"))
-    assert box.MODEL.META_ARCHITECTURE == "Detr" and not box.MODEL.MASK_ON
-    assert mask.MODEL.META_ARCHITECTURE == "DetrPanoptic" and mask.MODEL.MASK_ON
-    assert mask.MODEL.DETR.FROZEN_WEIGHTS == os.path.join(box.OUTPUT_DIR, "model_final.pth")
-    assert box.MODEL.DETR.NUM_CLASSES == mask.MODEL.DETR.NUM_CLASSES == 133
+    _assert_stages_fit(box, mask)
+    assert box.MODEL.DETR.NUM_CLASSES == 133
     assert box.DATASETS.TRAIN == ("coco_2017_train_panoptic",)
     assert box.DATASETS.TEST == mask.DATASETS.TEST == ("coco_2017_val_panoptic",)
     # 300 box epochs (lr drop at 200), then 25 mask epochs (lr drop at 15), 1848 iterations each
     assert (box.SOLVER.MAX_ITER, box.SOLVER.STEPS) == (300 * 1848, (200 * 1848,))
     assert (mask.SOLVER.MAX_ITER, mask.SOLVER.STEPS) == (25 * 1848, (15 * 1848,))
-    # the two stages build the same box model
+
+
+def _assert_stages_fit(box, mask):
+    """The mask stage freezes the box stage's final checkpoint; both build the same box model."""
+    assert box.MODEL.META_ARCHITECTURE == "Detr" and not box.MODEL.MASK_ON
+    assert mask.MODEL.META_ARCHITECTURE == "DetrPanoptic" and mask.MODEL.MASK_ON
+    assert mask.MODEL.DETR.FROZEN_WEIGHTS == os.path.join(box.OUTPUT_DIR, "model_final.pth")
+    assert box.DATASETS.TEST == mask.DATASETS.TEST
     for key in ("RESNETS", "DETR"):
         a, b = dict(box.MODEL[key]), dict(mask.MODEL[key])
         a.pop("FROZEN_WEIGHTS", None), b.pop("FROZEN_WEIGHTS", None)
         assert a == b, key
+
+
+def test_quickstart_mask_stage_freezes_its_box_stage():
+    box = _cfg(os.path.join(CONFIGS, "quickstart", "detr_shapes_panoptic_box.yaml"))
+    mask = _cfg(os.path.join(CONFIGS, "quickstart", "detr_shapes_panoptic.yaml"))
+    _assert_stages_fit(box, mask)
+    assert box.DATASETS.TRAIN == mask.DATASETS.TRAIN == ("shapes_panoptic_train",)
+    meta = MetadataCatalog.get("shapes_panoptic_train")
+    things, stuff = meta.thing_dataset_id_to_contiguous_id, meta.stuff_dataset_id_to_contiguous_id
+    assert box.MODEL.DETR.NUM_CLASSES == len(things) + len(stuff) == 9
 
 
 def test_r50_stages_share_the_box_model_and_have_the_official_layout():

@@ -201,3 +201,66 @@ def test_box_stage_gets_box_ap_only(sample, tmp_path):
     add_panoptic_config(cfg)
     evaluator = build_panoptic_evaluators(cfg, name, str(tmp_path))
     assert evaluator._evaluator._tasks == ("bbox",)
+
+
+def _perturbed_panoptic_seg(d):
+    """A flawed prediction of image ``d`` through combine_panoptic: the first non-crowd thing
+    shifted 6 px right (lower IoU), the second relabelled to another thing class (a false
+    positive and a false negative), the last segment missed, the rest exact."""
+    ids = np.asarray(Image.open(d["pan_seg_file_name"]), dtype=np.int64)
+    ids = torch.from_numpy(ids[..., 0] + 256 * ids[..., 1] + 256**2 * ids[..., 2])
+    segments = d["segments_info"][:-1]
+    logits = torch.stack([torch.where(ids == s["id"], 10.0, -10.0) for s in segments])
+    classes = torch.tensor([s["category_id"] for s in segments])
+    things = [k for k, s in enumerate(segments) if s["isthing"] and not s["iscrowd"]]
+    logits[things[0]] = torch.roll(logits[things[0]], 6, dims=1) + 1  # wins over its neighbours
+    classes[things[1]] = (classes[things[1]] + 1) % 80
+    is_thing = [c in META["thing_dataset_id_to_contiguous_id"].values() for c in range(133)]
+    return combine_panoptic(torch.full((len(segments),), 0.95), classes, logits, is_thing, 4)
+
+
+def _write_prediction_files(dicts, predictions, folder):
+    """COCO panoptic prediction files written here, independently of Detectron2's evaluator:
+    one RGB-encoded PNG per image and a json with dataset category ids."""
+    to_dataset_id = {
+        c: i
+        for m in ("thing_dataset_id_to_contiguous_id", "stuff_dataset_id_to_contiguous_id")
+        for i, c in META[m].items()
+    }
+    folder.mkdir()
+    annotations = []
+    for d, (seg, infos) in zip(dicts, predictions):
+        seg = seg.numpy().astype(np.uint32)
+        rgb = np.stack([seg % 256, seg // 256 % 256, seg // 256**2], axis=-1).astype(np.uint8)
+        file_name = os.path.basename(d["pan_seg_file_name"])
+        Image.fromarray(rgb).save(folder / file_name)
+        segments = [{"id": s["id"], "category_id": to_dataset_id[s["category_id"]]} for s in infos]
+        annotations.append(
+            {"image_id": d["image_id"], "file_name": file_name, "segments_info": segments}
+        )
+    pred_json = folder.parent / (folder.name + ".json")
+    pred_json.write_text(json.dumps({"annotations": annotations}))
+    return str(pred_json)
+
+
+def test_perturbed_prediction_scores_the_pq_of_an_independent_implementation(sample, tmp_path):
+    from hotcoco.panoptic import pq_compute  # a Rust implementation, not panopticapi
+
+    dicts, _, name = sample
+    predictions = [_perturbed_panoptic_seg(d) for d in dicts]
+    pred_json = _write_prediction_files(dicts, predictions, tmp_path / "independent")
+    evaluator = COCOPanopticEvaluator(name, str(tmp_path / "detectron2"))
+    evaluator.reset()
+    for d, p in zip(dicts, predictions):
+        evaluator.process([d], [{"panoptic_seg": p}])
+    ours = evaluator.evaluate()["panoptic_seg"]
+
+    reference = pq_compute(PANOPTIC_JSON, pred_json, PANOPTIC_ROOT, str(tmp_path / "independent"))
+    assert 20 < ours["PQ"] < 95  # really perturbed, still mostly right
+    for group, suffix in (("All", ""), ("Things", "_th"), ("Stuff", "_st")):
+        for metric in ("pq", "sq", "rq"):
+            expected = 100 * reference[group][metric]
+            assert ours[metric.upper() + suffix] == pytest.approx(expected, abs=1e-6), (
+                group,
+                metric,
+            )

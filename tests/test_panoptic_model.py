@@ -89,6 +89,26 @@ def test_mask_head_output_shape_and_names():
     assert head.lay5.out_channels == 2 and head.adapter3.out_channels == 4
 
 
+def test_each_query_mask_follows_its_own_attention_map_and_image():
+    torch.manual_seed(0)
+    head = MaskHead(32 + 4, [256, 128, 64], 32, num_groups=2).eval()
+    features = torch.randn(2, 32, 4, 6)
+    fpn = [torch.randn(2, 256, 4, 6), torch.randn(2, 128, 8, 12), torch.randn(2, 64, 16, 24)]
+    # jointly normalized maps (sum 1 over heads x positions) peaked at one position per query
+    attention = torch.zeros(2, 3, 4, 4, 6)
+    attention[:, 0, :, 0, 0] = attention[:, 2, :, 0, 0] = 0.25  # queries 0 and 2: top left
+    attention[:, 1, :, 3, 5] = 0.25  # query 1: bottom right
+    with torch.no_grad():
+        out = head(features, attention, fpn)
+        swapped = head(features, attention[:, [1, 0, 2]], fpn)
+        alone = head(features[1:], attention[1:], [f[1:] for f in fpn])
+    assert torch.equal(out[:, 0], out[:, 2])  # same image and map: same mask
+    assert (out[:, 0] - out[:, 1]).abs().amax() > 1e-3  # another map: another mask
+    assert torch.allclose(swapped[:, 0], out[:, 1], atol=1e-6)
+    # every query of image 1 reads image 1's features, not those of another image in the batch
+    assert torch.allclose(alone[0], out[1], atol=1e-5)
+
+
 def test_model_predicts_one_mask_per_query_at_stride_4(tiny_panoptic_cfg):
     model = build_model(tiny_panoptic_cfg).eval()
     with torch.no_grad():
