@@ -1,4 +1,4 @@
-"""DETR can memorize a handful of real COCO images: train AP on them gets high (issue: detection)."""
+"""DETR can memorize a handful of real COCO images: train AP on them gets high (detection issue)."""
 
 import json
 import os

@@ -6,55 +6,78 @@
    per-image time, the ratio, and the largest output difference.
 2. Matching: per-image (N, M_i) cost blocks (HungarianMatcher) vs one (B*N, sum M) matrix split
    afterwards, at batch 64.
-3. Training: CPU seconds per iteration at batch 2 (optional, --train).
+3. Image decoding in the data loader (a generated 640x480 JPEG, 1 thread): Detectron2's PIL
+   ``read_image`` vs ``detr_d2.data.read_image`` (torchvision.io), and whether the pixels are equal.
+4. Training (with --train): seconds per iteration (forward, backward, AdamW step) of the model at
+   batch 2 of --train-size, with FAST_INFERENCE irrelevant (training never uses it).
 COCO evaluation has its own benchmark: tools/benchmark_coco_eval.py.
 
-    python tools/benchmark_speed.py --config-file configs/detr_r50.yaml --threads 2
+    python tools/benchmark_speed.py --config-file configs/detr_r50.yaml --threads 2 --train
 """
 
 import argparse
 import logging
+import os
+import tempfile
 import time
 
 import numpy as np
 import torch
+from detectron2.data import detection_utils as utils
+from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
+from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
-from detr_d2.analysis.inputs import build_analysis_model, setup_cfg
-from detr_d2.analysis.timing import summarize
+from detr_d2.analysis.inputs import build_analysis_model, setup_cfg, synthetic_inputs
+from detr_d2.analysis.timing import summarize, time_iterations
+from detr_d2.data import read_image
 from detr_d2.modeling import HungarianMatcher
+from detr_d2.solver import build_optimizer
 
 logger = logging.getLogger("detr_d2.benchmark_speed")
 
 
-def _times(fn, iters, warmup):
-    for _ in range(warmup):
-        fn()
-    out = []
-    for i in range(iters):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-        logger.info(f"  {i + 1}/{iters}: {out[-1]:.3f} s")
-    return out
+def _alternating_times(fns, iters, warmup):
+    """Seconds of each function in ``fns`` (a dict), run in turn within every round, so that a
+    change of machine load during the benchmark weighs on all of them alike."""
+    times = {name: [] for name in fns}
+    for r in range(warmup + iters):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            if r >= warmup:
+                times[name].append(time.perf_counter() - t)
+        if r >= warmup:
+            logger.info(
+                f"  {r - warmup + 1}/{iters}: "
+                + ", ".join(f"{name} {ts[-1]:.4f} s" for name, ts in times.items())
+            )
+    return times
 
 
-def _row(name, seconds):
+def _row(name, seconds, unit="s"):
     s = summarize(seconds)
-    return f"| {name} | {s['median_s']:.3f} | {s['min_s']:.3f}-{s['max_s']:.3f} |"
+    k = 1000.0 if unit == "ms" else 1.0
+    return (
+        f"| {name} | {s['median_s'] * k:.3f} {unit} | {s['min_s'] * k:.3f}-{s['max_s'] * k:.3f} |"
+    )
 
 
 def bench_inference(cfg, height, width, iters, warmup):
     model = build_analysis_model(cfg).eval()
     image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8)
     images = model.preprocess_image([{"image": image}])
-    results, outputs = {}, {}
-    for fast in (False, True):
+    outputs = {}
+
+    def run(fast):
         model.fast_inference = fast
         with torch.no_grad():
             outputs[fast] = model.forward_raw(images)
-            results[fast] = _times(lambda: model.forward_raw(images), iters, warmup)
+
+    results = _alternating_times(
+        {False: lambda: run(False), True: lambda: run(True)}, iters, warmup
+    )
     diff = max(
         (outputs[True][k] - outputs[False][k]).abs().max().item()
         for k in ("pred_logits", "pred_boxes")
@@ -89,9 +112,60 @@ def bench_matcher(batch, iters):
         for m in torch.randint(1, 20, (batch,), generator=gen).tolist()
     ]
     matcher = HungarianMatcher()
-    per_image = _times(lambda: matcher(outputs, targets), iters, 1)
-    batched = _times(lambda: _batched_matching(matcher, outputs, targets), iters, 1)
-    return per_image, batched
+    times = _alternating_times(
+        {
+            "per_image": lambda: matcher(outputs, targets),
+            "batched": lambda: _batched_matching(matcher, outputs, targets),
+        },
+        iters,
+        1,
+    )
+    return times["per_image"], times["batched"]
+
+
+def bench_decode(iters, reads_per_run=20):
+    """Seconds per image read (each run: the mean of ``reads_per_run`` reads) for both readers."""
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 255, 640)[None, :, None] * np.ones((480, 1, 3))
+    pixels = (ramp + rng.normal(0, 20, ramp.shape)).clip(0, 255).astype(np.uint8)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "image.jpg")
+        Image.fromarray(pixels).save(path, quality=90)
+        readers = {
+            "pil": lambda: utils.read_image(path, format="BGR"),
+            "torchvision": lambda: read_image(path, "BGR"),
+        }
+        equal = np.array_equal(readers["pil"](), readers["torchvision"]())
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # a data-loader worker
+        try:
+            runs = {
+                n: (lambda f=f: [f() for _ in range(reads_per_run)]) for n, f in readers.items()
+            }
+            times = {
+                name: [t / reads_per_run for t in ts]
+                for name, ts in _alternating_times(runs, iters, 1).items()
+            }
+        finally:
+            torch.set_num_threads(threads)
+    return times, equal
+
+
+def bench_train(cfg, height, width, iters, warmup):
+    """Seconds per training iteration at batch 2 of (height, width) images with random boxes."""
+    model = build_model(cfg).train()
+    optimizer = build_optimizer(cfg, model)
+    batch = synthetic_inputs(
+        height, width, 2, num_classes=cfg.MODEL.DETR.NUM_CLASSES, with_instances=True
+    )
+
+    def step(inputs):
+        losses = sum(model(inputs).values())
+        optimizer.zero_grad()
+        losses.backward()
+        optimizer.step()
+
+    return time_iterations(step, [batch], iters, warmup, model.device, 1, "train")
 
 
 def main():
@@ -102,6 +176,8 @@ def main():
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--matcher-batch", type=int, default=64)
+    parser.add_argument("--train", action="store_true", help="also time training at batch 2")
+    parser.add_argument("--train-size", type=int, nargs=2, default=[800, 1066], metavar=("H", "W"))
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE")
     args = parser.parse_args()
     setup_logger(name="detr_d2")
@@ -110,19 +186,32 @@ def main():
 
     inference, diff = bench_inference(cfg, *args.size, args.iters, args.warmup)
     per_image, batched = bench_matcher(args.matcher_batch, args.iters)
+    decode, same_pixels = bench_decode(args.iters)
+    train = bench_train(cfg, *args.train_size, args.iters, args.warmup) if args.train else None
     ratio_inf = np.median(inference[True]) / np.median(inference[False])
     ratio_match = np.median(per_image) / np.median(batched)
+    ratio_decode = np.median(decode["torchvision"]) / np.median(decode["pil"])
     print(
         f"\n{args.config_file} at {args.size[0]}x{args.size[1]}, batch 1, "
-        f"{args.threads} threads, {args.iters} timed runs (median, min-max seconds)\n"
+        f"{args.threads} threads, {args.iters} timed runs, compared pairs run in turn\n"
     )
-    print("| what | median (s) | spread (s) |\n|---|---|---|")
+    print("| what | median | spread (min-max) |\n|---|---|---|")
     print(_row("inference, FAST_INFERENCE off", inference[False]))
     print(_row("inference, FAST_INFERENCE on", inference[True]))
     print(_row(f"matching, one batch matrix (B={args.matcher_batch})", batched))
     print(_row(f"matching, per-image blocks (B={args.matcher_batch})", per_image))
+    print(_row("image read 640x480 JPEG, PIL (Detectron2), 1 thread", decode["pil"], "ms"))
+    print(
+        _row(
+            "image read 640x480 JPEG, torchvision.io (ours), 1 thread", decode["torchvision"], "ms"
+        )
+    )
+    if train is not None:
+        h, w = args.train_size
+        print(_row(f"training iteration, batch 2 at {h}x{w}", train))
     print(f"\ninference ratio (on / off): {ratio_inf:.2f}  (largest output difference {diff:.1e})")
     print(f"matching ratio (per-image / batch matrix): {ratio_match:.2f}")
+    print(f"image read ratio (ours / PIL): {ratio_decode:.2f}  (identical pixels: {same_pixels})")
 
 
 if __name__ == "__main__":

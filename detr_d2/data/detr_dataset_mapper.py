@@ -9,29 +9,12 @@ from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
-from PIL import Image
+
+from .image_io import read_image
 
 __all__ = ["DetrDatasetMapper", "ResizeShortestEdge", "read_image"]
 
 logger = logging.getLogger(__name__)
-
-
-def read_image(file_name: str, image_format: str) -> np.ndarray:
-    """Detectron2's ``read_image``, except that a 16-bit grayscale image (PIL mode "I;16" or "I")
-    is scaled to 8 bits; PIL's own conversion clips it at 255 (a mostly white image).
-
-    Returns:
-        uint8 array (H, W, C) in ``image_format``.
-    """
-    with Image.open(file_name) as im:  # reads the header only
-        sixteen_bit = im.mode.startswith("I")
-    if not sixteen_bit:
-        return utils.read_image(file_name, format=image_format)
-    raw = utils.read_image(file_name)  # (H, W) integers in [0, 65535], EXIF orientation applied
-    gray = (np.clip(raw, 0, 65535) >> 8).astype(np.uint8)
-    if image_format == "L":
-        return gray[:, :, None]
-    return np.repeat(gray[:, :, None], 3, axis=2)  # gray in RGB or BGR
 
 
 class ResizeShortestEdge(T.ResizeShortestEdge):

