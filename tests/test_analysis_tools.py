@@ -234,6 +234,34 @@ def test_benchmark_tool_reports_throughput(tiny_detr_yaml, tmp_path):
     assert recorded["benchmark"]["inference"]["median_per_s"] > 0
 
 
+def test_benchmark_speed_prints_every_figure_of_the_speed_issue(
+    tiny_detr_yaml, monkeypatch, capsys
+):
+    tool = _tool("benchmark_speed")
+    argv = ["--config-file", tiny_detr_yaml, "--size", "64", "96", "--iters", "2"]
+    argv += ["--matcher-batch", "4", "--coco-eval-images", "30", "--coco-eval-dets", "5"]
+    argv += ["--train", "--train-size", "64", "64"]
+    monkeypatch.setattr("sys.argv", ["benchmark_speed.py", *argv])
+    tool.main()
+    out = capsys.readouterr().out
+    for row in (
+        "FAST_INFERENCE off",
+        "FAST_INFERENCE on",
+        "one batch matrix",
+        "per-image blocks",
+        "PIL (Detectron2)",
+        "torchvision.io (ours)",
+        "30 images x 5: pycocotools",
+        "hotcoco (default backend)",
+        "training iteration, batch 2 at 64x64",
+    ):
+        assert row in out, row
+    diff = float(out.split("largest output difference ")[1].split(")")[0])
+    assert diff < 1e-4  # the fast path gives the same outputs
+    assert "(identical pixels: True)" in out
+    assert "largest difference of the 12 stats 0.0e+00" in out
+
+
 def test_summarize_statistics():
     s = summarize([0.1, 0.2, 0.4, 0.5], items_per_iter=2)
     assert s["median_s"] == pytest.approx(0.3)

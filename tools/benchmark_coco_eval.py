@@ -10,36 +10,20 @@ that every backend's 12 stats equal pycocotools'.
 """
 
 import argparse
-import contextlib
-import io
 import json
 import logging
 import os
 import statistics
 import tempfile
-import time
 
 import numpy as np
 from tabulate import tabulate
 
-from detr_d2.evaluation import COCO_EVAL_BACKENDS, evaluate_predictions_on_coco, load_coco_gt
+from detr_d2.analysis.coco_eval_timing import time_coco_eval
+from detr_d2.evaluation import COCO_EVAL_BACKENDS
 from detr_d2.evaluation.synthetic_coco import make_synthetic_coco
 
 logger = logging.getLogger("benchmark_coco_eval")
-
-
-def _time_backend(backend, gt_json, results, repeats):
-    """(seconds to load the ground truth, median seconds per evaluation, stats)."""
-    start = time.perf_counter()
-    coco_gt = load_coco_gt(gt_json, backend)
-    load_s = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco_eval = evaluate_predictions_on_coco(coco_gt, results, "bbox", backend=backend)
-        times.append(time.perf_counter() - start)
-    return load_s, statistics.median(times), np.asarray(coco_eval.stats, dtype=np.float64)
 
 
 def main(args):
@@ -54,7 +38,8 @@ def main(args):
         for backend in ["pycocotools"] + [b for b in COCO_EVAL_BACKENDS if b != "pycocotools"]:
             repeats = args.pycocotools_repeats if backend == "pycocotools" else args.repeats
             logger.info(f"Timing {backend} ({repeats} runs) ...")
-            measured[backend] = _time_backend(backend, gt_json, results, repeats)
+            load_s, times, stats = time_coco_eval(backend, gt_json, results, repeats)
+            measured[backend] = load_s, statistics.median(times), stats
 
     _, ref_s, ref_stats = measured["pycocotools"]
     rows = [

@@ -8,14 +8,18 @@
    afterwards, at batch 64.
 3. Image decoding in the data loader (a generated 640x480 JPEG, 1 thread): Detectron2's PIL
    ``read_image`` vs ``detr_d2.data.read_image`` (torchvision.io), and whether the pixels are equal.
-4. Training (with --train): seconds per iteration (forward, backward, AdamW step) of the model at
+4. COCO bbox evaluation of a generated set (default 5,000 images x 100 detections): pycocotools
+   (one run, ~100 s here) vs TEST.COCO_EVAL_BACKEND's default, hotcoco, and the largest
+   difference of their 12 stats; --coco-eval-images 0 skips it. tools/benchmark_coco_eval.py
+   times every backend.
+5. Training (with --train): seconds per iteration (forward, backward, AdamW step) of the model at
    batch 2 of --train-size, with FAST_INFERENCE irrelevant (training never uses it).
-COCO evaluation has its own benchmark: tools/benchmark_coco_eval.py.
 
     python tools/benchmark_speed.py --config-file configs/detr_r50.yaml --threads 2 --train
 """
 
 import argparse
+import json
 import logging
 import os
 import tempfile
@@ -29,9 +33,11 @@ from detectron2.utils.logger import setup_logger
 from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
+from detr_d2.analysis.coco_eval_timing import time_coco_eval
 from detr_d2.analysis.inputs import build_analysis_model, setup_cfg, synthetic_inputs
 from detr_d2.analysis.timing import summarize, time_iterations
 from detr_d2.data import read_image
+from detr_d2.evaluation.synthetic_coco import make_synthetic_coco
 from detr_d2.modeling import HungarianMatcher
 from detr_d2.solver import build_optimizer
 
@@ -151,6 +157,19 @@ def bench_decode(iters, reads_per_run=20):
     return times, equal
 
 
+def bench_coco_eval(num_images, dets_per_image, repeats):
+    """Per-evaluation seconds of pycocotools (1 run) and hotcoco (``repeats`` runs), and the
+    largest difference of their 12 stats."""
+    dataset, results = make_synthetic_coco(num_images, dets_per_image, seed=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        gt_json = os.path.join(tmp, "gt.json")
+        with open(gt_json, "w") as f:
+            json.dump(dataset, f)
+        _, reference, reference_stats = time_coco_eval("pycocotools", gt_json, results, 1)
+        _, fast, stats = time_coco_eval("hotcoco", gt_json, results, repeats)
+    return reference, fast, float(np.abs(stats - reference_stats).max())
+
+
 def bench_train(cfg, height, width, iters, warmup):
     """Seconds per training iteration at batch 2 of (height, width) images with random boxes."""
     model = build_model(cfg).train()
@@ -177,6 +196,8 @@ def main():
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--matcher-batch", type=int, default=64)
     parser.add_argument("--train", action="store_true", help="also time training at batch 2")
+    parser.add_argument("--coco-eval-images", type=int, default=5000, help="0: skip")
+    parser.add_argument("--coco-eval-dets", type=int, default=100, help="detections per image")
     parser.add_argument("--train-size", type=int, nargs=2, default=[800, 1066], metavar=("H", "W"))
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE")
     args = parser.parse_args()
@@ -187,6 +208,11 @@ def main():
     inference, diff = bench_inference(cfg, *args.size, args.iters, args.warmup)
     per_image, batched = bench_matcher(args.matcher_batch, args.iters)
     decode, same_pixels = bench_decode(args.iters)
+    coco = (
+        bench_coco_eval(args.coco_eval_images, args.coco_eval_dets, 3)
+        if args.coco_eval_images > 0
+        else None
+    )
     train = bench_train(cfg, *args.train_size, args.iters, args.warmup) if args.train else None
     ratio_inf = np.median(inference[True]) / np.median(inference[False])
     ratio_match = np.median(per_image) / np.median(batched)
@@ -206,12 +232,22 @@ def main():
             "image read 640x480 JPEG, torchvision.io (ours), 1 thread", decode["torchvision"], "ms"
         )
     )
+    if coco is not None:
+        n = f"{args.coco_eval_images} images x {args.coco_eval_dets}"
+        print(_row(f"COCO bbox evaluation, {n}: pycocotools", coco[0]))
+        print(_row(f"COCO bbox evaluation, {n}: hotcoco (default backend)", coco[1]))
     if train is not None:
         h, w = args.train_size
         print(_row(f"training iteration, batch 2 at {h}x{w}", train))
     print(f"\ninference ratio (on / off): {ratio_inf:.2f}  (largest output difference {diff:.1e})")
     print(f"matching ratio (per-image / batch matrix): {ratio_match:.2f}")
     print(f"image read ratio (ours / PIL): {ratio_decode:.2f}  (identical pixels: {same_pixels})")
+    if coco is not None:
+        ratio_coco = np.median(coco[1]) / np.median(coco[0])
+        print(
+            f"COCO evaluation ratio (hotcoco / pycocotools): {ratio_coco:.3f}  "
+            f"(largest difference of the 12 stats {coco[2]:.1e})"
+        )
 
 
 if __name__ == "__main__":
