@@ -2,13 +2,15 @@ import os
 
 import pytest
 import torch
+from tiny import TINY_MODEL_OPTS  # tests/tiny.py
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture
 def tiny_detr_cfg():
-    """A DETR config small enough for CPU unit tests: R18 at stride 16, d=32, 1+1 layers."""
+    """A DETR config small enough for CPU unit tests (tests/tiny.py): R18 at stride 16, d=32,
+    1 encoder + 2 decoder layers, 5 classes, 7 queries."""
     from detectron2.config import get_cfg
 
     from detr_d2 import add_detr_config
@@ -16,17 +18,7 @@ def tiny_detr_cfg():
     cfg = get_cfg()
     add_detr_config(cfg)
     cfg.merge_from_file(os.path.join(os.path.dirname(__file__), "..", "configs", "Base-DETR.yaml"))
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.WEIGHTS = ""
-    cfg.MODEL.RESNETS.DEPTH = 18
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
-    cfg.MODEL.RESNETS.OUT_FEATURES = ["res4"]
+    cfg.merge_from_list(TINY_MODEL_OPTS)
     cfg.MODEL.DETR.NUM_CLASSES = 5
     cfg.MODEL.DETR.NUM_OBJECT_QUERIES = 7
-    cfg.MODEL.DETR.HIDDEN_DIM = 32
-    cfg.MODEL.DETR.NHEADS = 4
-    cfg.MODEL.DETR.DIM_FEEDFORWARD = 64
-    cfg.MODEL.DETR.ENC_LAYERS = 1
-    cfg.MODEL.DETR.DEC_LAYERS = 2
-    cfg.MODEL.DETR.DROPOUT = 0.0
     return cfg

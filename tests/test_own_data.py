@@ -35,6 +35,7 @@ from detr_d2.data.register import (
     register_coco_from_args,
     resolve_num_classes,
 )
+from tiny import TINY_MODEL_OPTS  # tests/tiny.py
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 TINY_COCO = os.path.join(os.path.dirname(__file__), "data", "tiny_coco")
@@ -463,44 +464,11 @@ def test_readme_command_fine_tunes_through_train_net(tiny_detr_cfg, tmp_path):
     torch.save({"model": build_model(cfg80).state_dict(), "matching_heuristics": False}, weights)
     subset = subset_json(tmp_path)
     val = subset_json(tmp_path, max_images=2, name="val.json")  # inference is the slow part
-    tiny = [
-        "MODEL.DEVICE",
-        "cpu",
-        "MODEL.RESNETS.DEPTH",
-        "18",
-        "MODEL.RESNETS.RES2_OUT_CHANNELS",
-        "64",
-        "MODEL.RESNETS.OUT_FEATURES",
-        "['res4']",
-        "MODEL.DETR.NUM_OBJECT_QUERIES",
-        "7",
-        "MODEL.DETR.HIDDEN_DIM",
-        "32",
-        "MODEL.DETR.NHEADS",
-        "4",
-        "MODEL.DETR.DIM_FEEDFORWARD",
-        "64",
-        "MODEL.DETR.ENC_LAYERS",
-        "1",
-        "MODEL.DETR.DEC_LAYERS",
-        "2",
-        "MODEL.DETR.DROPOUT",
-        "0.0",
-        "INPUT.CROP.ENABLED",
-        "False",
-        "SOLVER.IMS_PER_BATCH",
-        "2",
-        "SOLVER.EPOCHS",
-        "0",
-        "SOLVER.MAX_ITER",
-        "2",
-        "SOLVER.STEPS",
-        "()",
-        "DATALOADER.NUM_WORKERS",
-        "0",
-        "OUTPUT_DIR",
-        str(tmp_path / "out"),
-    ]
+    tiny = TINY_MODEL_OPTS + [
+        "MODEL.DETR.NUM_OBJECT_QUERIES", "7", "INPUT.CROP.ENABLED", "False",
+        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.EPOCHS", "0", "SOLVER.MAX_ITER", "2",
+        "SOLVER.STEPS", "()", "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "out"),
+    ]  # fmt: skip
     for key, value in SMALL_INPUT.items():
         tiny += [key, str(value)]
     command = [
@@ -520,9 +488,8 @@ def test_readme_command_fine_tunes_through_train_net(tiny_detr_cfg, tmp_path):
         "('my_train',)",
         "DATASETS.TEST",
         "('my_val',)",
-        "MODEL.WEIGHTS",
-        weights,
-    ] + tiny
+    ]
+    command += tiny + ["MODEL.WEIGHTS", weights]  # after the tiny options, which set it to ""
     env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "datasets"))
     run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
