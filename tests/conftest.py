@@ -22,3 +22,13 @@ def tiny_detr_cfg():
     cfg.MODEL.DETR.NUM_CLASSES = 5
     cfg.MODEL.DETR.NUM_OBJECT_QUERIES = 7
     return cfg
+
+
+@pytest.fixture(scope="module")
+def datasets_root(tmp_path_factory):
+    """The generated shapes datasets go to a temporary root (unless DETECTRON2_DATASETS is set)."""
+    old = os.environ.get("DETECTRON2_DATASETS")
+    root = os.environ.setdefault("DETECTRON2_DATASETS", str(tmp_path_factory.mktemp("datasets")))
+    yield root
+    if old is None:
+        os.environ.pop("DETECTRON2_DATASETS", None)

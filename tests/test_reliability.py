@@ -27,14 +27,7 @@ TINY = TINY_TRAIN_OPTS + [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module", autouse=True)
-def datasets_root(tmp_path_factory):
-    """The generated shapes datasets go to a temporary root (unless one is already set)."""
-    old = os.environ.get("DETECTRON2_DATASETS")
-    root = os.environ.setdefault("DETECTRON2_DATASETS", str(tmp_path_factory.mktemp("datasets")))
-    yield root
-    if old is None:
-        os.environ.pop("DETECTRON2_DATASETS", None)
+pytestmark = pytest.mark.usefixtures("datasets_root")  # conftest.py
 
 
 @pytest.fixture(scope="module", autouse=True)

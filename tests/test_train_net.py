@@ -18,13 +18,7 @@ TINY = TINY_TRAIN_OPTS + [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module", autouse=True)
-def datasets_root(tmp_path_factory):
-    old = os.environ.get("DETECTRON2_DATASETS")
-    root = os.environ.setdefault("DETECTRON2_DATASETS", str(tmp_path_factory.mktemp("datasets")))
-    yield root
-    if old is None:
-        os.environ.pop("DETECTRON2_DATASETS", None)
+pytestmark = pytest.mark.usefixtures("datasets_root")  # conftest.py
 
 
 def _args(out_dir, *extra, eval_only=False):
