@@ -18,7 +18,31 @@ def _with_pos(x: Tensor, pos: Optional[Tensor]) -> Tensor:
     return x if pos is None else x + pos
 
 
-class TransformerEncoderLayer(nn.Module):
+class _FeedForwardSublayer(nn.Module):
+    """The feed-forward sub-layer both layer types end with: ``linear1`` -> ReLU -> ``dropout`` ->
+    ``linear2``, with its residual, ``norm{index}`` and ``dropout{index}`` (the original names:
+    index 2 in the encoder, 3 in the decoder), post- or pre-norm."""
+
+    def _add_ffn(self, d_model: int, dim_feedforward: int, dropout: float, index: int):
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        setattr(self, f"norm{index}", nn.LayerNorm(d_model))
+        setattr(self, f"dropout{index}", nn.Dropout(dropout))
+        self._ffn_index = index
+
+    def _ffn_sublayer(self, x: Tensor) -> Tensor:
+        """x: (S, B, d), the output of the attention sub-layers. Returns (S, B, d)."""
+        norm = getattr(self, f"norm{self._ffn_index}")
+        residual_dropout = getattr(self, f"dropout{self._ffn_index}")
+        if self.normalize_before:
+            y = norm(x)
+            return x + residual_dropout(self.linear2(self.dropout(F.relu(self.linear1(y)))))
+        y = self.linear2(self.dropout(F.relu(self.linear1(x))))
+        return norm(x + residual_dropout(y))
+
+
+class TransformerEncoderLayer(_FeedForwardSublayer):
     def __init__(
         self,
         d_model: int,
@@ -34,15 +58,8 @@ class TransformerEncoderLayer(nn.Module):
         self.dropout1 = nn.Dropout(dropout)
         self.use_ffn = use_ffn
         if use_ffn:
-            self.linear1 = nn.Linear(d_model, dim_feedforward)
-            self.dropout = nn.Dropout(dropout)
-            self.linear2 = nn.Linear(dim_feedforward, d_model)
-            self.norm2 = nn.LayerNorm(d_model)
-            self.dropout2 = nn.Dropout(dropout)
+            self._add_ffn(d_model, dim_feedforward, dropout, index=2)
         self.normalize_before = normalize_before
-
-    def _ffn(self, x: Tensor) -> Tensor:
-        return self.linear2(self.dropout(F.relu(self.linear1(x))))
 
     def forward(
         self, src: Tensor, key_padding_mask: Optional[Tensor], pos: Optional[Tensor]
@@ -56,14 +73,10 @@ class TransformerEncoderLayer(nn.Module):
         )
         if not pre:
             src = self.norm1(src)
-        if not self.use_ffn:
-            return src
-        if pre:
-            return src + self.dropout2(self._ffn(self.norm2(src)))
-        return self.norm2(src + self.dropout2(self._ffn(src)))
+        return self._ffn_sublayer(src) if self.use_ffn else src
 
 
-class TransformerDecoderLayer(nn.Module):
+class TransformerDecoderLayer(_FeedForwardSublayer):
     def __init__(
         self,
         d_model: int,
@@ -82,15 +95,8 @@ class TransformerDecoderLayer(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
         self.use_ffn = use_ffn
         if use_ffn:
-            self.linear1 = nn.Linear(d_model, dim_feedforward)
-            self.dropout = nn.Dropout(dropout)
-            self.linear2 = nn.Linear(dim_feedforward, d_model)
-            self.norm3 = nn.LayerNorm(d_model)
-            self.dropout3 = nn.Dropout(dropout)
+            self._add_ffn(d_model, dim_feedforward, dropout, index=3)
         self.normalize_before = normalize_before
-
-    def _ffn(self, x: Tensor) -> Tensor:
-        return self.linear2(self.dropout(F.relu(self.linear1(x))))
 
     def forward(
         self,
@@ -118,11 +124,7 @@ class TransformerDecoderLayer(nn.Module):
         tgt = tgt + self.dropout2(attn)
         if not pre:
             tgt = self.norm2(tgt)
-        if not self.use_ffn:
-            return tgt
-        if pre:
-            return tgt + self.dropout3(self._ffn(self.norm3(tgt)))
-        return self.norm3(tgt + self.dropout3(self._ffn(tgt)))
+        return self._ffn_sublayer(tgt) if self.use_ffn else tgt
 
 
 class TransformerEncoder(nn.Module):
