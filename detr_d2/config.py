@@ -6,7 +6,7 @@ from detectron2.config import CfgNode as CN
 
 def add_detr_config(cfg):
     """Add the DETR keys (``MODEL.DETR.*``, ``SOLVER.OPTIMIZER``, ``SOLVER.BACKBONE_MULTIPLIER``,
-    ``INPUT.DETR_CROP_PRE_RESIZE``, ``TEST.COCO_EVAL_BACKEND``) to a Detectron2 config, in place."""
+    ``INPUT.DETR_CROP_PRE_RESIZE``, ``TEST.COCO_EVAL_BACKEND``, ...) to a Detectron2 config, in place."""
     if hasattr(cfg.MODEL, "DETR"):
         return cfg
     cfg.MODEL.DETR = CN()
@@ -69,12 +69,16 @@ def add_detr_config(cfg):
     cfg.SOLVER.LR_DROP_EPOCHS = ()  # with EPOCHS > 0: epochs after which lr is multiplied by GAMMA
     # DETR's random crop: resize the short side to one of these before cropping (pixels)
     cfg.INPUT.DETR_CROP_PRE_RESIZE = (400, 500, 600)
-    # COCOeval implementation, same AP: "hotcoco" (Rust, 0.9-1.6 s for 5k images x 100 detections),
-    # "faster_coco_eval" (C++), "pycocotools" (the reference, ~108 s); keypoints: pycocotools
     # Training data: skip (with a logged count) images with an unknown category or a missing or
     # unreadable file, instead of stopping with an error naming them
     cfg.DATALOADER.SKIP_BAD_IMAGES = False
+    # COCOeval implementation, same AP: "hotcoco" (Rust, 0.4-1.6 s for 5k images x 100
+    # detections), "faster_coco_eval" (C++), "pycocotools" (the reference, 46-108 s); keypoints:
+    # pycocotools
     cfg.TEST.COCO_EVAL_BACKEND = "hotcoco"
+    # PQ implementation of the panoptic evaluator: "hotcoco" (fast, the same PQ / SQ / RQ) or
+    # "panopticapi" (Detectron2's own)
+    cfg.TEST.PANOPTIC_EVAL_BACKEND = "hotcoco"
     return cfg
 
 

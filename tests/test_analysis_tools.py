@@ -240,6 +240,7 @@ def test_benchmark_speed_prints_every_figure_of_the_speed_issue(
     tool = _tool("benchmark_speed")
     argv = ["--config-file", tiny_detr_yaml, "--size", "64", "96", "--iters", "2"]
     argv += ["--matcher-batch", "4", "--coco-eval-images", "30", "--coco-eval-dets", "5"]
+    argv += ["--pq-images", "6"]
     argv += ["--train", "--train-size", "64", "64"]
     monkeypatch.setattr("sys.argv", ["benchmark_speed.py", *argv])
     tool.main()
@@ -253,6 +254,8 @@ def test_benchmark_speed_prints_every_figure_of_the_speed_issue(
         "torchvision.io (ours)",
         "30 images x 5: pycocotools",
         "hotcoco (default backend)",
+        "6 generated panoptic images: panopticapi",
+        "6 generated panoptic images: hotcoco (default)",
         "training iteration, batch 2 at 64x64",
     ):
         assert row in out, row
@@ -260,6 +263,8 @@ def test_benchmark_speed_prints_every_figure_of_the_speed_issue(
     assert diff < 1e-4  # the fast path gives the same outputs
     assert "(identical pixels: True)" in out
     assert "largest difference of the 12 stats 0.0e+00" in out
+    pq_diff = float(out.split("largest difference of PQ / SQ / RQ ")[1].split(")")[0])
+    assert pq_diff < 1e-9
 
 
 def test_summarize_statistics():

@@ -264,3 +264,52 @@ def test_perturbed_prediction_scores_the_pq_of_an_independent_implementation(sam
                 group,
                 metric,
             )
+
+
+@pytest.mark.parametrize("backend", ["panopticapi", "hotcoco"])
+def test_panoptic_eval_backends_give_the_same_results(sample, tmp_path, backend, monkeypatch):
+    import panopticapi.evaluation
+
+    from detr_d2.evaluation import COCOPanopticEvaluatorWithBackend
+
+    dicts, _, name = sample
+    predictions = [_perturbed_panoptic_seg(d) for d in dicts]
+
+    def evaluate(evaluator):
+        evaluator.reset()
+        for d, (seg, infos) in zip(dicts, predictions):
+            infos = [dict(s) for s in infos]  # the evaluator rewrites category ids in place
+            evaluator.process([d], [{"panoptic_seg": (seg, infos)}])
+        return evaluator.evaluate()["panoptic_seg"]
+
+    reference = evaluate(COCOPanopticEvaluator(name, str(tmp_path / "detectron2")))
+    if backend == "hotcoco":  # panopticapi must not be what computes it
+
+        def not_panopticapi(*args, **kwargs):
+            raise AssertionError("panopticapi computed the PQ")
+
+        monkeypatch.setattr(panopticapi.evaluation, "pq_compute", not_panopticapi)
+    ours = evaluate(COCOPanopticEvaluatorWithBackend(name, str(tmp_path / backend), backend))
+    assert set(ours) == set(reference)
+    for key, value in reference.items():
+        assert ours[key] == pytest.approx(value, abs=1e-9), key
+
+
+def test_unknown_panoptic_eval_backend_names_the_key(sample):
+    from detr_d2.evaluation import COCOPanopticEvaluatorWithBackend
+
+    with pytest.raises(ValueError, match="TEST.PANOPTIC_EVAL_BACKEND 'fast'"):
+        COCOPanopticEvaluatorWithBackend(sample[2], None, "fast")
+
+
+def test_pq_implementations_agree_on_a_generated_set(tmp_path):
+    from detr_d2.evaluation.panoptic_backend import pq_compute
+    from detr_d2.evaluation.synthetic_panoptic import write_synthetic_panoptic
+
+    paths = write_synthetic_panoptic(str(tmp_path), num_images=25, seed=3)
+    reference = pq_compute(*paths, backend="panopticapi")
+    fast = pq_compute(*paths, backend="hotcoco")
+    assert 0.05 < reference["All"]["pq"] < 0.95  # neither trivial nor perfect
+    for group in ("All", "Things", "Stuff"):
+        for metric in ("pq", "sq", "rq", "n"):
+            assert fast[group][metric] == pytest.approx(reference[group][metric], abs=1e-9)

@@ -12,13 +12,18 @@
    (one run, ~100 s here) vs TEST.COCO_EVAL_BACKEND's default, hotcoco, and the largest
    difference of their 12 stats; --coco-eval-images 0 skips it. tools/benchmark_coco_eval.py
    times every backend.
-5. Training (with --train): seconds per iteration (forward, backward, AdamW step) of the model at
+5. PQ of a generated COCO panoptic set (default 500 images): panopticapi vs
+   TEST.PANOPTIC_EVAL_BACKEND's default, hotcoco, and the largest difference of PQ / SQ / RQ (all,
+   things, stuff); --pq-images 0 skips it.
+6. Training (with --train): seconds per iteration (forward, backward, AdamW step) of the model at
    batch 2 of --train-size, with FAST_INFERENCE irrelevant (training never uses it).
 
     python tools/benchmark_speed.py --config-file configs/detr_r50.yaml --threads 2 --train
 """
 
 import argparse
+import contextlib
+import io
 import json
 import logging
 import os
@@ -37,7 +42,9 @@ from detr_d2.analysis.coco_eval_timing import time_coco_eval
 from detr_d2.analysis.inputs import build_analysis_model, setup_cfg, synthetic_inputs
 from detr_d2.analysis.timing import summarize, time_iterations
 from detr_d2.data import read_image
+from detr_d2.evaluation.panoptic_backend import pq_compute
 from detr_d2.evaluation.synthetic_coco import make_synthetic_coco
+from detr_d2.evaluation.synthetic_panoptic import write_synthetic_panoptic
 from detr_d2.modeling import HungarianMatcher
 from detr_d2.solver import build_optimizer
 
@@ -170,6 +177,28 @@ def bench_coco_eval(num_images, dets_per_image, repeats):
     return reference, fast, float(np.abs(stats - reference_stats).max())
 
 
+def bench_pq(num_images, repeats):
+    """Per-evaluation seconds of panopticapi and hotcoco (run in turn), and the largest difference
+    of their PQ / SQ / RQ (all, things, stuff; as fractions)."""
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_synthetic_panoptic(tmp, num_images)
+
+        def run(backend):
+            with contextlib.redirect_stdout(io.StringIO()):
+                results[backend] = pq_compute(*paths, backend=backend)
+
+        times = _alternating_times(
+            {b: (lambda b=b: run(b)) for b in ("panopticapi", "hotcoco")}, repeats, 0
+        )
+    diff = max(
+        abs(results["panopticapi"][g][m] - results["hotcoco"][g][m])
+        for g in ("All", "Things", "Stuff")
+        for m in ("pq", "sq", "rq")
+    )
+    return times["panopticapi"], times["hotcoco"], float(diff)
+
+
 def bench_train(cfg, height, width, iters, warmup):
     """Seconds per training iteration at batch 2 of (height, width) images with random boxes."""
     model = build_model(cfg).train()
@@ -198,6 +227,7 @@ def main():
     parser.add_argument("--train", action="store_true", help="also time training at batch 2")
     parser.add_argument("--coco-eval-images", type=int, default=5000, help="0: skip")
     parser.add_argument("--coco-eval-dets", type=int, default=100, help="detections per image")
+    parser.add_argument("--pq-images", type=int, default=500, help="0: skip")
     parser.add_argument("--train-size", type=int, nargs=2, default=[800, 1066], metavar=("H", "W"))
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE")
     args = parser.parse_args()
@@ -213,6 +243,7 @@ def main():
         if args.coco_eval_images > 0
         else None
     )
+    pq = bench_pq(args.pq_images, 3) if args.pq_images > 0 else None
     train = bench_train(cfg, *args.train_size, args.iters, args.warmup) if args.train else None
     ratio_inf = np.median(inference[True]) / np.median(inference[False])
     ratio_match = np.median(per_image) / np.median(batched)
@@ -236,12 +267,21 @@ def main():
         n = f"{args.coco_eval_images} images x {args.coco_eval_dets}"
         print(_row(f"COCO bbox evaluation, {n}: pycocotools", coco[0]))
         print(_row(f"COCO bbox evaluation, {n}: hotcoco (default backend)", coco[1]))
+    if pq is not None:
+        print(_row(f"PQ, {args.pq_images} generated panoptic images: panopticapi", pq[0]))
+        print(_row(f"PQ, {args.pq_images} generated panoptic images: hotcoco (default)", pq[1]))
     if train is not None:
         h, w = args.train_size
         print(_row(f"training iteration, batch 2 at {h}x{w}", train))
     print(f"\ninference ratio (on / off): {ratio_inf:.2f}  (largest output difference {diff:.1e})")
     print(f"matching ratio (per-image / batch matrix): {ratio_match:.2f}")
     print(f"image read ratio (ours / PIL): {ratio_decode:.2f}  (identical pixels: {same_pixels})")
+    if pq is not None:
+        ratio_pq = np.median(pq[1]) / np.median(pq[0])
+        print(
+            f"PQ ratio (hotcoco / panopticapi): {ratio_pq:.3f}  "
+            f"(largest difference of PQ / SQ / RQ {pq[2]:.1e})"
+        )
     if coco is not None:
         ratio_coco = np.median(coco[1]) / np.median(coco[0])
         print(

@@ -1,4 +1,5 @@
-"""COCO evaluation with a choice of COCOeval backend (TEST.COCO_EVAL_BACKEND)."""
+"""COCO evaluation with a choice of COCOeval backend (TEST.COCO_EVAL_BACKEND) and of PQ
+implementation (TEST.PANOPTIC_EVAL_BACKEND)."""
 
 from .coco_evaluation import (
     COCO_EVAL_BACKENDS,
@@ -9,10 +10,13 @@ from .coco_evaluation import (
     load_coco_gt,
 )
 from .panoptic import build_panoptic_evaluators
+from .panoptic_backend import PANOPTIC_EVAL_BACKENDS, COCOPanopticEvaluatorWithBackend
 
 __all__ = [
     "COCO_EVAL_BACKENDS",
     "COCOEvaluatorWithBackend",
+    "COCOPanopticEvaluatorWithBackend",
+    "PANOPTIC_EVAL_BACKENDS",
     "build_coco_evaluator",
     "build_panoptic_evaluators",
     "evaluate_predictions_on_coco",

@@ -2,9 +2,10 @@
 pass."""
 
 from detectron2.data import MetadataCatalog
-from detectron2.evaluation import COCOPanopticEvaluator, DatasetEvaluator, DatasetEvaluators
+from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators
 
 from .coco_evaluation import build_coco_evaluator
+from .panoptic_backend import COCOPanopticEvaluatorWithBackend
 
 __all__ = ["ThingInstancesOnly", "build_panoptic_evaluators", "things_metadata_name"]
 
@@ -59,7 +60,8 @@ def things_metadata_name(dataset_name: str) -> str:
 
 
 def build_panoptic_evaluators(cfg, dataset_name, output_folder=None) -> DatasetEvaluator:
-    """PQ / SQ / RQ (all, things, stuff) with Detectron2's COCOPanopticEvaluator, and COCO AP of
+    """PQ / SQ / RQ (all, things, stuff) with Detectron2's COCOPanopticEvaluator (PQ computed by
+    TEST.PANOPTIC_EVAL_BACKEND), and COCO AP of
     the thing instances ("bbox", plus "segm" when MODEL.MASK_ON) on the dataset's instances json
     (metadata ``json_file``), in one inference pass. A box model trained on panoptic boxes
     (MODEL.MASK_ON False) produces no "panoptic_seg": it gets the COCO box AP only."""
@@ -71,4 +73,7 @@ def build_panoptic_evaluators(cfg, dataset_name, output_folder=None) -> DatasetE
     )
     if not cfg.MODEL.MASK_ON:
         return coco
-    return DatasetEvaluators([COCOPanopticEvaluator(dataset_name, output_folder), coco])
+    panoptic = COCOPanopticEvaluatorWithBackend(
+        dataset_name, output_folder, backend=cfg.TEST.PANOPTIC_EVAL_BACKEND
+    )
+    return DatasetEvaluators([panoptic, coco])
