@@ -331,6 +331,12 @@ def test_frozen_weights_must_hold_the_whole_box_model(frozen_setup, tmp_path):
         build_model(cfg)
 
 
+def test_missing_frozen_weights_name_the_key_and_the_box_stage(tiny_panoptic_cfg, tmp_path):
+    tiny_panoptic_cfg.MODEL.DETR.FROZEN_WEIGHTS = str(tmp_path / "box" / "model_final.pth")
+    with pytest.raises(FileNotFoundError, match=r"MODEL.DETR.FROZEN_WEIGHTS .*box.*Train the box"):
+        build_model(tiny_panoptic_cfg)
+
+
 def test_missing_backbone_feature_is_explained(tiny_panoptic_cfg):
     tiny_panoptic_cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4"]
     with pytest.raises(ValueError, match="res2"):

@@ -241,6 +241,13 @@ class DetrPanoptic(Detr):
     def load_frozen_weights(self, path: str):
         """Fill the box model from checkpoint ``path`` (a Detectron2 checkpoint of a ``Detr``, or
         any file whose state dict, possibly under "model", has all box-model keys) and freeze it."""
+        if not PathManager.exists(path):
+            raise FileNotFoundError(
+                f"MODEL.DETR.FROZEN_WEIGHTS {path} does not exist. Train the box stage first (the "
+                "mask-stage configs expect its OUTPUT_DIR/model_final.pth), or set "
+                'MODEL.DETR.FROZEN_WEIGHTS "" to train jointly or to evaluate a complete '
+                "panoptic checkpoint given by MODEL.WEIGHTS."
+            )
         checkpoint = torch.load(
             PathManager.get_local_path(path), map_location="cpu", weights_only=True
         )
