@@ -267,6 +267,23 @@ def test_benchmark_speed_prints_every_figure_of_the_speed_issue(
     assert pq_diff < 1e-9
 
 
+def test_analysis_model_of_a_panoptic_config_without_its_frozen_weights(tiny_detr_cfg):
+    import detr_d2.modeling.panoptic  # noqa: F401  registers DetrPanoptic
+    from detr_d2.analysis.inputs import build_analysis_model
+
+    cfg = tiny_detr_cfg
+    cfg.MODEL.META_ARCHITECTURE = "DetrPanoptic"
+    cfg.MODEL.MASK_ON = True
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4"]
+    cfg.MODEL.DETR.BACKBONE_FEATURE = "res4"
+    cfg.MODEL.DETR.MASK_HEAD_GROUPS = 2
+    cfg.MODEL.DETR.FROZEN_WEIGHTS = "output/not_trained_yet/model_final.pth"
+    cfg.freeze()
+    model = build_analysis_model(cfg)  # FLOPs and speed do not need the box model's weights
+    assert type(model).__name__ == "DetrPanoptic" and not model.box_model_frozen
+    assert cfg.MODEL.DETR.FROZEN_WEIGHTS == "output/not_trained_yet/model_final.pth"  # untouched
+
+
 def test_summarize_statistics():
     s = summarize([0.1, 0.2, 0.4, 0.5], items_per_iter=2)
     assert s["median_s"] == pytest.approx(0.3)

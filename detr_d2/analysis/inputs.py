@@ -47,8 +47,16 @@ def setup_cfg(config_file: str, opts: Sequence[str] = (), device: Optional[str] 
 
 def build_analysis_model(cfg: CfgNode) -> torch.nn.Module:
     """``build_model(cfg)`` with MODEL.WEIGHTS loaded when it is a local file. Anything else (a
-    URL, "") leaves the random init, with a warning: nothing is downloaded. DETR's FLOPs and speed
+    URL, "") leaves the random init, with a warning: nothing is downloaded; so does a panoptic
+    config's MODEL.DETR.FROZEN_WEIGHTS that is not a local file. DETR's FLOPs and speed
     do not depend on the weights; an R-CNN's post-processing (boxes surviving NMS) may."""
+    frozen = cfg.MODEL.DETR.FROZEN_WEIGHTS if hasattr(cfg.MODEL, "DETR") else ""
+    if frozen and not os.path.isfile(frozen):
+        logger.warning(f"MODEL.DETR.FROZEN_WEIGHTS {frozen!r} is not a local file: random init")
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.MODEL.DETR.FROZEN_WEIGHTS = ""
+        cfg.freeze()
     model = build_model(cfg)
     if os.path.isfile(cfg.MODEL.WEIGHTS):
         DetrCheckpointer(model, reinit_class_head=False).load(cfg.MODEL.WEIGHTS)
