@@ -1,4 +1,4 @@
-"""DETR as a Detectron2 project. Importing registers the meta-architecture and the builtin datasets."""
+"""DETR as a Detectron2 project. Importing registers the meta-architectures and builtin datasets."""
 
 from . import data  # noqa: F401  registers the builtin generated datasets
 from . import modeling  # noqa: F401  registers Detr in META_ARCH_REGISTRY

@@ -6,7 +6,8 @@ from detectron2.config import CfgNode as CN
 
 def add_detr_config(cfg):
     """Add the DETR keys (``MODEL.DETR.*``, ``SOLVER.OPTIMIZER``, ``SOLVER.BACKBONE_MULTIPLIER``,
-    ``INPUT.DETR_CROP_PRE_RESIZE``, ``TEST.COCO_EVAL_BACKEND``, ...) to a Detectron2 config, in place."""
+    ``INPUT.DETR_CROP_PRE_RESIZE``, ``TEST.*_EVAL_BACKEND``, ...) to a Detectron2 config, in
+    place."""
     if hasattr(cfg.MODEL, "DETR"):
         return cfg
     cfg.MODEL.DETR = CN()

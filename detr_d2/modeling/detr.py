@@ -46,6 +46,8 @@ class Detr(nn.Module):
     weighted loss dict.
     """
 
+    criterion_class = SetCriterion  # what build_criterion builds
+
     @configurable
     def __init__(
         self,
@@ -67,7 +69,8 @@ class Detr(nn.Module):
     ):
         """
         Args:
-            backbone: a Detectron2 backbone; ``backbone_feature`` (default: its last output) is read.
+            backbone: a Detectron2 backbone; ``backbone_feature`` (default: its last output) is
+                read.
             transformer / position_embedding / criterion: see their modules.
             num_classes: K object classes; the class head has K + 1 outputs (last = no object).
             num_queries: N object queries = predictions per image.
@@ -117,24 +120,11 @@ class Detr(nn.Module):
             pos_at=d.POSITION_EMBEDDING_AT,
             query_pos_at=d.QUERY_POS_AT,
         )
-        matcher = HungarianMatcher(d.COST_CLASS, d.COST_BBOX, d.COST_GIOU)
-        weight_dict = {
-            "loss_ce": d.CLASS_WEIGHT,
-            "loss_bbox": d.BBOX_WEIGHT,
-            "loss_giou": d.GIOU_WEIGHT,
-        }
-        criterion = SetCriterion(
-            d.NUM_CLASSES,
-            matcher,
-            weight_dict,
-            eos_coef=d.NO_OBJECT_WEIGHT,
-            deep_supervision=d.DEEP_SUPERVISION,
-        )
         return {
             "backbone": backbone,
             "transformer": transformer,
             "position_embedding": build_position_encoding(d.POSITION_EMBEDDING, d.HIDDEN_DIM),
-            "criterion": criterion,
+            "criterion": cls.build_criterion(cfg),
             "num_classes": d.NUM_CLASSES,
             "num_queries": d.NUM_OBJECT_QUERIES,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
@@ -146,6 +136,22 @@ class Detr(nn.Module):
             "test_topk": d.TEST_TOPK,
             "fast_inference": d.FAST_INFERENCE,
         }
+
+    @classmethod
+    def build_criterion(cls, cfg, extra_weights: Optional[Dict[str, float]] = None, **kwargs):
+        """The set loss of MODEL.DETR: Hungarian matcher (COST_*), loss weights (*_WEIGHT, plus
+        ``extra_weights``), no-object weight, deep supervision; ``kwargs`` override the
+        criterion's keyword arguments. Subclasses with more losses set ``criterion_class``."""
+        d = cfg.MODEL.DETR
+        matcher = HungarianMatcher(d.COST_CLASS, d.COST_BBOX, d.COST_GIOU)
+        weight_dict = {
+            "loss_ce": d.CLASS_WEIGHT,
+            "loss_bbox": d.BBOX_WEIGHT,
+            "loss_giou": d.GIOU_WEIGHT,
+            **(extra_weights or {}),
+        }
+        kwargs = {"eos_coef": d.NO_OBJECT_WEIGHT, "deep_supervision": d.DEEP_SUPERVISION, **kwargs}
+        return cls.criterion_class(d.NUM_CLASSES, matcher, weight_dict, **kwargs)
 
     def train(self, mode: bool = True):
         self._inference_backbone.clear()  # weights may change: rebuild the folded copy next eval
@@ -252,16 +258,16 @@ class Detr(nn.Module):
         """
         scores, labels = logits.softmax(-1)[..., :-1].max(-1)
         results = []
-        for s, l, b, (h, w) in zip(scores, labels, boxes, image_sizes):
+        for s, c, b, (h, w) in zip(scores, labels, boxes, image_sizes):
             xyxy = box_convert(b, "cxcywh", "xyxy") * torch.as_tensor([w, h, w, h]).to(b)
             keep = s > self.test_score_thresh if self.test_score_thresh > 0 else slice(None)
-            s, l, xyxy = s[keep], l[keep], xyxy[keep]
+            s, c, xyxy = s[keep], c[keep], xyxy[keep]
             if self.test_topk > 0 and len(s) > self.test_topk:
                 top = s.topk(self.test_topk).indices
-                s, l, xyxy = s[top], l[top], xyxy[top]
+                s, c, xyxy = s[top], c[top], xyxy[top]
             result = Instances((h, w))
             result.pred_boxes = Boxes(xyxy)
             result.scores = s
-            result.pred_classes = l
+            result.pred_classes = c
             results.append(result)
         return results

@@ -29,7 +29,8 @@ class HungarianMatcher(nn.Module):
     def cost_matrix(
         self, logits: Tensor, boxes: Tensor, labels: Tensor, tgt_boxes: Tensor
     ) -> Tensor:
-        """logits: (N, K+1); boxes: (N, 4) cxcywh; labels: (M,); tgt_boxes: (M, 4). Returns (N, M)."""
+        """logits: (N, K+1); boxes: (N, 4) cxcywh; labels: (M,); tgt_boxes: (M, 4).
+        Returns (N, M)."""
         prob = logits.float().softmax(-1)
         boxes = boxes.float()
         tgt_boxes = tgt_boxes.float()

@@ -201,25 +201,27 @@ class DetrPanoptic(Detr):
         if frozen_weights:
             self.load_frozen_weights(frozen_weights)
 
+    criterion_class = SetCriterionWithMasks
+
+    @classmethod
+    def build_criterion(cls, cfg):
+        """Detr's set loss plus the mask losses; with a frozen box model (FROZEN_WEIGHTS) only
+        the mask losses, on the final layer: the box model gets no gradient, so its class / box
+        losses would be constants."""
+        d = cfg.MODEL.DETR
+        frozen = bool(d.FROZEN_WEIGHTS)
+        return super().build_criterion(
+            cfg,
+            extra_weights={"loss_mask": d.MASK_WEIGHT, "loss_dice": d.DICE_WEIGHT},
+            losses=("masks",) if frozen else ("labels", "boxes", "masks"),
+            deep_supervision=d.DEEP_SUPERVISION and not frozen,
+        )
+
     @classmethod
     def from_config(cls, cfg):
         args = super().from_config(cfg)
         d = cfg.MODEL.DETR
-        frozen = bool(d.FROZEN_WEIGHTS)
-        box_criterion = args["criterion"]
-        weight_dict = dict(
-            box_criterion.weight_dict, loss_mask=d.MASK_WEIGHT, loss_dice=d.DICE_WEIGHT
-        )
-        # a frozen box model gets no gradient: its class / box losses would be constants
-        args["criterion"] = SetCriterionWithMasks(
-            d.NUM_CLASSES,
-            box_criterion.matcher,
-            weight_dict,
-            eos_coef=d.NO_OBJECT_WEIGHT,
-            losses=("masks",) if frozen else ("labels", "boxes", "masks"),
-            deep_supervision=d.DEEP_SUPERVISION and not frozen,
-        )
-        args["deep_supervision"] = d.DEEP_SUPERVISION and not frozen
+        args["deep_supervision"] = d.DEEP_SUPERVISION and not d.FROZEN_WEIGHTS
         args.update(
             is_thing=_is_thing_from_metadata(cfg, d.NUM_CLASSES),
             num_attention_heads=d.NHEADS,

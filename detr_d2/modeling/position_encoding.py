@@ -47,12 +47,12 @@ class PositionEmbeddingSine(nn.Module):
 
     @staticmethod
     def _interleave(t: torch.Tensor) -> torch.Tensor:
-        """(B, H, W, F) angles -> (B, H, W, F): sin of even channels and cos of odd ones, interleaved."""
+        """(B, H, W, F) angles -> (B, H, W, F): sin of even channels, cos of odd ones."""
         return torch.stack((t[..., 0::2].sin(), t[..., 1::2].cos()), dim=4).flatten(3)
 
 
 class PositionEmbeddingLearned(nn.Module):
-    """Learned absolute encoding: one embedding per row and per column (up to ``max_size`` cells)."""
+    """Learned absolute encoding: one embedding per row and per column (up to ``max_size``)."""
 
     def __init__(self, num_pos_feats: int = 128, max_size: int = 50):
         super().__init__()

@@ -18,6 +18,14 @@ def _with_pos(x: Tensor, pos: Optional[Tensor]) -> Tensor:
     return x if pos is None else x + pos
 
 
+def _residual(x: Tensor, norm: nn.Module, dropout: nn.Module, sublayer, pre: bool) -> Tensor:
+    """One residual sub-layer: ``x + dropout(sublayer(norm(x)))`` (pre-norm) or
+    ``norm(x + dropout(sublayer(x)))`` (post-norm, the paper)."""
+    if pre:
+        return x + dropout(sublayer(norm(x)))
+    return norm(x + dropout(sublayer(x)))
+
+
 class _FeedForwardSublayer(nn.Module):
     """The feed-forward sub-layer both layer types end with: ``linear1`` -> ReLU -> ``dropout`` ->
     ``linear2``, with its residual, ``norm{index}`` and ``dropout{index}`` (the original names:
@@ -31,15 +39,14 @@ class _FeedForwardSublayer(nn.Module):
         setattr(self, f"dropout{index}", nn.Dropout(dropout))
         self._ffn_index = index
 
+    def _ffn(self, x: Tensor) -> Tensor:
+        return self.linear2(self.dropout(F.relu(self.linear1(x))))
+
     def _ffn_sublayer(self, x: Tensor) -> Tensor:
         """x: (S, B, d), the output of the attention sub-layers. Returns (S, B, d)."""
         norm = getattr(self, f"norm{self._ffn_index}")
-        residual_dropout = getattr(self, f"dropout{self._ffn_index}")
-        if self.normalize_before:
-            y = norm(x)
-            return x + residual_dropout(self.linear2(self.dropout(F.relu(self.linear1(y)))))
-        y = self.linear2(self.dropout(F.relu(self.linear1(x))))
-        return norm(x + residual_dropout(y))
+        dropout = getattr(self, f"dropout{self._ffn_index}")
+        return _residual(x, norm, dropout, self._ffn, self.normalize_before)
 
 
 class TransformerEncoderLayer(_FeedForwardSublayer):
@@ -65,14 +72,12 @@ class TransformerEncoderLayer(_FeedForwardSublayer):
         self, src: Tensor, key_padding_mask: Optional[Tensor], pos: Optional[Tensor]
     ) -> Tensor:
         """src, pos: (HW, B, d); key_padding_mask: (B, HW) True at padding. Returns (HW, B, d)."""
-        pre = self.normalize_before
-        x = self.norm1(src) if pre else src
-        q = k = _with_pos(x, pos)
-        src = src + self.dropout1(
-            self.self_attn(q, k, x, key_padding_mask=key_padding_mask, need_weights=False)[0]
-        )
-        if not pre:
-            src = self.norm1(src)
+
+        def self_attention(x):
+            q = k = _with_pos(x, pos)
+            return self.self_attn(q, k, x, key_padding_mask=key_padding_mask, need_weights=False)[0]
+
+        src = _residual(src, self.norm1, self.dropout1, self_attention, self.normalize_before)
         return self._ffn_sublayer(src) if self.use_ffn else src
 
 
@@ -107,23 +112,23 @@ class TransformerDecoderLayer(_FeedForwardSublayer):
         query_pos: Optional[Tensor],
     ) -> Tensor:
         """tgt, query_pos: (N, B, d); memory, pos: (HW, B, d); mask: (B, HW). Returns (N, B, d)."""
+
+        def self_attention(x):
+            q = k = _with_pos(x, query_pos)
+            return self.self_attn(q, k, x, need_weights=False)[0]
+
+        def cross_attention(x):
+            return self.multihead_attn(
+                _with_pos(x, query_pos),
+                _with_pos(memory, pos),
+                memory,
+                key_padding_mask=memory_key_padding_mask,
+                need_weights=False,
+            )[0]
+
         pre = self.normalize_before
-        x = self.norm1(tgt) if pre else tgt
-        q = k = _with_pos(x, query_pos)
-        tgt = tgt + self.dropout1(self.self_attn(q, k, x, need_weights=False)[0])
-        if not pre:
-            tgt = self.norm1(tgt)
-        x = self.norm2(tgt) if pre else tgt
-        attn = self.multihead_attn(
-            _with_pos(x, query_pos),
-            _with_pos(memory, pos),
-            memory,
-            key_padding_mask=memory_key_padding_mask,
-            need_weights=False,
-        )[0]
-        tgt = tgt + self.dropout2(attn)
-        if not pre:
-            tgt = self.norm2(tgt)
+        tgt = _residual(tgt, self.norm1, self.dropout1, self_attention, pre)
+        tgt = _residual(tgt, self.norm2, self.dropout2, cross_attention, pre)
         return self._ffn_sublayer(tgt) if self.use_ffn else tgt
 
 
