@@ -34,8 +34,13 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 
 import detr_d2  # noqa: F401  registers Detr and the builtin datasets
 from detr_d2.analysis.inputs import setup_cfg
-from detr_d2.analysis.predictor import Predictor, parse_tool_args, with_progress
-from detr_d2.data.register import add_register_coco_argument, register_coco_from_args
+from detr_d2.analysis.predictor import (
+    Predictor,
+    add_config_arguments,
+    parse_tool_args,
+    with_progress,
+)
+from detr_d2.data.register import register_coco_from_args
 
 logger = logging.getLogger("detr_d2.demo")
 
@@ -59,11 +64,7 @@ def get_parser() -> argparse.ArgumentParser:
         help="draw instances scoring at least this (default 0.5)",
     )
     parser.add_argument("--log-every", type=int, default=50, metavar="N", help="video progress")
-    add_register_coco_argument(parser)  # --register-coco NAME JSON IMAGE_ROOT, repeatable
-    parser.add_argument(
-        "opts", nargs="*", default=[], help="config overrides, KEY VALUE pairs (MODEL.WEIGHTS ...)"
-    )
-    return parser
+    return add_config_arguments(parser)  # --register-coco, config overrides
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

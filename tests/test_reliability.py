@@ -167,6 +167,18 @@ def test_unknown_category_or_missing_file_is_an_error_or_skipped(tmp_path, recor
     assert any("Skipped these 1 images" in r.getMessage() for r in records)
 
 
+def _annotation(ann_id, image_id, category_id):
+    """A COCO annotation of a 5 x 5 box at (1, 1)."""
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "bbox": [1, 1, 5, 5],
+        "area": 25,
+        "iscrowd": 0,
+    }
+
+
 def test_unknown_category_in_coco_json(tmp_path):
     from detr_d2.data.dataset_checks import DatasetError, load_dataset_dicts
 
@@ -177,22 +189,8 @@ def test_unknown_category_in_coco_json(tmp_path):
         "images": images,
         "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
         "annotations": [
-            {
-                "id": 1,
-                "image_id": 1,
-                "category_id": 1,
-                "bbox": [1, 1, 5, 5],
-                "area": 25,
-                "iscrowd": 0,
-            },
-            {
-                "id": 2,
-                "image_id": 2,
-                "category_id": 9,
-                "bbox": [1, 1, 5, 5],
-                "area": 25,
-                "iscrowd": 0,
-            },
+            _annotation(1, 1, 1),
+            _annotation(2, 2, 9),
         ],
     }
     json_file = tmp_path / "instances.json"
@@ -357,16 +355,7 @@ def test_num_classes_mismatch_stops_before_training(tmp_path):
     data = {
         "images": [{"id": 1, "file_name": "1.png", "height": 40, "width": 60}],
         "categories": [{"id": i, "name": f"c{i}"} for i in (1, 2, 3)],
-        "annotations": [
-            {
-                "id": 1,
-                "image_id": 1,
-                "category_id": 1,
-                "bbox": [1, 1, 5, 5],
-                "area": 25,
-                "iscrowd": 0,
-            }
-        ],
+        "annotations": [_annotation(1, 1, 1)],
     }
     (tmp_path / "instances.json").write_text(json.dumps(data))
     name = f"reliability_classes_{tmp_path.name}"

@@ -30,8 +30,8 @@ from detr_d2.analysis.decoder_layers import (
     plot_decoder_layers,
 )
 from detr_d2.analysis.inputs import build_analysis_model, setup_cfg
-from detr_d2.analysis.predictor import parse_tool_args
-from detr_d2.data.register import add_register_coco_argument, register_coco_from_args
+from detr_d2.analysis.predictor import add_config_arguments, parse_tool_args
+from detr_d2.data.register import register_coco_from_args
 
 logger = logging.getLogger("detr_d2.decoder_layer_study")
 
@@ -60,11 +60,7 @@ def get_parser() -> argparse.ArgumentParser:
         "--output-dir", metavar="DIR", help="default: OUTPUT_DIR/decoder_layer_study"
     )
     parser.add_argument("--log-every", type=int, default=50, metavar="N", help="progress period")
-    add_register_coco_argument(parser)  # --register-coco NAME JSON IMAGE_ROOT, repeatable
-    parser.add_argument(
-        "opts", nargs="*", default=[], help="config overrides, KEY VALUE pairs (MODEL.WEIGHTS ...)"
-    )
-    return parser
+    return add_config_arguments(parser)  # --register-coco, config overrides
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -22,9 +22,9 @@ from detectron2.utils.logger import setup_logger
 
 import detr_d2  # noqa: F401  registers Detr and the builtin datasets
 from detr_d2.analysis.inputs import build_analysis_model, setup_cfg
-from detr_d2.analysis.predictor import parse_tool_args
+from detr_d2.analysis.predictor import add_config_arguments, parse_tool_args
 from detr_d2.analysis.query_slots import SMALL_SIZE, collect_slot_boxes, plot_query_slots
-from detr_d2.data.register import add_register_coco_argument, register_coco_from_args
+from detr_d2.data.register import register_coco_from_args
 
 logger = logging.getLogger("detr_d2.query_slots")
 
@@ -48,11 +48,7 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", metavar="PNG", help="default: OUTPUT_DIR/query_slots.png")
     parser.add_argument("--log-every", type=int, default=50, metavar="N", help="progress period")
-    add_register_coco_argument(parser)  # --register-coco NAME JSON IMAGE_ROOT, repeatable
-    parser.add_argument(
-        "opts", nargs="*", default=[], help="config overrides, KEY VALUE pairs (MODEL.WEIGHTS ...)"
-    )
-    return parser
+    return add_config_arguments(parser)  # --register-coco, config overrides
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

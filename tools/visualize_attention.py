@@ -36,8 +36,8 @@ from detr_d2.analysis.attention import (
     image_points_to_feature_indices,
 )
 from detr_d2.analysis.inputs import build_analysis_model, setup_cfg
-from detr_d2.analysis.predictor import Predictor, parse_tool_args
-from detr_d2.data.register import add_register_coco_argument, register_coco_from_args
+from detr_d2.analysis.predictor import Predictor, add_config_arguments, parse_tool_args
+from detr_d2.data.register import register_coco_from_args
 
 logger = logging.getLogger("detr_d2.visualize_attention")
 
@@ -65,11 +65,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threshold", type=float, default=0.7, help="detection score threshold")
     parser.add_argument("--topk", type=int, default=6, help="at most this many detections")
     parser.add_argument("--output-dir", metavar="DIR", help="default: OUTPUT_DIR/attention")
-    add_register_coco_argument(parser)  # --register-coco NAME JSON IMAGE_ROOT, repeatable
-    parser.add_argument(
-        "opts", nargs="*", default=[], help="config overrides, KEY VALUE pairs (MODEL.WEIGHTS ...)"
-    )
-    return parser
+    return add_config_arguments(parser)  # --register-coco, config overrides
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -28,6 +28,7 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
 from ..checkpoint.finetune import DetrCheckpointer
+from ..data.register import add_register_coco_argument
 
 __all__ = [
     "Predictor",
@@ -128,6 +129,17 @@ def with_progress(
 # An upper-case dotted config key (MODEL.WEIGHTS, INPUT.MIN_SIZE_TEST): where the trailing
 # "KEY VALUE" config overrides start when a list option (--input a b ...) swallowed them.
 _CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add what every tool taking a config reads besides its own options: ``--register-coco NAME
+    JSON IMAGE_ROOT`` (repeatable) and the positional "KEY VALUE" config overrides ``opts``, which
+    :func:`parse_tool_args` accepts anywhere on the command line."""
+    add_register_coco_argument(parser)
+    parser.add_argument(
+        "opts", nargs="*", default=[], help="config overrides, KEY VALUE pairs (MODEL.WEIGHTS ...)"
+    )
+    return parser
 
 
 def parse_tool_args(
