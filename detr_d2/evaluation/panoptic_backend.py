@@ -12,19 +12,23 @@ __all__ = ["PANOPTIC_EVAL_BACKENDS", "COCOPanopticEvaluatorWithBackend", "pq_com
 PANOPTIC_EVAL_BACKENDS = ("panopticapi", "hotcoco")
 
 
+def _check_backend(backend: str):
+    if backend not in PANOPTIC_EVAL_BACKENDS:
+        raise ValueError(
+            f"TEST.PANOPTIC_EVAL_BACKEND {backend!r} is not one of {PANOPTIC_EVAL_BACKENDS}"
+        )
+
+
 def pq_compute(
     gt_json: str, pred_json: str, gt_folder: str, pred_folder: str, backend: str
 ) -> Dict:
     """panopticapi's ``pq_compute`` result ("All", "Things", "Stuff": {"pq", "sq", "rq", "n"},
     fractions; "per_class") from the chosen ``backend``."""
+    _check_backend(backend)
     if backend == "panopticapi":
         from panopticapi.evaluation import pq_compute as compute
-    elif backend == "hotcoco":
-        from hotcoco.panoptic import pq_compute as compute
     else:
-        raise ValueError(
-            f"TEST.PANOPTIC_EVAL_BACKEND {backend!r} is not one of {PANOPTIC_EVAL_BACKENDS}"
-        )
+        from hotcoco.panoptic import pq_compute as compute
     return compute(gt_json, pred_json, gt_folder=gt_folder, pred_folder=pred_folder)
 
 
@@ -52,10 +56,7 @@ class COCOPanopticEvaluatorWithBackend(COCOPanopticEvaluator):
     computed by ``backend`` ("panopticapi": Detectron2's own path, unchanged)."""
 
     def __init__(self, dataset_name: str, output_dir=None, backend: str = "hotcoco"):
-        if backend not in PANOPTIC_EVAL_BACKENDS:
-            raise ValueError(
-                f"TEST.PANOPTIC_EVAL_BACKEND {backend!r} is not one of {PANOPTIC_EVAL_BACKENDS}"
-            )
+        _check_backend(backend)
         super().__init__(dataset_name, output_dir)
         self._backend = backend
 
