@@ -246,12 +246,15 @@ def test_benchmark_speed_prints_every_figure_of_the_speed_issue(
     tool.main()
     out = capsys.readouterr().out
     for row in (
+        "every optimization off (explicit attention)",
         "FAST_INFERENCE off",
         "FAST_INFERENCE on",
         "one batch matrix",
         "per-image blocks",
         "PIL (Detectron2)",
         "torchvision.io (ours)",
+        "training mapper, PIL read + resize (Detectron2)",
+        "training mapper, torchvision read + tensor resize (ours)",
         "30 images x 5: pycocotools",
         "hotcoco (default backend)",
         "6 generated panoptic images: panopticapi",
@@ -260,8 +263,13 @@ def test_benchmark_speed_prints_every_figure_of_the_speed_issue(
     ):
         assert row in out, row
     diff = float(out.split("largest output difference ")[1].split(")")[0])
-    assert diff < 1e-4  # the fast path gives the same outputs
+    assert diff < 1e-4  # the fast paths give the reference's outputs
+    floor = float(out.split("inference over the compute floor (")[1].split(" s)")[0])
+    assert floor > 0
     assert "(identical pixels: True)" in out
+    pixel_diff = int(out.split("(largest pixel difference ")[1].split(")")[0])
+    # each tensor resize is within one gray level of PIL's; the crop branch resizes twice
+    assert pixel_diff <= 2
     assert "largest difference of the 12 stats 0.0e+00" in out
     pq_diff = float(out.split("largest difference of PQ / SQ / RQ ")[1].split(")")[0])
     assert pq_diff < 1e-9

@@ -1,15 +1,21 @@
 #!/usr/bin/env python
 """The speed issue's figures in one run, each as a ratio to its unoptimized counterpart.
 
-1. Inference, DETR at a fixed size (default R50, 800x1216, batch 1): MODEL.DETR.FAST_INFERENCE
-   off (eager backbone) vs on (norms folded into convs, channels_last); median and spread of the
-   per-image time, the ratio, and the largest output difference.
+1. Inference, DETR at a fixed size (default R50, 800x1216, batch 1), three variants: every
+   optimization off (MODEL.DETR.FAST_INFERENCE off and attention through the explicit softmax, as
+   the original DETR's nn.MultiheadAttention ran it), FAST_INFERENCE off (SDPA attention only), and
+   FAST_INFERENCE on (norms folded into convs, channels_last); median and spread of the per-image
+   time, the ratios, the largest output difference, and each time over the compute floor (the
+   model's FLOPs, counted by fvcore, over this machine's best fp32 GEMM rate).
 2. Matching: per-image (N, M_i) cost blocks (HungarianMatcher) vs one (B*N, sum M) matrix split
    afterwards, at batch 64.
-3. Image decoding in the data loader (a generated 640x480 JPEG, 1 thread): Detectron2's PIL
-   ``read_image`` vs ``detr_d2.data.read_image`` (torchvision.io), and whether the pixels are equal.
+3. Data loading (a generated 640x480 JPEG, 1 thread): image decoding alone, Detectron2's PIL
+   ``read_image`` vs ``detr_d2.data.read_image`` (torchvision.io), and whether the pixels are
+   equal; then a whole training DetrDatasetMapper call (DETR's augmentation of the config) with
+   PIL decode and resize vs torchvision decode and INPUT.DETR_TENSOR_RESIZE, and the largest pixel
+   difference.
 4. COCO bbox evaluation of a generated set (default 5,000 images x 100 detections): pycocotools
-   (one run, ~100 s here) vs TEST.COCO_EVAL_BACKEND's default, hotcoco, and the largest
+   (one run, ~50-100 s here) vs TEST.COCO_EVAL_BACKEND's default, hotcoco, and the largest
    difference of their 12 stats; --coco-eval-images 0 skips it. tools/benchmark_coco_eval.py
    times every backend.
 5. PQ of a generated COCO panoptic set (default 500 images): panopticapi vs
@@ -32,16 +38,16 @@ import time
 
 import numpy as np
 import torch
-from detectron2.data import detection_utils as utils
+import torch.nn.functional as F
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
-from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
 from detr_d2.analysis.coco_eval_timing import time_coco_eval
+from detr_d2.analysis.compute_floor import gemm_gflops, model_gflop
 from detr_d2.analysis.inputs import build_analysis_model, setup_cfg, synthetic_inputs
+from detr_d2.analysis.loading_timing import time_decode, time_mapper
 from detr_d2.analysis.timing import summarize, time_iterations
-from detr_d2.data import read_image
 from detr_d2.evaluation.panoptic_backend import pq_compute
 from detr_d2.evaluation.synthetic_coco import make_synthetic_coco
 from detr_d2.evaluation.synthetic_panoptic import write_synthetic_panoptic
@@ -77,25 +83,48 @@ def _row(name, seconds, unit="s"):
     )
 
 
+@contextlib.contextmanager
+def _explicit_attention():
+    """Attention as the original DETR ran it: ``nn.MultiheadAttention`` with its default
+    ``need_weights=True``, which computes the softmax matrix explicitly (and averages it over
+    heads) instead of calling ``scaled_dot_product_attention``. Same outputs."""
+    sdpa_path = F.multi_head_attention_forward
+
+    def explicit(*args, **kwargs):
+        kwargs["need_weights"] = True
+        return sdpa_path(*args, **kwargs)
+
+    F.multi_head_attention_forward = explicit  # what nn.MultiheadAttention.forward calls
+    try:
+        yield
+    finally:
+        F.multi_head_attention_forward = sdpa_path
+
+
 def bench_inference(cfg, height, width, iters, warmup):
+    """Seconds per image of three variants: "reference" (FAST_INFERENCE off and explicit
+    attention: every optimization off), "off" (FAST_INFERENCE off: eager backbone, SDPA), "on";
+    and the largest output difference from the reference."""
     model = build_analysis_model(cfg).eval()
     image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8)
     images = model.preprocess_image([{"image": image}])
     outputs = {}
 
-    def run(fast):
-        model.fast_inference = fast
-        with torch.no_grad():
-            outputs[fast] = model.forward_raw(images)
+    def run(name):
+        model.fast_inference = name == "on"
+        explicit = _explicit_attention() if name == "reference" else contextlib.nullcontext()
+        with torch.no_grad(), explicit:
+            outputs[name] = model.forward_raw(images)
 
-    results = _alternating_times(
-        {False: lambda: run(False), True: lambda: run(True)}, iters, warmup
-    )
+    names = ("reference", "off", "on")
+    results = _alternating_times({n: (lambda n=n: run(n)) for n in names}, iters, warmup)
     diff = max(
-        (outputs[True][k] - outputs[False][k]).abs().max().item()
+        (outputs[n][k] - outputs["reference"][k]).abs().max().item()
+        for n in ("off", "on")
         for k in ("pred_logits", "pred_boxes")
     )
-    return results, diff
+    floor = model_gflop(model, [{"image": image}]) / gemm_gflops()
+    return results, diff, floor
 
 
 def _batched_matching(matcher, outputs, targets):
@@ -134,34 +163,6 @@ def bench_matcher(batch, iters):
         1,
     )
     return times["per_image"], times["batched"]
-
-
-def bench_decode(iters, reads_per_run=20):
-    """Seconds per image read (each run: the mean of ``reads_per_run`` reads) for both readers."""
-    rng = np.random.default_rng(0)
-    ramp = np.linspace(0, 255, 640)[None, :, None] * np.ones((480, 1, 3))
-    pixels = (ramp + rng.normal(0, 20, ramp.shape)).clip(0, 255).astype(np.uint8)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "image.jpg")
-        Image.fromarray(pixels).save(path, quality=90)
-        readers = {
-            "pil": lambda: utils.read_image(path, format="BGR"),
-            "torchvision": lambda: read_image(path, "BGR"),
-        }
-        equal = np.array_equal(readers["pil"](), readers["torchvision"]())
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # a data-loader worker
-        try:
-            runs = {
-                n: (lambda f=f: [f() for _ in range(reads_per_run)]) for n, f in readers.items()
-            }
-            times = {
-                name: [t / reads_per_run for t in ts]
-                for name, ts in _alternating_times(runs, iters, 1).items()
-            }
-        finally:
-            torch.set_num_threads(threads)
-    return times, equal
 
 
 def bench_coco_eval(num_images, dets_per_image, repeats):
@@ -235,9 +236,10 @@ def main():
     torch.set_num_threads(args.threads)
     cfg = setup_cfg(args.config_file, args.opts, device="cpu")
 
-    inference, diff = bench_inference(cfg, *args.size, args.iters, args.warmup)
+    inference, diff, floor = bench_inference(cfg, *args.size, args.iters, args.warmup)
     per_image, batched = bench_matcher(args.matcher_batch, args.iters)
-    decode, same_pixels = bench_decode(args.iters)
+    decode, same_pixels = time_decode(args.iters, _alternating_times)
+    mapper, mapper_diff = time_mapper(cfg, args.iters, _alternating_times)
     coco = (
         bench_coco_eval(args.coco_eval_images, args.coco_eval_dets, 3)
         if args.coco_eval_images > 0
@@ -245,24 +247,22 @@ def main():
     )
     pq = bench_pq(args.pq_images, 3) if args.pq_images > 0 else None
     train = bench_train(cfg, *args.train_size, args.iters, args.warmup) if args.train else None
-    ratio_inf = np.median(inference[True]) / np.median(inference[False])
-    ratio_match = np.median(per_image) / np.median(batched)
-    ratio_decode = np.median(decode["torchvision"]) / np.median(decode["pil"])
+    med = {k: float(np.median(v)) for k, v in inference.items()}
     print(
         f"\n{args.config_file} at {args.size[0]}x{args.size[1]}, batch 1, "
         f"{args.threads} threads, {args.iters} timed runs, compared pairs run in turn\n"
     )
     print("| what | median | spread (min-max) |\n|---|---|---|")
-    print(_row("inference, FAST_INFERENCE off", inference[False]))
-    print(_row("inference, FAST_INFERENCE on", inference[True]))
+    print(_row("inference, every optimization off (explicit attention)", inference["reference"]))
+    print(_row("inference, FAST_INFERENCE off (SDPA attention)", inference["off"]))
+    print(_row("inference, FAST_INFERENCE on", inference["on"]))
     print(_row(f"matching, one batch matrix (B={args.matcher_batch})", batched))
     print(_row(f"matching, per-image blocks (B={args.matcher_batch})", per_image))
     print(_row("image read 640x480 JPEG, PIL (Detectron2), 1 thread", decode["pil"], "ms"))
-    print(
-        _row(
-            "image read 640x480 JPEG, torchvision.io (ours), 1 thread", decode["torchvision"], "ms"
-        )
-    )
+    print(_row("image read, torchvision.io (ours), 1 thread", decode["torchvision"], "ms"))
+    name = "training mapper, PIL read + resize (Detectron2), 1 thread"
+    print(_row(name, mapper["detectron2"], "ms"))
+    print(_row("training mapper, torchvision read + tensor resize (ours)", mapper["ours"], "ms"))
     if coco is not None:
         n = f"{args.coco_eval_images} images x {args.coco_eval_dets}"
         print(_row(f"COCO bbox evaluation, {n}: pycocotools", coco[0]))
@@ -273,9 +273,24 @@ def main():
     if train is not None:
         h, w = args.train_size
         print(_row(f"training iteration, batch 2 at {h}x{w}", train))
-    print(f"\ninference ratio (on / off): {ratio_inf:.2f}  (largest output difference {diff:.1e})")
-    print(f"matching ratio (per-image / batch matrix): {ratio_match:.2f}")
-    print(f"image read ratio (ours / PIL): {ratio_decode:.2f}  (identical pixels: {same_pixels})")
+    print(
+        f"\ninference ratio (on / every optimization off): {med['on'] / med['reference']:.2f}; "
+        f"(on / FAST_INFERENCE off): {med['on'] / med['off']:.2f}  "
+        f"(largest output difference {diff:.1e})"
+    )
+    print(
+        f"inference over the compute floor ({floor:.3f} s): on {med['on'] / floor:.2f}x, "
+        f"off {med['off'] / floor:.2f}x, every optimization off {med['reference'] / floor:.2f}x"
+    )
+    ratio = np.median(per_image) / np.median(batched)
+    print(f"matching ratio (per-image / batch matrix): {ratio:.2f}")
+    ratio = np.median(decode["torchvision"]) / np.median(decode["pil"])
+    print(f"image read ratio (ours / PIL): {ratio:.2f}  (identical pixels: {same_pixels})")
+    ratio = np.median(mapper["ours"]) / np.median(mapper["detectron2"])
+    print(
+        f"training mapper ratio (ours / Detectron2): {ratio:.2f}  "
+        f"(largest pixel difference {mapper_diff})"
+    )
     if pq is not None:
         ratio_pq = np.median(pq[1]) / np.median(pq[0])
         print(

@@ -4,5 +4,6 @@ from . import builtin  # noqa: F401  (registers shapes_* in DatasetCatalog / Met
 from .detr_dataset_mapper import DetrDatasetMapper
 from .image_io import read_image
 from .panoptic_mapper import DetrPanopticDatasetMapper
+from .tensor_resize import TensorResizeTransform
 
-__all__ = ["DetrDatasetMapper", "DetrPanopticDatasetMapper", "read_image"]
+__all__ = ["DetrDatasetMapper", "DetrPanopticDatasetMapper", "TensorResizeTransform", "read_image"]

@@ -2,6 +2,7 @@
 
 import copy
 import logging
+import sys
 
 import numpy as np
 import torch
@@ -9,8 +10,10 @@ from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
+from PIL import Image
 
 from .image_io import read_image
+from .tensor_resize import to_tensor_resize
 
 __all__ = ["DetrDatasetMapper", "ResizeShortestEdge", "read_image"]
 
@@ -19,13 +22,26 @@ logger = logging.getLogger(__name__)
 
 class ResizeShortestEdge(T.ResizeShortestEdge):
     """Detectron2's ``ResizeShortestEdge``, except that no side is resized to 0 pixels: an image of
-    extreme aspect ratio (1 x 1000 with max_size 128) keeps a side of 1 pixel."""
+    extreme aspect ratio (1 x 1000 with max_size 128) keeps a side of 1 pixel; and, with
+    ``tensor_resize``, uint8 RGB images are resized by torchvision (:class:`TensorResizeTransform`:
+    ~7x faster, within 1 gray level of PIL)."""
+
+    def __init__(
+        self,
+        short_edge_length,
+        max_size=sys.maxsize,
+        sample_style="range",
+        interp=Image.BILINEAR,
+        tensor_resize=False,
+    ):
+        super().__init__(short_edge_length, max_size, sample_style, interp)
+        self.tensor_resize = tensor_resize
 
     def get_transform(self, image):
         t = super().get_transform(image)
         if isinstance(t, T.ResizeTransform) and min(t.new_h, t.new_w) < 1:
             t = T.ResizeTransform(t.h, t.w, max(t.new_h, 1), max(t.new_w, 1), t.interp)
-        return t
+        return to_tensor_resize(t) if self.tensor_resize else t
 
 
 class DetrDatasetMapper:
@@ -88,13 +104,18 @@ class DetrDatasetMapper:
             "vertical": [T.RandomFlip(horizontal=False, vertical=True)],
             "none": [],
         }[cfg.INPUT.RANDOM_FLIP]
+        fast = cfg.INPUT.DETR_TENSOR_RESIZE
         resize = ResizeShortestEdge(
-            cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
+            cfg.INPUT.MIN_SIZE_TRAIN,
+            cfg.INPUT.MAX_SIZE_TRAIN,
+            cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING,
+            tensor_resize=fast,
         )
         crop = None
         if cfg.INPUT.CROP.ENABLED:
+            pre_resize = cfg.INPUT.DETR_CROP_PRE_RESIZE
             crop = flip + [
-                ResizeShortestEdge(cfg.INPUT.DETR_CROP_PRE_RESIZE, sample_style="choice"),
+                ResizeShortestEdge(pre_resize, sample_style="choice", tensor_resize=fast),
                 T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE),
                 resize,
             ]

@@ -1,0 +1,53 @@
+"""Resizing uint8 training images with torchvision instead of PIL.
+
+Detectron2's ``ResizeTransform`` resizes a uint8 image through PIL (``Image.resize``, bilinear).
+torchvision's antialiased bilinear resize of a uint8 tensor computes the same filter with integer
+arithmetic: measured here on a 640x480 image, the output differs from PIL's by at most 1 gray level,
+on < 0.1% of the values, and takes 1.0 ms instead of 7.5 ms (to 1066x800, 1 thread; see
+tools/benchmark_speed.py for the whole data-loading path). DETR's crop branch resizes twice, so
+its output can differ from Detectron2's by 2 gray levels.
+"""
+
+import warnings
+
+import numpy as np
+import torch
+from detectron2.data import transforms as T
+from PIL import Image
+from torchvision.transforms.v2.functional import resize_image
+
+__all__ = ["TensorResizeTransform", "to_tensor_resize"]
+
+
+class TensorResizeTransform(T.ResizeTransform):
+    """Detectron2's ``ResizeTransform`` whose bilinear resize of a uint8 (H, W, 3) image runs in
+    torchvision (antialiased, within 1 gray level of PIL). Everything else is inherited: box
+    coordinates, the inverse, segmentation (nearest, through PIL: ids are never blended) and
+    images of other types or channel counts."""
+
+    def apply_image(self, img: np.ndarray, interp=None) -> np.ndarray:
+        """img: (H, W, 3) uint8, any strides (a BGR or flipped view). Returns (new_h, new_w, 3)
+        uint8; other inputs go to Detectron2's implementation."""
+        interp = self.interp if interp is None else interp
+        if interp != Image.BILINEAR or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            return super().apply_image(img, interp)
+        assert img.shape[:2] == (self.h, self.w), (img.shape, (self.h, self.w))
+        if any(s < 0 for s in img.strides):  # torch cannot view negative strides
+            img = np.ascontiguousarray(img)
+        with warnings.catch_warnings():  # a read-only array (np.asarray of a PIL image): the
+            warnings.simplefilter("ignore", UserWarning)  # resize only reads it
+            chw = torch.from_numpy(img).permute(2, 0, 1)  # a view: channels last in memory
+        out = resize_image(chw, [self.new_h, self.new_w], antialias=True)
+        return out.permute(1, 2, 0).numpy()
+
+    def inverse(self) -> T.Transform:
+        return TensorResizeTransform(self.new_h, self.new_w, self.h, self.w, self.interp)
+
+
+def to_tensor_resize(transform: T.Transform) -> T.Transform:
+    """``transform`` as a :class:`TensorResizeTransform` if it is a plain ``ResizeTransform``;
+    any other transform unchanged."""
+    if type(transform) is T.ResizeTransform:
+        t = transform
+        return TensorResizeTransform(t.h, t.w, t.new_h, t.new_w, t.interp)
+    return transform
