@@ -20,7 +20,6 @@ import detectron2.utils.comm as comm
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import (
-    DatasetMapper,
     MetadataCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
@@ -31,8 +30,13 @@ from detectron2.utils.logger import setup_logger
 
 from detr_d2 import add_detr_config
 from detr_d2.checkpoint.finetune import DetrCheckpointer
-from detr_d2.config import merge_config_file
-from detr_d2.data import DetrDatasetMapper, DetrPanopticDatasetMapper, register
+from detr_d2.config import is_detr_config, merge_config_file
+from detr_d2.data import (
+    DetrDatasetMapper,
+    DetrPanopticDatasetMapper,
+    build_test_mapper,
+    register,
+)
 from detr_d2.data.dataset_checks import CheckedMapper, get_checked_dataset_dicts
 from detr_d2.engine import (
     AtomicCheckpointer,
@@ -47,10 +51,6 @@ from detr_d2.evaluation.build import build_evaluator
 from detr_d2.solver import build_optimizer
 
 logger = logging.getLogger("detr_d2")
-
-
-def is_detr(cfg) -> bool:
-    return cfg.MODEL.META_ARCHITECTURE.startswith("Detr")
 
 
 class Checkpointer(AtomicCheckpointer, DetrCheckpointer):
@@ -69,7 +69,7 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        if not is_detr(cfg):
+        if not is_detr_config(cfg):
             loader = super().build_train_loader(cfg)
             check_num_classes(cfg, cfg.DATASETS.TRAIN)
             return loader
@@ -89,7 +89,7 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        mapper = DetrDatasetMapper(cfg, False) if is_detr(cfg) else DatasetMapper(cfg, False)
+        mapper = build_test_mapper(cfg)
         loader = build_detection_test_loader(cfg, dataset_name, mapper=CheckedMapper(mapper))
         check_num_classes(cfg, [dataset_name])
         return loader

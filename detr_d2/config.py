@@ -74,6 +74,10 @@ def add_detr_config(cfg):
     # (~7x faster than PIL; at most 1 gray level from PIL's pixels per resize, on < 0.1%). False:
     # Detectron2's PIL resize. Inference always uses PIL, the original DETR's preprocessing.
     cfg.INPUT.DETR_TENSOR_RESIZE = True
+    # Output size of DETR's shortest-edge resizes (training and test): "detr", the original
+    # implementation's (long side truncated; 640x480 at 800 -> 1066x800), or "detectron2" (rounded:
+    # 1067x800)
+    cfg.INPUT.DETR_RESIZE_RULE = "detr"
     # Training data: skip (with a logged count) images with an unknown category or a missing or
     # unreadable file, instead of stopping with an error naming them
     cfg.DATALOADER.SKIP_BAD_IMAGES = False
@@ -90,6 +94,13 @@ def add_detr_config(cfg):
 # A yaml whose _BASE_ starts with this prefix extends a config of Detectron2's model zoo, e.g.
 # "model_zoo://COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml": the baseline recipe, unchanged.
 MODEL_ZOO_PREFIX = "model_zoo://"
+
+
+def is_detr_config(cfg) -> bool:
+    """Whether ``cfg`` builds a DETR model (MODEL.META_ARCHITECTURE Detr or DetrPanoptic): its
+    data goes through DetrDatasetMapper; other models (the Faster R-CNN baselines) keep
+    Detectron2's DatasetMapper."""
+    return cfg.MODEL.META_ARCHITECTURE.startswith("Detr")
 
 
 def merge_config_file(cfg, path: str):

@@ -71,13 +71,13 @@ def example_image(
     if sample_image is None:
         size = (height or 512, width or 672)
         return torch.rand((3,) + size, generator=torch.Generator().manual_seed(0)) * 255
-    from detectron2.data import transforms as T
     from detectron2.data.detection_utils import read_image
+
+    from detr_d2.data.resize import test_resize
 
     image = read_image(sample_image, format=cfg.INPUT.FORMAT)
     if height is None or width is None:
-        resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
-        image = resize.get_transform(image).apply_image(image)
+        image = test_resize(cfg).get_transform(image).apply_image(image)
     image = torch.as_tensor(image.astype("float32").transpose(2, 0, 1).copy())
     if height is not None and width is not None:
         image = F.interpolate(image[None], size=(height, width), mode="bilinear")[0]

@@ -18,17 +18,15 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import (
-    DatasetCatalog,
-    DatasetMapper,
-    MetadataCatalog,
-    build_detection_test_loader,
-)
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
 from ..checkpoint.finetune import DetrCheckpointer
+from ..config import is_detr_config
+from ..data import build_test_mapper
 from ..data.register import add_register_coco_argument
+from ..data.resize import test_resize
 
 __all__ = [
     "Predictor",
@@ -65,9 +63,15 @@ class Predictor:
         if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be RGB or BGR, got {cfg.INPUT.FORMAT!r}")
         self.input_format = cfg.INPUT.FORMAT
-        # as detectron2's test-time DatasetMapper: a short side of 0 means no resizing
+        # as the test loader of train_net: DETR's resize for DETR models, Detectron2's otherwise;
+        # a short side of 0 means no resizing
         min_size, max_size = cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST
-        self.resize = T.ResizeShortestEdge(min_size, max_size) if min_size > 0 else None
+        if min_size <= 0:
+            self.resize = None
+        elif is_detr_config(cfg):
+            self.resize = test_resize(cfg)
+        else:
+            self.resize = T.ResizeShortestEdge(min_size, max_size)
         self.metadata = dataset_metadata(cfg)
 
     def inputs(self, image: np.ndarray) -> Dict:
@@ -103,7 +107,7 @@ def dataset_loader(
             logger.warning(f"{dataset_name} has only {len(dicts)} images (asked for {num_images})")
         dicts = dicts[:num_images]
     loader = build_detection_test_loader(
-        dicts, mapper=DatasetMapper(cfg, is_train=False), num_workers=cfg.DATALOADER.NUM_WORKERS
+        dicts, mapper=build_test_mapper(cfg), num_workers=cfg.DATALOADER.NUM_WORKERS
     )
     return loader, dicts
 

@@ -2,46 +2,22 @@
 
 import copy
 import logging
-import sys
 
 import numpy as np
 import torch
 from detectron2.config import configurable
+from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
-from PIL import Image
 
+from ..config import is_detr_config
 from .image_io import read_image
-from .tensor_resize import to_tensor_resize
+from .resize import ResizeShortestEdge, test_resize
 
-__all__ = ["DetrDatasetMapper", "ResizeShortestEdge", "read_image"]
+__all__ = ["DetrDatasetMapper", "ResizeShortestEdge", "build_test_mapper", "read_image"]
 
 logger = logging.getLogger(__name__)
-
-
-class ResizeShortestEdge(T.ResizeShortestEdge):
-    """Detectron2's ``ResizeShortestEdge``, except that no side is resized to 0 pixels: an image of
-    extreme aspect ratio (1 x 1000 with max_size 128) keeps a side of 1 pixel; and, with
-    ``tensor_resize``, uint8 RGB images are resized by torchvision (:class:`TensorResizeTransform`:
-    ~7x faster, within 1 gray level of PIL)."""
-
-    def __init__(
-        self,
-        short_edge_length,
-        max_size=sys.maxsize,
-        sample_style="range",
-        interp=Image.BILINEAR,
-        tensor_resize=False,
-    ):
-        super().__init__(short_edge_length, max_size, sample_style, interp)
-        self.tensor_resize = tensor_resize
-
-    def get_transform(self, image):
-        t = super().get_transform(image)
-        if isinstance(t, T.ResizeTransform) and min(t.new_h, t.new_w) < 1:
-            t = T.ResizeTransform(t.h, t.w, max(t.new_h, 1), max(t.new_w, 1), t.interp)
-        return to_tensor_resize(t) if self.tensor_resize else t
 
 
 class DetrDatasetMapper:
@@ -97,25 +73,27 @@ class DetrDatasetMapper:
     @classmethod
     def from_config(cls, cfg, is_train=True):
         if not is_train:
-            resize = ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")
-            return {"is_train": False, "augmentations": [resize], "image_format": cfg.INPUT.FORMAT}
+            return {
+                "is_train": False,
+                "augmentations": [test_resize(cfg)],
+                "image_format": cfg.INPUT.FORMAT,
+            }
         flip = {
             "horizontal": [T.RandomFlip(horizontal=True, vertical=False)],
             "vertical": [T.RandomFlip(horizontal=False, vertical=True)],
             "none": [],
         }[cfg.INPUT.RANDOM_FLIP]
-        fast = cfg.INPUT.DETR_TENSOR_RESIZE
+        how = {"tensor_resize": cfg.INPUT.DETR_TENSOR_RESIZE, "rule": cfg.INPUT.DETR_RESIZE_RULE}
         resize = ResizeShortestEdge(
             cfg.INPUT.MIN_SIZE_TRAIN,
             cfg.INPUT.MAX_SIZE_TRAIN,
             cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING,
-            tensor_resize=fast,
+            **how,
         )
         crop = None
         if cfg.INPUT.CROP.ENABLED:
-            pre_resize = cfg.INPUT.DETR_CROP_PRE_RESIZE
             crop = flip + [
-                ResizeShortestEdge(pre_resize, sample_style="choice", tensor_resize=fast),
+                ResizeShortestEdge(cfg.INPUT.DETR_CROP_PRE_RESIZE, sample_style="choice", **how),
                 T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE),
                 resize,
             ]
@@ -155,7 +133,8 @@ class DetrDatasetMapper:
         aug_input = T.AugInput(image)
         transforms = augmentations(aug_input)
         image = aug_input.image
-        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        chw = np.array(image.transpose(2, 0, 1), order="C")  # one copy: contiguous, writable
+        dataset_dict["image"] = torch.from_numpy(chw)
         return image, transforms
 
     def __call__(self, dataset_dict):
@@ -187,3 +166,9 @@ class DetrDatasetMapper:
         instances = utils.annotations_to_instances(annotations, image_shape)
         dataset_dict["instances"] = utils.filter_empty_instances(instances)
         return dataset_dict
+
+
+def build_test_mapper(cfg):
+    """The test-time mapper of ``cfg``'s model: DetrDatasetMapper for DETR, Detectron2's
+    DatasetMapper for the others (the Faster R-CNN baselines), as train_net evaluates them."""
+    return DetrDatasetMapper(cfg, False) if is_detr_config(cfg) else DatasetMapper(cfg, False)
