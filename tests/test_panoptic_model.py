@@ -2,12 +2,14 @@
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Instances
+from PIL import Image
 
 import detr_d2.modeling.panoptic  # noqa: F401  registers DetrPanoptic
 from detr_d2.modeling.panoptic import add_panoptic_config, combine_panoptic, resize_mask_logits
@@ -161,36 +163,55 @@ def test_mask_losses_against_direct_computation():
     assert losses["loss_dice"].item() == pytest.approx(dice.item() / 3, rel=1e-5)
 
 
-def test_combine_panoptic_merges_stuff_drops_tiny_segments_and_never_overlaps():
+def _combine(logits, classes, scores=None, output_hw=None):
+    scores = torch.linspace(0.99, 0.9, len(classes)) if scores is None else scores
+    is_thing = [True, True, True, False, False]  # classes 0-2 things, 3-4 stuff
+    return combine_panoptic(scores, torch.tensor(classes), logits, is_thing, 4, output_hw)
+
+
+def test_combine_panoptic_folds_stuff_drops_tiny_segments_and_never_overlaps():
+    """The original DETR's PostProcessPanoptic, step by step (module docstring)."""
     logits = torch.full((4, 10, 10), -5.0)
     logits[0, :, :5] = 5.0  # thing 0: left half
     logits[1, :5, 5:] = 5.0  # stuff 3: top right
-    logits[2, 5:, 5:] = 5.0  # stuff 3 again: bottom right, merged with query 1
+    logits[2, 5:, 5:] = 5.0  # stuff 3 again: bottom right, folded into query 1, then dropped
+    logits[1, 5:, 5:] = 2.0  # ... and query 1 is second best there: it takes the bottom right
     logits[3, 0:2, 0:2] = 9.0  # thing 1: 4 pixels, dropped; query 0 takes them back
     logits[0, 0:2, 0:2] = 4.0
     scores = torch.tensor([0.9, 0.95, 0.99, 0.97])
-    seg, info = combine_panoptic(
-        scores, torch.tensor([0, 3, 3, 1]), logits, [True, True, True, False, False], min_area=4
-    )
+    seg, info = _combine(logits, [0, 3, 3, 1], scores)
     assert seg.shape == (10, 10) and seg.dtype == torch.int32
     assert [(s["category_id"], s["isthing"], s["area"]) for s in info] == [
         (0, True, 50),
         (3, False, 50),
     ]
-    assert info[1]["score"] == pytest.approx(0.99)
+    assert info[1]["score"] == pytest.approx(0.95)  # query 1's own score: query 2 is gone
     assert (seg[:, :5] == info[0]["id"]).all() and (seg[:, 5:] == info[1]["id"]).all()
+    # the dropped duplicate's pixels go to the best remaining query, whichever it is
+    logits[0, 5:, 5:] = 3.0
+    seg, info = _combine(logits, [0, 3, 3, 1], scores)
+    assert [(s["category_id"], s["area"]) for s in info] == [(0, 75), (3, 25)]
     # a 5-pixel segment survives min_area 4
+    logits[0, 5:, 5:] = -5.0
     logits[3, 2, 0] = 9.0
-    seg, info = combine_panoptic(
-        scores, torch.tensor([0, 3, 3, 1]), logits, [True, True, True, False, False], min_area=4
-    )
+    seg, info = _combine(logits, [0, 3, 3, 1], scores)
     assert [s["area"] for s in info] == [45, 50, 5]
     assert sorted(seg.unique().tolist()) == [1, 2, 3]
     # nothing kept: all void
-    seg, info = combine_panoptic(
-        scores[:0], torch.tensor([], dtype=torch.long), logits[:0], [True] * 5, min_area=4
-    )
+    seg, info = _combine(logits[:0], [])
     assert info == [] and (seg == 0).all() and seg.shape == (10, 10)
+
+
+def test_combine_panoptic_resizes_the_argmax_with_pils_nearest_filter():
+    """The argmax is taken at network-input resolution and the map of query indices resized to
+    the output with PIL's nearest filter; areas are counted in output pixels."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 13, 17, generator=g)
+    seg, info = _combine(logits, [0, 1, 2], output_hw=(29, 11))
+    winner = logits.argmax(0).numpy().astype(np.int32)
+    expected = np.asarray(Image.fromarray(winner, mode="I").resize((11, 29), Image.NEAREST)) + 1
+    assert seg.shape == (29, 11) and np.array_equal(seg.numpy(), expected)
+    assert [s["area"] for s in info] == [int((expected == k).sum()) for k in (1, 2, 3)]
 
 
 @pytest.mark.parametrize("favoured_class", [None, 0, 3])

@@ -1,14 +1,17 @@
 """The network part of ``DetrPanoptic`` as a tensor-only module (see ``wrapper.py``).
 
 The panoptic merge itself (keep the confident queries, per-pixel argmax of their masks, stuff
-merged by class, small segments dropped and the argmax redone: ``combine_panoptic``) loops over a
-data-dependent number of segments; it is not part of the graph. Run it on the outputs::
+folded by class, small segments dropped and the argmax redone: ``combine_panoptic``, as the
+original DETR's PostProcessPanoptic) loops over a data-dependent number of segments; it is not part
+of the graph. Run it on the outputs (``classes`` / ``scores`` are the best real class; the
+original's rule also requires it to beat no-object, the same for a threshold of at least 0.5)::
 
     boxes, scores, classes, mask_logits = exported(images, padding_mask)
     keep = scores[i] > cfg.MODEL.DETR.PANOPTIC_CONF_THRESH
-    logits = resize_mask_logits(mask_logits[i][keep], images.shape[-2:], (h_i, w_i), output_hw)
+    logits = resize_mask_logits(mask_logits[i][keep], images.shape[-2:], (h_i, w_i), (h_i, w_i))
     panoptic_seg, segments_info = combine_panoptic(scores[i][keep], classes[i][keep], logits,
-                                                   is_thing, cfg.MODEL.DETR.PANOPTIC_MIN_AREA)
+                                                   is_thing, cfg.MODEL.DETR.PANOPTIC_MIN_AREA,
+                                                   output_hw)
 """
 
 from typing import Tuple

@@ -5,7 +5,6 @@ import logging
 from typing import Dict, List, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY
@@ -17,6 +16,7 @@ from torchvision.ops import box_convert
 
 from .detr import Detr
 from .panoptic_criterion import SetCriterionWithMasks
+from .panoptic_inference import combine_panoptic, resize_mask_logits
 from .segmentation import MaskHead, MultiHeadAttentionMap
 
 __all__ = ["DetrPanoptic", "add_panoptic_config", "combine_panoptic", "resize_mask_logits"]
@@ -33,86 +33,6 @@ def add_panoptic_config(cfg):
     from ..config import add_detr_config
 
     return add_detr_config(cfg)
-
-
-def resize_mask_logits(
-    masks: Tensor, padded_hw: Tuple[int, int], image_hw: Tuple[int, int], output_hw: Tuple[int, int]
-) -> Tensor:
-    """Mask logits (Q, h, w) over a padded batch -> (Q, *output_hw) over the output image.
-
-    Upsampled (bilinear) to the padded input size ``padded_hw``, cropped to the image's own
-    ``image_hw`` (its size in the network input), then resized to ``output_hw``.
-    """
-    if len(masks) == 0:
-        return masks.new_zeros((0, *output_hw))
-    x = F.interpolate(masks[None].float(), size=padded_hw, mode="bilinear", align_corners=False)
-    x = x[:, :, : image_hw[0], : image_hw[1]]
-    if tuple(image_hw) != tuple(output_hw):
-        x = F.interpolate(x, size=output_hw, mode="bilinear", align_corners=False)
-    return x[0]
-
-
-def combine_panoptic(
-    scores: Tensor, classes: Tensor, mask_logits: Tensor, is_thing: Sequence[bool], min_area: int
-) -> Tuple[Tensor, List[Dict]]:
-    """Non-overlapping panoptic segments from the masks of the kept queries.
-
-    Every pixel goes to the query of highest mask logit; queries of the same stuff class form one
-    segment. Segments of at most ``min_area`` pixels are removed and the argmax redone over the
-    remaining queries, until none is that small.
-
-    Args:
-        scores: (Q,) confidence of each kept query.
-        classes: (Q,) its contiguous class id.
-        mask_logits: (Q, H, W) its mask logits over the output image.
-        is_thing: for each contiguous class id, whether it is a thing.
-        min_area: see above.
-    Returns:
-        Detectron2's ``panoptic_seg``: an int32 (H, W) map of segment ids (0 = void: only where
-        no query is kept) and, per segment, {"id" (1..S), "category_id" (contiguous), "isthing",
-        "score" (best query's), "area" (pixels)}.
-    """
-    h, w = mask_logits.shape[-2:]
-    query_segment, seg_class, seg_score, stuff_segment = [], [], [], {}
-    for score, c in zip(scores.tolist(), classes.tolist()):
-        if not is_thing[c] and c in stuff_segment:
-            s = stuff_segment[c]
-            seg_score[s] = max(seg_score[s], score)
-        else:
-            s = len(seg_class)
-            seg_class.append(c)
-            seg_score.append(score)
-            if not is_thing[c]:
-                stuff_segment[c] = s
-        query_segment.append(s)
-    query_segment = torch.as_tensor(query_segment, dtype=torch.long, device=mask_logits.device)
-    seg_alive = torch.ones(len(seg_class), dtype=torch.bool, device=mask_logits.device)
-    pixel_segment, area = None, None
-    while seg_alive.any():
-        queries = seg_alive[query_segment].nonzero()[:, 0]
-        pixel_segment = query_segment[queries][mask_logits[queries].argmax(0)]  # (H, W)
-        area = torch.bincount(pixel_segment.flatten(), minlength=len(seg_class))
-        small = seg_alive & (area <= min_area)
-        if not small.any():
-            break
-        seg_alive &= ~small
-    panoptic = torch.zeros((h, w), dtype=torch.int32, device=mask_logits.device)
-    segments_info = []
-    if not seg_alive.any():
-        return panoptic, segments_info
-    new_id = torch.zeros(len(seg_class), dtype=torch.int32, device=mask_logits.device)
-    for s in seg_alive.nonzero()[:, 0].tolist():
-        new_id[s] = len(segments_info) + 1
-        segments_info.append(
-            {
-                "id": len(segments_info) + 1,
-                "category_id": seg_class[s],
-                "isthing": bool(is_thing[seg_class[s]]),
-                "score": seg_score[s],
-                "area": int(area[s]),
-            }
-        )
-    return new_id[pixel_segment], segments_info
 
 
 def _is_thing_from_metadata(cfg, num_classes: int) -> List[bool]:
@@ -352,12 +272,22 @@ class DetrPanoptic(Detr):
     ) -> Dict:
         """One image: logits (N, K+1), boxes (N, 4) normalized cxcywh, masks (N, h, w) logits
         over the padded batch. Returns {"panoptic_seg", "instances"}, see the class docstring."""
-        scores, classes = logits.softmax(-1)[:, :-1].max(-1)
-        keep = scores > self.panoptic_conf_thresh
-        mask_logits = resize_mask_logits(masks[keep], padded_hw, image_hw, output_hw)
+        probs = logits.softmax(-1)
+        # the original's rule: a query's most likely class, no-object included, is a real class
+        # with probability above the threshold (the same as the best real class alone for any
+        # threshold of at least 0.5)
+        top_scores, top_classes = probs.max(-1)
+        keep = (top_classes != probs.shape[-1] - 1) & (top_scores > self.panoptic_conf_thresh)
+        mask_logits = resize_mask_logits(masks[keep], padded_hw, image_hw, image_hw)
         panoptic_seg = combine_panoptic(
-            scores[keep], classes[keep], mask_logits, self.is_thing.tolist(), self.panoptic_min_area
+            top_scores[keep],
+            top_classes[keep],
+            mask_logits,
+            self.is_thing.tolist(),
+            self.panoptic_min_area,
+            output_hw,
         )
+        scores, classes = probs[:, :-1].max(-1)
 
         things = self.is_thing[classes]
         if self.test_score_thresh > 0:
