@@ -31,6 +31,10 @@ def add_detr_config(cfg):
     d.DEEP_SUPERVISION = True  # auxiliary losses after every decoder layer
     d.BACKBONE_FEATURE = ""  # backbone output the transformer reads; "" = last of OUT_FEATURES
     d.SIZE_DIVISIBILITY = 0  # pad batched images to a multiple of this (0 = to the largest only)
+    # With MODEL.RESNETS.RES5_DILATION 2 (DC5): keep the first res5 block's 3x3 conv undilated, as
+    # torchvision (and so the official DETR-DC5 weights) does; False: Detectron2's layout, every
+    # res5 block dilated
+    d.DC5_TORCHVISION = True
     # Hungarian matcher costs (independent of the loss weights)
     d.COST_CLASS = 1.0  # weight of -prob(class)
     d.COST_BBOX = 5.0  # weight of L1 distance between normalized cxcywh boxes

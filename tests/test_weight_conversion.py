@@ -162,6 +162,62 @@ def test_torchvision_resnet50_matches_detectron2(tmp_path):
     torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
 
 
+def _randomize_batch_norms(module):
+    with torch.no_grad():  # non-trivial BN statistics and affine parameters
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.0)
+                m.bias.normal_(0, 0.1)
+
+
+@pytest.mark.parametrize("torchvision_layout", [True, False])
+def test_dc5_backbone_matches_torchvisions_dilated_resnet(tmp_path, torchvision_layout):
+    """DETR-DC5's res5 is torchvision's layer4 with replace_stride_with_dilation (first block
+    undilated: MODEL.DETR.DC5_TORCHVISION); Detectron2's own layout dilates that block too."""
+    import torchvision
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    from detr_d2 import add_detr_config, merge_config_file
+
+    torch.manual_seed(0)
+    tv = torchvision.models.resnet50(weights=None, replace_stride_with_dilation=[0, 0, 1]).eval()
+    _randomize_batch_norms(tv)
+    src, dst = str(tmp_path / "resnet50.pth"), str(tmp_path / "R-50-tv.pth")
+    torch.save(tv.state_dict(), src)
+    assert backbone_tool.main(["--input", src, "--output", dst]) == 0
+    cfg = get_cfg()
+    add_detr_config(cfg)
+    merge_config_file(cfg, os.path.join(ROOT, "configs", "detr_r50_dc5.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.DETR.DC5_TORCHVISION = torchvision_layout
+    model = build_model(cfg).eval()
+    dilations = [block.conv2.dilation for block in model.backbone.res5]
+    assert dilations == [(1, 1) if torchvision_layout else (2, 2), (2, 2), (2, 2)]
+    DetectionCheckpointer(model).load(dst)
+
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ours = model.backbone(x)["res5"]
+        t = tv.maxpool(tv.relu(tv.bn1(tv.conv1(x))))
+        expected = tv.layer4(tv.layer3(tv.layer2(tv.layer1(t))))
+    assert ours.shape == expected.shape == (1, 2048, 4, 4)  # stride 16
+    assert expected.abs().max() > 0.1
+    if torchvision_layout:
+        torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
+    else:
+        assert (ours - expected).abs().max() > 1e-2
+
+
+def test_dc5_torchvision_layout_needs_a_bottleneck_resnet():
+    from detr_d2.modeling.dilation import undilate_first_res5_block
+
+    with pytest.raises(ValueError, match="MODEL.DETR.DC5_TORCHVISION"):
+        undilate_first_res5_block(torch.nn.Module())
+
+
 def test_torchvision_resnet101_keys_and_shapes():
     import torchvision
 

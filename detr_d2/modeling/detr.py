@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert
 
 from .criterion import SetCriterion
+from .dilation import undilate_first_res5_block
 from .inference_backbone import InferenceBackboneCache
 from .matcher import HungarianMatcher
 from .position_encoding import build_position_encoding
@@ -108,6 +109,8 @@ class Detr(nn.Module):
     def from_config(cls, cfg):
         d = cfg.MODEL.DETR
         backbone = build_backbone(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
+        if cfg.MODEL.RESNETS.RES5_DILATION > 1 and d.DC5_TORCHVISION:
+            undilate_first_res5_block(backbone)
         transformer = Transformer(
             d_model=d.HIDDEN_DIM,
             nhead=d.NHEADS,
