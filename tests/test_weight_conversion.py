@@ -121,18 +121,22 @@ def test_safe_load_refuses_code_and_does_not_run_it(tmp_path, zipfile):
 # ---------------------------------------------------------------- torchvision ResNet
 
 
-def test_torchvision_resnet50_matches_detectron2(tmp_path):
-    import torchvision
-
-    torch.manual_seed(0)
-    tv = torchvision.models.resnet50(weights=None).eval()
+def _randomize_batch_norms(module):
     with torch.no_grad():  # non-trivial BN statistics and affine parameters
-        for m in tv.modules():
+        for m in module.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.normal_(0, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
                 m.weight.uniform_(0.5, 1.0)
                 m.bias.normal_(0, 0.1)
+
+
+def test_torchvision_resnet50_matches_detectron2(tmp_path):
+    import torchvision
+
+    torch.manual_seed(0)
+    tv = torchvision.models.resnet50(weights=None).eval()
+    _randomize_batch_norms(tv)
     src, dst = str(tmp_path / "resnet50.pth"), str(tmp_path / "R-50-tv.pth")
     torch.save(tv.state_dict(), src)
     assert backbone_tool.main(["--input", src, "--output", dst]) == 0
@@ -160,16 +164,6 @@ def test_torchvision_resnet50_matches_detectron2(tmp_path):
     assert ours.shape == expected.shape == (1, 2048, 2, 2)
     assert expected.abs().max() > 0.1  # the comparison is not between two near-zero tensors
     torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
-
-
-def _randomize_batch_norms(module):
-    with torch.no_grad():  # non-trivial BN statistics and affine parameters
-        for m in module.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.0)
-                m.bias.normal_(0, 0.1)
 
 
 @pytest.mark.parametrize("torchvision_layout", [True, False])
