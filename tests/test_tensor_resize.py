@@ -68,6 +68,17 @@ def test_other_inputs_are_detectron2s():
     assert to_tensor_resize(T.HFlipTransform(40)).__class__ is T.HFlipTransform
 
 
+def test_without_torchvisions_v2_resize_it_is_pils(monkeypatch):
+    """An older torchvision (no v2 ``resize_image``): Detectron2's PIL resize, same pixels."""
+    import detr_d2.data.tensor_resize as module
+
+    img = _photo_like(97, 131)
+    pil = T.ResizeTransform(97, 131, 64, 86).apply_image(img)
+    assert not np.array_equal(TensorResizeTransform(97, 131, 64, 86).apply_image(img), pil)
+    monkeypatch.setattr(module, "resize_image", None)
+    assert np.array_equal(TensorResizeTransform(97, 131, 64, 86).apply_image(img), pil)
+
+
 def _cfg(tensor_resize):
     cfg = get_cfg()
     add_detr_config(cfg)

@@ -8,13 +8,19 @@ tools/benchmark_speed.py for the whole data-loading path). DETR's crop branch re
 its output can differ from Detectron2's by 2 gray levels.
 """
 
+import logging
 import warnings
 
 import numpy as np
 import torch
 from detectron2.data import transforms as T
+from detectron2.utils.logger import log_first_n
 from PIL import Image
-from torchvision.transforms.v2.functional import resize_image
+
+try:  # torchvision >= 0.16 (setup.sh installs 0.29)
+    from torchvision.transforms.v2.functional import resize_image
+except ImportError:  # older torchvision: its v1 tensor resize is slower than PIL, so use PIL
+    resize_image = None
 
 __all__ = ["TensorResizeTransform", "to_tensor_resize"]
 
@@ -30,6 +36,12 @@ class TensorResizeTransform(T.ResizeTransform):
         uint8; other inputs go to Detectron2's implementation."""
         interp = self.interp if interp is None else interp
         if interp != Image.BILINEAR or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            return super().apply_image(img, interp)
+        if resize_image is None:
+            log_first_n(
+                logging.WARNING,
+                "INPUT.DETR_TENSOR_RESIZE needs torchvision >= 0.16: resizing with PIL instead",
+            )
             return super().apply_image(img, interp)
         assert img.shape[:2] == (self.h, self.w), (img.shape, (self.h, self.w))
         if any(s < 0 for s in img.strides):  # torch cannot view negative strides
