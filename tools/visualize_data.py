@@ -29,7 +29,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import Visualizer
 
-from detr_d2 import add_detr_config, merge_config_file
+from detr_d2 import add_detr_config, is_detr_config, merge_config_file
 from detr_d2.data import DetrDatasetMapper
 from detr_d2.data.register import add_register_coco_argument, register_coco_from_args
 
@@ -91,8 +91,7 @@ def draw_annotations(cfg, output: str, num: int) -> List[str]:
 
 def draw_dataloader(cfg, output: str, num: int) -> List[str]:
     """The first ``num`` images the training data loader yields, with their augmented boxes."""
-    is_detr = cfg.MODEL.META_ARCHITECTURE.startswith("Detr")
-    mapper = DetrDatasetMapper(cfg, True) if is_detr else DatasetMapper(cfg, True)
+    mapper = DetrDatasetMapper(cfg, True) if is_detr_config(cfg) else DatasetMapper(cfg, True)
     metadata = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
     class_names = metadata.get("thing_classes", None)
     paths = []

@@ -4,7 +4,6 @@ The speed issue's target reads "<= ~1.6x the compute floor": a time below ~1.0x 
 with fewer operations (Winograd, lower precision), not with better kernels.
 """
 
-import logging
 import time
 from typing import Dict, List
 
@@ -13,8 +12,6 @@ import torch
 from .flop_handles import flop_count_analysis
 
 __all__ = ["gemm_gflops", "model_gflop"]
-
-logger = logging.getLogger(__name__)
 
 
 def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:

@@ -23,10 +23,8 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
 from ..checkpoint.finetune import DetrCheckpointer
-from ..config import is_detr_config
 from ..data import build_test_mapper
 from ..data.register import add_register_coco_argument
-from ..data.resize import test_resize
 
 __all__ = [
     "Predictor",
@@ -63,15 +61,9 @@ class Predictor:
         if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be RGB or BGR, got {cfg.INPUT.FORMAT!r}")
         self.input_format = cfg.INPUT.FORMAT
-        # as the test loader of train_net: DETR's resize for DETR models, Detectron2's otherwise;
-        # a short side of 0 means no resizing
-        min_size, max_size = cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST
-        if min_size <= 0:
-            self.resize = None
-        elif is_detr_config(cfg):
-            self.resize = test_resize(cfg)
-        else:
-            self.resize = T.ResizeShortestEdge(min_size, max_size)
+        # the resize of train_net's test loader (DETR's for DETR models, Detectron2's otherwise;
+        # none for a MIN_SIZE_TEST of 0)
+        self.augmentations = build_test_mapper(cfg).augmentations
         self.metadata = dataset_metadata(cfg)
 
     def inputs(self, image: np.ndarray) -> Dict:
@@ -79,8 +71,9 @@ class Predictor:
         height, width = image.shape[:2]
         if self.input_format == "RGB":
             image = image[:, :, ::-1]
-        if self.resize is not None:
-            image = self.resize.get_transform(image).apply_image(image)
+        aug_input = T.AugInput(image)
+        self.augmentations(aug_input)
+        image = aug_input.image
         tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return {"image": tensor, "height": height, "width": width}
 

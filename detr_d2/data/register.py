@@ -25,6 +25,7 @@ from typing import List, Optional, Sequence, Tuple
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
+from ..config import is_detr_config
 from .json_check import CocoJsonReport, check_coco_json
 
 __all__ = [
@@ -162,7 +163,7 @@ def resolve_num_classes(cfg, opts: Sequence[str] = (), strict: bool = True):
     meta-architectures are touched.
     Returns ``cfg``.
     """
-    if not cfg.MODEL.META_ARCHITECTURE.startswith("Detr"):
+    if not is_detr_config(cfg):
         return cfg
     named = [("DATASETS.TRAIN", n) for n in cfg.DATASETS.TRAIN]
     named += [("DATASETS.TEST", n) for n in cfg.DATASETS.TEST]

@@ -3,8 +3,7 @@
 Measured here for DETR R50 at 800x1216, batch 1, 2 CPU threads (tools/benchmark_speed.py): the
 whole model takes 1.22 s with this copy against 1.88 s without (0.65x; 0.53-0.70 over runs),
 1.03x the compute floor of this CPU, the backbone alone 0.61x, with no per-shape compile as
-``torch.compile`` would need. The trained
-module is never modified: this is a copy.
+``torch.compile`` would need. The trained module is never modified: this is a copy.
 """
 
 import copy
