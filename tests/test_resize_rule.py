@@ -4,8 +4,10 @@ mappers, the Predictor and the test loader of train_net."""
 import numpy as np
 import pytest
 from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog
 from detectron2.data import transforms as T
 
+from detr_d2.analysis.inputs import dataset_inputs
 from detr_d2.analysis.predictor import Predictor
 from detr_d2.config import add_detr_config
 from detr_d2.data import DetrDatasetMapper, build_test_mapper
@@ -64,13 +66,16 @@ def _cfg(arch, rule="detr"):
 
 def test_test_time_sizes_everywhere(tmp_path):
     """A 480x640 image reaches a DETR model at 800x1066 (the original DETR's size) through the
-    test mapper, train_net's test mapper and the Predictor; a Faster R-CNN at 800x1067."""
+    test mapper, train_net's test mapper, the Predictor and the analysis tools' inputs; a
+    Faster R-CNN at 800x1067."""
     import cv2
 
     image = np.full((480, 640, 3), 90, dtype=np.uint8)
     path = str(tmp_path / "image.png")
     cv2.imwrite(path, image)
     record = {"file_name": path, "image_id": 1, "height": 480, "width": 640}
+    name = "resize_rule_one_image"
+    DatasetCatalog.register(name, lambda: [dict(record)])
     for arch, rule, expected in (
         ("Detr", "detr", (800, 1066)),
         ("Detr", "detectron2", (800, 1067)),
@@ -82,6 +87,9 @@ def test_test_time_sizes_everywhere(tmp_path):
         assert tuple(mapper(dict(record))["image"].shape[1:]) == expected
         predictor = Predictor(cfg, model=_NoModel())  # the input path only
         assert tuple(predictor.inputs(image)["image"].shape[1:]) == expected
+        # the analysis tools' test-resolution inputs (analyze_model, benchmark)
+        assert tuple(dataset_inputs(cfg, name, 1)[0]["image"].shape[1:]) == expected
+    DatasetCatalog.remove(name)
 
 
 class _NoModel:

@@ -24,6 +24,7 @@ import torch
 from detectron2.utils.logger import setup_logger
 
 import detr_d2.data  # noqa: F401  registers the builtin datasets
+from detr_d2.config import is_detr_config
 from detr_d2.data.register import add_register_coco_argument, register_coco_from_args
 from detr_d2.analysis.inputs import (
     batches,
@@ -62,8 +63,8 @@ def load_batches(cfg, args, is_train: bool) -> Tuple[List[List[Dict]], str]:
     num = max(args.num_images, args.batch_size)
     if args.input_size:
         h, w = args.input_size
-        is_detr = cfg.MODEL.META_ARCHITECTURE == "Detr"
-        num_classes = cfg.MODEL.DETR.NUM_CLASSES if is_detr else cfg.MODEL.ROI_HEADS.NUM_CLASSES
+        detr = is_detr_config(cfg)
+        num_classes = cfg.MODEL.DETR.NUM_CLASSES if detr else cfg.MODEL.ROI_HEADS.NUM_CLASSES
         inputs = synthetic_inputs(h, w, num, num_classes, with_instances=is_train)
         source = f"random {h}x{w}"
     else:

@@ -98,12 +98,13 @@ def synthetic_inputs(
 
 
 def _mapper(cfg: CfgNode, is_train: bool):
-    if cfg.MODEL.META_ARCHITECTURE == "Detr" and is_train:
-        from ..data import DetrDatasetMapper
+    from ..data import DetrDatasetMapper, build_test_mapper
 
+    if not is_train:
+        return build_test_mapper(cfg)  # as train_net's test loader (DETR's resize rule for DETR)
+    if cfg.MODEL.META_ARCHITECTURE == "Detr":
         return DetrDatasetMapper(cfg, is_train=True)
-    # detectron2's test mapper resizes exactly as DETR's does (MIN/MAX_SIZE_TEST)
-    return DatasetMapper(cfg, is_train=is_train)
+    return DatasetMapper(cfg, is_train=True)
 
 
 def dataset_inputs(cfg: CfgNode, dataset_name: str, num: int, is_train: bool = False) -> List[Dict]:
