@@ -75,7 +75,7 @@ def add_detr_config(cfg):
     # DETR's random crop: resize the short side to one of these before cropping (pixels)
     cfg.INPUT.DETR_CROP_PRE_RESIZE = (400, 500, 600)
     # Training data: resize uint8 RGB images with torchvision's antialiased bilinear resize
-    # (~7x faster than PIL; at most 1 gray level from PIL's pixels per resize, on < 0.1%). False:
+    # (~7x faster than PIL; at most 1 gray level from PIL's pixels per resize, on < 1%). False:
     # Detectron2's PIL resize. Inference always uses PIL, the original DETR's preprocessing.
     cfg.INPUT.DETR_TENSOR_RESIZE = True
     # Output size of DETR's shortest-edge resizes (training and test): "detr", the original

@@ -1,8 +1,8 @@
 """Reading an image file for the data loader: Detectron2's ``read_image``, decoded by
 ``torchvision.io`` where that gives the same pixels faster.
 
-Measured here (tools/benchmark_speed.py, a 640x480 JPEG, 1 thread): 0.81-0.93x the time of
-Detectron2's PIL path over runs (1.93 ms against 2.08 ms in the last), with identical arrays (both
+Measured here (tools/benchmark_speed.py, a 640x480 JPEG, 1 thread): 0.78-0.93x the time of
+Detectron2's PIL path over runs (2.01 ms against 2.57 ms in the last), with identical arrays (both
 use libjpeg-turbo / libpng).
 """
 
