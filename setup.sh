@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-command setup: creates .venv, installs torch, a Python-only detectron2 (tools/build_detectron2.py),
+# One-command setup: creates .venv, installs torch, a Python-only detectron2 (dev/build_detectron2.py),
 # panopticapi and this project in editable mode. Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -11,7 +11,7 @@ PY=.venv/bin/python
 # torch first: the detectron2 sdist's setup.py imports it while pip reads its metadata.
 $PY -m pip install -q torch==2.14.1 torchvision==0.29.1 2>&1 | quiet
 $PY -m pip install -q -r requirements.txt 2>&1 | quiet
-$PY tools/build_detectron2.py 2>&1 | quiet
+$PY dev/build_detectron2.py 2>&1 | quiet
 # panopticapi-lite's metadata wrongly pins numpy<2 and scikit-image: its code needs neither.
 $PY -m pip install -q --no-deps panopticapi-lite==0.2.0 2>&1 | quiet
 $PY -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | quiet

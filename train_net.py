@@ -16,26 +16,23 @@ import os
 import random
 import weakref
 
+import detr_d2_cli as cli  # isort: skip  (first: it silences a warning of detectron2's import)
+
 import detectron2.utils.comm as comm
-import torch
-from detectron2.config import get_cfg
 from detectron2.data import (
     MetadataCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
 )
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.engine import DefaultTrainer, launch
 from detectron2.evaluation import verify_results
-from detectron2.utils.logger import setup_logger
 
-from detr_d2 import add_detr_config
 from detr_d2.checkpoint.finetune import DetrCheckpointer
-from detr_d2.config import is_detr_config, merge_config_file
+from detr_d2.config import is_detr_config
 from detr_d2.data import (
     DetrDatasetMapper,
     DetrPanopticDatasetMapper,
     build_test_mapper,
-    register,
 )
 from detr_d2.data.dataset_checks import CheckedMapper, get_checked_dataset_dicts
 from detr_d2.engine import (
@@ -125,26 +122,7 @@ class Trainer(DefaultTrainer):
 
 
 def setup(args):
-    cfg = get_cfg()
-    add_detr_config(cfg)
-    merge_config_file(cfg, args.config_file)
-    try:
-        cfg.merge_from_list(args.opts)
-    except (KeyError, ValueError, TypeError, AssertionError) as e:
-        raise ValueError(f"Invalid config option on the command line: {e}") from e
-    # before registering: the json check and the class count are logged to OUTPUT_DIR too
-    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="detr_d2")
-    register.register_coco_from_args(args)  # in every process, before the datasets are used
-    register.resolve_num_classes(cfg, args.opts)  # NUM_CLASSES from the data unless set
-    register.apply_epoch_schedule(cfg)  # SOLVER.EPOCHS -> MAX_ITER / STEPS
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning(
-            "MODEL.DEVICE is %s but CUDA is not available: using the CPU", cfg.MODEL.DEVICE
-        )
-        cfg.MODEL.DEVICE = "cpu"
-    cfg.freeze()
-    default_setup(cfg, args)
-    return cfg
+    return cli.setup_cfg(args, training=True)
 
 
 def main(args):
@@ -173,9 +151,7 @@ def _train_or_evaluate(args):
 
 
 def argument_parser():
-    parser = default_argument_parser()
-    register.add_register_coco_argument(parser)
-    return parser
+    return cli.argument_parser(__doc__, launch=True)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from detr_d2.evaluation import (
     has_compiled_cocoeval,
     load_coco_gt,
 )
-from detr_d2.evaluation.synthetic_coco import make_synthetic_coco
+from detr_d2.utils.testing import make_synthetic_coco
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "coco_val2014_100_eval")
 GT_JSON = os.path.join(DATA, "instances_val2014_100.json")

@@ -304,7 +304,7 @@ def test_unknown_panoptic_eval_backend_names_the_key(sample):
 
 def test_pq_implementations_agree_on_a_generated_set(tmp_path):
     from detr_d2.evaluation.panoptic_backend import pq_compute
-    from detr_d2.evaluation.synthetic_panoptic import write_synthetic_panoptic
+    from detr_d2.utils.testing import write_synthetic_panoptic
 
     paths = write_synthetic_panoptic(str(tmp_path), num_images=25, seed=3)
     reference = pq_compute(*paths, backend="panopticapi")

@@ -2,41 +2,49 @@
 """FLOPs, parameters, activations and structure of a DETR or detectron2 model.
 
     python tools/analyze_model.py --config-file configs/detr_r50.yaml --tasks flop parameter \\
-        --input-size 800 1201 MODEL.DEVICE cpu
+        --input-size 800 1201
     python tools/analyze_model.py --config-file configs/detr_r50.yaml --tasks flop \\
-        --num-inputs 100 --output-dir output/detr_r50
+        --num-images 100 --output-dir output/detr_r50
 
 FLOPs follow the DETR paper: fvcore's count of multiply-adds (one MAC = one flop) at test
-resolution, averaged over the first ``--num-inputs`` images of the test dataset (batch 1), or of a
+resolution, averaged over the first ``--num-images`` images of the test dataset (batch 1), or of a
 random image of exactly ``--input-size H W``. Attention products (q k^T, attn v), which fvcore's
-defaults skip, are counted (detr_d2/analysis/flop_handles.py). The per-module table is that of the
-first input. ``--output-dir DIR`` records the results in DIR/analysis.json for tools/compare.py.
+defaults skip, are counted (detr_d2/utils/flops.py). The per-module table is that of the first
+input. ``--output-dir DIR`` records the results in DIR/analysis.json for tools/compare.py. FLOPs
+do not depend on the weights: without a local MODEL.WEIGHTS file the model keeps its random init.
 """
 
-import argparse
+# ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
+import detr_d2_cli as cli
+
+TASKS = ("flop", "activation", "parameter", "structure")
+
+
+def get_parser():
+    parser = cli.argument_parser(__doc__)
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=["flop", "parameter"])
+    cli.add_flags(parser, "num_images", "input_size", "dataset", "output_dir", "device")
+    parser.set_defaults(num_images=100)
+    return parser
+
+
+ARGS = get_parser().parse_args() if __name__ == "__main__" else None
+
 import logging
+import os
 from collections import Counter
 from typing import Dict, List
 
 import numpy as np
 import torch
-from detectron2.utils.logger import setup_logger
 from fvcore.nn import flop_count_table, parameter_count, parameter_count_table
 
-import detr_d2.data  # noqa: F401  registers the builtin datasets
-from detr_d2.data.register import add_register_coco_argument, register_coco_from_args
-from detr_d2.analysis import activation_count_analysis, flop_count_analysis
-from detr_d2.analysis.inputs import (
-    build_analysis_model,
-    dataset_inputs,
-    setup_cfg,
-    synthetic_inputs,
-)
-from detr_d2.analysis.table import ANALYSIS_FILE, update_analysis
+from detr_d2.engine.predictor import dataset_inputs, load_model
+from detr_d2.utils.flops import activation_count_analysis, flop_count_analysis
+from detr_d2.utils.records import ANALYSIS_FILE, update_analysis
+from detr_d2.utils.testing import synthetic_inputs
 
 logger = logging.getLogger("detr_d2.analyze_model")
-
-TASKS = ("flop", "activation", "parameter", "structure")
 
 
 def _quiet(analysis):
@@ -76,7 +84,7 @@ def do_flop(model: torch.nn.Module, inputs: List[Dict], input_desc: str) -> Dict
             + "\n".join(f"  {op:40s} {c}" for op, c in unsupported.most_common())
         )
     mean, std = float(np.mean(totals)) / 1e9, float(np.std(totals)) / 1e9
-    logger.info(f"Total GFLOPs: {mean:.1f} ± {std:.1f} over {n} input(s): {input_desc}")
+    logger.info(f"Total GFLOPs: {mean:.2f} ± {std:.2f} over {n} input(s): {input_desc}")
     return {
         "gflops": mean,
         "gflops_std": std,
@@ -104,46 +112,10 @@ def do_parameter(model: torch.nn.Module) -> Dict:
     return {"total": total, "trainable": trainable}
 
 
-def get_parser() -> argparse.ArgumentParser:
-    """The command line; add arguments here (e.g. dataset registration) and handle them in
-    ``main`` before the inputs are built."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=["flop", "parameter"])
-    parser.add_argument(
-        "--num-inputs",
-        type=int,
-        default=100,
-        help="images of the test dataset to average over (default 100)",
-    )
-    parser.add_argument(
-        "--input-size",
-        type=int,
-        nargs=2,
-        metavar=("H", "W"),
-        help="count on one random image of exactly this network input size instead of the dataset",
-    )
-    parser.add_argument("--dataset", help="dataset for the inputs (default: DATASETS.TEST[0])")
-    parser.add_argument(
-        "--output-dir", metavar="DIR", help="record the results in DIR/analysis.json"
-    )
-    add_register_coco_argument(parser)  # --register-coco NAME JSON IMAGE_ROOT, repeatable
-    parser.add_argument(
-        "opts",
-        nargs=argparse.REMAINDER,
-        default=[],
-        help="config overrides, KEY VALUE pairs, e.g. MODEL.DEVICE cpu",
-    )
-    return parser
-
-
-def main(args: argparse.Namespace) -> Dict[str, Dict]:
+def main(args) -> Dict[str, Dict]:
     """Runs the tasks; returns {task: results} (what ``--output-dir`` records)."""
-    register_coco_from_args(args)
-    cfg = setup_cfg(args.config_file, args.opts)
-    model = build_analysis_model(cfg)
+    cfg = cli.setup_cfg(args)
+    model = load_model(cfg, random_weights=not os.path.isfile(cfg.MODEL.WEIGHTS))
     results = {}
     needs_inputs = {"flop", "activation"} & set(args.tasks)
     if needs_inputs and args.input_size:
@@ -151,7 +123,7 @@ def main(args: argparse.Namespace) -> Dict[str, Dict]:
         inputs, input_desc = synthetic_inputs(h, w, num=1), f"{h}x{w}"
     elif needs_inputs:
         dataset = args.dataset or cfg.DATASETS.TEST[0]
-        inputs = dataset_inputs(cfg, dataset, args.num_inputs)
+        inputs = dataset_inputs(cfg, dataset, args.num_images)
         input_desc = (
             f"first {len(inputs)} images of {dataset} at test size "
             f"{cfg.INPUT.MIN_SIZE_TEST}/{cfg.INPUT.MAX_SIZE_TEST}"
@@ -172,6 +144,5 @@ def main(args: argparse.Namespace) -> Dict[str, Dict]:
 
 
 if __name__ == "__main__":
-    for name in ("detectron2", "fvcore", "detr_d2"):
-        setup_logger(name=name)
-    main(get_parser().parse_args())
+    cli.setup_logging()
+    main(ARGS)

@@ -15,7 +15,7 @@ own ``setup.py`` cannot build. This script:
 If a detectron2 that is not this build is already importable (e.g. upstream built from source), it
 is kept and nothing is done. Re-running after a successful build is a no-op.
 
-Usage: python tools/build_detectron2.py [--cache-dir DIR] [--force]
+Usage: python dev/build_detectron2.py [--cache-dir DIR] [--force]
 """
 
 import argparse
@@ -141,7 +141,7 @@ def _unavailable(name):
     def op(*args, **kwargs):
         raise NotImplementedError(
             f"detectron2._C.{name} is a compiled op, and this detectron2 is a Python-only build "
-            f"(tools/build_detectron2.py); {_ALTERNATIVES[name]}. Build detectron2 from source "
+            f"(dev/build_detectron2.py); {_ALTERNATIVES[name]}. Build detectron2 from source "
             "for the compiled ops."
         )
 
@@ -170,7 +170,7 @@ SETUP_PY = """from setuptools import find_packages, setup
 setup(
     name="detectron2",
     version="{version}",
-    description="detectron2 v0.6, Python-only build (tools/build_detectron2.py of detr_d2)",
+    description="detectron2 v0.6, Python-only build (dev/build_detectron2.py of detr_d2)",
     packages=find_packages(include=["detectron2", "detectron2.*"]),
     package_data={{"detectron2.model_zoo": ["configs/**/*.yaml", "configs/*.yaml", "configs/**/*.py"],
                   "detectron2": ["BUILD_TAG"]}},

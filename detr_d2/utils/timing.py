@@ -1,4 +1,5 @@
-"""Timing loops for tools/benchmark.py: inference images/s and training iterations/s.
+"""Timing loops of tools/benchmark.py and tools/gpu_check.py: inference images/s, training
+iterations/s.
 
 Each timed iteration runs one batch already in memory (data loading is not timed, as in
 detectron2's benchmark), synchronizing CUDA before reading the clock. Warm-up iterations run

@@ -1,0 +1,194 @@
+"""The command line every entry point shares (train_net.py, demo.py, tools/*.py): one parser
+builder, one flag vocabulary, one config setup, one logging setup.
+
+    parser = argument_parser(__doc__)              # --config-file, --register-coco, KEY VALUE opts
+    add_flags(parser, "output_dir", "device")      # the shared flags, same names in every tool
+    args = parser.parse_args()                     # flags before, between or after the overrides
+    cfg = setup_cfg(args)
+
+It is its own top-level module, not part of ``detr_d2``, because importing ``detr_d2`` registers
+the models and imports torch and detectron2 (~4 s): here nothing heavy is imported before the
+command line is parsed, so ``--help`` answers at once. ``setup_cfg`` and ``setup_logging`` import
+them when called.
+"""
+
+import argparse
+import logging
+import os
+import re
+import sys
+import warnings
+
+# fvcore scripts its focal losses with torch.jit.script at import (fvcore/nn/focal_loss.py,
+# reached through detectron2.layers), which current torch answers with a FutureWarning in every
+# process: known and harmless here, so silenced before any entry point imports detectron2
+warnings.filterwarnings("ignore", r"`torch.jit.script` is deprecated", FutureWarning)
+
+REGISTER_COCO = "--register-coco"
+
+# An upper-case dotted config key (MODEL.WEIGHTS, INPUT.MIN_SIZE_TEST): where the "KEY VALUE"
+# overrides start when a list option (--input a b ...) would swallow them.
+_CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
+
+# The shared vocabulary: a flag means the same, with the same name, in every entry point.
+FLAGS = {
+    "output_dir": ("--output-dir", dict(metavar="DIR", help="folder for the results")),
+    "output": ("--output", dict(metavar="FILE", help="file for the result")),
+    "num_images": ("--num-images", dict(type=int, metavar="N", help="images to use")),
+    "input_size": (
+        "--input-size",
+        dict(type=int, nargs=2, metavar=("H", "W"), help="random images of this network size"),
+    ),
+    "device": (
+        "--device",
+        dict(help="cpu | cuda | cuda:N (default: MODEL.DEVICE); an error if CUDA is absent"),
+    ),
+    "log_period": ("--log-period", dict(type=int, default=50, metavar="N", help="log every N")),
+    "dataset": ("--dataset", dict(help="registered dataset (default: DATASETS.TEST[0])")),
+}
+
+
+class ToolParser(argparse.ArgumentParser):
+    """``parse_args`` takes the flags before, between or after the positional "KEY VALUE" config
+    overrides (``parse_intermixed_args``). A list option (``nargs`` "+" or "*") directly followed
+    by overrides would take them as its values: from its first value that looks like a config key
+    and is not an existing path, up to the next flag, the tokens are read as overrides."""
+
+    def parse_args(self, args=None, namespace=None):
+        lists = {s for a in self._actions if a.nargs in ("+", "*") for s in a.option_strings}
+        moved, kept, in_list, in_opts = [], [], False, False
+        for token in list(sys.argv[1:] if args is None else args):
+            if token.startswith("--"):
+                in_list, in_opts = token in lists, False
+            elif in_list and _CONFIG_KEY.match(token) and not os.path.exists(token):
+                in_list, in_opts = False, True
+            (moved if in_opts else kept).append(token)
+        parsed = self.parse_intermixed_args(moved + kept, namespace)
+        if len(getattr(parsed, "opts", None) or []) % 2:
+            self.error(f"config overrides come as KEY VALUE pairs, got {parsed.opts}")
+        return parsed
+
+
+def argument_parser(doc=None, *, config=True, launch=False, default_config=None) -> ToolParser:
+    """The parser of an entry point: ``doc`` as its description; with ``config``,
+    ``--config-file`` (required unless ``default_config``), ``--register-coco`` and the
+    "KEY VALUE" overrides ``opts``; with ``launch``, train_net's flags (those of Detectron2's
+    ``default_argument_parser``)."""
+    parser = ToolParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if launch:
+        parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+        parser.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS only")
+        parser.add_argument("--num-gpus", type=int, default=1, help="processes per machine")
+        parser.add_argument("--num-machines", type=int, default=1)
+        parser.add_argument("--machine-rank", type=int, default=0, help="this machine's rank")
+        # a port fixed per user, as Detectron2's, so an orphan process shows as a busy port
+        port = 2**15 + 2**14 + hash(os.getuid() if sys.platform != "win32" else 1) % 2**14
+        parser.add_argument("--dist-url", default=f"tcp://127.0.0.1:{port}")
+    if config:
+        parser.add_argument(
+            "--config-file", required=not default_config, default=default_config, metavar="FILE"
+        )
+        add_register_coco_argument(parser)
+        parser.add_argument(
+            "opts", nargs="*", default=[], help="config overrides, KEY VALUE pairs, anywhere"
+        )
+    return parser
+
+
+def add_register_coco_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The repeatable ``--register-coco NAME JSON IMAGE_ROOT``; ``args.register_coco`` is a list
+    of [name, json, image_root] (registered by ``detr_d2.data.register.register_coco_from_args``)."""
+    parser.add_argument(
+        REGISTER_COCO,
+        nargs=3,
+        action="append",
+        default=None,
+        metavar=("NAME", "JSON", "IMAGE_ROOT"),
+        help="register a COCO-format instances dataset under NAME (use it in DATASETS.TRAIN / "
+        "DATASETS.TEST); repeatable",
+    )
+    return parser
+
+
+def add_flags(parser: argparse.ArgumentParser, *names: str, **defaults) -> argparse.ArgumentParser:
+    """Add the shared flags ``names`` (keys of :data:`FLAGS`); ``defaults`` give some of them a
+    default or a help text of their own (``output_dir=("out", "where ...")``)."""
+    for name in names:
+        flag, kwargs = FLAGS[name]
+        kwargs = dict(kwargs)
+        if name in defaults:
+            kwargs["default"], kwargs["help"] = defaults[name]
+        parser.add_argument(flag, **kwargs)
+    return parser
+
+
+def setup_logging(output_dir=None, rank: int = 0) -> None:
+    """Detectron2's loggers (detectron2, fvcore, detr_d2) to stdout, with colour only on a
+    terminal (no ANSI codes in a redirected log), and to OUTPUT_DIR/log.txt when given."""
+    from detectron2.utils.logger import setup_logger
+
+    for name in ("detectron2", "fvcore", "detr_d2"):
+        setup_logger(output_dir, distributed_rank=rank, color=sys.stdout.isatty(), name=name)
+
+
+def setup_cfg(args: argparse.Namespace, *, training: bool = False, device=None):
+    """The frozen config of an entry point: ``--config-file``, the overrides, the
+    ``--register-coco`` sets and ``MODEL.DETR.NUM_CLASSES`` from their data.
+
+    ``device`` (else ``args.device``) overrides MODEL.DEVICE; a CUDA device asked for there
+    without CUDA is an error, a yaml's MODEL.DEVICE cuda falls back to the CPU with a warning.
+    ``training`` (train_net): a NUM_CLASSES that contradicts the data is an error (a warning for
+    the tools), the epoch schedule is applied, and the log, config.yaml and seed are set up in
+    OUTPUT_DIR as Detectron2's ``default_setup`` does.
+    """
+    import torch
+    from detectron2.config import get_cfg
+    from detectron2.utils import comm
+
+    from detr_d2 import add_detr_config, merge_config_file
+    from detr_d2.data import register
+
+    cfg = add_detr_config(get_cfg())
+    merge_config_file(cfg, args.config_file)
+    try:
+        cfg.merge_from_list(list(args.opts))
+    except (KeyError, ValueError, TypeError, AssertionError) as e:
+        raise ValueError(f"Invalid config option on the command line: {e}") from e
+    if training:  # before registering: the json check and the class count go to the log file
+        _default_setup(cfg, args, comm.get_rank())
+    device = device or getattr(args, "device", None)
+    if device:
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--device {device}, but CUDA is not available on this machine")
+        cfg.MODEL.DEVICE = device
+    elif cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logging.getLogger("detr_d2").warning(
+            f"MODEL.DEVICE is {cfg.MODEL.DEVICE} but CUDA is not available: using the CPU"
+        )
+        cfg.MODEL.DEVICE = "cpu"
+    register.register_coco_from_args(args)  # in every process, before the datasets are used
+    register.resolve_num_classes(cfg, args.opts, strict=training)
+    if training:
+        register.apply_epoch_schedule(cfg)  # SOLVER.EPOCHS -> MAX_ITER / STEPS
+        if comm.is_main_process() and cfg.OUTPUT_DIR:  # the config the run uses, as Detectron2
+            with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
+                f.write(cfg.dump())
+    cfg.freeze()
+    return cfg
+
+
+def _default_setup(cfg, args, rank: int) -> None:
+    """Detectron2's ``default_setup`` (log to OUTPUT_DIR, environment, seed) with our loggers."""
+    import torch
+    from detectron2.utils.collect_env import collect_env_info
+    from detectron2.utils.env import seed_all_rng
+
+    if cfg.OUTPUT_DIR:
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    setup_logging(cfg.OUTPUT_DIR or None, rank)
+    logger = logging.getLogger("detectron2")
+    logger.info(f"Rank {rank}. Environment info:\n{collect_env_info()}")
+    logger.info(f"Command line arguments: {args}")
+    seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
+    if not getattr(args, "eval_only", False):
+        torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
