@@ -2,23 +2,45 @@
 """Detections (or panoptic segmentation) of a DETR or detectron2 model drawn on images or a video.
 
     python demo.py --config-file configs/detr_r50.yaml --input a.jpg b.jpg \\
-        --output out/ MODEL.WEIGHTS output/detr_r50/model_final.pth
-    python demo.py --config-file configs/detr_r50.yaml --input images/ --output out/ \\
+        --output-dir out/ MODEL.WEIGHTS output/detr_r50/model_final.pth
+    python demo.py --config-file configs/detr_r50.yaml --input images/ --output-dir out/ \\
         --confidence-threshold 0.7 MODEL.WEIGHTS model.pth
     python demo.py --config-file configs/detr_r50.yaml --video-input clip.mp4 \\
         --output out/clip.mp4 MODEL.WEIGHTS model.pth
 
 ``--input``: image files, glob patterns ("images/*.jpg") or folders (their images, sorted).
-``--output``: a folder (one drawn image per input, same file name; one video named after the
-input), or a file name when there is a single input image or a video (.mp4 or .avi). Default:
-OUTPUT_DIR/demo. Class names are those of DATASETS.TEST[0]; for a model trained on your own
+``--output-dir``: a folder (one drawn image per input, same file name; one video named after the
+input; default OUTPUT_DIR/demo); ``--output``: one file instead, for a single input image or a
+video (.mp4 or .avi). Images are drawn at ``--scale``, by default small ones upscaled to 512 px
+so that the labels are readable. Class names are those of DATASETS.TEST[0]; for a model trained on your own
 COCO-format set: ``--register-coco NAME JSON IMAGE_ROOT DATASETS.TEST "('NAME',)"``. A model
-that outputs "panoptic_seg" (DetrPanoptic) has its segments drawn; otherwise its instances
-scoring at least ``--confidence-threshold``. Runs on MODEL.DEVICE, or on the CPU when CUDA is
+that outputs "panoptic_seg" (DetrPanoptic) has its segments drawn (``--confidence-threshold``
+sets MODEL.DETR.PANOPTIC_CONF_THRESH, default that of the config); otherwise its instances
+scoring at least ``--confidence-threshold`` (default 0.5). MODEL.WEIGHTS is required (or
+``--random-weights``, to try the demo). Runs on MODEL.DEVICE, or on the CPU when CUDA is
 unavailable. Config overrides ("KEY VALUE") may come anywhere on the command line.
 """
 
-import argparse
+# ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
+import detr_d2_cli as cli
+
+
+def get_parser():
+    parser = cli.argument_parser(__doc__)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", nargs="+", metavar="IMAGE", help="images, globs or folders")
+    source.add_argument("--video-input", metavar="VIDEO", help="a video file")
+    cli.add_flags(parser, "output_dir", "output", "scale", "log_period", "random_weights")
+    parser.add_argument(
+        "--confidence-threshold",
+        type=float,
+        help="draw instances scoring at least this (default 0.5); panoptic: keep queries above it",
+    )
+    return parser
+
+
+ARGS = get_parser().parse_args() if __name__ == "__main__" else None
+
 import glob
 import logging
 import os
@@ -28,47 +50,15 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 from detectron2.data.detection_utils import read_image
-from detectron2.utils.logger import setup_logger
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
-import detr_d2  # noqa: F401  registers Detr and the builtin datasets
-from detr_d2.analysis.inputs import setup_cfg
-from detr_d2.analysis.predictor import (
-    Predictor,
-    add_config_arguments,
-    parse_tool_args,
-    with_progress,
-)
-from detr_d2.data.register import register_coco_from_args
+from detr_d2.engine.predictor import Predictor, load_model, with_progress
 
 logger = logging.getLogger("detr_d2.demo")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}  # available in opencv's own (headless) builds
-
-
-def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config-file", required=True, metavar="FILE")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", nargs="+", metavar="IMAGE", help="images, globs or folders")
-    source.add_argument("--video-input", metavar="VIDEO", help="a video file")
-    parser.add_argument("--output", metavar="PATH", help="folder or file, default OUTPUT_DIR/demo")
-    parser.add_argument(
-        "--confidence-threshold",
-        type=float,
-        default=0.5,
-        help="draw instances scoring at least this (default 0.5)",
-    )
-    parser.add_argument("--log-every", type=int, default=50, metavar="N", help="video progress")
-    return add_config_arguments(parser)  # --register-coco, config overrides
-
-
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    return parse_tool_args(get_parser(), argv, list_options=("--input",))
 
 
 def list_images(inputs: Sequence[str]) -> List[str]:
@@ -100,16 +90,22 @@ def output_file(output: str, input_path: str, extension: Optional[str] = None) -
 
 
 def draw(
-    predictions: Dict, image_rgb: np.ndarray, metadata, threshold: float, video_visualizer=None
+    predictions: Dict,
+    image_rgb: np.ndarray,
+    metadata,
+    threshold: float,
+    video_visualizer=None,
+    scale: float = 1.0,
 ) -> np.ndarray:
-    """The model's output for one image drawn on it; returns RGB (H, W, 3) uint8. Panoptic
-    segments when the output has "panoptic_seg", else instances with score >= ``threshold``."""
+    """The model's output for one image drawn on it; returns RGB (H*scale, W*scale, 3) uint8
+    (video frames: (H, W, 3)). Panoptic segments when the output has "panoptic_seg", else
+    instances with score >= ``threshold``."""
     if "panoptic_seg" in predictions:
         segments, info = predictions["panoptic_seg"]
         if video_visualizer is not None:
             vis = video_visualizer.draw_panoptic_seg_predictions(image_rgb, segments.cpu(), info)
         else:
-            vis = Visualizer(image_rgb, metadata, instance_mode=ColorMode.IMAGE)
+            vis = Visualizer(image_rgb, metadata, scale, instance_mode=ColorMode.IMAGE)
             vis = vis.draw_panoptic_seg(segments.cpu(), info)
     else:
         instances = predictions["instances"].to("cpu")
@@ -117,31 +113,38 @@ def draw(
         if video_visualizer is not None:
             vis = video_visualizer.draw_instance_predictions(image_rgb, instances)
         else:
-            vis = Visualizer(image_rgb, metadata, instance_mode=ColorMode.IMAGE)
+            vis = Visualizer(image_rgb, metadata, scale, instance_mode=ColorMode.IMAGE)
             vis = vis.draw_instance_predictions(instances)
     return vis.get_image()
 
 
 def _summary(predictions: Dict, threshold: float) -> str:
+    """What was drawn; with nothing drawn, a hint naming the threshold."""
     if "panoptic_seg" in predictions:
-        return f"{len(predictions['panoptic_seg'][1])} segments"
-    n = int((predictions["instances"].scores >= threshold).sum())
-    return f"{n} detections >= {threshold}"
+        n, what = len(predictions["panoptic_seg"][1]), "segments"
+    else:
+        n = int((predictions["instances"].scores >= threshold).sum())
+        what = f"detections >= {threshold}"
+    hint = f" (no query scored above {threshold}: try a lower --confidence-threshold)"
+    return f"{n} {what}" + (hint if n == 0 else "")
 
 
-def run_on_images(predictor: Predictor, paths: List[str], output: str, threshold: float):
-    """Draws each image to ``output`` (a folder, or a file for a single image); returns the
-    written paths."""
-    single_file = len(paths) == 1 and output.lower().endswith(IMAGE_EXTENSIONS)
-    if len(paths) > 1 and output.lower().endswith(IMAGE_EXTENSIONS):
-        raise ValueError(f"--output {output} is an image file but there are {len(paths)} inputs")
+def run_on_images(
+    predictor: Predictor, paths: List[str], output: str, threshold: float, scale=None
+) -> List[str]:
+    """Draws each image to ``output`` (a folder, or an image file for a single image) at
+    ``scale`` (None: see ``detr_d2_cli.draw_scale``); returns the written paths."""
+    single_file = output.lower().endswith(IMAGE_EXTENSIONS)
+    if len(paths) > 1 and single_file:
+        raise ValueError(f"--output {output} is one image file but there are {len(paths)} inputs")
     written = []
     for i, path in enumerate(paths, 1):
         image = read_image(path, format="BGR")
         start = time.perf_counter()
         predictions = predictor(image)
         seconds = time.perf_counter() - start
-        drawn = draw(predictions, image[:, :, ::-1], predictor.metadata, threshold)
+        s = cli.draw_scale(scale, *image.shape[:2])
+        drawn = draw(predictions, image[:, :, ::-1], predictor.metadata, threshold, scale=s)
         target = output if single_file else output_file(output, path)
         if single_file:
             os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
@@ -156,7 +159,7 @@ def run_on_images(predictor: Predictor, paths: List[str], output: str, threshold
 
 
 def run_on_video(
-    predictor: Predictor, video_path: str, output: str, threshold: float, log_every: int = 50
+    predictor: Predictor, video_path: str, output: str, threshold: float, log_period: int = 50
 ) -> str:
     """Draws every frame of a video into a new video (``output`` a folder or a .mp4/.avi file,
     same frame rate and size); returns its path."""
@@ -188,7 +191,7 @@ def run_on_video(
             yield frame
 
     try:
-        for frame in with_progress(frames(), num_frames, "frames", log_every, video_path):
+        for frame in with_progress(frames(), num_frames, "frames", log_period, video_path):
             predictions = predictor(frame)
             drawn = draw(predictions, frame[:, :, ::-1], predictor.metadata, threshold, visualizer)
             writer.write(np.ascontiguousarray(drawn[:, :, ::-1]))
@@ -199,22 +202,22 @@ def run_on_video(
     return target
 
 
-def main(args: argparse.Namespace) -> List[str]:
+def main(args) -> List[str]:
     """Returns the paths written."""
-    register_coco_from_args(args)
-    cfg = setup_cfg(args.config_file, args.opts)
-    output = args.output or os.path.join(cfg.OUTPUT_DIR, "demo")
-    predictor = Predictor(cfg)
+    if args.confidence_threshold is not None:  # what a panoptic model keeps (unused otherwise)
+        args.opts = [*args.opts, "MODEL.DETR.PANOPTIC_CONF_THRESH", str(args.confidence_threshold)]
+    cfg = cli.setup_cfg(args)
+    threshold = args.confidence_threshold
+    if threshold is None:
+        panoptic = cfg.MODEL.META_ARCHITECTURE == "DetrPanoptic"
+        threshold = cfg.MODEL.DETR.PANOPTIC_CONF_THRESH if panoptic else 0.5
+    output = args.output or args.output_dir or os.path.join(cfg.OUTPUT_DIR, "demo")
+    predictor = Predictor(cfg, load_model(cfg, args.random_weights))
     if args.video_input:
-        return [
-            run_on_video(
-                predictor, args.video_input, output, args.confidence_threshold, args.log_every
-            )
-        ]
-    return run_on_images(predictor, list_images(args.input), output, args.confidence_threshold)
+        return [run_on_video(predictor, args.video_input, output, threshold, args.log_period)]
+    return run_on_images(predictor, list_images(args.input), output, threshold, args.scale)
 
 
 if __name__ == "__main__":
-    for name in ("detectron2", "detr_d2"):
-        setup_logger(name=name)
-    main(parse_args())
+    cli.setup_logging()
+    main(ARGS)

@@ -45,6 +45,14 @@ FLAGS = {
     ),
     "log_period": ("--log-period", dict(type=int, default=50, metavar="N", help="log every N")),
     "dataset": ("--dataset", dict(help="registered dataset (default: DATASETS.TEST[0])")),
+    "scale": (
+        "--scale",
+        dict(type=float, help="draw at this scale (default: small images upscaled to 512 px)"),
+    ),
+    "random_weights": (
+        "--random-weights",
+        dict(action="store_true", help="run without MODEL.WEIGHTS, on random weights (a WARNING)"),
+    ),
 }
 
 
@@ -110,24 +118,28 @@ def add_register_coco_argument(parser: argparse.ArgumentParser) -> argparse.Argu
     return parser
 
 
-def add_flags(parser: argparse.ArgumentParser, *names: str, **defaults) -> argparse.ArgumentParser:
-    """Add the shared flags ``names`` (keys of :data:`FLAGS`); ``defaults`` give some of them a
-    default or a help text of their own (``output_dir=("out", "where ...")``)."""
+def add_flags(parser: argparse.ArgumentParser, *names: str, **overrides) -> argparse.ArgumentParser:
+    """Add the shared flags ``names`` (keys of :data:`FLAGS`); ``overrides`` give some of them
+    argparse settings of their own (``output=dict(required=True, help="the image")``)."""
     for name in names:
         flag, kwargs = FLAGS[name]
-        kwargs = dict(kwargs)
-        if name in defaults:
-            kwargs["default"], kwargs["help"] = defaults[name]
-        parser.add_argument(flag, **kwargs)
+        parser.add_argument(flag, **dict(kwargs, **overrides.get(name, {})))
     return parser
 
 
-def setup_logging(output_dir=None, rank: int = 0) -> None:
-    """Detectron2's loggers (detectron2, fvcore, detr_d2) to stdout, with colour only on a
-    terminal (no ANSI codes in a redirected log), and to OUTPUT_DIR/log.txt when given."""
+def draw_scale(scale, height: int, width: int, size: int = 512) -> float:
+    """The ``--scale`` to draw an image at: the one given, else so that the long side is at least
+    ``size`` pixels (Detectron2's Visualizer sizes its labels for large images: on a 128 px image
+    they would cover the objects)."""
+    return scale or max(1.0, size / max(height, width))
+
+
+def setup_logging(output_dir=None, rank: int = 0, names=()) -> None:
+    """Detectron2's loggers (detectron2, fvcore, detr_d2 and ``names``) to stdout, with colour
+    only on a terminal (no ANSI codes in a redirected log), and to OUTPUT_DIR/log.txt if given."""
     from detectron2.utils.logger import setup_logger
 
-    for name in ("detectron2", "fvcore", "detr_d2"):
+    for name in ("detectron2", "fvcore", "detr_d2", *names):
         setup_logger(output_dir, distributed_rank=rank, color=sys.stdout.isatty(), name=name)
 
 

@@ -26,6 +26,7 @@ from detectron2.data import (
 )
 from detectron2.engine import DefaultTrainer, launch
 from detectron2.evaluation import verify_results
+from detectron2.utils.events import CommonMetricPrinter
 
 from detr_d2.checkpoint.finetune import DetrCheckpointer
 from detr_d2.config import is_detr_config
@@ -44,6 +45,7 @@ from detr_d2.engine import (
     load_weights_for_eval,
     shut_down_process_group,
 )
+from detr_d2.engine.writers import MetricPrinter
 from detr_d2.evaluation.build import build_evaluator
 from detr_d2.solver import build_optimizer
 
@@ -103,6 +105,11 @@ class Trainer(DefaultTrainer):
         )
         guards = [NoSaveAfterFailure(self.checkpointer), NonFiniteLossGuard(self.checkpointer)]
         return guards + super().build_hooks()
+
+    def build_writers(self):
+        # the log line shows class_error too (MetricPrinter), Detectron2's other writers as they are
+        writers = super().build_writers()
+        return [MetricPrinter(self.max_iter) if isinstance(w, CommonMetricPrinter) else w for w in writers]
 
     def run_step(self):
         with explain_non_finite(self):

@@ -1,6 +1,8 @@
 """FLOP handles and the analysis tools (tools/analyze_model.py, benchmark.py, compare.py,
 plot_metrics.py), on the tiny DETR and tiny inputs."""
 
+import argparse
+
 import csv
 import importlib.util
 import json
@@ -16,12 +18,11 @@ from detectron2.modeling import build_model
 from fvcore.nn import FlopCountAnalysis
 from torch import nn
 
-from detr_d2.analysis import flop_count_analysis
-from detr_d2.analysis.curves import metric_series
-from detr_d2.analysis.flop_handles import ATTENTION_FLOP_HANDLES
-from detr_d2.analysis.inputs import setup_cfg, synthetic_inputs
-from detr_d2.analysis.table import COLUMNS, read_metrics, update_analysis
-from detr_d2.analysis.timing import summarize
+import detr_d2_cli as cli
+from detr_d2.utils.flops import ATTENTION_FLOP_HANDLES, flop_count_analysis
+from detr_d2.utils.records import read_metrics, update_analysis
+from detr_d2.utils.testing import synthetic_inputs
+from detr_d2.utils.timing import summarize
 
 TOOLS = os.path.join(os.path.dirname(__file__), "..", "tools")
 
@@ -122,11 +123,11 @@ def test_matmul_handle_broadcasts_and_takes_vectors():
 
 
 def test_faster_rcnn_flops_with_tiny_input():
-    cfg = setup_cfg(
-        model_zoo.get_config_file("COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"),
-        ["MODEL.WEIGHTS", "", "MODEL.RPN.POST_NMS_TOPK_TEST", "20"],
-        device="cpu",
+    args = argparse.Namespace(
+        config_file=model_zoo.get_config_file("COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"),
+        opts=["MODEL.WEIGHTS", "", "MODEL.RPN.POST_NMS_TOPK_TEST", "20"],
     )
+    cfg = cli.setup_cfg(args, device="cpu")
     model = build_model(cfg).eval()
     analysis = _quiet(flop_count_analysis(model, synthetic_inputs(64, 64, num=1)))
     ops = analysis.by_operator()
@@ -187,7 +188,7 @@ def test_analyze_model_tool(tiny_detr_yaml, tmp_path):
             "flop",
             "--dataset",
             "analysis_test_images",
-            "--num-inputs",
+            "--num-images",
             "2",
             "INPUT.MIN_SIZE_TEST",
             "48",
@@ -206,7 +207,8 @@ def test_benchmark_tool_reports_throughput(tiny_detr_yaml, tmp_path):
             "--config-file",
             tiny_detr_yaml,
             "--task",
-            "both",
+            "inference",
+            "train",
             "--input-size",
             "64",
             "64",
@@ -234,16 +236,12 @@ def test_benchmark_tool_reports_throughput(tiny_detr_yaml, tmp_path):
     assert recorded["benchmark"]["inference"]["median_per_s"] > 0
 
 
-def test_benchmark_speed_prints_every_figure_of_the_speed_issue(
-    tiny_detr_yaml, monkeypatch, capsys
-):
-    tool = _tool("benchmark_speed")
-    argv = ["--config-file", tiny_detr_yaml, "--size", "64", "96", "--iters", "2"]
-    argv += ["--matcher-batch", "4", "--coco-eval-images", "30", "--coco-eval-dets", "5"]
-    argv += ["--pq-images", "6"]
-    argv += ["--train", "--train-size", "64", "64"]
-    monkeypatch.setattr("sys.argv", ["benchmark_speed.py", *argv])
-    tool.main()
+def test_benchmark_prints_every_figure_of_the_speed_issue(tiny_detr_yaml, capsys):
+    """The tasks that replaced tools/benchmark_speed.py and tools/benchmark_coco_eval.py."""
+    argv = ["--config-file", tiny_detr_yaml, "--input-size", "64", "96", "--iters", "2"]
+    argv += ["--task", "variants", "matcher", "data", "eval", "pq", "train", "--batch-size", "2"]
+    argv += ["--matcher-batch", "4", "--eval-images", "30", "--dets-per-image", "5"]
+    results = _run("benchmark", argv + ["--pq-images", "6", "--warmup", "1"])
     out = capsys.readouterr().out
     for row in (
         "every optimization off (explicit attention)",
@@ -259,25 +257,34 @@ def test_benchmark_speed_prints_every_figure_of_the_speed_issue(
         "hotcoco (default backend)",
         "6 generated panoptic images: panopticapi",
         "6 generated panoptic images: hotcoco (default)",
-        "training iteration, batch 2 at 64x64",
+        "training iteration, batch 2 at 64x96",
     ):
         assert row in out, row
     diff = float(out.split("largest output difference ")[1].split(")")[0])
     assert diff < 1e-4  # the fast paths give the reference's outputs
     floor = float(out.split("inference over the compute floor (")[1].split(" s)")[0])
-    assert floor > 0
+    assert floor > 0 and results["floor"]["gflop"] > 0
     assert "(identical pixels: True)" in out
     pixel_diff = int(out.split("(largest pixel difference ")[1].split(")")[0])
     # each tensor resize is within one gray level of PIL's; the crop branch resizes twice
     assert pixel_diff <= 2
-    assert "largest difference of the 12 stats 0.0e+00" in out
+    hotcoco = out.split("COCO evaluation hotcoco: ")[1].split("\n")[0]
+    assert "largest difference of the 12 stats 0.0e+00" in hotcoco
     pq_diff = float(out.split("largest difference of PQ / SQ / RQ ")[1].split(")")[0])
     assert pq_diff < 1e-9
 
 
+def test_benchmark_on_cuda_without_cuda_is_an_error(tiny_detr_yaml, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: --device cuda is valid here")
+    with pytest.raises(ValueError, match="--device cuda, but CUDA is not available"):
+        _run("benchmark", ["--config-file", tiny_detr_yaml, "--device", "cuda", "--output-dir", str(tmp_path)])
+    assert not (tmp_path / "analysis.json").exists()  # no CPU figures recorded as the GPU's
+
+
 def test_analysis_model_of_a_panoptic_config_without_its_frozen_weights(tiny_detr_cfg):
     import detr_d2.modeling.panoptic  # noqa: F401  registers DetrPanoptic
-    from detr_d2.analysis.inputs import build_analysis_model
+    from detr_d2.engine.predictor import load_model
 
     cfg = tiny_detr_cfg
     cfg.MODEL.META_ARCHITECTURE = "DetrPanoptic"
@@ -287,7 +294,7 @@ def test_analysis_model_of_a_panoptic_config_without_its_frozen_weights(tiny_det
     cfg.MODEL.DETR.MASK_HEAD_GROUPS = 2
     cfg.MODEL.DETR.FROZEN_WEIGHTS = "output/not_trained_yet/model_final.pth"
     cfg.freeze()
-    model = build_analysis_model(cfg)  # FLOPs and speed do not need the box model's weights
+    model = load_model(cfg, random_weights=True)  # FLOPs and speed do not need the weights
     assert type(model).__name__ == "DetrPanoptic" and not model.box_model_frozen
     assert cfg.MODEL.DETR.FROZEN_WEIGHTS == "output/not_trained_yet/model_final.pth"  # untouched
 
@@ -329,7 +336,9 @@ def test_compare_table(tmp_path):
     )
     update_analysis(str(detr), "flop", {"gflops": 86.2})
     update_analysis(str(detr), "parameter", {"total": 41_521_941})
-    update_analysis(str(detr), "benchmark", {"inference": {"median_per_s": 28.3}})
+    update_analysis(
+        str(detr), "benchmark", {"inference": {"median_per_s": 28.3, "device_name": "V100"}}
+    )
     _write_metrics(frcnn / "metrics.json", [{"iteration": 19, "total_loss": 1.0}])
 
     md = tmp_path / "table.md"
@@ -339,10 +348,11 @@ def test_compare_table(tmp_path):
     )
     assert md.read_text() == table
     header, rule, detr_row, frcnn_row = table.strip().split("\n")
-    assert [c.strip() for c in header.strip("|").split("|")] == COLUMNS
+    assert [c.strip() for c in header.strip("|").split("|")] == _tool("compare").COLUMNS
     assert [c.strip() for c in detr_row.strip("|").split("|")] == [
         "DETR",
-        "86/28",
+        "86.20/28",
+        "V100",
         "41.5M",
         "42.0",
         "62.4",
@@ -351,12 +361,20 @@ def test_compare_table(tmp_path):
         "45.8",
         "61.1",
     ]
-    assert [c.strip() for c in frcnn_row.strip("|").split("|")] == ["Faster RCNN-FPN"] + ["-"] * 8
+    assert [c.strip() for c in frcnn_row.strip("|").split("|")] == ["Faster RCNN-FPN"] + ["-"] * 9
 
     out_csv = tmp_path / "table.csv"
     _run("compare", [str(detr), "--output", str(out_csv)])
     rows = list(csv.DictReader(out_csv.open()))
-    assert list(rows[0]) == COLUMNS and rows[0]["Model"] == "detr_r50" and rows[0]["AP"] == "42.0"
+    assert list(rows[0]) == _tool("compare").COLUMNS
+    assert rows[0]["Model"] == "detr_r50" and rows[0]["AP"] == "42.0"
+
+    # a small model's GFLOPs keep two decimals (0.50, not 1)
+    update_analysis(str(frcnn), "flop", {"gflops": 0.5})
+    assert "| 0.50/- " in _run("compare", [str(frcnn)])
+    # a mistyped folder: an error naming it, not a row of "-"
+    with pytest.raises(SystemExit, match="No such output folder: .*detr_r5O"):
+        _run("compare", [str(detr), str(tmp_path / "detr_r5O")])
 
 
 def test_plot_metrics_writes_png(tmp_path):
@@ -365,6 +383,7 @@ def test_plot_metrics_writes_png(tmp_path):
         {"iteration": i, "total_loss": 5.0 / (i + 1), "loss_ce": 1.0 / (i + 1), "lr": 1e-4}
         for i in range(0, 100, 20)
     ]
+    records[1]["class_error"] = 50.0
     records += [
         {"iteration": 40, "total_loss": 0.5, "loss_ce": 0.1, "lr": 1e-4},  # resumed
         {"iteration": 99, "bbox/AP": 12.5},
@@ -373,7 +392,7 @@ def test_plot_metrics_writes_png(tmp_path):
     with open(metrics, "a") as f:
         f.write('{"iteration": 120, "total_lo')  # a line cut by a crash
     assert len(read_metrics(str(metrics))) == len(records)
-    iters, values = metric_series(read_metrics(str(metrics)), "total_loss")
+    iters, values = _tool("plot_metrics").metric_series(read_metrics(str(metrics)), "total_loss")
     assert iters == [0, 20, 40, 60, 80] and values[2] == 0.5
 
     png = tmp_path / "curves.png"
@@ -393,3 +412,5 @@ def test_plot_metrics_writes_png(tmp_path):
     )
     data = png.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 1000
+    # DETR's class_error is among the default curves (issue 15, item 4)
+    assert "class_error" in _run("plot_metrics", [str(metrics), "--output", str(png)])

@@ -431,10 +431,12 @@ def test_visualizer_writes_pngs(source, tmp_path, dataset_names):
             TINY_IMAGES,
             "--source",
             source,
-            "--output",
+            "--output-dir",
             str(tmp_path / "vis"),
-            "--num",
+            "--num-images",
             "3",
+            "--scale",
+            "1",
         ]
         + opts
     )

@@ -7,8 +7,7 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.data import transforms as T
 
-from detr_d2.analysis.inputs import dataset_inputs
-from detr_d2.analysis.predictor import Predictor
+from detr_d2.engine.predictor import Predictor, dataset_inputs
 from detr_d2.config import add_detr_config
 from detr_d2.data import DetrDatasetMapper, build_test_mapper
 from detr_d2.data.resize import ResizeShortestEdge, detr_output_shape

@@ -7,7 +7,7 @@ import os
 
 import pytest
 from detectron2.config import get_cfg
-from detectron2.engine import default_argument_parser, launch
+from detectron2.engine import launch
 
 from detr_d2 import add_detr_config, merge_config_file
 from tiny import TINY_TRAIN_OPTS  # tests/tiny.py
@@ -22,9 +22,13 @@ pytestmark = pytest.mark.usefixtures("datasets_root")  # conftest.py
 
 
 def _args(out_dir, *extra, eval_only=False):
+    import train_net
+
     argv = ["--config-file", os.path.join(ROOT, "configs", "Base-DETR.yaml")]
+    argv += TINY + ["OUTPUT_DIR", str(out_dir)]
+    # the flag after the overrides, more overrides after it (issue 15, item 1)
     argv += ["--eval-only"] if eval_only else []
-    return default_argument_parser().parse_args(argv + TINY + ["OUTPUT_DIR", str(out_dir), *extra])
+    return train_net.argument_parser().parse_args(argv + list(extra))
 
 
 @pytest.mark.parametrize(
@@ -42,6 +46,9 @@ def test_train_then_eval_only_reproduces_ap(tmp_path):
 
     trained = train_net.main(_args(tmp_path))
     assert os.path.exists(tmp_path / "model_final.pth")
+    # the training log line shows DETR's class_error beside the losses (issue 15, item 4)
+    log = (tmp_path / "log.txt").read_text()
+    assert "class_error: " in [line for line in log.splitlines() if "loss_ce: " in line][-1]
     final = trained if trained else None
     evaluated = train_net.main(
         _args(tmp_path, "MODEL.WEIGHTS", str(tmp_path / "model_final.pth"), eval_only=True)

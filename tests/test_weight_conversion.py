@@ -16,6 +16,7 @@ import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
+from detectron2.modeling import build_model
 from PIL import Image
 
 from detr_d2.checkpoint import (
@@ -615,8 +616,8 @@ def test_detr_verify_outputs(tmp_path, tiny_model, tiny_state, caplog):
         assert detr_tool.main(argv) == 0
     assert "self-check: max |ours - official| of pred_logits" in caplog.text
 
-    cfg = detr_tool.setup_cfg(CONFIG, TINY_OPTS)
-    fresh = detr_tool.build_target_model(cfg)
+    cfg = detr_tool.cli.setup_cfg(detr_tool.get_parser().parse_args(argv))
+    fresh = build_model(cfg)
     diffs = detr_tool.verify(fresh, dst, image_path, ref_path, rows, "RGB")
     assert diffs["pred_logits"] < 1e-5 and diffs["pred_boxes"] < 1e-5
 

@@ -433,9 +433,9 @@ def main(args) -> Dict:
         else:
             optimizer = build_optimizer(cfg, model)
             stats = benchmark_train(model, optimizer, data, args.iters, args.warmup, args.log_period)
-            shape = tuple(data[0][0]["image"].shape[1:]) if args.input_size else source
+            at = f"{h}x{w}" if args.input_size else source
             notes.append(
-                f"training iteration, batch {args.batch_size} at {shape}: "
+                f"training iteration, batch {args.batch_size} at {at}: "
                 f"{stats['median_s']:.3f} s ({stats['min_s']:.3f}-{stats['max_s']:.3f})"
             )
         results[task] = dict(stats, input=source, batch_size=args.batch_size, **info)
@@ -492,6 +492,8 @@ def main(args) -> Dict:
         for backend, (load_s, times, stats) in measured.items():
             default = " (default backend)" if backend == "hotcoco" else ""
             rows.append(_row(f"COCO bbox evaluation, {n}: {backend}{default}", times))
+            if backend == "pycocotools":
+                continue
             notes.append(
                 f"COCO evaluation {backend}: load gt {load_s:.2f} s, ratio to pycocotools "
                 f"{_ratio(times, reference):.3f}  (largest difference of the 12 stats "

@@ -1,38 +1,111 @@
 #!/usr/bin/env python
-"""The paper's Table 1 (Model | GFLOPs/FPS | #params | AP | AP50 | AP75 | APs | APm | APl) from
-several output directories, e.g. DETR and Faster R-CNN runs.
+"""The paper's Table 1 (Model | GFLOPs/FPS | FPS on | #params | AP | AP50 | AP75 | APs | APm |
+APl) from several output folders, e.g. DETR and Faster R-CNN runs.
 
     python tools/compare.py output/faster_rcnn_R_50_FPN_3x output/detr_r50 \\
         --names "Faster RCNN-FPN" "DETR" --output table1.md
 
-AP values come from the last evaluation in OUTDIR/metrics.json, GFLOPs, FPS and #params from
-OUTDIR/analysis.json (written by tools/analyze_model.py and tools/benchmark.py with
-``--output-dir``); anything missing is shown as "-". The table is printed as markdown and, with
-``--output``, saved as markdown (.md) or CSV (.csv).
+AP values come from the last evaluation in OUTDIR/metrics.json; GFLOPs (two decimals), FPS, the
+device FPS was measured on and #params from OUTDIR/analysis.json (written by
+tools/analyze_model.py and tools/benchmark.py with ``--output-dir``); a value not measured is
+shown as "-", a folder that does not exist is an error. The table is printed as markdown and,
+with ``--output``, saved as markdown (.md) or CSV (.csv).
 """
 
-import argparse
-import os
-import sys
-
-from detr_d2.analysis.table import format_csv, format_markdown, table_row
+# ruff: noqa: E402  (the command line is parsed before anything heavy is imported)
+import detr_d2_cli as cli
 
 
-def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def get_parser():
+    parser = cli.argument_parser(__doc__, config=False)
     parser.add_argument("output_dirs", nargs="+", metavar="OUTDIR")
-    parser.add_argument("--names", nargs="+", help="row names (default: the directory names)")
-    parser.add_argument("--output", metavar="FILE", help="save as .md or .csv")
+    parser.add_argument("--names", nargs="+", help="row names (default: the folder names)")
+    cli.add_flags(parser, "output", output=dict(help="save the table as .md or .csv"))
     return parser
 
 
-def main(args: argparse.Namespace) -> str:
+ARGS = get_parser().parse_args() if __name__ == "__main__" else None
+
+import csv
+import io
+import os
+import sys
+from typing import Dict, Optional, Sequence
+
+from detr_d2.utils.records import read_analysis, read_metrics
+
+COLUMNS = ["Model", "GFLOPs/FPS", "FPS on", "#params", "AP", "AP50", "AP75", "APs", "APm", "APl"]
+AP_COLUMNS = COLUMNS[4:]
+MISSING = "-"
+
+
+def last_eval(output_dir: str) -> Dict[str, float]:
+    """{"AP": ..., "AP50": ..., ...} of the last line of OUTPUT_DIR/metrics.json with "bbox/AP";
+    {} if there is none."""
+    path = os.path.join(output_dir, "metrics.json")
+    records = read_metrics(path) if os.path.isfile(path) else []
+    for record in reversed(records):
+        if "bbox/AP" in record:
+            return {c: record[f"bbox/{c}"] for c in AP_COLUMNS if f"bbox/{c}" in record}
+    return {}
+
+
+def _number(value: Optional[float], digits: int) -> str:
+    return MISSING if value is None else f"{value:.{digits}f}"
+
+
+def table_row(output_dir: str, name: Optional[str] = None) -> Dict[str, str]:
+    """One formatted row: "GFLOPs/FPS" as in the paper but with two decimals of GFLOPs
+    ("86.21/28"; "-" if neither is known), the device of the FPS, #params in millions ("41.5M"),
+    AP values with one decimal."""
+    analysis = read_analysis(output_dir)
+    gflops = analysis.get("flop", {}).get("gflops")
+    inference = analysis.get("benchmark", {}).get("inference", {})
+    fps, params = inference.get("median_per_s"), analysis.get("parameter", {}).get("total")
+    row = {
+        "Model": name or os.path.basename(os.path.normpath(output_dir)),
+        "GFLOPs/FPS": (
+            MISSING if gflops is None and fps is None else f"{_number(gflops, 2)}/{_number(fps, 0)}"
+        ),
+        "FPS on": inference.get("device_name", MISSING) if fps is not None else MISSING,
+        "#params": MISSING if params is None else f"{params / 1e6:.1f}M",
+    }
+    ap = last_eval(output_dir)
+    row.update({c: _number(ap.get(c), 1) for c in AP_COLUMNS})
+    return row
+
+
+def format_markdown(rows: Sequence[Dict[str, str]]) -> str:
+    """A GitHub-markdown table with the COLUMNS, names left-aligned, numbers right."""
+    widths = [max(len(c), *(len(r[c]) for r in rows)) for c in COLUMNS]
+
+    def line(cells):
+        return "| " + " | ".join(cells) + " |"
+
+    rule = [":" + "-" * (w - 1) for w in widths[:3]] + ["-" * (w - 1) + ":" for w in widths[3:]]
+    lines = [line(c.ljust(w) for c, w in zip(COLUMNS, widths)), line(rule)]
+    for r in rows:
+        left = [r[c].ljust(w) for c, w in zip(COLUMNS[:3], widths)]
+        lines.append(line(left + [r[c].rjust(w) for c, w in zip(COLUMNS[3:], widths[3:])]))
+    return "\n".join(lines) + "\n"
+
+
+def format_csv(rows: Sequence[Dict[str, str]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def main(args) -> str:
     """Prints the markdown table and returns it."""
     names = args.names or [None] * len(args.output_dirs)
     if len(names) != len(args.output_dirs):
         raise SystemExit(f"--names has {len(names)} names for {len(args.output_dirs)} OUTDIRs")
+    missing = [d for d in args.output_dirs if not os.path.isdir(d)]
+    if missing:
+        raise SystemExit(f"No such output folder: {', '.join(missing)}")
     rows = [table_row(d, n) for d, n in zip(args.output_dirs, names)]
     table = format_markdown(rows)
     sys.stdout.write(table)  # the table is the tool's output, not a log message
@@ -44,4 +117,4 @@ def main(args: argparse.Namespace) -> str:
 
 
 if __name__ == "__main__":
-    main(get_parser().parse_args())
+    main(ARGS)

@@ -24,12 +24,44 @@ reports the largest absolute difference to REF.pt, ``{"pred_logits": (1, N, 92 o
 Reference logits are compared after the same class-row mapping as the weights.
 """
 
-import argparse
+# ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
+import detr_d2_cli as cli
+
+
+def get_parser():
+    parser = cli.argument_parser(__doc__, default_config="")
+    parser.add_argument("--input", required=True, help="official DETR checkpoint (.pth)")
+    cli.add_flags(parser, "output", output=dict(required=True, help="detr_d2 checkpoint (.pth)"))
+    parser.add_argument(
+        "--panoptic",
+        action="store_true",
+        help="fail unless the input is a panoptic checkpoint (detected anyway)",
+    )
+    parser.add_argument("--verify-image", default="", help="image for the output self-check")
+    parser.add_argument(
+        "--verify-outputs",
+        default="",
+        help=".pt with the official model's pred_logits/pred_boxes on that image",
+    )
+    parser.add_argument(
+        "--verify-tolerance",
+        type=float,
+        default=None,
+        help="fail when a difference exceeds this (default: only report)",
+    )
+    return parser
+
+
+ARGS = get_parser().parse_args() if __name__ == "__main__" else None
+
 import logging
 import sys
 from typing import Dict, List, Optional
 
 import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data.detection_utils import read_image
+from detectron2.modeling import build_model
 
 from detr_d2.checkpoint.detr_official import (
     CheckpointConversionError,
@@ -42,29 +74,6 @@ from detr_d2.checkpoint.safe_load import UnsafeCheckpointError, load_checkpoint_
 
 logger = logging.getLogger("convert_detr_weights")
 AUTHOR = "DETR official, converted by detr_d2"
-
-
-def setup_cfg(config_file: str, opts: List[str]):
-    from detectron2.config import get_cfg
-
-    from detr_d2 import add_detr_config, merge_config_file
-
-    cfg = get_cfg()  # the same steps as train_net.setup, so the model is the one training builds
-    add_detr_config(cfg)
-    merge_config_file(cfg, config_file)
-    cfg.MODEL.DEVICE = "cpu"  # conversion and the one-image check need no GPU; opts may override
-    cfg.MODEL.WEIGHTS = ""
-    cfg.merge_from_list(opts)
-    cfg.freeze()
-    return cfg
-
-
-def build_target_model(cfg) -> torch.nn.Module:
-    from detectron2.modeling import build_model
-
-    import detr_d2  # noqa: F401  registers our meta-architectures
-
-    return build_model(cfg)
 
 
 def convert(
@@ -113,9 +122,6 @@ def verify(
 ) -> Dict[str, float]:
     """Largest absolute differences of our eval outputs on one unresized image to the official
     ones: {"pred_logits": ..., "pred_boxes": ...}."""
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.data.detection_utils import read_image
-
     DetectionCheckpointer(model).load(weights)
     model.eval()
     image = read_image(image_path, format=input_format)  # (H, W, 3) uint8
@@ -142,52 +148,17 @@ def verify(
     return diffs
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--input", required=True, help="official DETR checkpoint (.pth)")
-    parser.add_argument("--output", required=True, help="detr_d2 checkpoint to write (.pth)")
-    parser.add_argument(
-        "--panoptic",
-        action="store_true",
-        help="fail unless the input is a panoptic checkpoint (detected anyway)",
-    )
-    parser.add_argument(
-        "--config-file",
-        default="",
-        help="build this config's model and require its exact keys and shapes",
-    )
-    parser.add_argument("--verify-image", default="", help="image for the output self-check")
-    parser.add_argument(
-        "--verify-outputs",
-        default="",
-        help=".pt with the official model's pred_logits/pred_boxes on that image",
-    )
-    parser.add_argument(
-        "--verify-tolerance",
-        type=float,
-        default=None,
-        help="fail when a difference exceeds this (default: only report)",
-    )
-    parser.add_argument(
-        "opts",
-        nargs=argparse.REMAINDER,
-        default=[],
-        help="config overrides, KEY VALUE pairs (e.g. MODEL.DEVICE cuda)",
-    )
-    args = parser.parse_args(argv)
+def main(argv: Optional[List[str]] = None) -> int:
+    """The tool on ``argv`` (default: the command line); returns the exit status."""
+    parser = get_parser()
+    args = ARGS if argv is None else parser.parse_args(argv)
     if bool(args.verify_image) != bool(args.verify_outputs):
         parser.error("--verify-image and --verify-outputs go together")
     if args.verify_image and not args.config_file:
         parser.error("--verify-image needs --config-file to build the model")
-    return args
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    args = parse_args(argv)
-    cfg = setup_cfg(args.config_file, args.opts) if args.config_file else None
-    model = build_target_model(cfg) if cfg is not None else None
+    # the model training builds (MODEL.DEVICE cpu for a machine without CUDA: a warning)
+    cfg = cli.setup_cfg(args) if args.config_file else None
+    model = build_model(cfg) if cfg is not None else None
     try:
         result = convert(args.input, args.output, expect_panoptic=args.panoptic, model=model)
     except (CheckpointConversionError, UnsafeCheckpointError) as e:
@@ -212,5 +183,5 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    cli.setup_logging(names=[logger.name])
     sys.exit(main())

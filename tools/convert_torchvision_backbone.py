@@ -12,7 +12,19 @@ and reported. The converted keys and shapes are checked against Detectron2's Res
 depth before anything is written.
 """
 
-import argparse
+# ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
+import detr_d2_cli as cli
+
+
+def get_parser():
+    parser = cli.argument_parser(__doc__, config=False)
+    parser.add_argument("--input", required=True, help="torchvision ResNet state dict (.pth)")
+    cli.add_flags(parser, "output", output=dict(required=True, help="Detectron2 checkpoint (.pth)"))
+    return parser
+
+
+ARGS = get_parser().parse_args() if __name__ == "__main__" else None
+
 import logging
 import sys
 from typing import List, Optional
@@ -88,15 +100,9 @@ def convert(input_path: str, output_path: str) -> dict:
     return checkpoint
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", required=True, help="torchvision ResNet state dict (.pth)")
-    parser.add_argument("--output", required=True, help="Detectron2 checkpoint to write (.pth)")
-    return parser.parse_args(argv)
-
-
 def main(argv: Optional[List[str]] = None) -> int:
-    args = parse_args(argv)
+    """The tool on ``argv`` (default: the command line); returns the exit status."""
+    args = ARGS if argv is None else get_parser().parse_args(argv)
     try:
         convert(args.input, args.output)
     except (UnsafeCheckpointError, UnknownKeyError, KeyError, ValueError) as e:
@@ -106,5 +112,5 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    cli.setup_logging(names=[logger.name])
     sys.exit(main())

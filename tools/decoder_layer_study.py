@@ -12,26 +12,42 @@ DATASETS.TEST[0]), once as predicted and once after per-class NMS at IoU 0.7. Wr
 DIR/decoder_layers.json (AP, AP50, AP75, APs, APm, APl per layer and setting) and
 DIR/decoder_layers.png (AP and AP50 per layer, with and without NMS). Config overrides
 ("KEY VALUE") may come anywhere on the command line.
+
+DETR's auxiliary heads predict from each decoder layer's output ("aux_outputs", shared class and
+box heads), so each layer is a detector of its own. The paper finds the first layers' predictions
+full of duplicates, which NMS removes (+AP), while the last layer has none left to remove.
 """
 
-import argparse
+# ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
+import detr_d2_cli as cli
+
+NMS_IOU = 0.7  # the paper's IoU threshold for the per-class NMS of Fig. 4
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def get_parser():
+    parser = cli.argument_parser(__doc__)
+    cli.add_flags(parser, "dataset", "num_images", "output_dir", "log_period", "random_weights")
+    parser.set_defaults(num_images=0)  # all
+    parser.add_argument("--nms-iou", type=float, default=NMS_IOU, help="IoU of the per-class NMS")
+    return parser
+
+
+ARGS = get_parser().parse_args() if __name__ == "__main__" else None
+
 import json
 import logging
 import math
 import os
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Sequence
 
-from detectron2.utils.logger import setup_logger
+import torch
+from detectron2.modeling import detector_postprocess
+from matplotlib.figure import Figure
+from torchvision.ops import batched_nms
 
-import detr_d2  # noqa: F401  registers Detr and the builtin datasets
-from detr_d2.analysis.decoder_layers import (
-    NMS_IOU,
-    evaluate_decoder_layers,
-    plot_decoder_layers,
-)
-from detr_d2.analysis.inputs import build_analysis_model, setup_cfg
-from detr_d2.analysis.predictor import add_config_arguments, parse_tool_args
-from detr_d2.data.register import register_coco_from_args
+from detr_d2.engine.predictor import dataset_loader, load_model, with_progress
+from detr_d2.evaluation import build_coco_evaluator
 
 logger = logging.getLogger("detr_d2.decoder_layer_study")
 
@@ -46,37 +62,111 @@ def _nan_to_none(value):
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def apply_nms(instances, iou_threshold: float = NMS_IOU):
+    """Per-class NMS of detectron2 Instances (pred_boxes, scores, pred_classes)."""
+    keep = batched_nms(
+        instances.pred_boxes.tensor, instances.scores, instances.pred_classes, iou_threshold
     )
-    parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument("--dataset", help="dataset to evaluate on (default: DATASETS.TEST[0])")
-    parser.add_argument(
-        "--num-images", type=int, default=0, help="evaluate the first N images only (0: all)"
-    )
-    parser.add_argument("--nms-iou", type=float, default=NMS_IOU, help="IoU of the per-class NMS")
-    parser.add_argument(
-        "--output-dir", metavar="DIR", help="default: OUTPUT_DIR/decoder_layer_study"
-    )
-    parser.add_argument("--log-every", type=int, default=50, metavar="N", help="progress period")
-    return add_config_arguments(parser)  # --register-coco, config overrides
+    return instances[keep]
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    return parse_tool_args(get_parser(), argv)
+@torch.no_grad()
+def evaluate_decoder_layers(
+    model: torch.nn.Module,
+    cfg,
+    dataset_name: str,
+    num_images: int = 0,
+    nms_iou: float = NMS_IOU,
+    log_period: int = 50,
+) -> Dict:
+    """COCO box AP of each decoder layer's predictions on (the first ``num_images`` of) a
+    dataset, once as predicted and once after per-class NMS at ``nms_iou``.
+
+    One COCO evaluator per layer and setting (``detr_d2.evaluation.build_coco_evaluator``,
+    backend ``TEST.COCO_EVAL_BACKEND``), restricted to the images seen.
+
+    Returns:
+        {"dataset", "num_images", "nms_iou", "layers": [1..L],
+         "without_nms": {metric: [L values]}, "with_nms": {metric: [L values]}}
+        with the metrics of :data:`METRICS`, in percent.
+    """
+    if not hasattr(model, "forward_raw"):
+        raise TypeError(f"{type(model).__name__} is not a DETR model (no forward_raw)")
+    model.eval()
+    loader, dicts = dataset_loader(cfg, dataset_name, num_images)
+    num_layers = len(model.transformer.decoder.layers)
+    settings = ("without_nms", "with_nms")
+    evaluators = {
+        s: [build_coco_evaluator(cfg, dataset_name) for _ in range(num_layers)] for s in settings
+    }
+    for e in (e for es in evaluators.values() for e in es):
+        e.reset()
+    for inputs in with_progress(loader, len(dicts), every=log_period, name="decoder-layer study"):
+        images = model.preprocess_image(inputs)
+        outputs = model.forward_raw(images)
+        layers = outputs["aux_outputs"] + [outputs]  # first decoder layer first
+        for layer, out in enumerate(layers):
+            results = model.inference(out["pred_logits"], out["pred_boxes"], images.image_sizes)
+            results = [
+                detector_postprocess(r, x.get("height", size[0]), x.get("width", size[1]))
+                for r, x, size in zip(results, inputs, images.image_sizes)
+            ]
+            evaluators["without_nms"][layer].process(inputs, [{"instances": r} for r in results])
+            evaluators["with_nms"][layer].process(
+                inputs, [{"instances": apply_nms(r, nms_iou)} for r in results]
+            )
+    image_ids = [d["image_id"] for d in dicts]
+    numbers = {s: {m: [] for m in METRICS} for s in settings}
+    for setting in settings:
+        for layer, evaluator in enumerate(evaluators[setting], 1):
+            logger.info(f"Evaluating decoder layer {layer}/{num_layers}, {setting} ...")
+            # no "bbox" when there was no prediction at all
+            bbox = (evaluator.evaluate(img_ids=image_ids) or {}).get("bbox", {})
+            for m in METRICS:
+                numbers[setting][m].append(float(bbox.get(m, float("nan"))))
+    return {
+        "dataset": dataset_name,
+        "num_images": len(dicts),
+        "nms_iou": nms_iou,
+        "layers": list(range(1, num_layers + 1)),
+        **numbers,
+    }
 
 
-def main(args: argparse.Namespace) -> Dict:
+def plot_decoder_layers(
+    results: Dict, output_path: str, metrics: Sequence[str] = ("AP", "AP50")
+) -> List[str]:
+    """AP (and AP50) per decoder layer, each with and without NMS, as in the paper's Fig. 4:
+    one line per metric and setting, saved to ``output_path``. Returns the line labels."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    layers = results["layers"]
+    labels = []
+    for metric, color in zip(metrics, ("tab:blue", "tab:orange", "tab:green", "tab:red")):
+        for setting, style in (("without_nms", "-"), ("with_nms", "--")):
+            label = metric + (f" NMS={results['nms_iou']}" if setting == "with_nms" else "")
+            ax.plot(layers, results[setting][metric], style, color=color, marker="o", label=label)
+            labels.append(label)
+    ax.set_xlabel("decoder layer")
+    ax.set_ylabel("AP (%)")
+    ax.set_xticks(layers)
+    ax.set_title(f"{results['dataset']}, {results['num_images']} images")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(output_path, dpi=100)
+    return labels
+
+
+def main(args) -> Dict:
     """Runs the study; returns what the JSON holds."""
-    register_coco_from_args(args)
-    cfg = setup_cfg(args.config_file, args.opts)
+    cfg = cli.setup_cfg(args)
     dataset = args.dataset or cfg.DATASETS.TEST[0]
     output_dir = args.output_dir or os.path.join(cfg.OUTPUT_DIR, "decoder_layer_study")
     os.makedirs(output_dir, exist_ok=True)
-    model = build_analysis_model(cfg)
+    model = load_model(cfg, args.random_weights)
     results = evaluate_decoder_layers(
-        model, cfg, dataset, args.num_images, args.nms_iou, args.log_every
+        model, cfg, dataset, args.num_images, args.nms_iou, args.log_period
     )
     results["config_file"] = args.config_file
     results["weights"] = cfg.MODEL.WEIGHTS
@@ -98,6 +188,5 @@ def main(args: argparse.Namespace) -> Dict:
 
 
 if __name__ == "__main__":
-    for name in ("detectron2", "detr_d2"):
-        setup_logger(name=name)
-    main(parse_args())
+    cli.setup_logging()
+    main(ARGS)

@@ -3,7 +3,7 @@
 torch.export program.
 
     python tools/export_model.py --config-file configs/detr_r50.yaml --format onnx \\
-        --output export/ --sample-image input.jpg MODEL.WEIGHTS detr_r50.pth
+        --output-dir export/ --sample-image input.jpg MODEL.WEIGHTS detr_r50.pth
 
 writes ``export/model.onnx`` (``model.ts`` for torchscript, ``model.pt2`` for torch_export), then
 reloads it with its own runtime (onnxruntime, ``torch.jit.load``, ``torch.export.load``) and
@@ -17,70 +17,63 @@ It returns ``boxes`` (B, N, 4) XYXY in input pixels, ``scores`` (B, N) and ``cla
 a panoptic model also ``mask_logits`` (B, N, H/4, W/4), see ``detr_d2/export/panoptic.py``.
 
 The example input is ``--sample-image`` after the test-time resize (``INPUT.MIN_SIZE_TEST`` /
-``MAX_SIZE_TEST``), or resized to ``--height`` x ``--width`` if given; without a sample image it
-is random pixels of that size (default 512 x 672). Its content only matters for the check. It is
+``MAX_SIZE_TEST``), or resized to ``--input-size H W`` if given; without a sample image it is
+random pixels of that size (default 512 x 672). Its content only matters for the check. It is
 batched with a cropped copy of itself: torch.export needs a batch of 2 or more to keep the batch
-dynamic.
+dynamic. MODEL.WEIGHTS is required (``--random-weights`` exports random weights, with a WARNING).
 """
 
-import argparse
+# ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
+import detr_d2_cli as cli
+
+
+def get_parser():
+    parser = cli.argument_parser(__doc__)
+    parser.add_argument("--format", required=True, choices=["onnx", "torch_export", "torchscript"])
+    cli.add_flags(parser, "output_dir", "input_size", "random_weights")
+    parser.set_defaults(output_dir="export")
+    parser.add_argument("--sample-image", help="example input (default: random pixels)")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        help="largest accepted difference to eager: of scores, of boxes as a fraction of the "
+        "longer image side, of mask logits relative to their largest magnitude",
+    )
+    return parser
+
+
+ARGS = get_parser().parse_args() if __name__ == "__main__" else None
+
 import logging
 import os
 import sys
-from typing import List, Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from detectron2.data.detection_utils import read_image
 
+from detr_d2.data.resize import test_resize
+from detr_d2.engine.predictor import load_model
 from detr_d2.export import EXPORTERS, FILE_NAMES, batch_images, exportable, load_exported
 from detr_d2.export import output_differences
 
-logger = logging.getLogger("export_model")
+logger = logging.getLogger("detr_d2.export_model")
 
 
-def setup_cfg(config_file: str, opts: List[str]):
-    from detectron2.config import get_cfg
-
-    from detr_d2 import add_detr_config, merge_config_file
-
-    cfg = get_cfg()
-    add_detr_config(cfg)
-    merge_config_file(cfg, config_file)
-    cfg.merge_from_list(opts)
-    # traced graphs keep the device of the tensors they create (CPU); ONNX is device-neutral
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.freeze()
-    return cfg
-
-
-def build_exportable(cfg) -> torch.nn.Module:
-    from detr_d2.checkpoint.finetune import DetrCheckpointer
-    from detectron2.modeling import build_model
-
-    import detr_d2  # noqa: F401  registers Detr and DetrPanoptic
-
-    model = build_model(cfg)
-    DetrCheckpointer(model, reinit_class_head=False).load(cfg.MODEL.WEIGHTS)
-    return exportable(model.eval()).eval()
-
-
-def example_image(
-    cfg, sample_image: Optional[str], height: Optional[int], width: Optional[int]
-) -> torch.Tensor:
+def example_image(cfg, sample_image: Optional[str], size: Optional[Sequence[int]]) -> torch.Tensor:
     """(3, H, W) float32 pixels in ``INPUT.FORMAT``."""
     if sample_image is None:
-        size = (height or 512, width or 672)
+        size = tuple(size or (512, 672))
         return torch.rand((3,) + size, generator=torch.Generator().manual_seed(0)) * 255
-    from detectron2.data.detection_utils import read_image
-
-    from detr_d2.data.resize import test_resize
-
     image = read_image(sample_image, format=cfg.INPUT.FORMAT)
-    if height is None or width is None:
+    if size is None:
         image = test_resize(cfg).get_transform(image).apply_image(image)
     image = torch.as_tensor(image.astype("float32").transpose(2, 0, 1).copy())
-    if height is not None and width is not None:
-        image = F.interpolate(image[None], size=(height, width), mode="bilinear")[0]
+    if size is not None:
+        image = F.interpolate(image[None], size=tuple(size), mode="bilinear")[0]
     return image
 
 
@@ -105,15 +98,16 @@ def check(module, exported, images, padding_mask, tolerance: float) -> bool:
 
 
 def main(args) -> int:
-    cfg = setup_cfg(args.config_file, args.opts)
-    module = build_exportable(cfg)
-    image = example_image(cfg, args.sample_image, args.height, args.width)
+    # traced graphs keep the device of the tensors they create (CPU); ONNX is device-neutral
+    cfg = cli.setup_cfg(args, device="cpu")
+    module = exportable(load_model(cfg, args.random_weights).eval()).eval()
+    image = example_image(cfg, args.sample_image, args.input_size)
     h, w = image.shape[-2:]
     size_divisibility = cfg.MODEL.DETR.SIZE_DIVISIBILITY
     inputs = batch_images([image, image[:, : h * 3 // 4, : w * 3 // 4]], size_divisibility)
 
-    os.makedirs(args.output, exist_ok=True)
-    path = os.path.join(args.output, FILE_NAMES[args.format])
+    os.makedirs(args.output_dir, exist_ok=True)
+    path = os.path.join(args.output_dir, FILE_NAMES[args.format])
     exporter = EXPORTERS[args.format]
     if args.format == "onnx":
         exporter(module, inputs, path, opset=args.opset)
@@ -128,38 +122,6 @@ def main(args) -> int:
     return 0 if ok else 1
 
 
-def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument("--format", required=True, choices=sorted(EXPORTERS))
-    parser.add_argument("--output", required=True, help="directory to write the model file to")
-    parser.add_argument("--sample-image", help="example input (default: random pixels)")
-    parser.add_argument("--height", type=int, help="example input height (pixels)")
-    parser.add_argument("--width", type=int, help="example input width (pixels)")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
-    parser.add_argument(
-        "--tolerance",
-        type=float,
-        default=1e-4,
-        help="largest accepted difference to eager: of scores, of boxes as a fraction of the "
-        "longer image side, of mask logits relative to their largest magnitude",
-    )
-    parser.add_argument(
-        "opts",
-        nargs=argparse.REMAINDER,
-        default=[],
-        help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model.pth",
-    )
-    return parser
-
-
 if __name__ == "__main__":
-    from detectron2.utils.logger import setup_logger
-
-    setup_logger(name="export_model")
-    setup_logger(name="detr_d2")
-    parser = get_parser()
-    args = parser.parse_args()
-    if (args.height is None) != (args.width is None):
-        parser.error("give both --height and --width, or neither")
-    sys.exit(main(args))
+    cli.setup_logging()
+    sys.exit(main(ARGS))

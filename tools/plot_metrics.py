@@ -1,41 +1,86 @@
 #!/usr/bin/env python
-"""Training curves from detectron2's metrics.json (one JSON object per line) to an image.
+"""Training curves from Detectron2's metrics.json (one JSON object per line) to an image.
 
     python tools/plot_metrics.py output/detr_r50/metrics.json --output curves.png
     python tools/plot_metrics.py output/detr_r50/metrics.json --output lr.png --keys lr
 
 One subplot per key over iterations (losses on a log scale); keys absent from the file are
-skipped. Default keys: total_loss, loss_ce, loss_bbox, loss_giou, lr, bbox/AP, bbox/AP50.
+skipped. Default keys: total_loss, loss_ce, loss_bbox, loss_giou, class_error, lr, bbox/AP,
+bbox/AP50.
 """
 
-import argparse
-import logging
+# ruff: noqa: E402  (the command line is parsed before anything heavy is imported)
+import detr_d2_cli as cli
 
-from detectron2.utils.logger import setup_logger
-
-from detr_d2.analysis.curves import DEFAULT_KEYS, plot_curves
-
-logger = logging.getLogger("detr_d2.plot_metrics")
+DEFAULT_KEYS = (
+    "total_loss", "loss_ce", "loss_bbox", "loss_giou", "class_error", "lr", "bbox/AP", "bbox/AP50"
+)  # fmt: skip
 
 
-def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def get_parser():
+    parser = cli.argument_parser(__doc__, config=False)
     parser.add_argument("metrics", metavar="METRICS_JSON", help="OUTDIR/metrics.json")
-    parser.add_argument("--output", required=True, metavar="IMAGE", help="e.g. curves.png")
+    cli.add_flags(parser, "output", output=dict(required=True, help="the image, e.g. curves.png"))
     parser.add_argument("--keys", nargs="+", default=list(DEFAULT_KEYS))
     return parser
 
 
-def main(args: argparse.Namespace) -> None:
+ARGS = get_parser().parse_args() if __name__ == "__main__" else None
+
+import logging
+from typing import Dict, List, Sequence, Tuple
+
+# A bare Figure renders with Agg when saved, without pyplot's global backend state.
+from matplotlib.figure import Figure
+
+from detr_d2.utils.records import read_metrics
+
+logger = logging.getLogger("detr_d2.plot_metrics")
+
+
+def metric_series(records: List[Dict], key: str) -> Tuple[List[int], List[float]]:
+    """(iterations, values) of ``key``, sorted by iteration. A resumed run appends iterations it
+    had already logged; the later record of an iteration wins."""
+    by_iter = {r["iteration"]: r[key] for r in records if key in r and "iteration" in r}
+    iters = sorted(by_iter)
+    return iters, [by_iter[i] for i in iters]
+
+
+def plot_curves(metrics_path: str, output_path: str, keys: Sequence[str], columns=2) -> List[str]:
+    """One subplot per key found in ``metrics_path``, saved as an image to ``output_path``.
+    Returns the keys plotted; raises ValueError if none of ``keys`` is in the file."""
+    records = read_metrics(metrics_path)
+    series = {k: metric_series(records, k) for k in keys}
+    series = {k: s for k, s in series.items() if s[0]}
+    if not series:
+        raise ValueError(f"none of {list(keys)} in {metrics_path}")
+    rows = (len(series) + columns - 1) // columns
+    fig = Figure(figsize=(5 * columns, 3 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for ax, (key, (iters, values)) in zip(axes.flat, series.items()):
+        ax.plot(iters, values, marker="o" if len(iters) < 20 else None, markersize=3)
+        ax.set_title(key)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+        if key.startswith("loss") or key == "total_loss":
+            ax.set_yscale("log" if min(values) > 0 else "linear")
+    for ax in list(axes.flat)[len(series) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(output_path, dpi=100)
+    return list(series)
+
+
+def main(args) -> List[str]:
+    """Returns the keys plotted."""
     plotted = plot_curves(args.metrics, args.output, args.keys)
     skipped = [k for k in args.keys if k not in plotted]
     if skipped:
         logger.warning(f"Not in {args.metrics}: {skipped}")
     logger.info(f"Plotted {plotted} to {args.output}")
+    return plotted
 
 
 if __name__ == "__main__":
-    setup_logger(name="detr_d2")
-    main(get_parser().parse_args())
+    cli.setup_logging()
+    main(ARGS)

@@ -11,31 +11,25 @@ All predictions of the last decoder layer count, whatever their score. One scatt
 square: green for small boxes, red for large horizontal ones, blue for large vertical ones.
 Your own COCO-format set: ``--register-coco NAME JSON IMAGE_ROOT --dataset NAME``. Config
 overrides ("KEY VALUE") may come anywhere on the command line.
+
+Every prediction counts, whatever its class or score, as a point at its box centre in the unit
+square, coloured by the box's size and shape as in the paper. The paper finds each slot
+specializing in a few areas and box sizes, and almost all of them also predicting large
+image-wide boxes.
 """
 
-import argparse
-import logging
-import os
-from typing import Dict, Optional, Sequence
+# ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
+import detr_d2_cli as cli
 
-from detectron2.utils.logger import setup_logger
-
-import detr_d2  # noqa: F401  registers Detr and the builtin datasets
-from detr_d2.analysis.inputs import build_analysis_model, setup_cfg
-from detr_d2.analysis.predictor import add_config_arguments, parse_tool_args
-from detr_d2.analysis.query_slots import SMALL_SIZE, collect_slot_boxes, plot_query_slots
-from detr_d2.data.register import register_coco_from_args
-
-logger = logging.getLogger("detr_d2.query_slots")
+# a box is "small" when sqrt(w * h) is below this fraction of the image (w, h normalized)
+SMALL_SIZE = 0.25
 
 
-def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument("--dataset", help="dataset to run on (default: DATASETS.TEST[0])")
-    parser.add_argument("--num-images", type=int, default=0, help="first N images only (0: all)")
+def get_parser():
+    parser = cli.argument_parser(__doc__)
+    cli.add_flags(parser, "dataset", "num_images", "log_period", "random_weights")
+    cli.add_flags(parser, "output", output=dict(help="the PNG (default OUTPUT_DIR/query_slots.png)"))
+    parser.set_defaults(num_images=0)  # all
     parser.add_argument(
         "--slots", type=int, nargs="+", help="query indices to plot (default: the first 20)"
     )
@@ -46,31 +40,112 @@ def get_parser() -> argparse.ArgumentParser:
         default=SMALL_SIZE,
         help="a box is small when sqrt(w*h) is below this fraction of the image",
     )
-    parser.add_argument("--output", metavar="PNG", help="default: OUTPUT_DIR/query_slots.png")
-    parser.add_argument("--log-every", type=int, default=50, metavar="N", help="progress period")
-    return add_config_arguments(parser)  # --register-coco, config overrides
+    return parser
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    return parse_tool_args(get_parser(), argv, list_options=("--slots",))
+ARGS = get_parser().parse_args() if __name__ == "__main__" else None
+
+import logging
+import os
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from detr_d2.engine.predictor import dataset_loader, load_model, with_progress
+
+logger = logging.getLogger("detr_d2.query_slots")
+
+COLORS = {"small": (0.1, 0.7, 0.1), "horizontal": (0.85, 0.1, 0.1), "vertical": (0.1, 0.2, 0.9)}
 
 
-def main(args: argparse.Namespace) -> Dict:
+@torch.no_grad()
+def collect_slot_boxes(
+    model: torch.nn.Module,
+    cfg,
+    dataset_name: str,
+    num_images: int = 0,
+    log_period: int = 50,
+) -> Tensor:
+    """The final decoder layer's boxes of every slot on (the first ``num_images`` of) a dataset:
+    (I, N, 4) normalized cxcywh (relative to each unpadded image), on the CPU."""
+    if not hasattr(model, "forward_raw"):
+        raise TypeError(f"{type(model).__name__} is not a DETR model (no forward_raw)")
+    model.eval()
+    loader, dicts = dataset_loader(cfg, dataset_name, num_images)
+    boxes = []
+    for inputs in with_progress(loader, len(dicts), every=log_period, name="query slots"):
+        boxes.append(model.forward_raw(model.preprocess_image(inputs))["pred_boxes"].cpu())
+    return torch.cat(boxes)
+
+
+def box_colors(boxes: Tensor, small_size: float = SMALL_SIZE) -> np.ndarray:
+    """(M, 3) RGB colors of (M, 4) normalized cxcywh boxes, after the paper: green when
+    sqrt(w * h) < ``small_size``, else red when w >= h, blue when w < h."""
+    w, h = boxes[:, 2].numpy(), boxes[:, 3].numpy()
+    small = np.sqrt(w * h) < small_size
+    colors = np.where((w >= h)[:, None], COLORS["horizontal"], COLORS["vertical"])
+    colors[small] = COLORS["small"]
+    return colors
+
+
+def plot_query_slots(
+    boxes: Tensor,
+    slots: Sequence[int],
+    output_path: Optional[str] = None,
+    columns: int = 5,
+    small_size: float = SMALL_SIZE,
+) -> Figure:
+    """One scatter of box centres per slot in ``slots`` (a grid, ``columns`` wide; slots index
+    the N queries of ``boxes`` (I, N, 4) normalized cxcywh), saved to ``output_path`` if given.
+    Returns the figure; its first ``len(slots)`` axes are the slots', in order."""
+    num_queries = boxes.shape[1]
+    bad = [s for s in slots if not 0 <= s < num_queries]
+    if bad:
+        raise ValueError(f"slots {bad} out of range: the model has {num_queries} queries")
+    columns = max(1, min(columns, len(slots)))
+    rows = (len(slots) + columns - 1) // columns
+    fig = Figure(figsize=(2.2 * columns, 2.2 * rows + 0.4))
+    axes: List = list(fig.subplots(rows, columns, squeeze=False).flat)
+    size = float(np.clip(3000 / max(len(boxes), 1), 1, 12))  # fewer images, bigger points
+    for ax, slot in zip(axes, slots):
+        b = boxes[:, slot]
+        ax.scatter(b[:, 0], b[:, 1], s=size, c=box_colors(b, small_size), alpha=0.5, linewidths=0)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(1, 0)  # image coordinates: y down
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"slot {slot}", fontsize=9)
+    for ax in axes[len(slots) :]:
+        fig.delaxes(ax)
+    fig.suptitle(
+        f"Box centres per slot over {len(boxes)} images: green small, red large horizontal, "
+        "blue large vertical",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    if output_path:
+        fig.savefig(output_path, dpi=100)
+    return fig
+
+
+def main(args) -> Dict:
     """Returns {"output": the PNG, "slots", "num_images", "figure"}."""
-    register_coco_from_args(args)
-    cfg = setup_cfg(args.config_file, args.opts)
+    cfg = cli.setup_cfg(args)
     dataset = args.dataset or cfg.DATASETS.TEST[0]
     output = args.output or os.path.join(cfg.OUTPUT_DIR, "query_slots.png")
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    model = build_analysis_model(cfg)
+    model = load_model(cfg, args.random_weights)
     slots = args.slots if args.slots else list(range(min(20, cfg.MODEL.DETR.NUM_OBJECT_QUERIES)))
-    boxes = collect_slot_boxes(model, cfg, dataset, args.num_images, args.log_every)
+    boxes = collect_slot_boxes(model, cfg, dataset, args.num_images, args.log_period)
     figure = plot_query_slots(boxes, slots, output, args.columns, args.small_size)
     logger.info(f"Plotted slots {slots} over {len(boxes)} images of {dataset} to {output}")
     return {"output": output, "slots": slots, "num_images": len(boxes), "figure": figure}
 
 
 if __name__ == "__main__":
-    for name in ("detectron2", "detr_d2"):
-        setup_logger(name=name)
-    main(parse_args())
+    cli.setup_logging()
+    main(ARGS)

@@ -10,39 +10,24 @@ cross-attention per predicted object).
 Writes to ``--output-dir`` (default OUTPUT_DIR/attention):
   encoder_attention.png: the last encoder layer's self-attention (heads averaged) of the
     feature-map position under each reference point, over the image. ``--points x,y ...`` in
-    pixels of the input image; default: the centres of the best detections.
+    pixels of the input image (a point outside it is an error); default: the centres of the best
+    detections.
   decoder_attention.png: the last decoder layer's cross-attention (heads averaged) of each
     detection's query (at most ``--topk`` above ``--threshold``), with its box.
 Config overrides ("KEY VALUE") may come anywhere on the command line.
+
+The transformer calls its ``nn.MultiheadAttention`` modules with ``need_weights=False`` (the fast
+path): :func:`record_attention` switches chosen modules to returning their weights for the
+duration of a ``with`` block, with hooks, leaving the modeling code as it is.
 """
 
+# ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
 import argparse
-import logging
-import os
-from typing import Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
-import torch
-from detectron2.data.detection_utils import read_image
-from detectron2.utils.logger import setup_logger
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
-from torchvision.ops import box_convert
-
-import detr_d2  # noqa: F401  registers Detr and the builtin datasets
-from detr_d2.analysis.attention import (
-    attention_to_image,
-    detr_attention,
-    image_points_to_feature_indices,
-)
-from detr_d2.analysis.inputs import build_analysis_model, setup_cfg
-from detr_d2.analysis.predictor import Predictor, add_config_arguments, parse_tool_args
-from detr_d2.data.register import register_coco_from_args
-
-logger = logging.getLogger("detr_d2.visualize_attention")
+import detr_d2_cli as cli
 
 
-def _point(text: str) -> Tuple[float, float]:
+def _point(text: str):
     try:
         x, y = (float(v) for v in text.split(","))
     except ValueError:
@@ -50,11 +35,8 @@ def _point(text: str) -> Tuple[float, float]:
     return x, y
 
 
-def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config-file", required=True, metavar="FILE")
+def get_parser():
+    parser = cli.argument_parser(__doc__)
     parser.add_argument("--input", required=True, metavar="IMAGE")
     parser.add_argument(
         "--points", type=_point, nargs="+", metavar="X,Y", help="encoder reference points (pixels)"
@@ -64,12 +46,131 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--threshold", type=float, default=0.7, help="detection score threshold")
     parser.add_argument("--topk", type=int, default=6, help="at most this many detections")
-    parser.add_argument("--output-dir", metavar="DIR", help="default: OUTPUT_DIR/attention")
-    return add_config_arguments(parser)  # --register-coco, config overrides
+    cli.add_flags(parser, "output_dir", "random_weights")
+    parser.set_defaults(output_dir=None)  # OUTPUT_DIR/attention
+    return parser
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    return parse_tool_args(get_parser(), argv, list_options=("--points",))
+ARGS = get_parser().parse_args() if __name__ == "__main__" else None
+
+import contextlib
+import logging
+import os
+from typing import Dict, Iterator, List, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from detectron2.data.detection_utils import read_image
+from detectron2.structures import ImageList
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from torch import Tensor, nn
+from torchvision.ops import box_convert
+
+from detr_d2.engine.predictor import Predictor, load_model
+
+logger = logging.getLogger("detr_d2.visualize_attention")
+
+# nn.MultiheadAttention.forward's arguments after (query, key, value), in order
+_MHA_ARGS = ("key_padding_mask", "need_weights", "attn_mask", "average_attn_weights", "is_causal")
+
+
+@contextlib.contextmanager
+def record_attention(
+    modules: Dict[str, nn.MultiheadAttention], average_heads: bool = True
+) -> Iterator[Dict[str, Tensor]]:
+    """Within the block, each module of ``modules`` also computes its attention weights; the
+    yielded dict maps its name to the weights of its latest call: (B, L, S) with heads averaged,
+    else (B, heads, L, S), for L queries and S keys (each row sums to 1 over the unmasked keys).
+    What the module returns to its caller is unchanged."""
+    records: Dict[str, Tensor] = {}
+
+    def ask_for_weights(module, args, kwargs):
+        kwargs = dict(kwargs, **dict(zip(_MHA_ARGS, args[3:])))
+        kwargs.update(need_weights=True, average_attn_weights=average_heads)
+        return args[:3], kwargs
+
+    def keep(name):
+        def hook(module, args, output):
+            records[name] = output[1].detach()
+
+        return hook
+
+    handles = []
+    try:
+        for name, module in modules.items():
+            handles.append(module.register_forward_pre_hook(ask_for_weights, with_kwargs=True))
+            handles.append(module.register_forward_hook(keep(name)))
+        yield records
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@torch.no_grad()
+def detr_attention(model: nn.Module, images: ImageList) -> Dict:
+    """Run ``model.forward_raw(images)`` (a Detr in eval mode) recording the last encoder layer's
+    self-attention and the last decoder layer's cross-attention, heads averaged.
+
+    Returns forward_raw's dict plus:
+        "encoder_attention": (B, h*w, h, w): for each query position (row-major over the (h, w)
+            feature map of "memory"), its attention over all positions; sums to 1 over the
+            positions where "mask" is False.
+        "decoder_attention": (B, N, h, w): each object query's attention over the feature map,
+            likewise summing to 1 over the valid positions.
+    """
+    transformer = model.transformer
+    modules = {
+        "encoder": transformer.encoder.layers[-1].self_attn,
+        "decoder": transformer.decoder.layers[-1].multihead_attn,
+    }
+    with record_attention(modules) as records:
+        outputs = model.forward_raw(images)
+    b, _, h, w = outputs["memory"].shape
+    outputs["encoder_attention"] = records["encoder"].reshape(b, h * w, h, w)
+    outputs["decoder_attention"] = records["decoder"].reshape(b, -1, h, w)
+    return outputs
+
+
+def image_points_to_feature_indices(
+    points: Sequence[Tuple[float, float]],
+    image_size: Tuple[int, int],
+    input_size: Tuple[int, int],
+    padded_size: Tuple[int, int],
+    feature_size: Tuple[int, int],
+) -> Tensor:
+    """Flattened feature-map indices (row-major over (h, w)) of points given as (x, y) pixels of
+    the original image.
+
+    Args:
+        image_size: (H, W) of the original image; input_size: (h, w) it was resized to for the
+            network; padded_size: (h, w) of the padded batch tensor; feature_size: (h, w) of the
+            feature map, which spans the padded tensor.
+    Returns:
+        (P,) int64, each point clamped to the feature map.
+    """
+    pts = torch.as_tensor(points, dtype=torch.float64).reshape(-1, 2)
+    (ih, iw), (nh, nw), (ph, pw), (fh, fw) = image_size, input_size, padded_size, feature_size
+    cols = (pts[:, 0] * nw / iw * fw / pw).floor().long().clamp(0, fw - 1)
+    rows = (pts[:, 1] * nh / ih * fh / ph).floor().long().clamp(0, fh - 1)
+    return rows * fw + cols
+
+
+def attention_to_image(
+    attention: Tensor,
+    input_size: Tuple[int, int],
+    padded_size: Tuple[int, int],
+    image_size: Tuple[int, int],
+) -> np.ndarray:
+    """An (h, w) attention map over the feature map of a padded batch as an (H, W) float32 map
+    over the original image: upsampled to the padded tensor, cut to the network input and
+    resized to ``image_size`` (bilinear). Sizes are as in
+    :func:`image_points_to_feature_indices`."""
+    nh, nw = input_size
+    x = F.interpolate(attention[None, None].float(), size=tuple(padded_size), mode="bilinear")
+    x = F.interpolate(x[..., :nh, :nw], size=tuple(image_size), mode="bilinear")
+    return x[0, 0].cpu().numpy()
 
 
 def select_detections(scores: torch.Tensor, threshold: float, topk: int) -> torch.Tensor:
@@ -133,25 +234,30 @@ def draw_decoder_attention(
     fig.savefig(path, dpi=100)
 
 
-def main(args: argparse.Namespace) -> Dict:
+def main(args) -> Dict:
     """Returns the maps drawn ("encoder": (P, H, W), "decoder": (K, H, W) over the image),
     "points", "queries" (the detections' query indices), "boxes" and the two PNG paths."""
-    register_coco_from_args(args)
-    cfg = setup_cfg(args.config_file, args.opts)
+    cfg = cli.setup_cfg(args)
     output_dir = args.output_dir or os.path.join(cfg.OUTPUT_DIR, "attention")
     os.makedirs(output_dir, exist_ok=True)
-    model = build_analysis_model(cfg)
-    predictor = Predictor(cfg, model)
     image = read_image(args.input, format="BGR")
+    h, w = image.shape[:2]
+    outside = [(x, y) for x, y in args.points or () if not (0 <= x < w and 0 <= y < h)]
+    if outside:  # before the model is loaded
+        raise ValueError(
+            f"--points {' '.join(f'{x:g},{y:g}' for x, y in outside)} outside the image "
+            f"{args.input} of {w}x{h} pixels (x in [0, {w}), y in [0, {h}))"
+        )
+    model = load_model(cfg, args.random_weights)
+    predictor = Predictor(cfg, model)
     image_rgb = np.ascontiguousarray(image[:, :, ::-1])
-    image_hw = image.shape[:2]
+    image_hw = (h, w)
     images = model.preprocess_image([predictor.inputs(image)])
     out = detr_attention(model, images)
     input_hw, padded_hw = images.image_sizes[0], tuple(images.tensor.shape[-2:])
     feature_hw = tuple(out["memory"].shape[-2:])
 
     scores, labels = out["pred_logits"][0].cpu().softmax(-1)[:, :-1].max(-1)
-    h, w = image_hw
     boxes = box_convert(out["pred_boxes"][0].cpu(), "cxcywh", "xyxy") * torch.tensor([w, h, w, h])
     queries = select_detections(scores, args.threshold, args.topk)
     names = predictor.metadata.get("thing_classes", None)
@@ -189,6 +295,5 @@ def main(args: argparse.Namespace) -> Dict:
 
 
 if __name__ == "__main__":
-    for name in ("detectron2", "detr_d2"):
-        setup_logger(name=name)
-    main(parse_args())
+    cli.setup_logging()
+    main(ARGS)

@@ -3,22 +3,41 @@
 
     python tools/visualize_data.py --config-file configs/finetune/detr_r50_finetune.yaml \\
         --register-coco my_train path/to/train.json path/to/images \\
-        --source annotation --output output/vis DATASETS.TRAIN "('my_train',)"
+        --source annotation --output-dir output/vis DATASETS.TRAIN "('my_train',)"
 
 ``--source annotation``: the ground truth of DATASETS.TRAIN as loaded (original images, every
 annotation, crowd regions included). ``--source dataloader``: what the model is fed, i.e. the
 images and boxes after the training augmentation of train_net (DetrDatasetMapper for DETR,
 Detectron2's DatasetMapper otherwise), batch by batch from the training data loader. Labels are
-the dataset's class names (its metadata's ``thing_classes``). One PNG per image in ``--output``.
+the dataset's class names (its metadata's ``thing_classes``). One PNG per image in
+``--output-dir``, drawn at ``--scale`` (default: small images upscaled to 512 px, so that the
+labels are readable).
 """
 
-import argparse
+# ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
+import detr_d2_cli as cli
+
+
+def get_parser():
+    parser = cli.argument_parser(__doc__)
+    parser.add_argument(
+        "--source",
+        choices=["annotation", "dataloader"],
+        required=True,
+        help="the dataset's ground truth, or the augmented training inputs",
+    )
+    cli.add_flags(parser, "output_dir", "num_images", "scale")
+    parser.set_defaults(num_images=20, output_dir="output/vis")
+    return parser
+
+
+ARGS = get_parser().parse_args() if __name__ == "__main__" else None
+
 import logging
 import os
 from typing import List
 
 import numpy as np
-from detectron2.config import get_cfg
 from detectron2.data import (
     DatasetCatalog,
     DatasetMapper,
@@ -26,46 +45,12 @@ from detectron2.data import (
     build_detection_train_loader,
 )
 from detectron2.data import detection_utils as utils
-from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import Visualizer
 
-from detr_d2 import add_detr_config, is_detr_config, merge_config_file
+from detr_d2 import is_detr_config
 from detr_d2.data import DetrDatasetMapper
-from detr_d2.data.register import add_register_coco_argument, register_coco_from_args
 
 logger = logging.getLogger("detr_d2.visualize_data")
-
-
-def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument(
-        "--source",
-        choices=["annotation", "dataloader"],
-        required=True,
-        help="the dataset's ground truth, or the augmented training inputs",
-    )
-    parser.add_argument("--output", required=True, metavar="DIR", help="folder for the PNGs")
-    parser.add_argument("--num", type=int, default=20, help="images to draw (default 20)")
-    add_register_coco_argument(parser)
-    parser.add_argument(
-        "opts",
-        nargs=argparse.REMAINDER,
-        default=[],
-        help="config overrides, KEY VALUE pairs, e.g. DATASETS.TRAIN \"('x',)\"",
-    )
-    return parser
-
-
-def setup_cfg(args):
-    cfg = get_cfg()
-    add_detr_config(cfg)
-    merge_config_file(cfg, args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.freeze()
-    return cfg
 
 
 def _save(vis_image, path: str) -> None:
@@ -73,7 +58,7 @@ def _save(vis_image, path: str) -> None:
     logger.info(f"Wrote {path}")
 
 
-def draw_annotations(cfg, output: str, num: int) -> List[str]:
+def draw_annotations(cfg, output: str, num: int, scale=None) -> List[str]:
     """The first ``num`` images of DATASETS.TRAIN with their annotations; returns the paths."""
     paths = []
     for name in cfg.DATASETS.TRAIN:
@@ -82,14 +67,15 @@ def draw_annotations(cfg, output: str, num: int) -> List[str]:
             if len(paths) == num:
                 return paths
             image = utils.read_image(record["file_name"], format="RGB")
-            vis = Visualizer(image, metadata).draw_dataset_dict(record)
+            vis = Visualizer(image, metadata, cli.draw_scale(scale, *image.shape[:2]))
+            vis = vis.draw_dataset_dict(record)
             stem = os.path.splitext(os.path.basename(record["file_name"]))[0]
             paths.append(os.path.join(output, f"{name}_{stem}.png"))
             _save(vis, paths[-1])
     return paths
 
 
-def draw_dataloader(cfg, output: str, num: int) -> List[str]:
+def draw_dataloader(cfg, output: str, num: int, scale=None) -> List[str]:
     """The first ``num`` images the training data loader yields, with their augmented boxes."""
     mapper = DetrDatasetMapper(cfg, True) if is_detr_config(cfg) else DatasetMapper(cfg, True)
     metadata = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
@@ -106,7 +92,8 @@ def draw_dataloader(cfg, output: str, num: int) -> List[str]:
             labels = [
                 class_names[c] if class_names else str(c) for c in instances.gt_classes.tolist()
             ]
-            vis = Visualizer(image, metadata).overlay_instances(
+            vis = Visualizer(image, metadata, cli.draw_scale(scale, *image.shape[:2]))
+            vis = vis.overlay_instances(
                 boxes=instances.gt_boxes.tensor.numpy(), labels=labels
             )
             stem = os.path.splitext(os.path.basename(item["file_name"]))[0]
@@ -115,16 +102,14 @@ def draw_dataloader(cfg, output: str, num: int) -> List[str]:
     return paths
 
 
-def main(args: argparse.Namespace) -> List[str]:
+def main(args) -> List[str]:
     """Draws the images; returns the paths of the PNG files written."""
-    register_coco_from_args(args)
-    cfg = setup_cfg(args)
-    os.makedirs(args.output, exist_ok=True)
+    cfg = cli.setup_cfg(args)
+    os.makedirs(args.output_dir, exist_ok=True)
     draw = draw_annotations if args.source == "annotation" else draw_dataloader
-    return draw(cfg, args.output, args.num)
+    return draw(cfg, args.output_dir, args.num_images, args.scale)
 
 
 if __name__ == "__main__":
-    for name in ("detectron2", "detr_d2"):
-        setup_logger(name=name)
-    main(get_parser().parse_args())
+    cli.setup_logging()
+    main(ARGS)

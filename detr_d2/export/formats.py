@@ -30,7 +30,9 @@ The example inputs should have a batch of 2 or more (and H, W > 1): torch.export
 dimension of size 0 or 1 to that constant.
 """
 
+import contextlib
 import copy
+import warnings
 from typing import Callable, Dict, Tuple
 
 import torch
@@ -43,8 +45,18 @@ Outputs = Tuple[Tensor, ...]
 Inputs = Tuple[Tensor, Tensor]
 
 
+@contextlib.contextmanager
+def known_tracer_warnings():
+    """Silences TracerWarnings inside: the tracer warns that shapes and sizes read in the wrapper
+    may not generalize, but they are recorded as ``aten::size`` ops and the graph runs at other
+    sizes and batch sizes (tests/test_export.py checks it): known and benign here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        yield
+
+
 def export_torchscript(module: nn.Module, inputs: Inputs, path: str) -> None:
-    with torch.no_grad():
+    with torch.no_grad(), known_tracer_warnings():
         traced = torch.jit.trace(module.eval(), inputs, check_trace=False)
     traced.save(path)
 
@@ -73,7 +85,7 @@ def export_onnx(module: nn.Module, inputs: Inputs, path: str, opset: int = 17) -
         "padding_mask": {0: "batch", 1: "height", 2: "width"},
     }
     dynamic_axes.update({name: {0: "batch", **axes} for name, axes in outputs.items()})
-    with torch.no_grad():
+    with torch.no_grad(), known_tracer_warnings():
         torch.onnx.export(
             module.eval(),
             inputs,

@@ -1,0 +1,24 @@
+"""The training log line with DETR's metrics: Detectron2's ``CommonMetricPrinter`` prints only
+the histories whose name contains "loss", so ``class_error`` (put into the EventStorage by
+``SetCriterion``, README: "in the training log and metrics.json") reached metrics.json only."""
+
+from detectron2.utils.events import CommonMetricPrinter, get_event_storage
+
+__all__ = ["MetricPrinter"]
+
+
+class MetricPrinter(CommonMetricPrinter):
+    """``CommonMetricPrinter`` whose line also shows ``metrics`` (their median over the window),
+    when the storage has them."""
+
+    def __init__(self, max_iter, window_size: int = 20, metrics=("class_error",)):
+        super().__init__(max_iter, window_size)
+        self.metrics = metrics
+        self._log, self.logger = self.logger, self  # write() logs through info() below
+
+    def info(self, line: str) -> None:
+        histories = get_event_storage().histories()
+        extra = [
+            f"{k}: {histories[k].median(self._window_size):.4g}" for k in self.metrics if k in histories
+        ]
+        self._log.info("  ".join([line] + extra))
