@@ -120,3 +120,25 @@ def test_panoptic_network_onnx_at_other_size(tiny_panoptic, tmp_path):
     """DetrPanoptic: boxes, scores, classes and forward_raw's mask logits (the merge into
     segments stays in Python). TorchScript and torch.export take the same wrapper."""
     _export_and_check(tiny_panoptic, "onnx", tmp_path, [[(96, 64), (80, 48), (70, 70)]])
+
+
+def test_export_tool_refuses_random_weights_unless_asked(tiny_detr_cfg, tmp_path):
+    """tools/export_model.py: no MODEL.WEIGHTS is an error naming the key; --random-weights
+    exports (with a WARNING), checks the reloaded model and warns no TracerWarning on the way."""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "tools", "export_model.py")
+    spec = importlib.util.spec_from_file_location("export_model_tool", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    (yaml := tmp_path / "tiny.yaml").write_text(tiny_detr_cfg.dump())
+    argv = ["--config-file", str(yaml), "--format", "torchscript", "--input-size", "64", "96"]
+    argv += ["--output-dir", str(tmp_path / "export")]
+    with pytest.raises(ValueError, match="MODEL.WEIGHTS is empty"):
+        tool.main(tool.get_parser().parse_args(argv))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert tool.main(tool.get_parser().parse_args(argv + ["--random-weights"])) == 0
+    assert not [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
+    assert (tmp_path / "export" / "model.ts").is_file()

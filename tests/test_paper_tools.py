@@ -3,6 +3,7 @@ random DETR, a few tiny images and a 3-image generated shapes dataset."""
 
 import importlib.util
 import json
+import logging
 import os
 
 import cv2
@@ -13,13 +14,6 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
-from detr_d2.analysis.attention import (
-    attention_to_image,
-    detr_attention,
-    image_points_to_feature_indices,
-)
-from detr_d2.analysis.decoder_layers import apply_nms
-from detr_d2.analysis.query_slots import COLORS, box_colors
 from detr_d2.data.builtin import register_shapes_instances
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -37,7 +31,7 @@ def _tool(path):
 
 def _run(path, argv):
     tool = _tool(path)
-    return tool.main(tool.parse_args(argv))
+    return tool.main(tool.get_parser().parse_args(argv))
 
 
 @pytest.fixture(scope="module")
@@ -91,26 +85,30 @@ def test_demo_draws_each_image(tiny_yaml, tmp_path):
             tiny_yaml,
             "--input",
             *paths,
-            "MODEL.WEIGHTS",
-            "",
-            "--output",
+            "MODEL.DETR.TEST_TOPK",
+            "5",
+            "--output-dir",
             str(out),
             "--confidence-threshold",
             "0",
+            "--random-weights",
         ],
     )
     assert written == [str(out / "img0.png"), str(out / "img1.png")]
-    for path, (h, w) in zip(written, [(40, 60), (50, 30)]):
+    # small images are drawn upscaled (long side 512 px), so that the labels are readable
+    for path, (h, w) in zip(written, [(341, 512), (512, 307)]):
         assert cv2.imread(path).shape == (h, w, 3)
 
-    # a folder in, a single image file out
+    # a folder in, a single image file out, at the image's own scale
     single = tmp_path / "single" / "one.jpg"
     _write_images(tmp_path / "one", [(36, 48)])
-    written = _run(
-        "demo.py",
-        ["--config-file", tiny_yaml, "--input", str(tmp_path / "one"), "--output", str(single)],
-    )
+    argv = ["--config-file", tiny_yaml, "--input", str(tmp_path / "one"), "--output", str(single)]
+    written = _run("demo.py", argv + ["--scale", "1", "--random-weights"])
     assert written == [str(single)] and cv2.imread(str(single)).shape == (36, 48, 3)
+
+    # without MODEL.WEIGHTS (and without --random-weights): an error naming the key
+    with pytest.raises(ValueError, match="MODEL.WEIGHTS is empty"):
+        _run("demo.py", argv)
 
 
 def test_demo_video(tiny_yaml, tmp_path):
@@ -127,10 +125,11 @@ def test_demo_video(tiny_yaml, tmp_path):
             tiny_yaml,
             "--video-input",
             video,
-            "--output",
+            "--output-dir",
             str(tmp_path / "out"),
             "--confidence-threshold",
             "0",
+            "--random-weights",
         ],
     )
     assert written == [str(tmp_path / "out" / "clip.mp4")]
@@ -161,6 +160,37 @@ def test_demo_draws_panoptic_segments():
     assert drawn.shape == (20, 30, 3) and not np.array_equal(drawn, image)
 
 
+def test_panoptic_demo_honours_the_threshold_and_hints_at_it(tiny_detr_cfg, tmp_path):
+    """A DetrPanoptic model: --confidence-threshold is the queries' threshold, and "0 segments"
+    comes with a hint naming it (issue 15, item 8)."""
+    import detr_d2.modeling.panoptic  # noqa: F401  registers DetrPanoptic
+
+    cfg = tiny_detr_cfg.clone()
+    cfg.MODEL.META_ARCHITECTURE = "DetrPanoptic"
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4"]
+    cfg.MODEL.DETR.BACKBONE_FEATURE = "res4"
+    cfg.MODEL.DETR.MASK_HEAD_GROUPS = 2
+    cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 64, 96
+    (yaml := tmp_path / "panoptic.yaml").write_text(cfg.dump())
+    (image,) = _write_images(tmp_path / "images", [(48, 64)])
+    messages, logger = [], logging.getLogger("detr_d2.demo")
+    handler, level = logging.Handler(), logger.level
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        argv = ["--config-file", str(yaml), "--input", image, "--random-weights"]
+        argv += ["--output-dir", str(tmp_path / "out")]
+        _run("demo.py", argv)  # random weights: no query reaches the config's 0.85
+        _run("demo.py", argv + ["--confidence-threshold", "0"])  # every query kept
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    default, lowered = [m for m in messages if "segments" in m]
+    assert "0 segments (no query scored above 0.85: try a lower --confidence-threshold)" in default
+    assert " 0 segments" not in lowered and "segments in" in lowered
+
+
 # --- decoder-layer study -----------------------------------------------------------------------
 
 
@@ -169,7 +199,7 @@ def test_nms_is_per_class():
     inst.pred_boxes = Boxes(torch.tensor([[0, 0, 10, 10], [0, 0, 10, 11], [0, 0, 10, 10.0]]))
     inst.scores = torch.tensor([0.9, 0.8, 0.7])
     inst.pred_classes = torch.tensor([0, 0, 1])
-    kept = apply_nms(inst)
+    kept = _tool("tools/decoder_layer_study.py").apply_nms(inst)
     assert kept.scores.tolist() == pytest.approx([0.9, 0.7])
 
 
@@ -177,7 +207,7 @@ def test_decoder_layer_study(tiny_yaml, tmp_path):
     out = tmp_path / "study"
     results = _run(
         "tools/decoder_layer_study.py",
-        ["--config-file", tiny_yaml, "MODEL.WEIGHTS", "", "--output-dir", str(out)],
+        ["--config-file", tiny_yaml, "--random-weights", "--output-dir", str(out)],
     )
     assert results["layers"] == [1, 2] and results["num_images"] == 3  # DEC_LAYERS = 2
     for setting in ("without_nms", "with_nms"):
@@ -223,8 +253,7 @@ def test_decoder_layer_study_on_registered_coco_json(tiny_yaml, tmp_path):
         [
             "--config-file",
             tiny_yaml,
-            "MODEL.WEIGHTS",
-            "",
+            "--random-weights",
             "--register-coco",
             "paper_tools_coco",
             json_file,
@@ -246,6 +275,7 @@ def test_decoder_layer_study_on_registered_coco_json(tiny_yaml, tmp_path):
 
 
 def test_attention_maps_shapes_and_normalization(tiny_detr_cfg):
+    tool = _tool("tools/visualize_attention.py")
     model = build_model(tiny_detr_cfg).eval()
     images = model.preprocess_image(
         [
@@ -255,7 +285,7 @@ def test_attention_maps_shapes_and_normalization(tiny_detr_cfg):
     )
     with torch.no_grad():
         plain = model.forward_raw(images)
-    out = detr_attention(model, images)
+    out = tool.detr_attention(model, images)
     attn = model.transformer.decoder.layers[-1].multihead_attn
     assert not attn._forward_hooks and not attn._forward_pre_hooks  # hooks removed
     torch.testing.assert_close(out["pred_boxes"], plain["pred_boxes"])  # outputs unchanged
@@ -271,13 +301,13 @@ def test_attention_maps_shapes_and_normalization(tiny_detr_cfg):
         assert (maps * mask[:, None]).abs().max() == 0  # nothing on padding
 
     # over the original image: (H, W), the padding cut off
-    heat = attention_to_image(dec[1, 0], images.image_sizes[1], (64, 96), (80, 128))
+    heat = tool.attention_to_image(dec[1, 0], images.image_sizes[1], (64, 96), (80, 128))
     assert heat.shape == (80, 128) and heat.min() >= 0
 
 
 def test_image_points_to_feature_indices():
     # original 100x200 resized to 50x100, padded to 64x128, a 4x8 feature map (stride 16)
-    idx = image_points_to_feature_indices(
+    idx = _tool("tools/visualize_attention.py").image_points_to_feature_indices(
         [(0, 0), (199, 99), (70, 40)], (100, 200), (50, 100), (64, 128), (4, 8)
     )
     # (199, 99) -> input (99.5, 49.5) -> cell (col 6, row 3); (70, 40) -> (35, 20) -> (2, 1)
@@ -297,8 +327,7 @@ def test_visualize_attention_tool(tiny_yaml, tmp_path):
             "--points",
             "10,10",
             "70,40",
-            "MODEL.WEIGHTS",
-            "",
+            "--random-weights",
             "--threshold",
             "0",
             "--topk",
@@ -324,19 +353,25 @@ def test_visualize_attention_tool(tiny_yaml, tmp_path):
             str(out),
             "--threshold",
             "0.99",
-            "MODEL.WEIGHTS",
-            "",
+            "--random-weights",
         ],
     )
     assert len(result["queries"]) == 1 and len(result["points"]) == 1
     (x0, y0, x1, y1), (x, y) = result["boxes"][0], result["points"][0]
     assert (x, y) == pytest.approx(((x0 + x1) / 2, (y0 + y1) / 2), abs=1e-3)
 
+    # a point outside the 80x48 image: an error naming the point and the size
+    argv = ["--config-file", tiny_yaml, "--input", image, "--points", "10,10", "80,20"]
+    with pytest.raises(ValueError, match=r"--points 80,20 outside the image .* of 80x48 pixels"):
+        _run("tools/visualize_attention.py", argv + ["--random-weights"])
+
 
 # --- query slots -------------------------------------------------------------------------------
 
 
 def test_box_colors():
+    tool = _tool("tools/query_slots.py")
+    COLORS, box_colors = tool.COLORS, tool.box_colors
     boxes = torch.tensor([[0.5, 0.5, 0.1, 0.1], [0.5, 0.5, 0.9, 0.4], [0.5, 0.5, 0.3, 0.8]])
     assert [tuple(c) for c in box_colors(boxes)] == [
         COLORS["small"],
@@ -358,6 +393,7 @@ def test_query_slots_tool(tiny_yaml, tmp_path):
             "6",
             "MODEL.WEIGHTS",
             "",
+            "--random-weights",
             "--num-images",
             "2",
             "--output",
