@@ -94,7 +94,7 @@ def argument_parser(doc=None, *, config=True, launch=False, default_config=None)
         parser.add_argument("--dist-url", default=f"tcp://127.0.0.1:{port}")
     if config:
         parser.add_argument(
-            "--config-file", required=not default_config, default=default_config, metavar="FILE"
+            "--config-file", required=default_config is None, default=default_config, metavar="FILE"
         )
         add_register_coco_argument(parser)
         parser.add_argument(

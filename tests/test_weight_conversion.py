@@ -56,6 +56,11 @@ def _load_tool(name):
 
 
 detr_tool = _load_tool("convert_detr_weights")
+
+
+def _setup_cfg(config_file, opts):
+    """The config tools/convert_detr_weights.py builds its target model from."""
+    return detr_tool.cli.setup_cfg(argparse.Namespace(config_file=config_file, opts=opts))
 backbone_tool = _load_tool("convert_torchvision_backbone")
 
 
@@ -329,8 +334,8 @@ def _save_official(path, model_state, args=None, **extra):
 @pytest.fixture(scope="module")
 def tiny_model():
     """A small random-weight Detr (eval mode) with non-trivial FrozenBN statistics."""
-    cfg = detr_tool.setup_cfg(CONFIG, TINY_OPTS)
-    model = detr_tool.build_target_model(cfg).eval()
+    cfg = _setup_cfg(CONFIG, TINY_OPTS)
+    model = build_model(cfg).eval()
     g = torch.Generator().manual_seed(1)
     state = {}
     for k, v in model.state_dict().items():
@@ -409,11 +414,11 @@ def test_detr_round_trip_through_tool(tmp_path, tiny_state):
 def test_detr_full_size_configs_accept_official_layout(config, backbone):
     """Keys and shapes of a full-size official checkpoint fit our shipped configs (meta tensors:
     no memory, no compute)."""
-    cfg = detr_tool.setup_cfg(
+    cfg = _setup_cfg(
         os.path.join(ROOT, "configs", f"{config}.yaml"), ["MODEL.DEVICE", "meta"]
     )
     with torch.device("meta"):
-        model = detr_tool.build_target_model(cfg)
+        model = build_model(cfg)
     ours = {k: v for k, v in model.state_dict().items() if "pixel_" not in k}
     official = _to_official(ours)
     assert official["class_embed.weight"].shape == (92, 256)
@@ -485,8 +490,8 @@ def test_detr_config_mismatch_fails(tmp_path, tiny_state, caplog):
 
 def test_detr_panoptic_round_trip(tmp_path):
     """Box model under ``detr.``, 251-row head -> top level, 134 rows; mask head unchanged."""
-    cfg = detr_tool.setup_cfg(CONFIG, TINY_OPTS + ["MODEL.DETR.NUM_CLASSES", "133"])
-    box_model = detr_tool.build_target_model(cfg)
+    cfg = _setup_cfg(CONFIG, TINY_OPTS + ["MODEL.DETR.NUM_CLASSES", "133"])
+    box_model = build_model(cfg)
     ours = {
         k: torch.randn(v.shape)
         for k, v in box_model.state_dict().items()
@@ -535,7 +540,7 @@ def test_detr_panoptic_round_trip(tmp_path):
 def test_detr_learned_position_and_pre_norm():
     """Variants the model zoo does not use: backbone.1.{row,col}_embed and the encoder's norm."""
     opts = ["MODEL.DETR.POSITION_EMBEDDING", "learned", "MODEL.DETR.PRE_NORM", "True"]
-    model = detr_tool.build_target_model(detr_tool.setup_cfg(CONFIG, TINY_OPTS + opts))
+    model = build_model(_setup_cfg(CONFIG, TINY_OPTS + opts))
     ours = {k: torch.randn(v.shape) for k, v in model.state_dict().items() if "pixel_" not in k}
     official = _to_official(ours)
     assert "backbone.1.row_embed.weight" in official
@@ -562,7 +567,7 @@ def test_detr_panoptic_layout_fits_panoptic_model():
     cfg.merge_from_list(["MODEL.DETR.NUM_CLASSES", "133", "MODEL.WEIGHTS", ""])
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
     with torch.device("meta"):
-        model = detr_tool.build_target_model(cfg)
+        model = build_model(cfg)
     ours = {k: v for k, v in model.state_dict().items()}
     official = _to_official(ours, panoptic=True)
     assert official["detr.class_embed.weight"].shape == (251, 256)
