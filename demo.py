@@ -12,8 +12,8 @@
 ``--output-dir``: a folder (one drawn image per input, same file name; one video named after the
 input; default OUTPUT_DIR/demo); ``--output``: one file instead, for a single input image or a
 video (.mp4 or .avi). Images are drawn at ``--scale``, by default small ones upscaled to 512 px
-so that the labels are readable. Class names are those of DATASETS.TEST[0]; for a model trained on your own
-COCO-format set: ``--register-coco NAME JSON IMAGE_ROOT DATASETS.TEST "('NAME',)"``. A model
+so that the labels are readable. Class names are those of DATASETS.TEST[0]; for a model trained
+on your own COCO-format set: ``--register-coco NAME JSON IMAGE_ROOT DATASETS.TEST "('NAME',)"``. A model
 that outputs "panoptic_seg" (DetrPanoptic) has its segments drawn (``--confidence-threshold``
 sets MODEL.DETR.PANOPTIC_CONF_THRESH, default that of the config); otherwise its instances
 scoring at least ``--confidence-threshold`` (default 0.5). MODEL.WEIGHTS is required (or

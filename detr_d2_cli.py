@@ -84,7 +84,7 @@ def argument_parser(doc=None, *, config=True, launch=False, default_config=None)
     ``default_argument_parser``)."""
     parser = ToolParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     if launch:
-        parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+        parser.add_argument("--resume", action="store_true", help="from the last checkpoint")
         parser.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS only")
         parser.add_argument("--num-gpus", type=int, default=1, help="processes per machine")
         parser.add_argument("--num-machines", type=int, default=1)
@@ -105,7 +105,8 @@ def argument_parser(doc=None, *, config=True, launch=False, default_config=None)
 
 def add_register_coco_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The repeatable ``--register-coco NAME JSON IMAGE_ROOT``; ``args.register_coco`` is a list
-    of [name, json, image_root] (registered by ``detr_d2.data.register.register_coco_from_args``)."""
+    of [name, json, image_root], registered by
+    ``detr_d2.data.register.register_coco_from_args``."""
     parser.add_argument(
         REGISTER_COCO,
         nargs=3,
@@ -118,7 +119,7 @@ def add_register_coco_argument(parser: argparse.ArgumentParser) -> argparse.Argu
     return parser
 
 
-def add_flags(parser: argparse.ArgumentParser, *names: str, **overrides) -> argparse.ArgumentParser:
+def add_flags(parser: argparse.ArgumentParser, *names: str, **overrides):
     """Add the shared flags ``names`` (keys of :data:`FLAGS`); ``overrides`` give some of them
     argparse settings of their own (``output=dict(required=True, help="the image")``)."""
     for name in names:

@@ -278,7 +278,8 @@ def test_benchmark_on_cuda_without_cuda_is_an_error(tiny_detr_yaml, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: --device cuda is valid here")
     with pytest.raises(ValueError, match="--device cuda, but CUDA is not available"):
-        _run("benchmark", ["--config-file", tiny_detr_yaml, "--device", "cuda", "--output-dir", str(tmp_path)])
+        argv = ["--config-file", tiny_detr_yaml, "--device", "cuda"]
+        _run("benchmark", argv + ["--output-dir", str(tmp_path)])
     assert not (tmp_path / "analysis.json").exists()  # no CPU figures recorded as the GPU's
 
 

@@ -119,7 +119,8 @@ def alternating_times(fns: Dict[str, Callable], iters: int, warmup: int) -> Dict
 
 def _row(name: str, seconds: List[float], unit: str = "s") -> str:
     s, k = summarize(seconds), 1000.0 if unit == "ms" else 1.0
-    return f"| {name} | {s['median_s'] * k:.3f} {unit} | {s['min_s'] * k:.3f}-{s['max_s'] * k:.3f} |"
+    spread = f"{s['min_s'] * k:.3f}-{s['max_s'] * k:.3f}"
+    return f"| {name} | {s['median_s'] * k:.3f} {unit} | {spread} |"
 
 
 def _ratio(a: List[float], b: List[float]) -> float:
@@ -179,7 +180,7 @@ def format_table(results: Dict[str, Dict]) -> str:
     return "\n".join(lines)
 
 
-# ---- variants and floor: DETR inference against its unoptimized self and the hardware -----------
+# ---- variants and floor: DETR inference against its unoptimized self and the hardware ------------
 
 
 def gemm_gflops(device, n: int = 2048, repeats: int = 5) -> float:
@@ -240,7 +241,8 @@ def bench_variants(model, image: torch.Tensor, iters: int, warmup: int):
         with torch.no_grad(), explicit:
             outputs[name] = model.forward_raw(images)
 
-    times = alternating_times({n: (lambda n=n: run(n)) for n in ("reference", "off", "on")}, iters, warmup)
+    fns = {n: (lambda n=n: run(n)) for n in ("reference", "off", "on")}
+    times = alternating_times(fns, iters, warmup)
     diff = max(
         (outputs[n][k] - outputs["reference"][k]).abs().max().item()
         for n in ("off", "on")
@@ -249,7 +251,7 @@ def bench_variants(model, image: torch.Tensor, iters: int, warmup: int):
     return times, diff
 
 
-# ---- matcher ---------------------------------------------------------------------------------------
+# ---- matcher -------------------------------------------------------------------------------------
 
 
 def _batched_matching(matcher, outputs, targets):
@@ -349,11 +351,12 @@ def bench_data(cfg, iters: int, calls: int = 20) -> Dict:
             for s in range(calls)
         )
         seeds = {n: itertools.count() for n in mappers}  # both see the same seeds in turn
-        mapper = _per_call({n: (lambda n=n: call(n, next(seeds[n]))) for n in mappers}, iters, calls)
+        fns = {n: (lambda n=n: call(n, next(seeds[n]))) for n in mappers}
+        mapper = _per_call(fns, iters, calls)
     return {"decode": decode, "same_pixels": same_pixels, "mapper": mapper, "pixel_diff": diff}
 
 
-# ---- eval and pq: COCO evaluation and PQ backends on generated sets --------------------------------
+# ---- eval and pq: COCO evaluation and PQ backends on generated sets ------------------------------
 
 
 def time_coco_eval(backend: str, gt_json: str, results: List[Dict], repeats: int):
@@ -397,7 +400,8 @@ def bench_pq(num_images: int, repeats: int):
             with contextlib.redirect_stdout(io.StringIO()):
                 results[backend] = pq_compute(*paths, backend=backend)
 
-        times = alternating_times({b: (lambda b=b: run(b)) for b in ("panopticapi", "hotcoco")}, repeats, 0)
+        fns = {b: (lambda b=b: run(b)) for b in ("panopticapi", "hotcoco")}
+        times = alternating_times(fns, repeats, 0)
     diff = max(
         abs(results["panopticapi"][g][m] - results["hotcoco"][g][m])
         for g in ("All", "Things", "Stuff")
@@ -406,7 +410,7 @@ def bench_pq(num_images: int, repeats: int):
     return times, float(diff)
 
 
-# ---- the command -----------------------------------------------------------------------------------
+# ---- the command ---------------------------------------------------------------------------------
 
 
 def main(args) -> Dict:
@@ -432,7 +436,9 @@ def main(args) -> Dict:
             stats = benchmark_inference(model, data, args.iters, args.warmup, args.log_period)
         else:
             optimizer = build_optimizer(cfg, model)
-            stats = benchmark_train(model, optimizer, data, args.iters, args.warmup, args.log_period)
+            stats = benchmark_train(
+                model, optimizer, data, args.iters, args.warmup, args.log_period
+            )
             at = f"{h}x{w}" if args.input_size else source
             notes.append(
                 f"training iteration, batch {args.batch_size} at {at}: "
@@ -449,36 +455,43 @@ def main(args) -> Dict:
         )
     if "variants" in tasks:
         times, diff = bench_variants(model, image, args.iters, args.warmup)
-        rows.append(_row(f"inference {h}x{w}, every optimization off (explicit attention)", times["reference"]))
-        rows.append(_row(f"inference {h}x{w}, FAST_INFERENCE off (SDPA attention)", times["off"]))
-        rows.append(_row(f"inference {h}x{w}, FAST_INFERENCE on", times["on"]))
-        med = {k: float(np.median(v)) for k, v in times.items()}
+        for key, what in (
+            ("reference", "every optimization off (explicit attention)"),
+            ("off", "FAST_INFERENCE off (SDPA attention)"),
+            ("on", "FAST_INFERENCE on"),
+        ):
+            rows.append(_row(f"inference {h}x{w}, {what}", times[key]))
+        med, f = {k: float(np.median(v)) for k, v in times.items()}, floor["floor_s"]
         notes.append(
             f"inference ratio (on / every optimization off): {med['on'] / med['reference']:.2f}; "
             f"(on / FAST_INFERENCE off): {med['on'] / med['off']:.2f}  "
             f"(largest output difference {diff:.1e})"
         )
-        f = floor["floor_s"]
         notes.append(
             f"inference over the compute floor ({f:.3f} s): on {med['on'] / f:.2f}x, "
             f"off {med['off'] / f:.2f}x, every optimization off {med['reference'] / f:.2f}x"
         )
         results["variants"] = dict(times, output_difference=diff)
     if "matcher" in tasks:
-        times = bench_matcher(args.matcher_batch, args.iters)
-        b = args.matcher_batch
+        times, b = bench_matcher(args.matcher_batch, args.iters), args.matcher_batch
         rows.append(_row(f"matching, one batch matrix (B={b})", times["batched"]))
         rows.append(_row(f"matching, per-image blocks (B={b})", times["per_image"]))
-        notes.append(f"matching ratio (per-image / batch matrix): {_ratio(times['per_image'], times['batched']):.2f}")
+        ratio = _ratio(times["per_image"], times["batched"])
+        notes.append(f"matching ratio (per-image / batch matrix): {ratio:.2f}")
         results["matcher"] = times
     if "data" in tasks:
         d = bench_data(cfg, args.iters)
-        rows.append(_row("image read 640x480 JPEG, PIL (Detectron2), 1 thread", d["decode"]["pil"], "ms"))
-        rows.append(_row("image read, torchvision.io (ours), 1 thread", d["decode"]["torchvision"], "ms"))
-        rows.append(_row("training mapper, PIL read + resize (Detectron2), 1 thread", d["mapper"]["detectron2"], "ms"))
-        rows.append(_row("training mapper, torchvision read + tensor resize (ours)", d["mapper"]["ours"], "ms"))
+        decode, mapper = d["decode"], d["mapper"]
+        for name, seconds in (
+            ("image read 640x480 JPEG, PIL (Detectron2), 1 thread", decode["pil"]),
+            ("image read, torchvision.io (ours), 1 thread", decode["torchvision"]),
+            ("training mapper, PIL read + resize (Detectron2), 1 thread", mapper["detectron2"]),
+            ("training mapper, torchvision read + tensor resize (ours)", mapper["ours"]),
+        ):
+            rows.append(_row(name, seconds, "ms"))
         ratio = _ratio(d["decode"]["torchvision"], d["decode"]["pil"])
-        notes.append(f"image read ratio (ours / PIL): {ratio:.2f}  (identical pixels: {d['same_pixels']})")
+        same = d["same_pixels"]
+        notes.append(f"image read ratio (ours / PIL): {ratio:.2f}  (identical pixels: {same})")
         ratio = _ratio(d["mapper"]["ours"], d["mapper"]["detectron2"])
         notes.append(
             f"training mapper ratio (ours / Detectron2): {ratio:.2f}  "
@@ -492,21 +505,24 @@ def main(args) -> Dict:
         for backend, (load_s, times, stats) in measured.items():
             default = " (default backend)" if backend == "hotcoco" else ""
             rows.append(_row(f"COCO bbox evaluation, {n}: {backend}{default}", times))
-            if backend == "pycocotools":
-                continue
-            notes.append(
-                f"COCO evaluation {backend}: load gt {load_s:.2f} s, ratio to pycocotools "
-                f"{_ratio(times, reference):.3f}  (largest difference of the 12 stats "
-                f"{np.abs(stats - ref_stats).max():.1e})"
-            )
-        notes.append(f"pycocotools stats: {np.array2string(ref_stats, precision=6, separator=', ')}")
-        results["eval"] = {b: {"load_s": m[0], "eval_s": m[1], "stats": m[2].tolist()} for b, m in measured.items()}
+            if backend != "pycocotools":
+                notes.append(
+                    f"COCO evaluation {backend}: load gt {load_s:.2f} s, ratio to pycocotools "
+                    f"{_ratio(times, reference):.3f}  (largest difference of the 12 stats "
+                    f"{np.abs(stats - ref_stats).max():.1e})"
+                )
+        stats = np.array2string(ref_stats, precision=6, separator=", ")
+        notes.append(f"pycocotools stats: {stats}")
+        keys = ("load_s", "eval_s", "stats")
+        results["eval"] = {b: dict(zip(keys, m)) for b, m in measured.items()}
     if "pq" in tasks:
         times, diff = bench_pq(args.pq_images, args.eval_repeats)
-        rows.append(_row(f"PQ, {args.pq_images} generated panoptic images: panopticapi", times["panopticapi"]))
-        rows.append(_row(f"PQ, {args.pq_images} generated panoptic images: hotcoco (default)", times["hotcoco"]))
+        for backend, default in (("panopticapi", ""), ("hotcoco", " (default)")):
+            what = f"PQ, {args.pq_images} generated panoptic images: {backend}{default}"
+            rows.append(_row(what, times[backend]))
         notes.append(
-            f"PQ ratio (hotcoco / panopticapi): {_ratio(times['hotcoco'], times['panopticapi']):.3f}  "
+            f"PQ ratio (hotcoco / panopticapi): "
+            f"{_ratio(times['hotcoco'], times['panopticapi']):.3f}  "
             f"(largest difference of PQ / SQ / RQ {diff:.1e})"
         )
         results["pq"] = dict(times, difference=diff)
@@ -515,14 +531,15 @@ def main(args) -> Dict:
         throughput = {t: results[t] for t in ("inference", "train") if t in results}
         print(f"\nThroughput on {where}, batch {args.batch_size}:\n" + format_table(throughput))
         if args.output_dir:
-            logger.info(f"Results recorded in {update_analysis(args.output_dir, 'benchmark', throughput)}")
+            path = update_analysis(args.output_dir, "benchmark", throughput)
+            logger.info(f"Results recorded in {path}")
     if rows:
         print(f"\n{args.iters} timed runs, compared ones run in turn\n")
         print("| what | median | spread (min-max) |\n|---|---|---|\n" + "\n".join(rows))
     print("\n" + "\n".join(notes))
     if args.output:
         with open(args.output, "w") as f:
-            json.dump(results, f, indent=2, default=float)
+            json.dump(results, f, indent=2, default=lambda x: np.asarray(x).tolist())
         logger.info(f"Wrote {args.output}")
     return results
 

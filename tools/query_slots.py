@@ -28,7 +28,7 @@ SMALL_SIZE = 0.25
 def get_parser():
     parser = cli.argument_parser(__doc__)
     cli.add_flags(parser, "dataset", "num_images", "log_period", "random_weights")
-    cli.add_flags(parser, "output", output=dict(help="the PNG (default OUTPUT_DIR/query_slots.png)"))
+    cli.add_flags(parser, "output", output=dict(help="PNG, default OUTPUT_DIR/query_slots.png"))
     parser.set_defaults(num_images=0)  # all
     parser.add_argument(
         "--slots", type=int, nargs="+", help="query indices to plot (default: the first 20)"

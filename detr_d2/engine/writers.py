@@ -18,7 +18,6 @@ class MetricPrinter(CommonMetricPrinter):
 
     def info(self, line: str) -> None:
         histories = get_event_storage().histories()
-        extra = [
-            f"{k}: {histories[k].median(self._window_size):.4g}" for k in self.metrics if k in histories
-        ]
+        window = self._window_size
+        extra = [f"{k}: {histories[k].median(window):.4g}" for k in self.metrics if k in histories]
         self._log.info("  ".join([line] + extra))
