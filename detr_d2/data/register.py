@@ -25,6 +25,9 @@ from typing import List, Optional, Sequence, Tuple
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
+from detr_d2_cli import REGISTER_COCO as FLAG
+from detr_d2_cli import add_register_coco_argument  # noqa: F401  (the flag lives with the parser)
+
 from ..config import is_detr_config
 from .json_check import CocoJsonReport, check_coco_json
 
@@ -40,23 +43,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FLAG = "--register-coco"
 NUM_CLASSES_KEY = "MODEL.DETR.NUM_CLASSES"
-
-
-def add_register_coco_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the repeatable ``--register-coco NAME JSON IMAGE_ROOT`` to ``parser`` (any argparse
-    parser); the parsed value, ``args.register_coco``, is a list of [name, json, image_root]."""
-    parser.add_argument(
-        FLAG,
-        nargs=3,
-        action="append",
-        default=None,
-        metavar=("NAME", "JSON", "IMAGE_ROOT"),
-        help="register a COCO-format instances dataset under NAME (use it in DATASETS.TRAIN / "
-        "DATASETS.TEST); repeatable. Give it before the KEY VALUE config options.",
-    )
-    return parser
 
 
 def register_coco_from_args(args: argparse.Namespace) -> List[str]:
