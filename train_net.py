@@ -11,12 +11,20 @@ with an error naming them; checkpoints are written atomically and --resume takes
 one (see README, "Reliability").
 """
 
+# ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
+import detr_d2_cli as cli
+
+
+def argument_parser():
+    return cli.argument_parser(__doc__, launch=True)
+
+
+ARGS = argument_parser().parse_args() if __name__ == "__main__" else None
+
 import logging
 import os
 import random
 import weakref
-
-import detr_d2_cli as cli  # isort: skip  (first: it silences a warning of detectron2's import)
 
 import detectron2.utils.comm as comm
 from detectron2.data import (
@@ -158,17 +166,12 @@ def _train_or_evaluate(args):
     return trainer.train()
 
 
-def argument_parser():
-    return cli.argument_parser(__doc__, launch=True)
-
-
 if __name__ == "__main__":
-    args = argument_parser().parse_args()
     launch(
         main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
+        ARGS.num_gpus,
+        num_machines=ARGS.num_machines,
+        machine_rank=ARGS.machine_rank,
+        dist_url=ARGS.dist_url,
+        args=(ARGS,),
     )

@@ -13,7 +13,7 @@ import detr_d2_cli as cli
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 ENTRY_POINTS = sorted(glob.glob(os.path.join(ROOT, "tools", "*.py"))) + [
-    os.path.join(ROOT, "demo.py")
+    os.path.join(ROOT, name) for name in ("demo.py", "train_net.py")
 ]
 ENV = dict(os.environ, PYTHONPATH=os.path.abspath(ROOT))
 
