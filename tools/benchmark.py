@@ -421,7 +421,8 @@ def main(args) -> Dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     results, rows, notes = {}, [], []
-    if {"inference", "train", "variants", "floor", "data"} & set(tasks):
+    model_tasks = {"inference", "train", "variants", "floor", "data"} & set(tasks)
+    if model_tasks:
         cfg = cli.setup_cfg(args)
         model = load_model(cfg, random_weights=not os.path.isfile(cfg.MODEL.WEIGHTS))
         info = dict(device_description(model.device), config_file=args.config_file)
@@ -534,7 +535,11 @@ def main(args) -> Dict:
             path = update_analysis(args.output_dir, "benchmark", throughput)
             logger.info(f"Results recorded in {path}")
     if rows:
-        print(f"\n{args.iters} timed runs, compared ones run in turn\n")
+        config = f"{args.config_file}, " if model_tasks else ""
+        print(
+            f"\n{config}{torch.get_num_threads()} threads, {args.iters} timed runs, compared ones "
+            "run in turn\n"
+        )
         print("| what | median | spread (min-max) |\n|---|---|---|\n" + "\n".join(rows))
     print("\n" + "\n".join(notes))
     if args.output:

@@ -14,6 +14,7 @@ from PIL import Image
 
 __all__ = ["synthetic_inputs", "make_synthetic_coco", "write_synthetic_panoptic"]
 
+
 def synthetic_inputs(
     height: int,
     width: int,
