@@ -29,7 +29,6 @@ from ..data import DetrDatasetMapper, build_test_mapper
 __all__ = [
     "Predictor",
     "load_model",
-    "dataset_metadata",
     "dataset_loader",
     "dataset_inputs",
     "with_progress",
@@ -67,11 +66,6 @@ def load_model(cfg: CfgNode, random_weights: bool = False) -> torch.nn.Module:
     return model
 
 
-def dataset_metadata(cfg: CfgNode):
-    """Metadata (class names, colors) of ``DATASETS.TEST[0]``; empty metadata without one."""
-    return MetadataCatalog.get(cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused")
-
-
 class Predictor:
     """Detectron2's DefaultPredictor for one image at a time, with the model input exposed
     (:meth:`inputs`) so that a tool can run ``Detr.forward_raw`` on exactly what the model sees.
@@ -89,7 +83,9 @@ class Predictor:
         # the resize of train_net's test loader (DETR's for DETR models, Detectron2's otherwise;
         # none for a MIN_SIZE_TEST of 0)
         self.augmentations = build_test_mapper(cfg).augmentations
-        self.metadata = dataset_metadata(cfg)
+        # class names and colours of DATASETS.TEST[0]; empty metadata without one
+        names = cfg.DATASETS.TEST
+        self.metadata = MetadataCatalog.get(names[0] if names else "__unused")
 
     def inputs(self, image: np.ndarray) -> Dict:
         """The model input for one BGR image (H, W, 3) uint8."""
