@@ -19,11 +19,7 @@ import weakref
 import detectron2.utils.comm as comm
 import torch
 from detectron2.config import get_cfg
-from detectron2.data import (
-    MetadataCatalog,
-    build_detection_test_loader,
-    build_detection_train_loader,
-)
+from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils.logger import setup_logger
@@ -38,6 +34,11 @@ from detr_d2.data import (
     register,
 )
 from detr_d2.data.dataset_checks import CheckedMapper, get_checked_dataset_dicts
+from detr_d2.data.resumable_loader import (
+    ResumableStream,
+    ResumableTrainLoader,
+    build_resumable_train_loader,
+)
 from detr_d2.engine import (
     AtomicCheckpointer,
     NoSaveAfterFailure,
@@ -85,7 +86,7 @@ class Trainer(DefaultTrainer):
         )
         mapper_cls = DetrPanopticDatasetMapper if panoptic else DetrDatasetMapper
         mapper = CheckedMapper(mapper_cls(cfg, True), skip, spares)
-        return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
+        return build_resumable_train_loader(cfg, mapper, dicts)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
@@ -105,6 +106,8 @@ class Trainer(DefaultTrainer):
             self.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
         )
         guards = [NoSaveAfterFailure(self.checkpointer), NonFiniteLossGuard(self.checkpointer)]
+        if isinstance(self._trainer.data_loader, ResumableTrainLoader):  # DETR: resume exactly
+            guards.append(ResumableStream(self._trainer.data_loader))
         return guards + super().build_hooks()
 
     def run_step(self):
