@@ -82,7 +82,7 @@ TRAIN = TINY_TRAIN_OPTS + [
     "INPUT.CROP.ENABLED", "True", "INPUT.DETR_CROP_PRE_RESIZE", "(64, 80)",
     "INPUT.CROP.SIZE", "(40, 64)", "DATALOADER.ASPECT_RATIO_GROUPING", "True",
     "SOLVER.MAX_ITER", str(2 * HALF), "SOLVER.STEPS", (f"({HALF + 1},)"),
-    "SOLVER.CHECKPOINT_PERIOD", str(HALF), "TEST.EVAL_PERIOD", "0",
+    "SOLVER.CHECKPOINT_PERIOD", str(HALF), "DATASETS.TEST", "()",
 ]  # fmt: skip
 
 
@@ -98,7 +98,7 @@ def train(out_dir, *opts, resume=False, num_gpus=1):
 
 
 def finish(proc, timeout=300):
-    assert proc.wait(timeout=timeout) == 0, f"train_net failed: see {proc.stdout}"
+    assert proc.wait(timeout=timeout) == 0, f"train_net failed: see {proc.args}"
 
 
 def load_state(path):

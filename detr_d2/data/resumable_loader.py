@@ -177,8 +177,14 @@ class ResumableTrainLoader:
                 total_batch_size=self.total_batch_size, rank=self.rank,
                 world_size=self.world_size, wide=self.wide,
             )  # fmt: skip
-            workers = dict(num_workers=self.num_workers, collate_fn=_as_is, batch_size=None)
-            self._iter = iter(DataLoader(stream, **workers))
+            # its own generator: starting the iterator draws worker seeds, which from torch's
+            # global RNG would shift the dropout draws of the step that (re)starts the stream
+            generator = torch.Generator().manual_seed(mix_seed(self.seed, self.position))
+            loader = DataLoader(
+                stream, batch_size=None, num_workers=self.num_workers, collate_fn=_as_is,
+                generator=generator,
+            )  # fmt: skip
+            self._iter = iter(loader)
         batch = next(self._iter)
         self.position += self.total_batch_size
         return batch
