@@ -86,11 +86,10 @@ TRAIN = TINY_TRAIN_OPTS + [
 ]  # fmt: skip
 
 
-def train(out_dir, *opts, resume=False, num_gpus=1):
-    """Start train_net.py on TRAIN (+ opts) in a subprocess; returns the Popen."""
+def train(out_dir, *opts, flags=(), num_gpus=1):
+    """Start train_net.py ``flags`` (e.g. --resume) on TRAIN + ``opts`` in a subprocess."""
     cmd = [sys.executable, os.path.join(ROOT, "train_net.py"), "--num-gpus", str(num_gpus)]
-    cmd += ["--config-file", os.path.join(ROOT, "configs", "Base-DETR.yaml")]
-    cmd += ["--resume"] if resume else []
+    cmd += ["--config-file", os.path.join(ROOT, "configs", "Base-DETR.yaml"), *flags]
     cmd += TRAIN + ["OUTPUT_DIR", str(out_dir), *opts]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     log = open(os.path.join(out_dir, f"train{time.time_ns()}.log"), "w")
@@ -147,7 +146,7 @@ def test_sigkill_then_resume_is_bitwise_an_uninterrupted_run(tmp_path):
         out, opts = dirs[f"workers{workers}"], ("DATALOADER.NUM_WORKERS", str(workers))
         kill_after_checkpoint(train(out, *opts), out, f"model_{HALF - 1:07d}.pth")
         assert not (out / "model_final.pth").exists()
-        finish(train(out, *opts, resume=True))
+        finish(train(out, *opts, flags=["--resume"]))
         log = "".join(open(out / f).read() for f in sorted(os.listdir(out)) if f.endswith(".log"))
         assert f"Starting training from iteration {HALF}" in log
         assert_bitwise_equal(load_state(out / "model_final.pth"), reference, f"workers{workers}")
