@@ -1,0 +1,344 @@
+#!/usr/bin/env python
+"""One prepared check for a GPU machine: the tests on CUDA, DETR R50 training in fp32 / bf16 / fp16
+and inference (fp32 eager, fast path, bf16), Faster R-CNN R50-FPN inference, and the ratios of
+issue 16, in one run (< 8 minutes); prints one table and writes one JSON.
+
+Here, with the package registries (fills an ignored folder, < 64 MiB):
+
+    python tools/gpu_check.py --bundle gpu_bundle
+
+On the GPU machine (Python 3.12 with its own torch, no registry), from the repository root:
+
+    python3 -m pip install -q --no-index --find-links gpu_bundle -r gpu_bundle/requirements.txt \\
+        && PYTHONPATH=. python3 tools/gpu_check.py --output gpu_check.json
+
+Inputs are generated COCO-sized images (800x1066, 7 boxes each), already in memory (data loading
+is not timed). Training runs train_net's Trainer (its run_step: SOLVER.AMP.ENABLED / DTYPE) for
+50 iterations at batch 8, timing the last 40. Weights are random: speed does not depend on them;
+the losses of the three precisions are compared with each other, not with a trained model.
+"""
+
+import argparse
+import gc
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from email.parser import Parser
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUNDLE_LIMIT_MIB = 64  # what a device run may carry
+# cp312 manylinux wheels of what the GPU machine lacks (its image has torch, numpy, Pillow,
+# matplotlib, PyYAML, tqdm, tabulate, tensorboard, cloudpickle, portalocker, packaging, pytest,
+# onnx, onnxruntime: see the device tool's KINDS.md)
+BINARY = [
+    "iopath==0.1.9", "yacs==0.1.8", "pycocotools==2.0.11", "hotcoco==1.3.0",
+    "panopticapi-lite==0.2.0", "termcolor==3.3.0", "omegaconf==2.3.1", "hydra-core==1.3.8",
+    "faster-coco-eval==1.8.0", "platformdirs==4.3.6",
+]  # fmt: skip
+SOURCE_ONLY = ["fvcore==0.1.5.post20221221", "antlr4-python3-runtime==4.9.3"]  # pure Python
+GPU_PROVIDED = {
+    "torch", "torchvision", "numpy", "pillow", "matplotlib", "pyyaml", "tqdm", "tabulate",
+    "tensorboard", "cloudpickle", "portalocker", "packaging", "scipy", "pytest", "onnx",
+    "onnxruntime", "opencv-python-headless", "scikit-image",
+}  # fmt: skip
+PLATFORM = ["--python-version", "3.12", "--implementation", "cp", "--only-binary=:all:"]
+PLATFORM += [f"--platform={p}" for p in ("manylinux2014_x86_64", "manylinux_2_28_x86_64")]
+
+# the tests that build a model, a loss, a mapper's output or an evaluator hand-off (--device)
+DEVICE_TESTS = [
+    "tests/test_matcher.py", "tests/test_criterion.py", "tests/test_detr_model.py",
+    "tests/test_panoptic_model.py", "tests/test_export.py", "tests/test_coco_evaluation.py",
+    "tests/test_panoptic_data.py",
+    "tests/test_reliability.py::test_unusual_images_go_through_mapper_and_model",
+]  # fmt: skip
+IMAGE_HW, BOXES_PER_IMAGE, TRAIN_BATCH, TRAIN_ITERS, TRAIN_WARMUP = (800, 1066), 7, 8, 50, 10
+INFER_ITERS, INFER_WARMUP = 30, 5
+# outputs against fp32 eager (class probabilities and normalized boxes, max abs difference):
+# the fast path as tests/test_detr_model.py checks it; bf16 within 1e-2 as the bf16 loss test
+TOLERANCE = {"fast": 1e-4, "bf16": 1e-2}
+TARGETS = {"bf16_train_speedup": 1.8, "bf16_train_memory": 0.6, "best_inference_speedup_b1": 3.0}
+
+
+# --- the bundle (runs here) --------------------------------------------------------------------
+def _pip(*args):
+    subprocess.check_call([sys.executable, "-m", "pip", *args, "-q", "--disable-pip-version-check"])
+
+
+def wheel_requirements(path):
+    """(name, requires) of a wheel file: its normalized name and the names it requires (without
+    extras-only requirements; markers other than extras are kept)."""
+    with zipfile.ZipFile(path) as z:
+        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        msg = Parser().parsestr(z.read(meta).decode())
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    requires = []
+    for line in msg.get_all("Requires-Dist") or []:
+        req = Requirement(line)
+        env = {"python_version": "3.12", "sys_platform": "linux", "platform_system": "Linux",
+               "extra": ""}  # fmt: skip
+        if req.marker is None or req.marker.evaluate(env):
+            requires.append(canonicalize_name(req.name))
+    return canonicalize_name(msg["Name"]), requires
+
+
+def check_bundle(folder):
+    """Problems of a bundle (an empty list: it installs on the GPU machine): a wheel that is not
+    for CPython 3.12 on manylinux x86_64, a requirement neither in the bundle nor on the machine,
+    a name of requirements.txt without its wheel, or a size over the limit."""
+    from packaging.tags import Tag, cpython_tags, compatible_tags
+    from packaging.utils import parse_wheel_filename
+
+    platforms = [f"manylinux_2_{minor}_x86_64" for minor in range(28, 4, -1)]
+    platforms += ["manylinux2014_x86_64", "linux_x86_64"]
+    supported = set(cpython_tags((3, 12), platforms=platforms))
+    supported |= set(compatible_tags((3, 12), "cp312", platforms))
+    wheels = sorted(f for f in os.listdir(folder) if f.endswith(".whl"))
+    problems, names, requires = [], set(), {}
+    for f in wheels:
+        tags = parse_wheel_filename(f)[3]
+        if not any(Tag(t.interpreter, t.abi, t.platform) in supported for t in tags):
+            problems.append(f"{f}: not installable on CPython 3.12 manylinux x86_64")
+        name, reqs = wheel_requirements(os.path.join(folder, f))
+        names.add(name)
+        requires[name] = reqs
+    for name, reqs in requires.items():
+        missing = [r for r in reqs if r not in names and r not in GPU_PROVIDED]
+        if missing:
+            problems.append(f"{name} requires {missing}: neither in the bundle nor on the GPU")
+    listed = open(os.path.join(folder, "requirements.txt")).read().split()
+    problems += [f"requirements.txt names {n} but no wheel" for n in listed if n not in names]
+    size = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)) / 2**20
+    if size > BUNDLE_LIMIT_MIB:
+        problems.append(f"{size:.1f} MiB, over the {BUNDLE_LIMIT_MIB} MiB a run may carry")
+    return problems
+
+
+def make_bundle(folder):
+    """Fill ``folder`` with the wheels and requirements.txt; returns the install line."""
+    os.makedirs(folder, exist_ok=True)
+    _pip("download", "--no-deps", *PLATFORM, "-d", folder, *BINARY)
+    _pip("wheel", "--no-deps", "--no-binary", ":all:", "-w", folder, *SOURCE_ONLY)
+    subprocess.check_call(
+        [sys.executable, os.path.join(ROOT, "tools", "build_detectron2.py"), "--wheel-dir", folder]
+    )
+    from packaging.utils import canonicalize_name
+
+    names = ["detectron2"] + [canonicalize_name(r.split("==")[0]) for r in BINARY + SOURCE_ONLY]
+    with open(os.path.join(folder, "requirements.txt"), "w") as f:
+        f.write("\n".join(names) + "\n")
+    problems = check_bundle(folder)
+    if problems:
+        raise SystemExit("The bundle is not installable:\n  " + "\n  ".join(problems))
+    size = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)) / 2**20
+    line = f"python3 -m pip install -q --no-index --find-links {folder} -r {folder}/requirements.txt"
+    print(f"{folder}: {len(os.listdir(folder)) - 1} wheels, {size:.1f} MiB. On the GPU machine:")
+    print(line)
+    return line
+
+
+# --- the check (runs on the GPU machine) -------------------------------------------------------
+def coco_sized_inputs(num, num_classes, seed=0):
+    """``num`` random 800x1066 uint8 images with 7 random boxes each (Detectron2 input dicts)."""
+    import torch
+    from detectron2.structures import Boxes, Instances
+
+    h, w = IMAGE_HW
+    g = torch.Generator().manual_seed(seed)
+    inputs = []
+    for _ in range(num):
+        corners = torch.rand(BOXES_PER_IMAGE, 2, 2, generator=g) * torch.tensor([w, h])
+        inst = Instances((h, w))
+        inst.gt_boxes = Boxes(torch.cat([corners.min(1).values, corners.max(1).values + 8], 1))
+        inst.gt_boxes.clip((h, w))
+        inst.gt_classes = torch.randint(0, num_classes, (BOXES_PER_IMAGE,), generator=g)
+        image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g)
+        inputs.append({"image": image, "height": h, "width": w, "instances": inst})
+    return inputs
+
+
+def _cfg(config, *opts):
+    from detr_d2.analysis.inputs import setup_cfg
+
+    return setup_cfg(os.path.join(ROOT, "configs", config), ["MODEL.WEIGHTS", "", *opts], "cuda")
+
+
+def run_device_tests():
+    start = time.perf_counter()
+    cmd = [sys.executable, "-m", "pytest", "--device", "cuda", "-x", "-q", *DEVICE_TESTS]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    tail = (run.stdout + run.stderr).strip().splitlines()[-1:]
+    return {"passed": run.returncode == 0, "summary": " ".join(tail),
+            "seconds": time.perf_counter() - start}  # fmt: skip
+
+
+def train_detr(dtype, data):
+    """images/s, peak memory (MiB) and total loss after TRAIN_ITERS iterations of train_net's
+    Trainer at batch TRAIN_BATCH in ``dtype`` ("float32", "bfloat16", "float16")."""
+    import torch
+    from detectron2.utils.events import EventStorage
+
+    import train_net
+    from detr_d2.analysis.timing import summarize, time_iterations
+
+    class SyntheticDataTrainer(train_net.Trainer):
+        @classmethod
+        def build_train_loader(cls, cfg):
+            return itertools.cycle(data)
+
+    amp = ["SOLVER.AMP.ENABLED", str(dtype != "float32")]
+    amp += ["SOLVER.AMP.DTYPE", dtype] if dtype != "float32" else []
+    with tempfile.TemporaryDirectory() as out:
+        opts = ["SOLVER.IMS_PER_BATCH", str(TRAIN_BATCH), "OUTPUT_DIR", out, "SEED", "0", *amp]
+        torch.manual_seed(0)
+        trainer = SyntheticDataTrainer(_cfg("detr_r50.yaml", *opts))
+        torch.cuda.reset_peak_memory_stats()
+        with EventStorage(0) as storage:
+
+            def step(_):
+                trainer.iter = storage.iter
+                trainer.run_step()
+                storage.step()
+
+            device = torch.device("cuda")
+            times = time_iterations(step, [None], TRAIN_ITERS - TRAIN_WARMUP, TRAIN_WARMUP, device)
+            loss = storage.history("total_loss").latest()
+    result = {"images_per_s": summarize(times, TRAIN_BATCH)["median_per_s"], "loss_50": loss,
+              "peak_memory_mib": torch.cuda.max_memory_allocated() / 2**20}  # fmt: skip
+    del trainer
+    gc.collect()
+    torch.cuda.empty_cache()
+    return result
+
+
+def inference(config, paths, inputs):
+    """images/s at batch 1 and 8 for each path ("fp32_eager", "fast", "bf16"), and for DETR the
+    largest output difference of each path from fp32 eager on one batch."""
+    import torch
+
+    from detr_d2.analysis.inputs import build_analysis_model
+    from detr_d2.analysis.timing import benchmark_inference
+
+    model = build_analysis_model(_cfg(config)).eval()
+    plain = [{k: v for k, v in x.items() if k != "instances"} for x in inputs]
+    results, reference = {}, None
+    for path in paths:
+        if hasattr(model, "fast_inference"):
+            model.fast_inference = path != "fp32_eager"
+        autocast = torch.autocast("cuda", torch.bfloat16, enabled=path == "bf16")
+        with autocast:
+            results[path] = {
+                f"batch_{b}": benchmark_inference(
+                    model, [plain[:b]], INFER_ITERS, INFER_WARMUP, log_period=0
+                )["median_per_s"]
+                for b in (1, 8)
+            }
+            if hasattr(model, "forward_raw"):
+                with torch.no_grad():
+                    out = model.forward_raw(model.preprocess_image(plain[:2]))
+                probs = out["pred_logits"].float().softmax(-1)
+                outputs = torch.cat([probs.flatten(), out["pred_boxes"].float().flatten()])
+                reference = outputs if reference is None else reference
+                results[path]["max_output_diff"] = (outputs - reference).abs().max().item()
+    del model
+    torch.cuda.empty_cache()
+    return results
+
+
+def ratios(report):
+    train, detr = report["train"], report["inference"]["detr"]
+    best_b1 = max(detr[p]["batch_1"] for p in ("fast", "bf16"))
+    measured = {
+        "bf16_train_speedup": train["bfloat16"]["images_per_s"] / train["float32"]["images_per_s"],
+        "bf16_train_memory": train["bfloat16"]["peak_memory_mib"]
+        / train["float32"]["peak_memory_mib"],
+        "best_inference_speedup_b1": best_b1 / detr["fp32_eager"]["batch_1"],
+    }
+    ok = {
+        "bf16_train_speedup": measured["bf16_train_speedup"] >= TARGETS["bf16_train_speedup"],
+        "bf16_train_memory": measured["bf16_train_memory"] <= TARGETS["bf16_train_memory"],
+        "best_inference_speedup_b1": measured["best_inference_speedup_b1"]
+        >= TARGETS["best_inference_speedup_b1"],
+    }
+    fp32_loss = train["float32"]["loss_50"]
+    for path, tol in TOLERANCE.items():
+        ok[f"{path}_outputs_within_{tol:g}"] = detr[path]["max_output_diff"] <= tol
+    for dtype in ("bfloat16", "float16"):
+        rel = abs(train[dtype]["loss_50"] - fp32_loss) / abs(fp32_loss)
+        measured[f"{dtype}_loss_50_rel_diff"] = rel
+    return {"measured": measured, "targets": TARGETS, "ok": ok}
+
+
+def format_table(report):
+    rows = ["| measurement | value |", "|:--|--:|"]
+    rows.append(f"| tests on CUDA | {report['tests']['summary']} |")
+    for dtype, r in report["train"].items():
+        rows.append(
+            f"| DETR R50 train b{TRAIN_BATCH} {dtype} | {r['images_per_s']:.1f} img/s, "
+            f"{r['peak_memory_mib']:.0f} MiB, loss@50 {r['loss_50']:.3f} |"
+        )
+    for model, paths in report["inference"].items():
+        for path, r in paths.items():
+            diff = f", max diff {r['max_output_diff']:.1e}" if "max_output_diff" in r else ""
+            rows.append(
+                f"| {model} inference {path} | b1 {r['batch_1']:.1f} img/s, "
+                f"b8 {r['batch_8']:.1f} img/s{diff} |"
+            )
+    for name, value in report["ratios"]["measured"].items():
+        ok = report["ratios"]["ok"].get(name)
+        rows.append(f"| {name} | {value:.3g}{'' if ok is None else ' ok' if ok else ' MISSED'} |")
+    return "\n".join(rows)
+
+
+def run_check(output):
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SystemExit(
+            "tools/gpu_check.py needs a CUDA GPU (torch.cuda.is_available() is False); on a "
+            "machine without one, only --bundle runs."
+        )
+    from detectron2.utils.logger import setup_logger
+
+    setup_logger(name="detr_d2")
+    start = time.perf_counter()
+    report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+              "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+              "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32}  # fmt: skip
+    report["tests"] = run_device_tests()
+    data = coco_sized_inputs(TRAIN_BATCH, num_classes=80)
+    report["train"] = {d: train_detr(d, [data]) for d in ("float32", "bfloat16", "float16")}
+    report["inference"] = {
+        "detr": inference("detr_r50.yaml", ("fp32_eager", "fast", "bf16"), data),
+        "faster_rcnn": inference("faster_rcnn_R_50_FPN_3x.yaml", ("fp32_eager",), data),
+    }
+    report["ratios"] = ratios(report)
+    report["seconds"] = time.perf_counter() - start
+    with open(output, "w") as f:
+        json.dump(report, f, indent=2)
+    print(format_table(report))
+    print(f"written to {output} in {report['seconds']:.0f} s")
+    return report
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--bundle", metavar="DIR", help="fill DIR with the GPU machine's wheels")
+    parser.add_argument("--output", default="gpu_check.json", help="the JSON report")
+    args = parser.parse_args()
+    if args.bundle:
+        make_bundle(args.bundle)
+    else:
+        run_check(args.output)
+
+
+if __name__ == "__main__":
+    main()
