@@ -76,7 +76,7 @@ def test_aspect_ratio_grouping_gives_batches_of_one_orientation():
 
 # train_net on tiny shapes, with every random draw of DETR training on: flips, multi-scale
 # resize, the crop branch, dropout. MAX_ITER 2 * HALF iterations with a checkpoint after HALF.
-HALF = 6
+HALF = 20
 TRAIN = TINY_TRAIN_OPTS + [
     "MODEL.DETR.DROPOUT", "0.1", "INPUT.MIN_SIZE_TRAIN", "(56, 64, 72)",
     "INPUT.CROP.ENABLED", "True", "INPUT.DETR_CROP_PRE_RESIZE", "(64, 80)",
