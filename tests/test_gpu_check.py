@@ -34,20 +34,23 @@ def bundle(tmp_path_factory):
 def test_bundle_installs_offline_on_cpython_312(bundle, tmp_path):
     tool = _gpu_check()
     assert tool.check_bundle(str(bundle)) == []
-    names = (bundle / "requirements.txt").read_text().split()
+    names = [n for f in tool.REQUIREMENT_FILES for n in (bundle / f).read_text().split()]
     assert {"detectron2", "fvcore", "iopath", "yacs", "pycocotools", "hotcoco"} <= set(names)
+    assert "panopticapi-lite" in names
     size = sum(f.stat().st_size for f in bundle.iterdir())
     assert size < tool.BUNDLE_LIMIT_MIB * 2**20
     # pip itself, offline, for the GPU machine's interpreter and platform: a wheel for each name
     cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--no-deps",
            "--find-links", str(bundle), "--target", str(tmp_path / "t"), *tool.PLATFORM,
-           "-r", str(bundle / "requirements.txt")]  # fmt: skip
+           *(a for f in tool.REQUIREMENT_FILES for a in ("-r", str(bundle / f)))]  # fmt: skip
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and "Would install" in run.stdout, run.stdout + run.stderr
     assert all(n.replace("-", "_").lower() in run.stdout.replace("-", "_").lower() for n in names)
 
 
-def test_bundle_check_finds_a_missing_requirement_and_a_wrong_python(bundle, tmp_path):
+def test_bundle_check_finds_a_missing_requirement_a_version_conflict_and_a_wrong_python(
+    bundle, tmp_path, monkeypatch
+):
     tool = _gpu_check()
     broken = tmp_path / "broken"
     shutil.copytree(bundle, broken)
@@ -56,9 +59,14 @@ def test_bundle_check_finds_a_missing_requirement_and_a_wrong_python(bundle, tmp
     (coco,) = broken.glob("pycocotools-*.whl")
     coco.rename(broken / "pycocotools-2.0.11-cp311-cp311-manylinux2014_x86_64.whl")
     problems = "\n".join(tool.check_bundle(str(broken)))
-    assert "fvcore requires ['iopath']" in problems
+    assert "fvcore requires iopath>=0.1.7: not in the bundle nor on the GPU" in problems
     assert "requirements.txt names iopath but no wheel" in problems
     assert "pycocotools-2.0.11-cp311-cp311-manylinux2014_x86_64.whl: not installable" in problems
+    # panopticapi-lite's metadata pins numpy < 2 (the GPU has 2.5.2): hence its --no-deps install
+    monkeypatch.setattr(tool, "NO_DEPS", [])
+    assert "panopticapi-lite requires numpy<2.0.0,>=1.23.5: has 2.5.2" in tool.check_bundle(
+        str(bundle)
+    )
 
 
 def test_check_refuses_cleanly_without_cuda(tmp_path):

@@ -10,7 +10,9 @@ Here, with the package registries (fills an ignored folder, < 64 MiB):
 On the GPU machine (Python 3.12 with its own torch, no registry), from the repository root:
 
     python3 -m pip install -q --no-index --find-links gpu_bundle -r gpu_bundle/requirements.txt \\
-        && PYTHONPATH=. python3 tools/gpu_check.py --output gpu_check.json
+      && python3 -m pip install -q --no-index --find-links gpu_bundle --no-deps \\
+         -r gpu_bundle/requirements-no-deps.txt \\
+      && PYTHONPATH=. python3 tools/gpu_check.py --output gpu_check.json
 
 Inputs are generated COCO-sized images (800x1066, 7 boxes each), already in memory (data loading
 is not timed). Training runs train_net's Trainer (its run_step: SOLVER.AMP.ENABLED / DTYPE) for
@@ -38,14 +40,20 @@ BUNDLE_LIMIT_MIB = 64  # what a device run may carry
 BINARY = [
     "iopath==0.1.9", "yacs==0.1.8", "pycocotools==2.0.11", "hotcoco==1.3.0",
     "panopticapi-lite==0.2.0", "termcolor==3.3.0", "omegaconf==2.3.1", "hydra-core==1.3.8",
-    "faster-coco-eval==1.8.0", "platformdirs==4.3.6",
+    "faster-coco-eval==1.8.0",
 ]  # fmt: skip
 SOURCE_ONLY = ["fvcore==0.1.5.post20221221", "antlr4-python3-runtime==4.9.3"]  # pure Python
-GPU_PROVIDED = {
-    "torch", "torchvision", "numpy", "pillow", "matplotlib", "pyyaml", "tqdm", "tabulate",
-    "tensorboard", "cloudpickle", "portalocker", "packaging", "scipy", "pytest", "onnx",
-    "onnxruntime", "opencv-python-headless", "scikit-image",
-}  # fmt: skip
+# installed without its requirements, as setup.sh does: its metadata pins numpy<2 and
+# scikit-image, which its code (rgb2id / id2rgb, pq_compute) does not need
+NO_DEPS = ["panopticapi-lite"]
+# what the GPU machine has, with the versions KINDS.md gives (None: version not listed)
+GPU_PROVIDED = dict.fromkeys([
+    "pillow", "matplotlib", "pyyaml", "tqdm", "tabulate", "tensorboard", "cloudpickle",
+    "portalocker", "packaging", "scipy", "pytest", "opencv-python-headless",
+])  # fmt: skip
+GPU_PROVIDED.update(numpy="2.5.2", torch="2.11.0", torchvision="0.26.0", onnx="1.23.1",
+                    onnxruntime="1.30.0")  # fmt: skip
+REQUIREMENT_FILES = ("requirements.txt", "requirements-no-deps.txt")
 PLATFORM = ["--python-version", "3.12", "--implementation", "cp", "--only-binary=:all:"]
 PLATFORM += [f"--platform={p}" for p in ("manylinux2014_x86_64", "manylinux_2_28_x86_64")]
 
@@ -69,55 +77,62 @@ def _pip(*args):
     subprocess.check_call([sys.executable, "-m", "pip", *args, "-q", "--disable-pip-version-check"])
 
 
-def wheel_requirements(path):
-    """(name, requires) of a wheel file: its normalized name and the names it requires (without
-    extras-only requirements; markers other than extras are kept)."""
-    with zipfile.ZipFile(path) as z:
-        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
-        msg = Parser().parsestr(z.read(meta).decode())
+def wheel_metadata(path):
+    """(name, version, requirements) of a wheel file: its normalized name, its version and the
+    Requirements that apply on Linux with Python 3.12 (extras left out)."""
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    requires = []
-    for line in msg.get_all("Requires-Dist") or []:
-        req = Requirement(line)
-        env = {"python_version": "3.12", "sys_platform": "linux", "platform_system": "Linux",
-               "extra": ""}  # fmt: skip
-        if req.marker is None or req.marker.evaluate(env):
-            requires.append(canonicalize_name(req.name))
-    return canonicalize_name(msg["Name"]), requires
+    with zipfile.ZipFile(path) as z:
+        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        msg = Parser().parsestr(z.read(meta).decode())
+    env = {"python_version": "3.12", "sys_platform": "linux", "platform_system": "Linux",
+           "extra": ""}  # fmt: skip
+    requires = [Requirement(line) for line in msg.get_all("Requires-Dist") or []]
+    requires = [r for r in requires if r.marker is None or r.marker.evaluate(env)]
+    return canonicalize_name(msg["Name"]), msg["Version"], requires
 
 
 def check_bundle(folder):
     """Problems of a bundle (an empty list: it installs on the GPU machine): a wheel that is not
     for CPython 3.12 on manylinux x86_64, a requirement neither in the bundle nor on the machine,
     a name of requirements.txt without its wheel, or a size over the limit."""
-    from packaging.tags import Tag, cpython_tags, compatible_tags
-    from packaging.utils import parse_wheel_filename
+    from packaging.tags import Tag, compatible_tags, cpython_tags
+    from packaging.utils import canonicalize_name, parse_wheel_filename
 
     platforms = [f"manylinux_2_{minor}_x86_64" for minor in range(28, 4, -1)]
     platforms += ["manylinux2014_x86_64", "linux_x86_64"]
     supported = set(cpython_tags((3, 12), platforms=platforms))
     supported |= set(compatible_tags((3, 12), "cp312", platforms))
     wheels = sorted(f for f in os.listdir(folder) if f.endswith(".whl"))
-    problems, names, requires = [], set(), {}
+    problems, versions, requires = [], {}, {}
     for f in wheels:
         tags = parse_wheel_filename(f)[3]
         if not any(Tag(t.interpreter, t.abi, t.platform) in supported for t in tags):
             problems.append(f"{f}: not installable on CPython 3.12 manylinux x86_64")
-        name, reqs = wheel_requirements(os.path.join(folder, f))
-        names.add(name)
-        requires[name] = reqs
+        name, versions[name], requires[name] = wheel_metadata(os.path.join(folder, f))
+    available = dict(GPU_PROVIDED, **versions)
     for name, reqs in requires.items():
-        missing = [r for r in reqs if r not in names and r not in GPU_PROVIDED]
-        if missing:
-            problems.append(f"{name} requires {missing}: neither in the bundle nor on the GPU")
-    listed = open(os.path.join(folder, "requirements.txt")).read().split()
-    problems += [f"requirements.txt names {n} but no wheel" for n in listed if n not in names]
+        if name in NO_DEPS:
+            continue
+        for req in reqs:
+            have = available.get(canonicalize_name(req.name), "missing")
+            if have == "missing" or (have is not None and have not in req.specifier):
+                where = "not in the bundle nor on the GPU" if have == "missing" else f"has {have}"
+                problems.append(f"{name} requires {req}: {where}")
+    for file_name in REQUIREMENT_FILES:
+        listed = open(os.path.join(folder, file_name)).read().split()
+        problems += [f"{file_name} names {n} but no wheel" for n in listed if n not in versions]
     size = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)) / 2**20
     if size > BUNDLE_LIMIT_MIB:
         problems.append(f"{size:.1f} MiB, over the {BUNDLE_LIMIT_MIB} MiB a run may carry")
     return problems
+
+
+def install_line(folder):
+    """The GPU machine's offline install of a bundle."""
+    pip = f"python3 -m pip install -q --no-index --find-links {folder}"
+    return f"{pip} -r {folder}/requirements.txt && {pip} --no-deps -r {folder}/{REQUIREMENT_FILES[1]}"
 
 
 def make_bundle(folder):
@@ -131,14 +146,16 @@ def make_bundle(folder):
     from packaging.utils import canonicalize_name
 
     names = ["detectron2"] + [canonicalize_name(r.split("==")[0]) for r in BINARY + SOURCE_ONLY]
-    with open(os.path.join(folder, "requirements.txt"), "w") as f:
-        f.write("\n".join(names) + "\n")
+    names = [n for n in names if n not in NO_DEPS]
+    for file_name, listed in zip(REQUIREMENT_FILES, (names, NO_DEPS)):
+        with open(os.path.join(folder, file_name), "w") as f:
+            f.write("\n".join(listed) + "\n")
     problems = check_bundle(folder)
     if problems:
         raise SystemExit("The bundle is not installable:\n  " + "\n  ".join(problems))
     size = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)) / 2**20
-    line = f"python3 -m pip install -q --no-index --find-links {folder} -r {folder}/requirements.txt"
-    print(f"{folder}: {len(os.listdir(folder)) - 1} wheels, {size:.1f} MiB. On the GPU machine:")
+    line = install_line(folder)
+    print(f"{folder}: {len(os.listdir(folder)) - 2} wheels, {size:.1f} MiB. On the GPU machine:")
     print(line)
     return line
 
