@@ -76,3 +76,24 @@ def test_check_refuses_cleanly_without_cuda(tmp_path):
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert run.returncode == 1 and "needs a CUDA GPU" in run.stderr
     assert "Traceback" not in run.stderr and not output.exists()
+
+
+def test_check_steps_measure_a_tiny_detr_on_the_cpu():
+    """The training and inference steps of the check, with train_net's Trainer and the real
+    timing loops, on a tiny DETR and small generated images (the check runs them on CUDA)."""
+    import torch
+    from tiny import TINY_MODEL_OPTS  # tests/tiny.py
+
+    tool = _gpu_check()
+    opts = [*TINY_MODEL_OPTS, "MODEL.DETR.NUM_CLASSES", "5", "MODEL.DETR.NUM_OBJECT_QUERIES", "7"]
+    data = tool.coco_sized_inputs(2, num_classes=5, hw=(64, 96))
+    assert len(data[0]["instances"]) == tool.BOXES_PER_IMAGE
+    train = tool.train_detr("float32", [data], "Base-DETR.yaml", opts, iters=3, warmup=1)
+    assert train["images_per_s"] > 0 and train["peak_memory_mib"] is None
+    assert torch.isfinite(torch.tensor(train["final_loss"])) and train["final_loss"] > 0
+    paths = ("fp32_eager", "fast", "bf16")
+    results = tool.inference("Base-DETR.yaml", paths, data, opts, iters=2, warmup=1, sizes=(1, 2))
+    assert set(results) == set(paths) and results["fp32_eager"]["max_output_diff"] == 0
+    assert all(r["batch_1"] > 0 and r["batch_2"] > 0 for r in results.values())
+    assert results["fast"]["max_output_diff"] <= tool.TOLERANCE["fast"]  # as on CUDA
+    assert 0 < results["bf16"]["max_output_diff"] < 0.5  # bf16 ran: its outputs differ

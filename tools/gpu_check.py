@@ -161,12 +161,13 @@ def make_bundle(folder):
 
 
 # --- the check (runs on the GPU machine) -------------------------------------------------------
-def coco_sized_inputs(num, num_classes, seed=0):
-    """``num`` random 800x1066 uint8 images with 7 random boxes each (Detectron2 input dicts)."""
+def coco_sized_inputs(num, num_classes, hw=IMAGE_HW, seed=0):
+    """``num`` random uint8 images of ``hw`` (800x1066) with BOXES_PER_IMAGE random boxes each
+    (Detectron2 input dicts, instances in absolute XYXY)."""
     import torch
     from detectron2.structures import Boxes, Instances
 
-    h, w = IMAGE_HW
+    h, w = hw
     g = torch.Generator().manual_seed(seed)
     inputs = []
     for _ in range(num):
@@ -180,10 +181,11 @@ def coco_sized_inputs(num, num_classes, seed=0):
     return inputs
 
 
-def _cfg(config, *opts):
+def _cfg(config, opts):
     from detr_d2.analysis.inputs import setup_cfg
 
-    return setup_cfg(os.path.join(ROOT, "configs", config), ["MODEL.WEIGHTS", "", *opts], "cuda")
+    path = os.path.join(ROOT, "configs", config)
+    return setup_cfg(path, ["MODEL.DEVICE", "cuda", "MODEL.WEIGHTS", "", *opts])
 
 
 def run_device_tests():
@@ -195,9 +197,12 @@ def run_device_tests():
             "seconds": time.perf_counter() - start}  # fmt: skip
 
 
-def train_detr(dtype, data):
-    """images/s, peak memory (MiB) and total loss after TRAIN_ITERS iterations of train_net's
-    Trainer at batch TRAIN_BATCH in ``dtype`` ("float32", "bfloat16", "float16")."""
+def train_detr(
+    dtype, batches, config="detr_r50.yaml", opts=(), iters=TRAIN_ITERS, warmup=TRAIN_WARMUP
+):
+    """images/s, peak CUDA memory (MiB) and the total loss after ``iters`` iterations (the last
+    ``iters - warmup`` timed) of train_net's Trainer on ``batches`` (cycled), in ``dtype``
+    ("float32", "bfloat16", "float16"; SOLVER.AMP.*)."""
     import torch
     from detectron2.utils.events import EventStorage
 
@@ -207,15 +212,18 @@ def train_detr(dtype, data):
     class SyntheticDataTrainer(train_net.Trainer):
         @classmethod
         def build_train_loader(cls, cfg):
-            return itertools.cycle(data)
+            return itertools.cycle(batches)
 
     amp = ["SOLVER.AMP.ENABLED", str(dtype != "float32")]
     amp += ["SOLVER.AMP.DTYPE", dtype] if dtype != "float32" else []
     with tempfile.TemporaryDirectory() as out:
-        opts = ["SOLVER.IMS_PER_BATCH", str(TRAIN_BATCH), "OUTPUT_DIR", out, "SEED", "0", *amp]
+        size = len(batches[0])
+        opts = [*opts, "SOLVER.IMS_PER_BATCH", str(size), "OUTPUT_DIR", out, "SEED", "0", *amp]
         torch.manual_seed(0)
-        trainer = SyntheticDataTrainer(_cfg("detr_r50.yaml", *opts))
-        torch.cuda.reset_peak_memory_stats()
+        trainer = SyntheticDataTrainer(_cfg(config, opts))
+        device = trainer.model.device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         with EventStorage(0) as storage:
 
             def step(_):
@@ -223,38 +231,40 @@ def train_detr(dtype, data):
                 trainer.run_step()
                 storage.step()
 
-            device = torch.device("cuda")
-            times = time_iterations(step, [None], TRAIN_ITERS - TRAIN_WARMUP, TRAIN_WARMUP, device)
+            times = time_iterations(step, [None], iters - warmup, warmup, device)
             loss = storage.history("total_loss").latest()
-    result = {"images_per_s": summarize(times, TRAIN_BATCH)["median_per_s"], "loss_50": loss,
-              "peak_memory_mib": torch.cuda.max_memory_allocated() / 2**20}  # fmt: skip
+    memory = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+    result = {"images_per_s": summarize(times, size)["median_per_s"], "final_loss": loss,
+              "peak_memory_mib": memory}  # fmt: skip
     del trainer
     gc.collect()
-    torch.cuda.empty_cache()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     return result
 
 
-def inference(config, paths, inputs):
-    """images/s at batch 1 and 8 for each path ("fp32_eager", "fast", "bf16"), and for DETR the
-    largest output difference of each path from fp32 eager on one batch."""
+def inference(
+    config, paths, inputs, opts=(), iters=INFER_ITERS, warmup=INFER_WARMUP, sizes=(1, 8)
+):
+    """images/s at each batch size for each path ("fp32_eager", "fast", "bf16"), and for DETR the
+    largest output difference of each path from fp32 eager on one batch of 2."""
     import torch
 
     from detr_d2.analysis.inputs import build_analysis_model
     from detr_d2.analysis.timing import benchmark_inference
 
-    model = build_analysis_model(_cfg(config)).eval()
+    model = build_analysis_model(_cfg(config, opts)).eval()
     plain = [{k: v for k, v in x.items() if k != "instances"} for x in inputs]
     results, reference = {}, None
     for path in paths:
         if hasattr(model, "fast_inference"):
             model.fast_inference = path != "fp32_eager"
-        autocast = torch.autocast("cuda", torch.bfloat16, enabled=path == "bf16")
-        with autocast:
+        with torch.autocast(model.device.type, torch.bfloat16, enabled=path == "bf16"):
             results[path] = {
                 f"batch_{b}": benchmark_inference(
-                    model, [plain[:b]], INFER_ITERS, INFER_WARMUP, log_period=0
+                    model, [plain[:b]], iters, warmup, log_period=0
                 )["median_per_s"]
-                for b in (1, 8)
+                for b in sizes
             }
             if hasattr(model, "forward_raw"):
                 with torch.no_grad():
@@ -263,8 +273,6 @@ def inference(config, paths, inputs):
                 outputs = torch.cat([probs.flatten(), out["pred_boxes"].float().flatten()])
                 reference = outputs if reference is None else reference
                 results[path]["max_output_diff"] = (outputs - reference).abs().max().item()
-    del model
-    torch.cuda.empty_cache()
     return results
 
 
@@ -283,12 +291,12 @@ def ratios(report):
         "best_inference_speedup_b1": measured["best_inference_speedup_b1"]
         >= TARGETS["best_inference_speedup_b1"],
     }
-    fp32_loss = train["float32"]["loss_50"]
+    fp32_loss = train["float32"]["final_loss"]
     for path, tol in TOLERANCE.items():
         ok[f"{path}_outputs_within_{tol:g}"] = detr[path]["max_output_diff"] <= tol
     for dtype in ("bfloat16", "float16"):
-        rel = abs(train[dtype]["loss_50"] - fp32_loss) / abs(fp32_loss)
-        measured[f"{dtype}_loss_50_rel_diff"] = rel
+        rel = abs(train[dtype]["final_loss"] - fp32_loss) / abs(fp32_loss)
+        measured[f"{dtype}_final_loss_rel_diff"] = rel
     return {"measured": measured, "targets": TARGETS, "ok": ok}
 
 
@@ -298,7 +306,7 @@ def format_table(report):
     for dtype, r in report["train"].items():
         rows.append(
             f"| DETR R50 train b{TRAIN_BATCH} {dtype} | {r['images_per_s']:.1f} img/s, "
-            f"{r['peak_memory_mib']:.0f} MiB, loss@50 {r['loss_50']:.3f} |"
+            f"{r['peak_memory_mib']:.0f} MiB, loss after {TRAIN_ITERS} {r['final_loss']:.3f} |"
         )
     for model, paths in report["inference"].items():
         for path, r in paths.items():
