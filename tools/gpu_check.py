@@ -132,7 +132,8 @@ def check_bundle(folder):
 def install_line(folder):
     """The GPU machine's offline install of a bundle."""
     pip = f"python3 -m pip install -q --no-index --find-links {folder}"
-    return f"{pip} -r {folder}/requirements.txt && {pip} --no-deps -r {folder}/{REQUIREMENT_FILES[1]}"
+    with_deps, no_deps = (os.path.join(folder, f) for f in REQUIREMENT_FILES)
+    return f"{pip} -r {with_deps} && {pip} --no-deps -r {no_deps}"
 
 
 def make_bundle(folder):

@@ -20,6 +20,7 @@ checkpoint resumes at another process count; it also reseeds torch (dropout) bef
 Not covered: CheckedMapper's replacement of unreadable images draws from each worker's own pool.
 """
 
+import itertools
 import logging
 import random
 from contextlib import contextmanager
@@ -68,8 +69,9 @@ def epoch_order(
     With ``group_size`` B > 0 and ``wide`` (per image: width >= height, from the dataset dicts),
     images go into one bucket per orientation in permutation order, and a full bucket of B is
     emitted; the leftovers close the epoch. Batches line up with the epoch's runs of B when N is a
-    multiple of B; otherwise the batches across an epoch's start mix both orientations. (Detectron2's
-    grouping buffers across the stream and by the augmented size, which a restart cannot restore.)
+    multiple of B; otherwise the batches across an epoch's start mix both orientations.
+    (Detectron2's grouping buffers across the stream by the augmented size: a restart cannot
+    restore its buffers.)
     """
     generator = torch.Generator().manual_seed(mix_seed(seed, epoch))
     perm = torch.randperm(num_images, generator=generator).tolist()
@@ -91,15 +93,14 @@ class _BatchStream(IterableDataset):
 
     def __init__(self, dicts, mapper, *, seed, start, total_batch_size, rank, world_size, wide):
         self.dicts, self.mapper, self.seed, self.start = dicts, mapper, seed, start
-        self.total_batch_size, self.rank, self.world_size, self.wide = (
-            total_batch_size, rank, world_size, wide,
-        )  # fmt: skip
+        self.batch, self.rank, self.world_size = total_batch_size, rank, world_size
+        self.wide = wide
         self._epoch, self._order = None, None
 
     def _index(self, position: int) -> int:
         epoch, j = divmod(position, len(self.dicts))
         if epoch != self._epoch:
-            group = self.total_batch_size if self.wide is not None else 0
+            group = self.batch if self.wide is not None else 0
             self._order = epoch_order(len(self.dicts), self.seed, epoch, group, self.wide)
             self._epoch = epoch
         return self._order[j]
@@ -107,16 +108,13 @@ class _BatchStream(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         worker, num_workers = (0, 1) if info is None else (info.id, info.num_workers)
-        t = worker
-        while True:
-            first = self.start + t * self.total_batch_size + self.rank
-            positions = range(first, first + self.total_batch_size - self.rank, self.world_size)
+        for t in itertools.count(worker, num_workers):
+            first = self.start + t * self.batch  # this step's first image, over all ranks
             batch = []
-            for p in positions:
+            for p in range(first + self.rank, first + self.batch, self.world_size):
                 with seeded_global_rngs(mix_seed(self.seed, p)):
                     batch.append(self.mapper(self.dicts[self._index(p)]))
             yield batch
-            t += num_workers
 
 
 def _as_is(batch):
@@ -208,7 +206,8 @@ class ResumableStream(HookBase):
 
     def before_train(self):
         if not self._loaded and self.trainer.start_iter > 0:  # a checkpoint of before this hook
-            self.loader.position = self.trainer.start_iter * self.loader.total_batch_size
+            position = self.trainer.start_iter * self.loader.total_batch_size
+            self.loader.load_state_dict({"seed": self.loader.seed, "position": position})
             logger.warning("The checkpoint has no data position: assuming one batch per iteration")
 
     def before_step(self):
