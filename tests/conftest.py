@@ -18,8 +18,13 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    if config.getoption("--device") == "cuda" and not torch.cuda.is_available():
+    if config.getoption("--device") != "cuda":
+        return
+    if not torch.cuda.is_available():
         raise pytest.UsageError("--device cuda: CUDA is not available on this machine")
+    # the tolerances are float32's: TF32 convolutions / matmuls (cuDNN's default) would round
+    # their inputs to 10-bit mantissas
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
 
 
 @pytest.fixture(scope="session")
