@@ -65,6 +65,31 @@ def test_stream_is_the_same_at_any_worker_count_process_count_and_restart():
     assert [x for pair in zip(*(next(h) for h in halves)) for x in pair] == one[3]
 
 
+def test_trainer_state_holds_the_stream_and_an_older_checkpoint_resumes_by_iteration():
+    from detectron2.engine import TrainerBase
+
+    from detr_d2.data.resumable_loader import ResumableStream
+
+    kw = dict(total_batch_size=4, seed=3, aspect_ratio_grouping=False)
+    one = _take(ResumableTrainLoader(_dicts(10), _draws, **kw), 4)
+    trainers, loaders = [TrainerBase(), TrainerBase()], []
+    for trainer in trainers:
+        loaders.append(ResumableTrainLoader(_dicts(10), _draws, **kw))
+        trainer.register_hooks([ResumableStream(loaders[-1])])
+    _take(loaders[0], 2)
+    state = trainers[0].state_dict()  # what the checkpointer saves as "trainer"
+    assert state["hooks"]["ResumableStream"] == {"seed": 3, "position": 8}
+    trainers[1].load_state_dict(state)
+    assert next(loaders[1]) == one[2]
+    # a checkpoint written before the stream had a state: its iteration gives the position
+    old = TrainerBase()
+    loader = ResumableTrainLoader(_dicts(10), _draws, **kw)
+    old.register_hooks([ResumableStream(loader)])
+    old.start_iter = 3
+    old._hooks[0].before_train()
+    assert next(loader) == one[3]
+
+
 def test_aspect_ratio_grouping_gives_batches_of_one_orientation():
     dicts = _dicts(12, wide=lambda i: i % 3 == 0)  # 4 wide, 8 tall
     loader = ResumableTrainLoader(dicts, _draws, total_batch_size=4, seed=5)
