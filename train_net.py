@@ -44,6 +44,11 @@ from detr_d2.data import (
     build_test_mapper,
 )
 from detr_d2.data.dataset_checks import CheckedMapper, get_checked_dataset_dicts
+from detr_d2.data.resumable_loader import (
+    ResumableStream,
+    ResumableTrainLoader,
+    build_resumable_train_loader,
+)
 from detr_d2.engine import (
     AtomicCheckpointer,
     NoSaveAfterFailure,
@@ -92,7 +97,7 @@ class Trainer(DefaultTrainer):
         )
         mapper_cls = DetrPanopticDatasetMapper if panoptic else DetrDatasetMapper
         mapper = CheckedMapper(mapper_cls(cfg, True), skip, spares)
-        return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
+        return build_resumable_train_loader(cfg, mapper, dicts)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
@@ -112,6 +117,8 @@ class Trainer(DefaultTrainer):
             self.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
         )
         guards = [NoSaveAfterFailure(self.checkpointer), NonFiniteLossGuard(self.checkpointer)]
+        if isinstance(self._trainer.data_loader, ResumableTrainLoader):  # DETR: resume exactly
+            guards.append(ResumableStream(self._trainer.data_loader))
         return guards + super().build_hooks()
 
     def build_writers(self):

@@ -15,7 +15,8 @@ own ``setup.py`` cannot build. This script:
 If a detectron2 that is not this build is already importable (e.g. upstream built from source), it
 is kept and nothing is done. Re-running after a successful build is a no-op.
 
-Usage: python dev/build_detectron2.py [--cache-dir DIR] [--force]
+Usage: python dev/build_detectron2.py [--cache-dir DIR] [--force] [--wheel-dir DIR]
+(``--wheel-dir``: write the build as a wheel into DIR instead of installing it.)
 """
 
 import argparse
@@ -276,13 +277,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache-dir", default=".cache/detectron2", help="where the sdist is kept")
     parser.add_argument("--force", action="store_true", help="rebuild even if already installed")
+    parser.add_argument("--wheel-dir", help="write a wheel into this folder instead of installing")
     args = parser.parse_args()
 
     importable, ours = installed_detectron2()
-    if importable and not ours and not args.force:
+    if importable and not ours and not args.force and not args.wheel_dir:
         log("a detectron2 that is not this build is importable; keeping it")
         return
-    if ours and not args.force:
+    if ours and not args.force and not args.wheel_dir:
         log("detectron2 (python-only build) already installed")
         return
 
@@ -293,9 +295,14 @@ def main():
         root = Path(tmp) / f"{SDIST_NAME}-{SDIST_VERSION}"
         shutil.rmtree(root / "pb1_detectron2.egg-info", ignore_errors=True)
         patch_tree(root)
-        log("installing detectron2 (python-only)")
+        if args.wheel_dir:
+            log(f"writing a detectron2 (python-only) wheel to {args.wheel_dir}")
+            pip = ["wheel", "--no-deps", "-w", args.wheel_dir]
+        else:
+            log("installing detectron2 (python-only)")
+            pip = ["install"]
         subprocess.check_call(
-            [sys.executable, "-m", "pip", "install", "-q", "--no-build-isolation", str(root)]
+            [sys.executable, "-m", "pip", *pip, "-q", "--no-build-isolation", str(root)]
         )
     log("done")
 

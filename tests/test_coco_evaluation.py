@@ -121,9 +121,10 @@ def fake_model_outputs(val2014_100):
 @pytest.mark.parametrize("iou_type", ["bbox", "segm"])
 @pytest.mark.parametrize("backend", COCO_EVAL_BACKENDS)
 def test_reference_ap_through_evaluator(
-    val2014_100, fake_model_outputs, backend, iou_type, tmp_path
+    val2014_100, fake_model_outputs, backend, iou_type, tmp_path, device
 ):
     inputs, outputs = fake_model_outputs[iou_type]
+    outputs = [{"instances": o["instances"].to(device)} for o in outputs]  # as the model gives
 
     evaluator = build_coco_evaluator(_cfg(backend), val2014_100, str(tmp_path))
     evaluator.reset()

@@ -7,6 +7,10 @@ from detr_d2.modeling import HungarianMatcher, SetCriterion
 WEIGHTS = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
 
 
+def _to(device, targets):
+    return [{k: v.to(device) for k, v in t.items()} for t in targets]
+
+
 class FixedMatcher(torch.nn.Module):
     def __init__(self, indices):
         super().__init__()
@@ -16,14 +20,14 @@ class FixedMatcher(torch.nn.Module):
         return self.indices
 
 
-def test_giou_loss_matches_hand_computed_value():
+def test_giou_loss_matches_hand_computed_value(device):
     # boxes [0,0,2,2] and [1,1,3,3] in a 4x4 image: IoU 1/7, hull 9, GIoU = 1/7 - 2/9
-    pred = torch.tensor([[[1.0, 1.0, 2.0, 2.0]]]) / 4  # cxcywh normalized
+    pred = torch.tensor([[[1.0, 1.0, 2.0, 2.0]]], device=device) / 4  # cxcywh normalized
     tgt = torch.tensor([[2.0, 2.0, 2.0, 2.0]]) / 4
     crit = SetCriterion(1, FixedMatcher([(torch.tensor([0]), torch.tensor([0]))]), WEIGHTS)
-    losses = crit.loss_boxes(
+    losses = crit.to(device).loss_boxes(
         {"pred_boxes": pred},
-        [{"labels": torch.tensor([0]), "boxes": tgt}],
+        _to(device, [{"labels": torch.tensor([0]), "boxes": tgt}]),
         crit.matcher(None, None),
         num_boxes=1,
     )
@@ -31,7 +35,7 @@ def test_giou_loss_matches_hand_computed_value():
     assert losses["loss_bbox"].item() == pytest.approx(0.25 + 0.25, abs=1e-6)  # cx, cy differ
 
 
-def test_losses_equal_direct_computation():
+def test_losses_equal_direct_computation(device):
     torch.manual_seed(0)
     k, n = 3, 4
     logits = torch.randn(2, n, k + 1)
@@ -44,8 +48,9 @@ def test_losses_equal_direct_computation():
         {"labels": torch.tensor([1]), "boxes": torch.tensor([[0.4, 0.4, 0.3, 0.3]])},
     ]
     indices = [(torch.tensor([3, 1]), torch.tensor([0, 1])), (torch.tensor([0]), torch.tensor([0]))]
-    crit = SetCriterion(k, FixedMatcher(indices), WEIGHTS, eos_coef=0.1)
-    losses = crit({"pred_logits": logits, "pred_boxes": boxes}, targets)
+    crit = SetCriterion(k, FixedMatcher(indices), WEIGHTS, eos_coef=0.1).to(device)
+    outputs = {"pred_logits": logits.to(device), "pred_boxes": boxes.to(device)}
+    losses = crit(outputs, _to(device, targets))
 
     target_classes = torch.full((2, n), k)
     target_classes[0, 3], target_classes[0, 1], target_classes[1, 0] = 2, 0, 1
@@ -59,17 +64,17 @@ def test_losses_equal_direct_computation():
     assert set(losses) == {"loss_ce", "loss_bbox", "loss_giou"}
 
 
-def test_aux_losses_metrics_and_zero_weight():
+def test_aux_losses_metrics_and_zero_weight(device):
     torch.manual_seed(0)
     out = {
-        "pred_logits": torch.randn(1, 5, 3, requires_grad=True),
-        "pred_boxes": torch.rand(1, 5, 4),
+        "pred_logits": torch.randn(1, 5, 3).to(device).requires_grad_(),
+        "pred_boxes": torch.rand(1, 5, 4).to(device),
     }
-    out["aux_outputs"] = [
-        {"pred_logits": torch.randn(1, 5, 3), "pred_boxes": torch.rand(1, 5, 4)}
-    ] * 2
+    aux = {"pred_logits": torch.randn(1, 5, 3), "pred_boxes": torch.rand(1, 5, 4)}
+    out["aux_outputs"] = [{k: v.to(device) for k, v in aux.items()}] * 2
     targets = [{"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}]
-    crit = SetCriterion(2, HungarianMatcher(), dict(WEIGHTS, loss_giou=0.0))
+    targets = _to(device, targets)
+    crit = SetCriterion(2, HungarianMatcher(), dict(WEIGHTS, loss_giou=0.0)).to(device)
     losses = crit(out, targets)
     assert set(losses) == {
         "loss_ce",
@@ -84,10 +89,10 @@ def test_aux_losses_metrics_and_zero_weight():
     assert 0 <= metrics["class_error"] <= 100 and metrics["cardinality_error"] >= 0
 
 
-def test_empty_image_gives_only_no_object_loss():
+def test_empty_image_gives_only_no_object_loss(device):
     out = {"pred_logits": torch.zeros(1, 3, 3), "pred_boxes": torch.rand(1, 3, 4)}
-    losses = SetCriterion(2, HungarianMatcher(), WEIGHTS)(
-        out, [{"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}]
-    )
+    out = {k: v.to(device) for k, v in out.items()}
+    empty = [{"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}]
+    losses = SetCriterion(2, HungarianMatcher(), WEIGHTS).to(device)(out, _to(device, empty))
     assert losses["loss_ce"].item() == pytest.approx(torch.log(torch.tensor(3.0)).item(), rel=1e-5)
     assert losses["loss_bbox"].item() == 0 and losses["loss_giou"].item() == 0

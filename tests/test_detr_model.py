@@ -49,16 +49,16 @@ def test_parameter_counts_match_paper(name, total, backbone):
     assert round(extra / 1e6, 1) == 17.9
 
 
-def test_sine_encoding_values_and_padding_invariance():
+def test_sine_encoding_values_and_padding_invariance(device):
     enc = PositionEmbeddingSine(num_pos_feats=4)
-    mask = torch.zeros(1, 2, 3, dtype=torch.bool)
+    mask = torch.zeros(1, 2, 3, dtype=torch.bool, device=device)
     pos = enc(mask)
     assert pos.shape == (1, 8, 2, 3)
     # last row, last column: normalized coordinate 2*pi -> sin ~ 0, cos ~ 1 on the first pair
     assert pos[0, 0, 1, 2].item() == pytest.approx(0.0, abs=1e-4)
     assert pos[0, 1, 1, 2].item() == pytest.approx(1.0, abs=1e-6)
     assert pos[0, 4, 0, 0].item() == pytest.approx(math.sin(2 * math.pi / 3), abs=1e-4)
-    padded = torch.ones(1, 4, 5, dtype=torch.bool)
+    padded = torch.ones(1, 4, 5, dtype=torch.bool, device=device)
     padded[:, :2, :3] = False
     assert torch.allclose(enc(padded)[..., :2, :3], pos, atol=1e-6)
 
@@ -105,16 +105,16 @@ def test_prediction_does_not_change_when_batched_with_a_larger_image(tiny_detr_c
     ).float().mean() > 0.8
 
 
-def test_transformer_ignores_padded_memory(tiny_detr_cfg):
+def test_transformer_ignores_padded_memory(tiny_detr_cfg, device):
     model = build_model(tiny_detr_cfg).eval()
-    src = torch.randn(1, 32, 4, 5)
-    mask = torch.zeros(1, 4, 5, dtype=torch.bool)
+    src = torch.randn(1, 32, 4, 5).to(device)
+    mask = torch.zeros(1, 4, 5, dtype=torch.bool, device=device)
     mask[:, :, 3:] = True
     pos = model.position_embedding(mask)
     with torch.no_grad():
         hs1, _ = model.transformer(src, mask, model.query_embed.weight, pos)
         src2 = src.clone()
-        src2[..., 3:] = 100 * torch.randn(1, 32, 4, 2)
+        src2[..., 3:] = 100 * torch.randn(1, 32, 4, 2).to(device)
         hs2, _ = model.transformer(src2, mask, model.query_embed.weight, pos)
     assert torch.allclose(hs1, hs2, atol=1e-5)
 

@@ -137,16 +137,16 @@ def test_mapper_at_test_time_returns_the_image_only(sample):
     assert "instances" not in out and out["image"].shape == (3, 360, 640)
 
 
-def _ground_truth_as_predictions(d, raw):
+def _ground_truth_as_predictions(d, raw, device="cpu"):
     """Our model's output for a perfect prediction: one query per segment (crowd ones included,
     as the evaluator ignores them), mask logits +10 inside and -10 outside, through the same
-    combination step as the model (combine_panoptic)."""
+    combination step as the model (combine_panoptic), on ``device``."""
     ids = np.asarray(Image.open(d["pan_seg_file_name"]), dtype=np.int64)
-    ids = torch.from_numpy(ids[..., 0] + 256 * ids[..., 1] + 256**2 * ids[..., 2])
+    ids = torch.from_numpy(ids[..., 0] + 256 * ids[..., 1] + 256**2 * ids[..., 2]).to(device)
     segments = d["segments_info"]
     logits = torch.stack([torch.where(ids == s["id"], 10.0, -10.0) for s in segments])
-    classes = torch.tensor([s["category_id"] for s in segments])
-    scores = torch.linspace(1.0, 0.9, len(segments))
+    classes = torch.tensor([s["category_id"] for s in segments], device=device)
+    scores = torch.linspace(1.0, 0.9, len(segments), device=device)
     is_thing = [c in META["thing_dataset_id_to_contiguous_id"].values() for c in range(133)]
     panoptic_seg = combine_panoptic(scores, classes, logits, is_thing, min_area=4)
 
@@ -157,28 +157,29 @@ def _ground_truth_as_predictions(d, raw):
         torch.tensor(
             [[x, y, x + w, y + h] for x, y, w, h in (segments[k]["bbox"] for k in things)],
             dtype=torch.float32,
+            device=device,
         )
     )
     inst.scores = scores[things]
     inst.pred_classes = classes[things]
     # stuff "instances" as a box model trained on panoptic boxes predicts them: filtered out
     stuff = inst[:1]
-    stuff.pred_classes = torch.tensor([100])
+    stuff.pred_classes = torch.tensor([100], device=device)
     return {"panoptic_seg": panoptic_seg, "instances": Instances.cat([inst, stuff])}
 
 
-def test_ground_truth_through_our_output_format_scores_pq_100(sample, tmp_path):
+def test_ground_truth_through_our_output_format_scores_pq_100(sample, tmp_path, device):
     dicts, raw, name = sample
     evaluator = COCOPanopticEvaluator(name, str(tmp_path))
     evaluator.reset()
     for d in dicts:
-        evaluator.process([d], [_ground_truth_as_predictions(d, raw)])
+        evaluator.process([d], [_ground_truth_as_predictions(d, raw, device)])
     res = evaluator.evaluate()["panoptic_seg"]
     for key in ("PQ", "SQ", "RQ", "PQ_th", "PQ_st"):
         assert res[key] == pytest.approx(100.0), key
 
 
-def test_panoptic_evaluators_report_pq_and_mask_ap_in_one_pass(sample, tmp_path):
+def test_panoptic_evaluators_report_pq_and_mask_ap_in_one_pass(sample, tmp_path, device):
     dicts, raw, name = sample
     cfg = get_cfg()
     add_detr_config(cfg)
@@ -187,7 +188,7 @@ def test_panoptic_evaluators_report_pq_and_mask_ap_in_one_pass(sample, tmp_path)
     evaluator = build_panoptic_evaluators(cfg, name, str(tmp_path))
     evaluator.reset()
     for d in dicts:
-        evaluator.process([d], [_ground_truth_as_predictions(d, raw)])
+        evaluator.process([d], [_ground_truth_as_predictions(d, raw, device)])
     res = evaluator.evaluate()
     assert res["panoptic_seg"]["PQ"] == pytest.approx(100.0)
     assert res["segm"]["AP"] == pytest.approx(100.0)

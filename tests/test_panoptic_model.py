@@ -57,14 +57,14 @@ def _sample(h, w, seed):
     return {"image": _image(h, w, seed), "instances": inst}
 
 
-def test_attention_map_normalizes_jointly_over_heads_and_positions():
-    attn = MultiHeadAttentionMap(16, 16, num_heads=4)
-    q, k = torch.randn(2, 3, 16), torch.randn(2, 16, 5, 6)
-    mask = torch.zeros(2, 5, 6, dtype=torch.bool)
+def test_attention_map_normalizes_jointly_over_heads_and_positions(device):
+    attn = MultiHeadAttentionMap(16, 16, num_heads=4).to(device)
+    q, k = torch.randn(2, 3, 16).to(device), torch.randn(2, 16, 5, 6).to(device)
+    mask = torch.zeros(2, 5, 6, dtype=torch.bool, device=device)
     mask[1, :, 4:] = True
     w = attn(q, k, mask)
     assert w.shape == (2, 3, 4, 5, 6)
-    assert torch.allclose(w.sum((2, 3, 4)), torch.ones(2, 3))
+    assert torch.allclose(w.sum((2, 3, 4)), torch.ones(2, 3, device=device))
     assert (w[1, :, :, :, 4:] == 0).all()
     # explicitly: per head, scaled dot products of projected query and key at each position
     qp = attn.q_linear(q[0, 2]).view(4, 4)
@@ -73,12 +73,13 @@ def test_attention_map_normalizes_jointly_over_heads_and_positions():
     assert torch.allclose(w[0, 2], logits.flatten().softmax(0).view(4, 5, 6), atol=1e-6)
 
 
-def test_mask_head_output_shape_and_names():
-    head = MaskHead(32 + 4, [256, 128, 64], 32, num_groups=2)
+def test_mask_head_output_shape_and_names(device):
+    head = MaskHead(32 + 4, [256, 128, 64], 32, num_groups=2).to(device)
+    fpn = [torch.randn(2, 256, 4, 6), torch.randn(2, 128, 8, 12), torch.randn(2, 64, 16, 24)]
     out = head(
-        torch.randn(2, 32, 4, 6),
-        torch.rand(2, 3, 4, 4, 6),  # B=2, N=3, M=4
-        [torch.randn(2, 256, 4, 6), torch.randn(2, 128, 8, 12), torch.randn(2, 64, 16, 24)],
+        torch.randn(2, 32, 4, 6).to(device),
+        torch.rand(2, 3, 4, 4, 6).to(device),  # B=2, N=3, M=4
+        [f.to(device) for f in fpn],
     )
     assert out.shape == (2, 3, 16, 24)
     names = {n.split(".")[0] for n, _ in head.named_parameters()}
@@ -91,15 +92,17 @@ def test_mask_head_output_shape_and_names():
     assert head.lay5.out_channels == 2 and head.adapter3.out_channels == 4
 
 
-def test_each_query_mask_follows_its_own_attention_map_and_image():
+def test_each_query_mask_follows_its_own_attention_map_and_image(device):
     torch.manual_seed(0)
-    head = MaskHead(32 + 4, [256, 128, 64], 32, num_groups=2).eval()
-    features = torch.randn(2, 32, 4, 6)
+    head = MaskHead(32 + 4, [256, 128, 64], 32, num_groups=2).eval().to(device)
+    features = torch.randn(2, 32, 4, 6).to(device)
     fpn = [torch.randn(2, 256, 4, 6), torch.randn(2, 128, 8, 12), torch.randn(2, 64, 16, 24)]
+    fpn = [f.to(device) for f in fpn]
     # jointly normalized maps (sum 1 over heads x positions) peaked at one position per query
     attention = torch.zeros(2, 3, 4, 4, 6)
     attention[:, 0, :, 0, 0] = attention[:, 2, :, 0, 0] = 0.25  # queries 0 and 2: top left
     attention[:, 1, :, 3, 5] = 0.25  # query 1: bottom right
+    attention = attention.to(device)
     with torch.no_grad():
         out = head(features, attention, fpn)
         swapped = head(features, attention[:, [1, 0, 2]], fpn)
@@ -128,7 +131,7 @@ def _focal(x, t, alpha=0.25, gamma=2.0):
     return (alpha * t + (1 - alpha) * (1 - t)) * (1 - p_t) ** gamma * ce
 
 
-def test_mask_losses_against_direct_computation():
+def test_mask_losses_against_direct_computation(device):
     # fixed matching: image 0 query 2 <-> target 1, query 0 <-> target 0; image 1 query 1 <-> 0
     indices = [(torch.tensor([2, 0]), torch.tensor([1, 0])), (torch.tensor([1]), torch.tensor([0]))]
     criterion = SetCriterionWithMasks(
@@ -149,7 +152,8 @@ def test_mask_losses_against_direct_computation():
         {"labels": torch.tensor([0, 1]), "masks": masks0},
         {"labels": torch.tensor([2]), "masks": masks1},
     ]
-    losses = criterion(outputs, targets)
+    on_device = [{k: v.to(device) for k, v in t.items()} for t in targets]
+    losses = criterion.to(device)({k: v.to(device) for k, v in outputs.items()}, on_device)
 
     focal, dice = 0.0, 0.0
     for b, (src, tgt) in enumerate(indices):
@@ -166,12 +170,13 @@ def test_mask_losses_against_direct_computation():
 def _combine(logits, classes, scores=None, output_hw=None):
     scores = torch.linspace(0.99, 0.9, len(classes)) if scores is None else scores
     is_thing = [True, True, True, False, False]  # classes 0-2 things, 3-4 stuff
-    return combine_panoptic(scores, torch.tensor(classes), logits, is_thing, 4, output_hw)
+    scores, classes = scores.to(logits.device), torch.tensor(classes, device=logits.device)
+    return combine_panoptic(scores, classes, logits, is_thing, 4, output_hw)
 
 
-def test_combine_panoptic_folds_stuff_drops_tiny_segments_and_never_overlaps():
+def test_combine_panoptic_folds_stuff_drops_tiny_segments_and_never_overlaps(device):
     """The original DETR's PostProcessPanoptic, step by step (module docstring)."""
-    logits = torch.full((4, 10, 10), -5.0)
+    logits = torch.full((4, 10, 10), -5.0, device=device)
     logits[0, :, :5] = 5.0  # thing 0: left half
     logits[1, :5, 5:] = 5.0  # stuff 3: top right
     logits[2, 5:, 5:] = 5.0  # stuff 3 again: bottom right, folded into query 1, then dropped
@@ -202,15 +207,15 @@ def test_combine_panoptic_folds_stuff_drops_tiny_segments_and_never_overlaps():
     assert info == [] and (seg == 0).all() and seg.shape == (10, 10)
 
 
-def test_combine_panoptic_resizes_the_argmax_with_pils_nearest_filter():
+def test_combine_panoptic_resizes_the_argmax_with_pils_nearest_filter(device):
     """The argmax is taken at network-input resolution and the map of query indices resized to
     the output with PIL's nearest filter; areas are counted in output pixels."""
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 13, 17, generator=g)
-    seg, info = _combine(logits, [0, 1, 2], output_hw=(29, 11))
+    seg, info = _combine(logits.to(device), [0, 1, 2], output_hw=(29, 11))
     winner = logits.argmax(0).numpy().astype(np.int32)
     expected = np.asarray(Image.fromarray(winner, mode="I").resize((11, 29), Image.NEAREST)) + 1
-    assert seg.shape == (29, 11) and np.array_equal(seg.numpy(), expected)
+    assert seg.shape == (29, 11) and np.array_equal(seg.cpu().numpy(), expected)
     assert [s["area"] for s in info] == [int((expected == k).sum()) for k in (1, 2, 3)]
 
 
@@ -364,9 +369,9 @@ def test_missing_backbone_feature_is_explained(tiny_panoptic_cfg):
         build_model(tiny_panoptic_cfg)
 
 
-def test_mask_upsampling_is_aligned_with_the_padded_batch():
+def test_mask_upsampling_is_aligned_with_the_padded_batch(device):
     """A mask over the padded batch maps to the same pixels of each (unpadded) image."""
-    masks = torch.full((1, 20, 24), -1.0)
+    masks = torch.full((1, 20, 24), -1.0, device=device)
     masks[0, :4, :6] = 1.0  # top-left 16 x 24 input pixels
     out = resize_mask_logits(masks, (80, 96), (64, 48), (128, 96))
     assert out.shape == (1, 128, 96)

@@ -259,7 +259,7 @@ UNUSUAL = {
 
 
 @pytest.fixture(scope="module")
-def tiny_model():
+def tiny_model(device):
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
 
@@ -268,7 +268,7 @@ def tiny_model():
     cfg = get_cfg()
     add_detr_config(cfg)
     cfg.merge_from_file(BASE)
-    cfg.merge_from_list(TINY)
+    cfg.merge_from_list(TINY + ["MODEL.DEVICE", str(device)])
     torch.manual_seed(0)
     return cfg, build_model(cfg)
 

@@ -133,7 +133,7 @@ def load_exported(path: str, fmt: str) -> Callable[[Tensor, Tensor], Outputs]:
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
 
         def run(images: Tensor, padding_mask: Tensor) -> Outputs:
-            feed = {"images": images.numpy(), "padding_mask": padding_mask.numpy()}
+            feed = {"images": images.cpu().numpy(), "padding_mask": padding_mask.cpu().numpy()}
             return tuple(torch.from_numpy(x) for x in session.run(None, feed))
 
         return run

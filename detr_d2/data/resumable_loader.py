@@ -1,0 +1,232 @@
+"""The DETR training stream as a function of (seed, position), so --resume continues it exactly.
+
+Detectron2's TrainingSampler restarts its stream on --resume, and its augmentations draw from each
+dataloader worker's global NumPy / ``random`` state, so a resumed run sees other images and other
+augmentations than an uninterrupted one. Here:
+
+* position p = 0, 1, 2, ... counts images over all processes. Epoch e = p // N (N images) is the
+  permutation ``torch.randperm(N)`` seeded by (seed, e); with aspect-ratio grouping that
+  permutation is reordered so that each global batch holds images of one orientation (see
+  :func:`epoch_order`);
+* the t-th batch from start position P holds, on rank r of W, the positions
+  P + t * B + r + k * W (k < B / W, B the total batch): the same B images at any process count;
+* the image at position p is mapped with NumPy's and Python's global RNGs seeded from (seed, p)
+  (Detectron2's augmentations and the DETR mappers draw from them), then restored;
+* batch t is built by dataloader worker t mod num_workers, whose outputs the DataLoader returns in
+  turn: the stream does not depend on the worker count either.
+
+:class:`ResumableStream` checkpoints (seed, P) with the trainer, in images (not iterations), so a
+checkpoint resumes at another process count; it also reseeds torch (dropout) before every step.
+Not covered: CheckedMapper's replacement of unreadable images draws from each worker's own pool.
+"""
+
+import itertools
+import logging
+import random
+from contextlib import contextmanager
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from detectron2.data.common import DatasetFromList
+from detectron2.engine import HookBase
+from detectron2.utils import comm
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+__all__ = [
+    "ResumableStream",
+    "ResumableTrainLoader",
+    "build_resumable_train_loader",
+    "epoch_order",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def mix_seed(*values: int) -> int:
+    """A 32-bit seed that depends on every one of ``values`` (non-negative ints)."""
+    return int(np.random.SeedSequence(list(values)).generate_state(1)[0])
+
+
+@contextmanager
+def seeded_global_rngs(seed: int):
+    """Run a block with NumPy's and Python's global RNGs seeded by ``seed``; restore them after."""
+    np_state, py_state = np.random.get_state(), random.getstate()
+    np.random.seed(seed)
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+
+
+def epoch_order(
+    num_images: int, seed: int, epoch: int, group_size: int = 0, wide: Optional[List[bool]] = None
+) -> List[int]:
+    """The dataset indices of one epoch, in order: a permutation seeded by (seed, epoch).
+
+    With ``group_size`` B > 0 and ``wide`` (per image: width >= height, from the dataset dicts),
+    images go into one bucket per orientation in permutation order, and a full bucket of B is
+    emitted; the leftovers close the epoch. Batches line up with the epoch's runs of B when N is a
+    multiple of B; otherwise the batches across an epoch's start mix both orientations.
+    (Detectron2's grouping buffers across the stream by the augmented size: a restart cannot
+    restore its buffers.)
+    """
+    generator = torch.Generator().manual_seed(mix_seed(seed, epoch))
+    perm = torch.randperm(num_images, generator=generator).tolist()
+    if group_size <= 0 or wide is None:
+        return perm
+    order, buckets = [], {True: [], False: []}
+    for i in perm:
+        bucket = buckets[wide[i]]
+        bucket.append(i)
+        if len(bucket) == group_size:
+            order += bucket
+            bucket.clear()
+    return order + buckets[True] + buckets[False]
+
+
+class _BatchStream(IterableDataset):
+    """This rank's batches from ``start`` on (see the module docstring), endless; each dataloader
+    worker builds every num_workers-th batch."""
+
+    def __init__(self, dicts, mapper, *, seed, start, total_batch_size, rank, world_size, wide):
+        self.dicts, self.mapper, self.seed, self.start = dicts, mapper, seed, start
+        self.batch, self.rank, self.world_size = total_batch_size, rank, world_size
+        self.wide = wide
+        self._epoch, self._order = None, None
+
+    def _index(self, position: int) -> int:
+        epoch, j = divmod(position, len(self.dicts))
+        if epoch != self._epoch:
+            group = self.batch if self.wide is not None else 0
+            self._order = epoch_order(len(self.dicts), self.seed, epoch, group, self.wide)
+            self._epoch = epoch
+        return self._order[j]
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, num_workers = (0, 1) if info is None else (info.id, info.num_workers)
+        for t in itertools.count(worker, num_workers):
+            first = self.start + t * self.batch  # this step's first image, over all ranks
+            batch = []
+            for p in range(first + self.rank, first + self.batch, self.world_size):
+                with seeded_global_rngs(mix_seed(self.seed, p)):
+                    batch.append(self.mapper(self.dicts[self._index(p)]))
+            yield batch
+
+
+def _as_is(batch):
+    return batch
+
+
+class ResumableTrainLoader:
+    """An endless iterator of this rank's training batches (lists of mapped dicts), whose position
+    and seed are a state: :meth:`state_dict` / :meth:`load_state_dict` (see the module docstring).
+
+    Its worker processes start at the first ``next()`` and restart after a ``load_state_dict``.
+    """
+
+    def __init__(
+        self,
+        dicts: List[Dict],
+        mapper,
+        *,
+        total_batch_size: int,
+        seed: int,
+        num_workers: int = 0,
+        aspect_ratio_grouping: bool = True,
+        rank: Optional[int] = None,
+        world_size: Optional[int] = None,
+    ):
+        """
+        Args:
+            dicts: the training dataset dicts; mapper: maps one of them to a model input.
+            total_batch_size: images per step over all processes (SOLVER.IMS_PER_BATCH).
+            seed: the stream's seed (the same on every process).
+            num_workers: dataloader worker processes (0: map in this process).
+            aspect_ratio_grouping: batches of one orientation, from the dicts' width / height.
+            rank, world_size: this process's place (default: from the process group).
+        """
+        self.rank = comm.get_rank() if rank is None else rank
+        self.world_size = comm.get_world_size() if world_size is None else world_size
+        if total_batch_size % self.world_size:
+            raise ValueError(
+                f"SOLVER.IMS_PER_BATCH ({total_batch_size}) must be divisible by the number of "
+                f"processes ({self.world_size})"
+            )
+        self.wide = None
+        if aspect_ratio_grouping:
+            self.wide = [d.get("width", 1) >= d.get("height", 1) for d in dicts]
+        self.dicts = DatasetFromList(dicts, copy=False)
+        self.mapper, self.total_batch_size, self.num_workers = mapper, total_batch_size, num_workers
+        self.seed = seed
+        self.position = 0  # images, over all processes, handed out before the next batch
+        self._iter = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> List[Dict]:
+        if self._iter is None:
+            stream = _BatchStream(
+                self.dicts, self.mapper, seed=self.seed, start=self.position,
+                total_batch_size=self.total_batch_size, rank=self.rank,
+                world_size=self.world_size, wide=self.wide,
+            )  # fmt: skip
+            # its own generator: starting the iterator draws worker seeds, which from torch's
+            # global RNG would shift the dropout draws of the step that (re)starts the stream
+            generator = torch.Generator().manual_seed(mix_seed(self.seed, self.position))
+            loader = DataLoader(
+                stream, batch_size=None, num_workers=self.num_workers, collate_fn=_as_is,
+                generator=generator,
+            )  # fmt: skip
+            self._iter = iter(loader)
+        batch = next(self._iter)
+        self.position += self.total_batch_size
+        return batch
+
+    def state_dict(self) -> Dict[str, int]:
+        return {"seed": self.seed, "position": self.position}
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        self.seed, self.position = int(state["seed"]), int(state["position"])
+        self._iter = None  # its workers end; the next batch starts a stream at the position
+
+
+class ResumableStream(HookBase):
+    """Makes the trainer checkpoint the loader's (seed, position) (hooks' state goes into the
+    checkpoint) and seeds torch before every step from (seed, iteration, rank), so dropout draws
+    after --resume are those of an uninterrupted run."""
+
+    def __init__(self, loader: ResumableTrainLoader):
+        self.loader = loader
+        self._loaded = False
+
+    def before_train(self):
+        if not self._loaded and self.trainer.start_iter > 0:  # a checkpoint of before this hook
+            position = self.trainer.start_iter * self.loader.total_batch_size
+            self.loader.load_state_dict({"seed": self.loader.seed, "position": position})
+            logger.warning("The checkpoint has no data position: assuming one batch per iteration")
+
+    def before_step(self):
+        torch.manual_seed(mix_seed(self.loader.seed, self.trainer.iter, comm.get_rank()))
+
+    def state_dict(self):
+        return self.loader.state_dict()
+
+    def load_state_dict(self, state):
+        self.loader.load_state_dict(state)
+        self._loaded = True
+
+
+def build_resumable_train_loader(cfg, mapper, dicts: List[Dict]) -> ResumableTrainLoader:
+    """The loader of ``cfg`` (SOLVER.IMS_PER_BATCH, DATALOADER.NUM_WORKERS and
+    ASPECT_RATIO_GROUPING); its seed is SEED, or with SEED < 0 one drawn by rank 0 and shared."""
+    seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
+    return ResumableTrainLoader(
+        dicts, mapper, total_batch_size=cfg.SOLVER.IMS_PER_BATCH, seed=seed,
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+    )  # fmt: skip
