@@ -146,7 +146,7 @@ def make_bundle(folder):
     _pip("download", "--no-deps", *PLATFORM, "-d", folder, *BINARY)
     _pip("wheel", "--no-deps", "--no-binary", ":all:", "-w", folder, *SOURCE_ONLY)
     subprocess.check_call(
-        [sys.executable, os.path.join(ROOT, "tools", "build_detectron2.py"), "--wheel-dir", folder]
+        [sys.executable, os.path.join(ROOT, "dev", "build_detectron2.py"), "--wheel-dir", folder]
     )
     from packaging.utils import canonicalize_name
 
