@@ -166,3 +166,28 @@ def test_fast_inference_matches_eager_and_follows_weight_changes(tiny_detr_cfg):
     (l2, _), (l3, _) = run(False), run(True)
     assert not torch.allclose(l0, l2, atol=1e-3) and torch.allclose(l2, l3, atol=1e-4)
     assert not any("inference" in k for k in model.state_dict())
+
+
+# the original DETR's parameter names of one layer (detr/models/transformer.py), which converted
+# official weights and existing checkpoints rely on
+_ATTN = ["in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"]
+_FFN = ["linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias"]
+_NORMS = {n: [f"norm{i}.{p}" for i in range(1, n + 1) for p in ("weight", "bias")] for n in (2, 3)}
+
+
+@pytest.mark.parametrize("normalize_before", [False, True])
+def test_transformer_layer_parameter_names_are_the_originals(normalize_before):
+    from detr_d2.modeling import Transformer
+
+    t = Transformer(32, 2, 1, 1, 64, normalize_before=normalize_before)
+    encoder = [f"self_attn.{k}" for k in _ATTN] + _FFN + _NORMS[2]
+    decoder = [f"{m}.{k}" for m in ("self_attn", "multihead_attn") for k in _ATTN] + _FFN
+    assert sorted(t.encoder.layers[0].state_dict()) == sorted(encoder)
+    assert sorted(t.decoder.layers[0].state_dict()) == sorted(decoder + _NORMS[3])
+    no_ffn = Transformer(32, 2, 1, 1, 64, normalize_before=normalize_before, use_ffn=False)
+    assert sorted(no_ffn.encoder.layers[0].state_dict()) == sorted(
+        [f"self_attn.{k}" for k in _ATTN] + ["norm1.weight", "norm1.bias"]
+    )
+    assert sorted(no_ffn.decoder.layers[0].state_dict()) == sorted(decoder[:8] + _NORMS[2])
+    final_norms = {k.rsplit(".", 1)[0] for k in t.state_dict() if ".layers." not in k}
+    assert final_norms == {"decoder.norm"} | ({"encoder.norm"} if normalize_before else set())
