@@ -228,8 +228,20 @@ class Detr(nn.Module):
             "backbone_features": backbone_features,
         }
 
-    def prepare_targets(self, batched_inputs: List[Dict]) -> List[Dict[str, Tensor]]:
-        """Ground truth as "labels" (M,) and "boxes" (M, 4) cxcywh normalized by the image size."""
+    def forward(self, batched_inputs: List[Dict]):
+        """Training: the weighted loss dict of :meth:`prepare_targets`; eval: :meth:`postprocess`.
+        Subclasses change these two (and :meth:`forward_raw`'s outputs), not this method."""
+        images = self.preprocess_image(batched_inputs)
+        outputs = self.forward_raw(images)
+        if self.training:
+            if not self.deep_supervision:
+                outputs["aux_outputs"] = []
+            return self.criterion(outputs, self.prepare_targets(batched_inputs, images))
+        return self.postprocess(outputs, batched_inputs, images)
+
+    def prepare_targets(self, batched_inputs: List[Dict], images: ImageList) -> List[Dict]:
+        """Ground truth as "labels" (M,) and "boxes" (M, 4) cxcywh normalized by the image size
+        (``images``, the padded batch, is for subclasses' targets over it)."""
         targets = []
         for x in batched_inputs:
             inst = x["instances"].to(self.device)
@@ -239,13 +251,9 @@ class Detr(nn.Module):
             targets.append({"labels": inst.gt_classes, "boxes": boxes})
         return targets
 
-    def forward(self, batched_inputs: List[Dict]):
-        images = self.preprocess_image(batched_inputs)
-        outputs = self.forward_raw(images)
-        if self.training:
-            if not self.deep_supervision:
-                outputs["aux_outputs"] = []
-            return self.criterion(outputs, self.prepare_targets(batched_inputs))
+    def postprocess(self, outputs: Dict, batched_inputs: List[Dict], images: ImageList):
+        """Eval output of :meth:`forward_raw`'s ``outputs``: per image {"instances"} in the
+        coordinates of its "height" / "width" (default: the network input's size)."""
         results = self.inference(outputs["pred_logits"], outputs["pred_boxes"], images.image_sizes)
         processed = []
         for result, x, size in zip(results, batched_inputs, images.image_sizes):

@@ -2,7 +2,7 @@
 and stuff alike; a pixel-wise argmax over the confident queries' masks gives the panoptic output."""
 
 import logging
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence
 
 import torch
 from detectron2.config import configurable
@@ -232,25 +232,20 @@ class DetrPanoptic(Detr):
         )
         return outputs
 
-    def add_mask_targets(
-        self, targets: List[Dict], batched_inputs: List[Dict], padded_hw: Tuple[int, int]
-    ):
-        """Add "masks" (M, H, W) bool to each target: its gt_masks zero-padded to ``padded_hw``."""
+    def prepare_targets(self, batched_inputs: List[Dict], images: ImageList) -> List[Dict]:
+        """:meth:`Detr.prepare_targets` plus "masks" (M, H, W) bool: each image's gt_masks
+        zero-padded to the batch's padded size (H, W)."""
+        targets = super().prepare_targets(batched_inputs, images)
         for t, x in zip(targets, batched_inputs):
             masks = x["instances"].gt_masks.tensor.to(self.device)
-            padded = masks.new_zeros((len(masks), *padded_hw))
+            padded = masks.new_zeros((len(masks), *images.tensor.shape[-2:]))
             padded[:, : masks.shape[1], : masks.shape[2]] = masks
             t["masks"] = padded
+        return targets
 
-    def forward(self, batched_inputs: List[Dict]):
-        images = self.preprocess_image(batched_inputs)
-        outputs = self.forward_raw(images)
-        if self.training:
-            if not self.deep_supervision:
-                outputs["aux_outputs"] = []
-            targets = self.prepare_targets(batched_inputs)
-            self.add_mask_targets(targets, batched_inputs, images.tensor.shape[-2:])
-            return self.criterion(outputs, targets)
+    def postprocess(self, outputs: Dict, batched_inputs: List[Dict], images: ImageList):
+        """Per image {"panoptic_seg", "instances"} (see the class docstring) of
+        :meth:`panoptic_inference`."""
         padded_hw = tuple(images.tensor.shape[-2:])
         results = []
         for i, (x, image_hw) in enumerate(zip(batched_inputs, images.image_sizes)):
