@@ -191,3 +191,45 @@ def test_transformer_layer_parameter_names_are_the_originals(normalize_before):
     assert sorted(no_ffn.decoder.layers[0].state_dict()) == sorted(decoder[:8] + _NORMS[2])
     final_norms = {k.rsplit(".", 1)[0] for k in t.state_dict() if ".layers." not in k}
     assert final_norms == {"decoder.norm"} | ({"encoder.norm"} if normalize_before else set())
+
+
+def test_detr_builds_from_plain_python_arguments_without_a_config():
+    """@configurable's point: every part is an argument, so Detr needs no cfg."""
+    from detectron2.modeling.backbone import BasicStem, ResNet
+    from detectron2.modeling.backbone.resnet import BasicBlock
+
+    from detr_d2.modeling import Detr, HungarianMatcher, SetCriterion, Transformer
+
+    torch.manual_seed(0)
+    stem = BasicStem(in_channels=3, out_channels=16, norm="FrozenBN")
+    stages = [  # res2-res4, one block each: stride 16, 64 channels
+        ResNet.make_stage(BasicBlock, 1, stride_per_block=[s], in_channels=i, out_channels=o)
+        for s, i, o in ((1, 16, 16), (2, 16, 32), (2, 32, 64))
+    ]
+    weights = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
+    model = Detr(
+        backbone=ResNet(stem, stages, out_features=["res4"]),
+        transformer=Transformer(d_model=32, nhead=4, num_encoder_layers=1, num_decoder_layers=2,
+                                dim_feedforward=64, dropout=0.0),  # fmt: skip
+        position_embedding=PositionEmbeddingSine(num_pos_feats=16, normalize=True),
+        criterion=SetCriterion(3, HungarianMatcher(1.0, 5.0, 2.0), weights, eos_coef=0.1),
+        num_classes=3,
+        num_queries=6,
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
+    assert model.backbone_feature == "res4" and model.class_embed.out_features == 4
+    batch = [
+        {"image": _image(64, 80, 0), "instances": _instances(64, 80, [[4, 8, 40, 50]], [2])},
+        {"image": _image(48, 64, 1), "instances": _instances(48, 64, [], [])},
+    ]
+    losses = model.train()(batch)
+    # final layer + 1 auxiliary (2 decoder layers), each with its three weighted losses
+    assert set(losses) == {f"{k}{s}" for k in weights for s in ("", "_0")}
+    sum(losses.values()).backward()
+    assert model.class_embed.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        out = model.eval()([{"image": _image(64, 80, 2), "height": 128, "width": 160}])
+    inst = out[0]["instances"]
+    assert inst.image_size == (128, 160) and len(inst) == 6
+    assert (inst.pred_classes < 3).all() and inst.pred_boxes.tensor[:, 2].max() <= 160
