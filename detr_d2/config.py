@@ -49,9 +49,10 @@ def add_detr_config(cfg):
     d.TEST_TOPK = 0  # keep at most this many detections per image (0 = all N queries)
     # eval mode: backbone copy with norms folded into convs, channels_last (0.65x time, R50 on CPU)
     d.FAST_INFERENCE = True
-    # DetrPanoptic: checkpoint of the box model (every module but bbox_attention and mask_head),
-    # loaded when the model is built and frozen (requires_grad False, BatchNorm in eval mode);
-    # MODEL.WEIGHTS and resuming never overwrite it. "" = nothing frozen (joint training)
+    # DetrPanoptic: checkpoint of the box model (every module but bbox_attention and mask_head)
+    # that stage 2 starts from; the box model is frozen (requires_grad False, BatchNorm in eval
+    # mode). Weights loaded later (MODEL.WEIGHTS, resuming) that hold the whole box model replace
+    # it, so a stage-2 checkpoint needs no FROZEN_WEIGHTS. "" = nothing frozen (joint training)
     d.FROZEN_WEIGHTS = ""
     # Panoptic DETR (META_ARCHITECTURE "DetrPanoptic")
     d.MASK_WEIGHT = 1.0  # weight of the sigmoid focal loss of matched masks (loss_mask)

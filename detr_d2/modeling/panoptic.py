@@ -62,11 +62,13 @@ class DetrPanoptic(Detr):
       ``pred_masks`` (bool (T, H, W), sigmoid > 0.5), ``pred_boxes`` (XYXY), ``scores``,
       ``pred_classes``, for COCO box and mask AP.
 
-    With ``frozen_weights`` (MODEL.DETR.FROZEN_WEIGHTS) the box model (every module but the two
-    above) is read from that checkpoint at construction and frozen: its parameters get
-    ``requires_grad=False``, its BatchNorm layers stay in eval mode, and :meth:`load_state_dict`
-    (which Detectron2's checkpointer calls for MODEL.WEIGHTS and for resuming) skips its keys,
-    so MODEL.WEIGHTS can never overwrite it. Only the mask losses are computed then.
+    With ``frozen_weights`` (MODEL.DETR.FROZEN_WEIGHTS, stage 2 of the paper's recipe) the box
+    model (every module but the two above) is frozen: its parameters get ``requires_grad=False``
+    and its BatchNorm layers stay in eval mode; only the mask losses are computed. Its weights
+    come from the weights the model is loaded with when those hold the whole box model (a
+    stage-2 checkpoint, given by MODEL.WEIGHTS or resumed, is self-contained), else from
+    ``frozen_weights``, read when the model is built (to start stage 2 from a box model) if the
+    file exists; see :meth:`load_state_dict`.
     """
 
     @configurable
@@ -92,7 +94,8 @@ class DetrPanoptic(Detr):
                 probability is above this (0.85 in DETR; for a threshold >= 0.5 this equals
                 DETR's "argmax is not no-object and its probability is above").
             panoptic_min_area: see :func:`combine_panoptic`.
-            frozen_weights: path of a checkpoint of the box model to load and freeze ("": none).
+            frozen_weights: checkpoint of the box model to start from, frozen ("": nothing
+                frozen, joint training).
             kwargs: the arguments of :class:`Detr`.
         """
         super().__init__(**kwargs)
@@ -117,9 +120,21 @@ class DetrPanoptic(Detr):
         self.panoptic_conf_thresh = panoptic_conf_thresh
         self.panoptic_min_area = panoptic_min_area
         self.register_buffer("is_thing", torch.as_tensor(list(is_thing), dtype=torch.bool), False)
-        self.box_model_frozen = False
+        self.frozen_weights = frozen_weights
+        self.box_model_frozen = bool(frozen_weights)
+        self.box_weights_from = ""  # the file the box model's weights came from ("": none yet)
         if frozen_weights:
-            self.load_frozen_weights(frozen_weights)
+            for name, p in self.named_parameters():
+                if self.in_box_model(name):
+                    p.requires_grad_(False)
+            self.train(self.training)
+            if PathManager.exists(frozen_weights):
+                self.load_frozen_weights(frozen_weights)
+            else:  # fine for a complete checkpoint (eval, resume); else an error once needed
+                logger.info(
+                    f"MODEL.DETR.FROZEN_WEIGHTS {frozen_weights} does not exist: the box model "
+                    "must come from the weights loaded next (MODEL.WEIGHTS or a resumed checkpoint)"
+                )
 
     criterion_class = SetCriterionWithMasks
 
@@ -160,21 +175,27 @@ class DetrPanoptic(Detr):
         """Whether a parameter / buffer / module name belongs to the box model."""
         return not (name + ".").startswith(MASK_MODULES)
 
+    def _box_keys(self) -> List[str]:
+        """State-dict keys of the box model; BatchNorm's ``num_batches_tracked`` (absent from
+        converted weights, unused by a frozen model) is not required."""
+        keys = [k for k in nn.Module.state_dict(self) if self.in_box_model(k)]
+        return [k for k in keys if not k.endswith("num_batches_tracked")]
+
+    def _no_box_weights(self, reason: str) -> FileNotFoundError:
+        return FileNotFoundError(
+            f"MODEL.DETR.FROZEN_WEIGHTS {self.frozen_weights} does not exist and {reason}. "
+            "Train the box stage first (the mask-stage configs expect its "
+            "OUTPUT_DIR/model_final.pth), or give MODEL.WEIGHTS a complete panoptic checkpoint."
+        )
+
     def load_frozen_weights(self, path: str):
         """Fill the box model from checkpoint ``path`` (a Detectron2 checkpoint of a ``Detr``, or
-        any file whose state dict, possibly under "model", has all box-model keys) and freeze it."""
-        if not PathManager.exists(path):
-            raise FileNotFoundError(
-                f"MODEL.DETR.FROZEN_WEIGHTS {path} does not exist. Train the box stage first (the "
-                "mask-stage configs expect its OUTPUT_DIR/model_final.pth), or set "
-                'MODEL.DETR.FROZEN_WEIGHTS "" to train jointly or to evaluate a complete '
-                "panoptic checkpoint given by MODEL.WEIGHTS."
-            )
+        any file whose state dict, possibly under "model", has all box-model keys)."""
         checkpoint = torch.load(
             PathManager.get_local_path(path), map_location="cpu", weights_only=True
         )
         state = checkpoint.get("model", checkpoint)
-        box_keys = [k for k in nn.Module.state_dict(self) if self.in_box_model(k)]
+        box_keys = self._box_keys()
         missing = [k for k in box_keys if k not in state]
         if missing:
             raise ValueError(
@@ -183,23 +204,35 @@ class DetrPanoptic(Detr):
         nn.Module.load_state_dict(
             self, {k: torch.as_tensor(state[k]) for k in box_keys}, strict=False
         )
-        for name, p in self.named_parameters():
-            if self.in_box_model(name):
-                p.requires_grad_(False)
-        self.box_model_frozen = True
-        self.train(self.training)
+        self.box_weights_from = path
         logger.info(f"Box model loaded from {path} and frozen ({len(box_keys)} tensors)")
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """As ``nn.Module.load_state_dict``, but a frozen box model keeps its FROZEN_WEIGHTS: the
-        box-model keys of ``state_dict`` are skipped and not reported missing."""
+        """As ``nn.Module.load_state_dict``. With a frozen box model: a ``state_dict`` holding the
+        whole box model loads as a whole (a stage-2 checkpoint needs no FROZEN_WEIGHTS); one
+        holding part of it (e.g. an ImageNet backbone) or none loads only the mask head, the box
+        model keeping FROZEN_WEIGHTS, whose box-model keys are then not reported missing."""
         if not self.box_model_frozen:
             return super().load_state_dict(state_dict, strict, assign)
-        skipped = [k for k in state_dict if self.in_box_model(k)]
-        if skipped:
-            logger.info(
-                f"Skipping {len(skipped)} box-model tensors of the loaded checkpoint: "
-                "the box model keeps MODEL.DETR.FROZEN_WEIGHTS"
+        box_keys = self._box_keys()
+        held = [k for k in box_keys if k in state_dict]
+        if len(held) == len(box_keys):
+            result = super().load_state_dict(state_dict, strict, assign)
+            if self.box_weights_from:
+                logger.info(
+                    f"The loaded weights hold the box model: it replaces FROZEN_WEIGHTS "
+                    f"{self.box_weights_from}, which only starts stage 2"
+                )
+            self.box_weights_from = "the loaded weights"
+            return result
+        if not self.box_weights_from:
+            raise self._no_box_weights(
+                f"the loaded weights hold {len(held)} of the {len(box_keys)} box-model tensors"
+            )
+        if held:
+            logger.warning(
+                f"The loaded weights hold {len(held)} of the {len(box_keys)} box-model tensors: "
+                f"skipped, the box model keeps FROZEN_WEIGHTS {self.box_weights_from}"
             )
         state_dict = {k: v for k, v in state_dict.items() if not self.in_box_model(k)}
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
@@ -224,6 +257,8 @@ class DetrPanoptic(Detr):
     def forward_raw(self, images: ImageList) -> Dict:
         """:meth:`Detr.forward_raw` plus "pred_masks": (B, N, H/4, W/4) mask logits over the
         padded batch (stride of the finest of ``mask_in_features``)."""
+        if self.box_model_frozen and not self.box_weights_from:
+            raise self._no_box_weights("no weights loaded into the model hold the box model")
         outputs = super().forward_raw(images)
         features = outputs["backbone_features"]
         attention = self.bbox_attention(outputs["hs"][-1], outputs["memory"], outputs["mask"])
