@@ -30,7 +30,7 @@ from detectron2.utils.logger import setup_logger
 
 from detr_d2 import add_detr_config
 from detr_d2.checkpoint.finetune import DetrCheckpointer
-from detr_d2.config import is_detr_config, merge_config_file
+from detr_d2.config import cap_num_workers, is_detr_config, merge_config_file
 from detr_d2.data import (
     DetrDatasetMapper,
     DetrPanopticDatasetMapper,
@@ -47,8 +47,9 @@ from detr_d2.engine import (
     load_weights_for_eval,
     shut_down_process_group,
 )
+from detr_d2.engine.checks import resolve_num_classes
 from detr_d2.evaluation.build import build_evaluator
-from detr_d2.solver import build_optimizer
+from detr_d2.solver import apply_epoch_schedule, build_optimizer
 
 logger = logging.getLogger("detr_d2")
 
@@ -135,8 +136,9 @@ def setup(args):
     # before registering: the json check and the class count are logged to OUTPUT_DIR too
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="detr_d2")
     register.register_coco_from_args(args)  # in every process, before the datasets are used
-    register.resolve_num_classes(cfg, args.opts)  # NUM_CLASSES from the data unless set
-    register.apply_epoch_schedule(cfg)  # SOLVER.EPOCHS -> MAX_ITER / STEPS
+    resolve_num_classes(cfg, args.opts)  # NUM_CLASSES -1: from the data; checked otherwise
+    apply_epoch_schedule(cfg)  # SOLVER.EPOCHS -> MAX_ITER / STEPS / the periods in epochs
+    cap_num_workers(cfg)  # DATALOADER.NUM_WORKERS at most the CPU count
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.warning(
             "MODEL.DEVICE is %s but CUDA is not available: using the CPU", cfg.MODEL.DEVICE

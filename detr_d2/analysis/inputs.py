@@ -18,7 +18,7 @@ from detectron2.structures import Boxes, Instances
 
 from ..checkpoint.finetune import DetrCheckpointer
 from ..config import add_detr_config, merge_config_file
-from ..data.register import resolve_num_classes
+from ..engine.checks import resolve_num_classes
 
 __all__ = ["setup_cfg", "build_analysis_model", "synthetic_inputs", "dataset_inputs", "batches"]
 

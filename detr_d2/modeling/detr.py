@@ -108,6 +108,12 @@ class Detr(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         d = cfg.MODEL.DETR
+        if d.NUM_CLASSES < 1:
+            raise ValueError(
+                f"MODEL.DETR.NUM_CLASSES is {d.NUM_CLASSES}: -1 (from the data) must be resolved "
+                "first (detr_d2.engine.checks.resolve_num_classes, as train_net does), or set "
+                "the number of classes"
+            )
         backbone = build_backbone(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
         if cfg.MODEL.RESNETS.RES5_DILATION > 1 and d.DC5_TORCHVISION:
             undilate_first_res5_block(backbone)
