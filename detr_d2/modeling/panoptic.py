@@ -12,9 +12,8 @@ from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.file_io import PathManager
 from torch import Tensor, nn
 from torch.nn.modules.module import _IncompatibleKeys
-from torchvision.ops import box_convert
 
-from .detr import Detr
+from .detr import Detr, absolute_xyxy
 from .panoptic_criterion import SetCriterionWithMasks
 from .panoptic_inference import combine_panoptic, resize_mask_logits
 from .segmentation import MaskHead, MultiHeadAttentionMap
@@ -110,12 +109,8 @@ class DetrPanoptic(Detr):
             )
         d = self.transformer.d_model
         self.bbox_attention = MultiHeadAttentionMap(d, d, num_attention_heads)
-        self.mask_head = MaskHead(
-            d + num_attention_heads,
-            [shapes[f].channels for f in mask_in_features],
-            d,
-            mask_head_groups,
-        )
+        channels = [shapes[f].channels for f in mask_in_features]
+        self.mask_head = MaskHead(d + num_attention_heads, channels, d, mask_head_groups)
         self.mask_in_features = list(mask_in_features)
         self.panoptic_conf_thresh = panoptic_conf_thresh
         self.panoptic_min_area = panoptic_min_area
@@ -212,13 +207,11 @@ class DetrPanoptic(Detr):
         whole box model loads as a whole (a stage-2 checkpoint needs no FROZEN_WEIGHTS); one
         holding part of it (e.g. an ImageNet backbone) or none loads only the mask head, the box
         model keeping FROZEN_WEIGHTS, whose box-model keys are then not reported missing."""
-        if not self.box_model_frozen:
-            return super().load_state_dict(state_dict, strict, assign)
-        box_keys = self._box_keys()
+        box_keys = self._box_keys() if self.box_model_frozen else []
         held = [k for k in box_keys if k in state_dict]
-        if len(held) == len(box_keys):
+        if len(held) == len(box_keys):  # nothing frozen, or the whole box model
             result = super().load_state_dict(state_dict, strict, assign)
-            if self.box_weights_from:
+            if self.box_model_frozen and self.box_weights_from:
                 logger.info(
                     f"The loaded weights hold the box model: it replaces FROZEN_WEIGHTS "
                     f"{self.box_weights_from}, which only starts stage 2"
@@ -281,21 +274,14 @@ class DetrPanoptic(Detr):
     def postprocess(self, outputs: Dict, batched_inputs: List[Dict], images: ImageList):
         """Per image {"panoptic_seg", "instances"} (see the class docstring) of
         :meth:`panoptic_inference`."""
+        per_image = zip(outputs["pred_logits"], outputs["pred_boxes"], outputs["pred_masks"])
         padded_hw = tuple(images.tensor.shape[-2:])
-        results = []
-        for i, (x, image_hw) in enumerate(zip(batched_inputs, images.image_sizes)):
-            output_hw = (x.get("height", image_hw[0]), x.get("width", image_hw[1]))
-            results.append(
-                self.panoptic_inference(
-                    outputs["pred_logits"][i],
-                    outputs["pred_boxes"][i],
-                    outputs["pred_masks"][i],
-                    padded_hw,
-                    tuple(image_hw),
-                    output_hw,
-                )
+        return [
+            self.panoptic_inference(
+                *out, padded_hw, tuple(hw), (x.get("height", hw[0]), x.get("width", hw[1]))
             )
-        return results
+            for out, x, hw in zip(per_image, batched_inputs, images.image_sizes)
+        ]
 
     def panoptic_inference(
         self, logits: Tensor, boxes: Tensor, masks: Tensor, padded_hw, image_hw, output_hw
@@ -309,38 +295,17 @@ class DetrPanoptic(Detr):
         top_scores, top_classes = probs.max(-1)
         keep = (top_classes != probs.shape[-1] - 1) & (top_scores > self.panoptic_conf_thresh)
         mask_logits = resize_mask_logits(masks[keep], padded_hw, image_hw, image_hw)
-        panoptic_seg = combine_panoptic(
-            top_scores[keep],
-            top_classes[keep],
-            mask_logits,
-            self.is_thing.tolist(),
-            self.panoptic_min_area,
-            output_hw,
-        )
+        kept = (top_scores[keep], top_classes[keep], mask_logits, self.is_thing.tolist())
+        panoptic_seg = combine_panoptic(*kept, self.panoptic_min_area, output_hw)
         scores, classes = probs[:, :-1].max(-1)
-
-        things = self.is_thing[classes]
-        if self.test_score_thresh > 0:
-            things &= scores > self.test_score_thresh
-        idx = things.nonzero()[:, 0]
-        if self.test_topk > 0 and len(idx) > self.test_topk:
-            idx = idx[scores[idx].topk(self.test_topk).indices]
-        h, w = output_hw
-        instances = Instances(output_hw)
-        xyxy = box_convert(boxes[idx], "cxcywh", "xyxy") * torch.as_tensor([w, h, w, h]).to(boxes)
-        instances.pred_boxes = Boxes(xyxy)
+        idx = self.select_detections(scores, self.is_thing[classes])
+        xyxy = absolute_xyxy(boxes[idx], output_hw)
+        instances = Instances(output_hw, pred_boxes=Boxes(xyxy), scores=scores[idx])
         instances.pred_boxes.clip(output_hw)
-        instances.scores = scores[idx]
         instances.pred_classes = classes[idx]
-        # in chunks: N full-resolution float masks at once can be large
+        chunks = masks[idx].split(16)  # N full-resolution float masks at once can be large
+        pred_masks = [resize_mask_logits(m, padded_hw, image_hw, output_hw) > 0 for m in chunks]
         instances.pred_masks = (
-            torch.cat(
-                [
-                    resize_mask_logits(m, padded_hw, image_hw, output_hw) > 0
-                    for m in masks[idx].split(16)
-                ]
-            )
-            if len(idx)
-            else masks.new_zeros((0, h, w), dtype=torch.bool)
+            torch.cat(pred_masks) if chunks else masks.new_zeros((0, *output_hw), dtype=torch.bool)
         )
         return {"panoptic_seg": panoptic_seg, "instances": instances}
