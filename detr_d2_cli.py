@@ -159,7 +159,10 @@ def setup_cfg(args: argparse.Namespace, *, training: bool = False, device=None):
     from detectron2.utils import comm
 
     from detr_d2 import add_detr_config, merge_config_file
+    from detr_d2.config import cap_num_workers
     from detr_d2.data import register
+    from detr_d2.engine.checks import resolve_num_classes
+    from detr_d2.solver import apply_epoch_schedule
 
     cfg = add_detr_config(get_cfg())
     merge_config_file(cfg, args.config_file)
@@ -180,9 +183,10 @@ def setup_cfg(args: argparse.Namespace, *, training: bool = False, device=None):
         )
         cfg.MODEL.DEVICE = "cpu"
     register.register_coco_from_args(args)  # in every process, before the datasets are used
-    register.resolve_num_classes(cfg, args.opts, strict=training)
+    resolve_num_classes(cfg, args.opts, strict=training)  # -1: from the data; checked otherwise
     if training:
-        register.apply_epoch_schedule(cfg)  # SOLVER.EPOCHS -> MAX_ITER / STEPS
+        apply_epoch_schedule(cfg)  # SOLVER.EPOCHS -> MAX_ITER / STEPS / the periods in epochs
+        cap_num_workers(cfg)  # DATALOADER.NUM_WORKERS at most the CPU count
         if comm.is_main_process() and cfg.OUTPUT_DIR:  # the config the run uses, as Detectron2
             with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
                 f.write(cfg.dump())

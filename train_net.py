@@ -60,7 +60,7 @@ from detr_d2.engine import (
 )
 from detr_d2.engine.writers import MetricPrinter
 from detr_d2.evaluation.build import build_evaluator
-from detr_d2.solver import build_optimizer
+from detr_d2.solver import apply_epoch_schedule, build_optimizer
 
 logger = logging.getLogger("detr_d2")
 

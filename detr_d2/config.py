@@ -1,6 +1,9 @@
 """Config keys of detr_d2. ``add_detr_config`` only *adds* keys: every default another model (e.g. a
 model-zoo Faster R-CNN yaml) relies on is left unchanged."""
 
+import logging
+import os
+
 from detectron2.config import CfgNode as CN
 
 
@@ -12,7 +15,9 @@ def add_detr_config(cfg):
         return cfg
     cfg.MODEL.DETR = CN()
     d = cfg.MODEL.DETR
-    d.NUM_CLASSES = 80  # object classes, without the extra "no object" class
+    # object classes, without the extra "no object" class; -1: from the data, the class count of
+    # the first registered dataset of DATASETS.TRAIN (then TEST) (detr_d2.engine.checks)
+    d.NUM_CLASSES = 80
     d.NUM_OBJECT_QUERIES = 100  # N, the number of learned object queries (predictions per image)
     d.HIDDEN_DIM = 256  # d, width of the transformer
     d.NHEADS = 8  # attention heads
@@ -49,9 +54,10 @@ def add_detr_config(cfg):
     d.TEST_TOPK = 0  # keep at most this many detections per image (0 = all N queries)
     # eval mode: backbone copy with norms folded into convs, channels_last (0.65x time, R50 on CPU)
     d.FAST_INFERENCE = True
-    # DetrPanoptic: checkpoint of the box model (every module but bbox_attention and mask_head),
-    # loaded when the model is built and frozen (requires_grad False, BatchNorm in eval mode);
-    # MODEL.WEIGHTS and resuming never overwrite it. "" = nothing frozen (joint training)
+    # DetrPanoptic: checkpoint of the box model (every module but bbox_attention and mask_head)
+    # that stage 2 starts from; the box model is frozen (requires_grad False, BatchNorm in eval
+    # mode). Weights loaded later (MODEL.WEIGHTS, resuming) that hold the whole box model replace
+    # it, so a stage-2 checkpoint needs no FROZEN_WEIGHTS. "" = nothing frozen (joint training)
     d.FROZEN_WEIGHTS = ""
     # Panoptic DETR (META_ARCHITECTURE "DetrPanoptic")
     d.MASK_WEIGHT = 1.0  # weight of the sigmoid focal loss of matched masks (loss_mask)
@@ -72,6 +78,10 @@ def add_detr_config(cfg):
     # STEPS when the datasets are known (0: use SOLVER.MAX_ITER and SOLVER.STEPS as given)
     cfg.SOLVER.EPOCHS = 0
     cfg.SOLVER.LR_DROP_EPOCHS = ()  # with EPOCHS > 0: epochs after which lr is multiplied by GAMMA
+    # with EPOCHS > 0: SOLVER.CHECKPOINT_PERIOD / TEST.EVAL_PERIOD in whole epochs, converted to
+    # iterations as EPOCHS is; 0: the period in iterations as given
+    cfg.SOLVER.CHECKPOINT_PERIOD_EPOCHS = 0
+    cfg.TEST.EVAL_PERIOD_EPOCHS = 0
     # DETR's random crop: resize the short side to one of these before cropping (pixels)
     cfg.INPUT.DETR_CROP_PRE_RESIZE = (400, 500, 600)
     # Training data: resize uint8 RGB images with torchvision's antialiased bilinear resize
@@ -105,6 +115,18 @@ def is_detr_config(cfg) -> bool:
     data goes through DetrDatasetMapper; other models (the Faster R-CNN baselines) keep
     Detectron2's DatasetMapper."""
     return cfg.MODEL.META_ARCHITECTURE.startswith("Detr")
+
+
+def cap_num_workers(cfg):
+    """DATALOADER.NUM_WORKERS at most the CPUs this process may use (a log line when lowered):
+    more workers than CPUs only compete, and torch warns about them. Before ``cfg.freeze()``."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if cpus and cfg.DATALOADER.NUM_WORKERS > cpus:
+        logging.getLogger(__name__).info(
+            f"DATALOADER.NUM_WORKERS = {cpus}, the CPU count (was {cfg.DATALOADER.NUM_WORKERS})"
+        )
+        cfg.DATALOADER.NUM_WORKERS = cpus
+    return cfg
 
 
 def merge_config_file(cfg, path: str):

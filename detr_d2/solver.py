@@ -1,8 +1,16 @@
-"""DETR's optimizer: AdamW, a smaller lr for the backbone, and one gradient norm over the model."""
+"""DETR's optimizer: AdamW, a smaller lr for the backbone, and one gradient norm over the model;
+the schedule in epochs (SOLVER.EPOCHS and the periods in epochs), converted to iterations."""
+
+import logging
+import math
+from typing import Tuple
 
 import torch
+from detectron2.data import DatasetCatalog
 from detectron2.solver import build_optimizer as build_default_optimizer
 from detectron2.solver.build import maybe_add_gradient_clipping
+
+logger = logging.getLogger(__name__)
 
 
 def detr_param_groups(
@@ -60,3 +68,71 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     else:  # Detectron2's per-parameter "value" / "norm" clipping, or none
         optimizer_cls = maybe_add_gradient_clipping(cfg, optimizer_cls)
     return optimizer_cls(groups, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+
+
+# ---- schedule in epochs --------------------------------------------------------------------------
+
+
+def dataset_size(cfg) -> int:
+    """Images one epoch of DATASETS.TRAIN visits: all of them, or with
+    DATALOADER.FILTER_EMPTY_ANNOTATIONS those with a non-crowd annotation (as the train loader).
+    Loads the datasets' dicts."""
+    total = 0
+    for name in cfg.DATASETS.TRAIN:
+        dicts = DatasetCatalog.get(name)
+        if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
+            dicts = [
+                d for d in dicts if any(a.get("iscrowd", 0) == 0 for a in d.get("annotations", []))
+            ]
+        total += len(dicts)
+    return total
+
+
+def iters_per_epoch(cfg, dataset_size: int) -> int:
+    """ceil(dataset_size / SOLVER.IMS_PER_BATCH): a partial last batch counts as an iteration,
+    so a 10-image set at batch 4 gives 3 iterations per epoch."""
+    if dataset_size <= 0:
+        raise ValueError("Cannot convert epochs to iterations: the training set is empty")
+    return math.ceil(dataset_size / cfg.SOLVER.IMS_PER_BATCH)
+
+
+def epochs_to_iters(cfg, dataset_size: int) -> Tuple[int, Tuple[int, ...]]:
+    """(MAX_ITER, STEPS) for ``SOLVER.EPOCHS`` epochs with the learning rate dropped after each
+    of ``SOLVER.LR_DROP_EPOCHS``, at ``SOLVER.IMS_PER_BATCH`` images per iteration (all GPUs)."""
+    epochs, drops = cfg.SOLVER.EPOCHS, tuple(cfg.SOLVER.LR_DROP_EPOCHS)
+    if epochs <= 0:
+        raise ValueError(f"SOLVER.EPOCHS must be > 0 to convert, got {epochs}")
+    if any(not 0 < e < epochs for e in drops):
+        raise ValueError(
+            f"SOLVER.LR_DROP_EPOCHS {drops} must lie between 0 and SOLVER.EPOCHS "
+            f"({epochs}), exclusive"
+        )
+    per_epoch = iters_per_epoch(cfg, dataset_size)
+    return round(epochs * per_epoch), tuple(round(e * per_epoch) for e in drops)
+
+
+def apply_epoch_schedule(cfg):
+    """With ``SOLVER.EPOCHS > 0``, set SOLVER.MAX_ITER and SOLVER.STEPS from the epochs and the
+    size of DATASETS.TRAIN, and SOLVER.CHECKPOINT_PERIOD / TEST.EVAL_PERIOD from
+    SOLVER.CHECKPOINT_PERIOD_EPOCHS / TEST.EVAL_PERIOD_EPOCHS where those are > 0; logged. Before ``cfg.freeze()``, after the datasets are registered. A no-op when
+    EPOCHS is 0 or the config has no such key. Returns ``cfg``."""
+    if cfg.SOLVER.get("EPOCHS", 0) <= 0:
+        return cfg
+    size = dataset_size(cfg)
+    old = (cfg.SOLVER.MAX_ITER, tuple(cfg.SOLVER.STEPS))
+    cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS = epochs_to_iters(cfg, size)
+    changes = [
+        f"SOLVER.MAX_ITER = {cfg.SOLVER.MAX_ITER}, SOLVER.STEPS = {cfg.SOLVER.STEPS} (epochs "
+        f"{tuple(cfg.SOLVER.LR_DROP_EPOCHS)}; was {old[0]}, {old[1]})"
+    ]
+    for node, key in ((cfg.SOLVER, "CHECKPOINT_PERIOD"), (cfg.TEST, "EVAL_PERIOD")):
+        epochs = node.get(f"{key}_EPOCHS", 0)
+        if epochs > 0:
+            period = epochs * iters_per_epoch(cfg, size)
+            changes.append(f"{key} = {period} ({epochs} epochs; was {node[key]})")
+            node[key] = period
+    logger.info(
+        f"{cfg.SOLVER.EPOCHS} epochs of {size} images at batch {cfg.SOLVER.IMS_PER_BATCH}: "
+        + ", ".join(changes)
+    )
+    return cfg

@@ -166,3 +166,70 @@ def test_fast_inference_matches_eager_and_follows_weight_changes(tiny_detr_cfg):
     (l2, _), (l3, _) = run(False), run(True)
     assert not torch.allclose(l0, l2, atol=1e-3) and torch.allclose(l2, l3, atol=1e-4)
     assert not any("inference" in k for k in model.state_dict())
+
+
+# the original DETR's parameter names of one layer (detr/models/transformer.py), which converted
+# official weights and existing checkpoints rely on
+_ATTN = ["in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"]
+_FFN = ["linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias"]
+_NORMS = {n: [f"norm{i}.{p}" for i in range(1, n + 1) for p in ("weight", "bias")] for n in (2, 3)}
+
+
+@pytest.mark.parametrize("normalize_before", [False, True])
+def test_transformer_layer_parameter_names_are_the_originals(normalize_before):
+    from detr_d2.modeling import Transformer
+
+    t = Transformer(32, 2, 1, 1, 64, normalize_before=normalize_before)
+    encoder = [f"self_attn.{k}" for k in _ATTN] + _FFN + _NORMS[2]
+    decoder = [f"{m}.{k}" for m in ("self_attn", "multihead_attn") for k in _ATTN] + _FFN
+    assert sorted(t.encoder.layers[0].state_dict()) == sorted(encoder)
+    assert sorted(t.decoder.layers[0].state_dict()) == sorted(decoder + _NORMS[3])
+    no_ffn = Transformer(32, 2, 1, 1, 64, normalize_before=normalize_before, use_ffn=False)
+    assert sorted(no_ffn.encoder.layers[0].state_dict()) == sorted(
+        [f"self_attn.{k}" for k in _ATTN] + ["norm1.weight", "norm1.bias"]
+    )
+    assert sorted(no_ffn.decoder.layers[0].state_dict()) == sorted(decoder[:8] + _NORMS[2])
+    final_norms = {k.rsplit(".", 1)[0] for k in t.state_dict() if ".layers." not in k}
+    assert final_norms == {"decoder.norm"} | ({"encoder.norm"} if normalize_before else set())
+
+
+def test_detr_builds_from_plain_python_arguments_without_a_config():
+    """@configurable's point: every part is an argument, so Detr needs no cfg."""
+    from detectron2.modeling.backbone import BasicStem, ResNet
+    from detectron2.modeling.backbone.resnet import BasicBlock
+
+    from detr_d2.modeling import Detr, HungarianMatcher, SetCriterion, Transformer
+
+    torch.manual_seed(0)
+    stem = BasicStem(in_channels=3, out_channels=16, norm="FrozenBN")
+    stages = [  # res2-res4, one block each: stride 16, 64 channels
+        ResNet.make_stage(BasicBlock, 1, stride_per_block=[s], in_channels=i, out_channels=o)
+        for s, i, o in ((1, 16, 16), (2, 16, 32), (2, 32, 64))
+    ]
+    weights = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
+    model = Detr(
+        backbone=ResNet(stem, stages, out_features=["res4"]),
+        transformer=Transformer(d_model=32, nhead=4, num_encoder_layers=1, num_decoder_layers=2,
+                                dim_feedforward=64, dropout=0.0),  # fmt: skip
+        position_embedding=PositionEmbeddingSine(num_pos_feats=16, normalize=True),
+        criterion=SetCriterion(3, HungarianMatcher(1.0, 5.0, 2.0), weights, eos_coef=0.1),
+        num_classes=3,
+        num_queries=6,
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
+    assert model.backbone_feature == "res4" and model.class_embed.out_features == 4
+    batch = [
+        {"image": _image(64, 80, 0), "instances": _instances(64, 80, [[4, 8, 40, 50]], [2])},
+        {"image": _image(48, 64, 1), "instances": _instances(48, 64, [], [])},
+    ]
+    losses = model.train()(batch)
+    # final layer + 1 auxiliary (2 decoder layers), each with its three weighted losses
+    assert set(losses) == {f"{k}{s}" for k in weights for s in ("", "_0")}
+    sum(losses.values()).backward()
+    assert model.class_embed.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        out = model.eval()([{"image": _image(64, 80, 2), "height": 128, "width": 160}])
+    inst = out[0]["instances"]
+    assert inst.image_size == (128, 160) and len(inst) == 6
+    assert (inst.pred_classes < 3).all() and inst.pred_boxes.tensor[:, 2].max() <= 160

@@ -21,6 +21,7 @@ from detectron2.modeling import build_model
 from PIL import Image
 
 from detr_d2 import merge_config_file
+from detr_d2.config import cap_num_workers
 from detr_d2.checkpoint.finetune import (
     CheckpointShapeError,
     DetrCheckpointer,
@@ -29,12 +30,11 @@ from detr_d2.checkpoint.finetune import (
 from detr_d2.data.json_check import check_coco_json
 from detr_d2.data.register import (
     add_register_coco_argument,
-    apply_epoch_schedule,
-    epochs_to_iters,
     register_coco_dataset,
     register_coco_from_args,
-    resolve_num_classes,
 )
+from detr_d2.engine.checks import resolve_num_classes
+from detr_d2.solver import apply_epoch_schedule, epochs_to_iters
 from tiny import TINY_MODEL_OPTS  # tests/tiny.py
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -114,8 +114,8 @@ def subset_json(tmp_path, category_ids=SUBSET_CATEGORIES, max_images=None, name=
 
 
 def small_cfg(cfg, out_dir, train=(), test=()):
-    """The tiny model with tiny inputs, DETR's default NUM_CLASSES (i.e. "from the data")."""
-    cfg.MODEL.DETR.NUM_CLASSES = 80
+    """The tiny model with tiny inputs, NUM_CLASSES -1 ("from the data")."""
+    cfg.MODEL.DETR.NUM_CLASSES = -1
     for key, value in SMALL_INPUT.items():
         cfg.merge_from_list([key, str(value)])
     cfg.INPUT.CROP.ENABLED = False
@@ -179,36 +179,51 @@ def test_flag_registers_sets_with_their_class_names(tmp_path, dataset_names):
 # ---- MODEL.DETR.NUM_CLASSES ---------------------------------------------------------------------
 
 
-def test_num_classes_follows_the_data_unless_set(tiny_detr_cfg, tmp_path, dataset_names):
+def test_num_classes_minus_one_follows_the_data_any_other_value_is_checked(
+    tiny_detr_cfg, tmp_path, dataset_names
+):
     train, full = dataset_names("train"), dataset_names("full")
     register_coco_dataset(train, subset_json(tmp_path), TINY_IMAGES)
     register_coco_dataset(full, TINY_JSON, TINY_IMAGES)
 
     cfg = small_cfg(tiny_detr_cfg.clone(), tmp_path, train=(train,))
-    assert resolve_num_classes(cfg).MODEL.DETR.NUM_CLASSES == 3  # default 80: from the data
+    assert resolve_num_classes(cfg).MODEL.DETR.NUM_CLASSES == 3  # -1: from the data
 
     cfg = small_cfg(tiny_detr_cfg.clone(), tmp_path, train=(train,))
+    cfg.MODEL.DETR.NUM_CLASSES = 80
     with pytest.raises(ValueError, match=r"NUM_CLASSES is 80 \(on the command line\).* has 3 cl"):
         resolve_num_classes(cfg, ["MODEL.DETR.NUM_CLASSES", "80"])
-    cfg.MODEL.DETR.NUM_CLASSES = 5  # as a yaml would set it
-    with pytest.raises(ValueError, match=r"NUM_CLASSES is 5 \(in the config file\).* has 3 cl"):
-        resolve_num_classes(cfg)
+    with pytest.raises(ValueError, match=r"NUM_CLASSES is 80 \(in the config file\)") as e:
+        resolve_num_classes(cfg)  # 80, COCO's count, is a count like any other, not "unset"
+    # the message names the values that fix it: a yaml value cannot be "left out"
+    assert "NUM_CLASSES 3, or MODEL.DETR.NUM_CLASSES -1 to take the count" in str(e.value)
+    assert "leave it out" not in str(e.value)
     cfg.MODEL.DETR.NUM_CLASSES = 3
     assert resolve_num_classes(cfg, ["MODEL.DETR.NUM_CLASSES", "3"]).MODEL.DETR.NUM_CLASSES == 3
 
     cfg = small_cfg(tiny_detr_cfg.clone(), tmp_path, train=(full,))
-    assert resolve_num_classes(cfg).MODEL.DETR.NUM_CLASSES == 80  # COCO: 80 stays 80
+    assert resolve_num_classes(cfg).MODEL.DETR.NUM_CLASSES == 80  # COCO's 80 from its data
 
     # evaluation only: the training set of the yaml is not registered, the test set decides
     cfg = small_cfg(
         tiny_detr_cfg.clone(), tmp_path, train=("own_data_unregistered",), test=(train,)
     )
-    with log_records("detr_d2.data.register") as records:
+    with log_records("detr_d2.engine.checks") as records:
         assert resolve_num_classes(cfg).MODEL.DETR.NUM_CLASSES == 3
     assert "--register-coco own_data_unregistered" in records[0].getMessage()
     cfg = small_cfg(tiny_detr_cfg.clone(), tmp_path, train=(train,))
     cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"  # other models are left alone
-    assert resolve_num_classes(cfg).MODEL.DETR.NUM_CLASSES == 80
+    assert resolve_num_classes(cfg).MODEL.DETR.NUM_CLASSES == -1
+
+
+def test_num_classes_minus_one_without_data_is_an_error_naming_the_key(tiny_detr_cfg, tmp_path):
+    cfg = small_cfg(tiny_detr_cfg.clone(), tmp_path, train=("own_data_unregistered",))
+    with pytest.raises(ValueError, match=r"NUM_CLASSES is -1 \(from the data\) but no dataset"):
+        resolve_num_classes(cfg)
+    assert resolve_num_classes(cfg, strict=False).MODEL.DETR.NUM_CLASSES == 80  # tools: FLOPs
+    cfg.MODEL.DETR.NUM_CLASSES = -1  # never resolved: the model says what is missing
+    with pytest.raises(ValueError, match=r"MODEL.DETR.NUM_CLASSES is -1.*resolve_num_classes"):
+        build_model(cfg)
 
 
 def test_finetune_config_takes_the_class_count_of_the_data(tmp_path, dataset_names):
@@ -221,12 +236,32 @@ def test_finetune_config_takes_the_class_count_of_the_data(tmp_path, dataset_nam
         os.path.join(ROOT, "configs", "finetune", "detr_r50_finetune.yaml"),
     )
     assert cfg.DATASETS.TRAIN == ("my_train",)  # placeholders, for --register-coco sets
-    assert resolve_num_classes(cfg).MODEL.DETR.NUM_CLASSES == 80  # unknown: left alone
+    assert cfg.MODEL.DETR.NUM_CLASSES == -1
+    with pytest.raises(ValueError, match=r"'my_train'.*register it \(--register-coco\)"):
+        resolve_num_classes(cfg)
     train = dataset_names("train")
     register_coco_dataset(train, subset_json(tmp_path), TINY_IMAGES)
     cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (train,), (train,)
     assert resolve_num_classes(cfg).MODEL.DETR.NUM_CLASSES == 3
     assert cfg.MODEL.DETR.NUM_OBJECT_QUERIES == 100  # the COCO checkpoint's
+
+    # a short fine-tune on a small set still evaluates and checkpoints before its end
+    cfg.SOLVER.IMS_PER_BATCH = 2
+    per_epoch = math.ceil(len(DatasetCatalog.get(train)) / 2)
+    apply_epoch_schedule(cfg)
+    assert cfg.SOLVER.MAX_ITER == 50 * per_epoch
+    assert cfg.SOLVER.CHECKPOINT_PERIOD == cfg.TEST.EVAL_PERIOD == 10 * per_epoch
+
+
+def test_num_workers_are_capped_to_the_cpu_count(tiny_detr_cfg, monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    cfg = tiny_detr_cfg.clone()
+    cfg.DATALOADER.NUM_WORKERS = 4
+    with log_records("detr_d2.config") as records:
+        assert cap_num_workers(cfg).DATALOADER.NUM_WORKERS == 2
+    assert "NUM_WORKERS = 2, the CPU count (was 4)" in records[0].getMessage()
+    cfg.DATALOADER.NUM_WORKERS = 1
+    assert cap_num_workers(cfg).DATALOADER.NUM_WORKERS == 1
 
 
 # ---- training and fine-tuning -------------------------------------------------------------------
@@ -398,6 +433,15 @@ def test_epochs_become_iterations_from_the_dataset_size(tiny_detr_cfg, tmp_path,
     cfg.SOLVER.LR_DROP_EPOCHS = (10,)
     with pytest.raises(ValueError, match="LR_DROP_EPOCHS"):
         epochs_to_iters(cfg, 10)
+
+    # the periods in epochs, where set
+    cfg.SOLVER.LR_DROP_EPOCHS, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.TEST.EVAL_PERIOD = (8,), 99, 98
+    cfg.SOLVER.CHECKPOINT_PERIOD_EPOCHS, cfg.TEST.EVAL_PERIOD_EPOCHS = 3, 0
+    apply_epoch_schedule(cfg)
+    assert cfg.SOLVER.CHECKPOINT_PERIOD == 3 * per_epoch and cfg.TEST.EVAL_PERIOD == 98
+    cfg.SOLVER.EPOCHS, cfg.SOLVER.MAX_ITER = 0, 7  # iterations drive: the periods stay as given
+    cfg.SOLVER.CHECKPOINT_PERIOD = 5
+    assert apply_epoch_schedule(cfg).SOLVER.CHECKPOINT_PERIOD == 5
 
 
 # ---- tools/visualize_data.py --------------------------------------------------------------------

@@ -320,18 +320,36 @@ def test_frozen_weights_are_loaded_frozen_and_unchanged_by_a_train_step(frozen_s
     )
 
 
-def test_model_weights_never_overwrite_frozen_weights(frozen_setup, tmp_path):
-    cfg, box_state = frozen_setup
+def _save_other_model(cfg, path, keep=lambda key: True):
+    """A DetrPanoptic of other weights (every tensor differs) saved as {"model": its state dict,
+    the keys ``keep`` accepts}; returns that state dict."""
     joint_cfg = cfg.clone()
     joint_cfg.MODEL.DETR.FROZEN_WEIGHTS = ""
     torch.manual_seed(3)
-    other = build_model(joint_cfg)  # a different model: every tensor differs
-    other_state = {k: v.clone() for k, v in other.state_dict().items()}
-    path = str(tmp_path / "model_weights.pth")
-    torch.save({"model": other_state}, path)
+    state = {k: v.clone() for k, v in build_model(joint_cfg).state_dict().items() if keep(k)}
+    torch.save({"model": state}, path)
+    return state
 
+
+def test_model_weights_holding_the_box_model_replace_frozen_weights(frozen_setup, tmp_path):
+    cfg, box_state = frozen_setup
+    path = str(tmp_path / "complete.pth")  # a stage-2 checkpoint: box model and mask head
+    other_state = _save_other_model(cfg, path)
     model = build_model(cfg)
-    incompatible = DetectionCheckpointer(model).load(path)  # as train_net loads MODEL.WEIGHTS
+    DetectionCheckpointer(model).load(path)  # as train_net loads MODEL.WEIGHTS
+    state = model.state_dict()
+    for k, v in other_state.items():
+        assert torch.equal(state[k], v), k
+    assert not torch.equal(state["class_embed.weight"], box_state["class_embed.weight"])
+    assert not any(p.requires_grad for n, p in model.named_parameters() if model.in_box_model(n))
+
+
+def test_model_weights_with_part_of_the_box_model_keep_frozen_weights(frozen_setup, tmp_path):
+    cfg, box_state = frozen_setup
+    path = str(tmp_path / "partial.pth")  # the mask head and an ImageNet-like backbone
+    other_state = _save_other_model(cfg, path, keep=lambda k: not k.startswith("transformer."))
+    model = build_model(cfg)
+    incompatible = DetectionCheckpointer(model).load(path)
     state = model.state_dict()
     for k, v in box_state.items():
         assert torch.equal(state[k], v), k
@@ -340,10 +358,6 @@ def test_model_weights_never_overwrite_frozen_weights(frozen_setup, tmp_path):
     assert incompatible is None or not any(
         model.in_box_model(k) for k in getattr(incompatible, "missing_keys", [])
     )
-    # and without FROZEN_WEIGHTS, MODEL.WEIGHTS loads everything
-    joint = build_model(joint_cfg)
-    DetectionCheckpointer(joint).load(path)
-    assert torch.equal(joint.state_dict()["class_embed.weight"], other_state["class_embed.weight"])
 
 
 def test_frozen_weights_must_hold_the_whole_box_model(frozen_setup, tmp_path):
@@ -357,10 +371,23 @@ def test_frozen_weights_must_hold_the_whole_box_model(frozen_setup, tmp_path):
         build_model(cfg)
 
 
-def test_missing_frozen_weights_name_the_key_and_the_box_stage(tiny_panoptic_cfg, tmp_path):
-    tiny_panoptic_cfg.MODEL.DETR.FROZEN_WEIGHTS = str(tmp_path / "box" / "model_final.pth")
-    with pytest.raises(FileNotFoundError, match=r"MODEL.DETR.FROZEN_WEIGHTS .*box.*Train the box"):
-        build_model(tiny_panoptic_cfg)
+def test_missing_frozen_weights_are_an_error_only_when_the_box_model_needs_them(
+    frozen_setup, tmp_path
+):
+    cfg, _ = frozen_setup
+    cfg.MODEL.DETR.FROZEN_WEIGHTS = str(tmp_path / "box" / "model_final.pth")
+    model = build_model(cfg).train()  # built: the weights loaded next may hold the box model
+    message = r"MODEL.DETR.FROZEN_WEIGHTS .*box.*does not exist.*Train the box stage"
+    with pytest.raises(FileNotFoundError, match=message + ".*complete panoptic checkpoint"):
+        model([_sample(64, 96, 0)])  # training stage 2 without a box model
+    partial = str(tmp_path / "partial.pth")
+    _save_other_model(cfg, partial, keep=lambda k: not model.in_box_model(k))
+    with pytest.raises(FileNotFoundError, match=message):
+        DetectionCheckpointer(model).load(partial)
+    complete = str(tmp_path / "complete.pth")
+    _save_other_model(cfg, complete)
+    DetectionCheckpointer(model).load(complete)
+    assert set(model([_sample(64, 96, 0)])) == {"loss_mask", "loss_dice"}
 
 
 def test_missing_backbone_feature_is_explained(tiny_panoptic_cfg):

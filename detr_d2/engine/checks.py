@@ -152,3 +152,67 @@ def load_weights_for_eval(model, cfg, resume: bool = False) -> str:
     checkpointer.load(path)
     check_loaded_keys(checkpointer.incompatible, path, checkpointer.model)
     return path
+
+
+# ---- MODEL.DETR.NUM_CLASSES from the data (i15: moved here from data/register.py) ----------------
+
+NUM_CLASSES_FROM_DATA = -1  # the MODEL.DETR.NUM_CLASSES value that means "the data's class count"
+
+
+def resolve_num_classes(cfg, opts=(), strict: bool = True):
+    """Set ``MODEL.DETR.NUM_CLASSES`` -1 to the data's class count; check any other value against
+    it. Call after the datasets are registered, before ``cfg.freeze()``; returns ``cfg``.
+
+    The data's count is :func:`dataset_num_classes` of the first dataset of DATASETS.TRAIN, then
+    DATASETS.TEST, that is registered and whose metadata lists its classes (``--register-coco``
+    sets do from registration; a name not registered is logged and left to the data loader's
+    error). A count other than the data's raises ``ValueError`` naming both numbers and where the
+    value came from (``opts``: the command line's KEY VALUE list); with ``strict=False``, as the
+    analysis tools use it, a warning, and -1 without data becomes add_detr_config's 80 (counting
+    FLOPs needs no data). Only DETR meta-architectures are touched.
+    """
+    from detectron2.data import DatasetCatalog
+
+    from ..config import is_detr_config
+    from ..data.register import FLAG
+
+    if not is_detr_config(cfg):
+        return cfg
+    key, value = "MODEL.DETR.NUM_CLASSES", cfg.MODEL.DETR.NUM_CLASSES
+    named = [("DATASETS.TRAIN", n) for n in cfg.DATASETS.TRAIN]
+    named += [("DATASETS.TEST", n) for n in cfg.DATASETS.TEST]
+    registered = set(DatasetCatalog.list())
+    for where, name in named:
+        if name not in registered:
+            logger.warning(
+                f"{where} '{name}' is not registered: register a COCO-format set with "
+                f"{FLAG} {name} path/to/annotations.json path/to/images"
+            )
+    counts = [(w, n, dataset_num_classes(n, cfg.MODEL.META_ARCHITECTURE)) for w, n in named]
+    counts = [c for c in counts if c[1] in registered and c[2] is not None]
+    if value == NUM_CLASSES_FROM_DATA:
+        if counts:
+            where, name, num = counts[0]
+            cfg.MODEL.DETR.NUM_CLASSES = num
+            logger.info(f"{key} = {num} (-1: from the data), the class count of {where} '{name}'")
+            return cfg
+        message = (
+            f"{key} is -1 (from the data) but no dataset of DATASETS.TRAIN / DATASETS.TEST "
+            f"{[n for _, n in named]} is registered with its classes: register it ({FLAG}) or "
+            f"set {key} to the number of classes."
+        )
+        if strict:
+            raise ConfigDatasetMismatchError(message)
+        logger.warning(message + " Using 80.")
+        cfg.MODEL.DETR.NUM_CLASSES = 80
+    elif counts and value != counts[0][2]:
+        where, name, num = counts[0]
+        origin = "on the command line" if key in list(opts)[0::2] else "in the config file"
+        message = (
+            f"{key} is {value} ({origin}) but {where} '{name}' has {num} classes. Set "
+            f"{key} {num}, or {key} -1 to take the count from the data."
+        )
+        if strict:
+            raise ConfigDatasetMismatchError(message)
+        logger.warning(message)
+    return cfg

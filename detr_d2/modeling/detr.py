@@ -36,6 +36,12 @@ class MLP(nn.Module):
         return x
 
 
+def absolute_xyxy(boxes: Tensor, hw) -> Tensor:
+    """(M, 4) normalized cxcywh boxes -> absolute XYXY in an image of size ``hw`` (h, w)."""
+    h, w = hw
+    return box_convert(boxes, "cxcywh", "xyxy") * torch.as_tensor([w, h, w, h]).to(boxes)
+
+
 @META_ARCH_REGISTRY.register()
 class Detr(nn.Module):
     """DETR for Detectron2.
@@ -108,6 +114,11 @@ class Detr(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         d = cfg.MODEL.DETR
+        if d.NUM_CLASSES < 1:  # -1 ("from the data") is for resolve_num_classes to replace
+            raise ValueError(
+                f"MODEL.DETR.NUM_CLASSES is {d.NUM_CLASSES}: set the class count, or resolve -1 "
+                "(from the data) with detr_d2.engine.checks.resolve_num_classes"
+            )
         backbone = build_backbone(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
         if cfg.MODEL.RESNETS.RES5_DILATION > 1 and d.DC5_TORCHVISION:
             undilate_first_res5_block(backbone)
@@ -228,8 +239,20 @@ class Detr(nn.Module):
             "backbone_features": backbone_features,
         }
 
-    def prepare_targets(self, batched_inputs: List[Dict]) -> List[Dict[str, Tensor]]:
-        """Ground truth as "labels" (M,) and "boxes" (M, 4) cxcywh normalized by the image size."""
+    def forward(self, batched_inputs: List[Dict]):
+        """Training: the weighted loss dict of :meth:`prepare_targets`; eval: :meth:`postprocess`.
+        Subclasses change these two (and :meth:`forward_raw`'s outputs), not this method."""
+        images = self.preprocess_image(batched_inputs)
+        outputs = self.forward_raw(images)
+        if self.training:
+            if not self.deep_supervision:
+                outputs["aux_outputs"] = []
+            return self.criterion(outputs, self.prepare_targets(batched_inputs, images))
+        return self.postprocess(outputs, batched_inputs, images)
+
+    def prepare_targets(self, batched_inputs: List[Dict], images: ImageList) -> List[Dict]:
+        """Ground truth as "labels" (M,) and "boxes" (M, 4) cxcywh normalized by the image size
+        (``images``, the padded batch, is for subclasses' targets over it)."""
         targets = []
         for x in batched_inputs:
             inst = x["instances"].to(self.device)
@@ -239,19 +262,25 @@ class Detr(nn.Module):
             targets.append({"labels": inst.gt_classes, "boxes": boxes})
         return targets
 
-    def forward(self, batched_inputs: List[Dict]):
-        images = self.preprocess_image(batched_inputs)
-        outputs = self.forward_raw(images)
-        if self.training:
-            if not self.deep_supervision:
-                outputs["aux_outputs"] = []
-            return self.criterion(outputs, self.prepare_targets(batched_inputs))
+    def postprocess(self, outputs: Dict, batched_inputs: List[Dict], images: ImageList):
+        """Eval output of :meth:`forward_raw`'s ``outputs``: per image {"instances"} in the
+        coordinates of its "height" / "width" (default: the network input's size)."""
         results = self.inference(outputs["pred_logits"], outputs["pred_boxes"], images.image_sizes)
-        processed = []
-        for result, x, size in zip(results, batched_inputs, images.image_sizes):
-            h, w = x.get("height", size[0]), x.get("width", size[1])
-            processed.append({"instances": detector_postprocess(result, h, w)})
-        return processed
+        return [
+            {"instances": detector_postprocess(r, x.get("height", hw[0]), x.get("width", hw[1]))}
+            for r, x, hw in zip(results, batched_inputs, images.image_sizes)
+        ]
+
+    def select_detections(self, scores: Tensor, keep: Optional[Tensor] = None) -> Tensor:
+        """Indices of the queries to output, of those ``keep`` (N,) bool marks (default: all):
+        above ``test_score_thresh`` if it is > 0, then the ``test_topk`` best if it is > 0."""
+        keep = torch.ones_like(scores, dtype=torch.bool) if keep is None else keep
+        if self.test_score_thresh > 0:
+            keep = keep & (scores > self.test_score_thresh)
+        idx = keep.nonzero()[:, 0]
+        if 0 < self.test_topk < len(idx):
+            idx = idx[scores[idx].topk(self.test_topk).indices]
+        return idx
 
     def inference(self, logits: Tensor, boxes: Tensor, image_sizes) -> List[Instances]:
         """Score each query by its best real class (no-object excluded: +2 AP, see the paper).
@@ -261,16 +290,8 @@ class Detr(nn.Module):
         """
         scores, labels = logits.softmax(-1)[..., :-1].max(-1)
         results = []
-        for s, c, b, (h, w) in zip(scores, labels, boxes, image_sizes):
-            xyxy = box_convert(b, "cxcywh", "xyxy") * torch.as_tensor([w, h, w, h]).to(b)
-            keep = s > self.test_score_thresh if self.test_score_thresh > 0 else slice(None)
-            s, c, xyxy = s[keep], c[keep], xyxy[keep]
-            if self.test_topk > 0 and len(s) > self.test_topk:
-                top = s.topk(self.test_topk).indices
-                s, c, xyxy = s[top], c[top], xyxy[top]
-            result = Instances((h, w))
-            result.pred_boxes = Boxes(xyxy)
-            result.scores = s
-            result.pred_classes = c
-            results.append(result)
+        for s, c, b, hw in zip(scores, labels, boxes, image_sizes):
+            idx = self.select_detections(s)
+            xyxy = Boxes(absolute_xyxy(b[idx], hw))
+            results.append(Instances(hw, pred_boxes=xyxy, scores=s[idx], pred_classes=c[idx]))
         return results

@@ -2,7 +2,7 @@
 and stuff alike; a pixel-wise argmax over the confident queries' masks gives the panoptic output."""
 
 import logging
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence
 
 import torch
 from detectron2.config import configurable
@@ -12,9 +12,8 @@ from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.file_io import PathManager
 from torch import Tensor, nn
 from torch.nn.modules.module import _IncompatibleKeys
-from torchvision.ops import box_convert
 
-from .detr import Detr
+from .detr import Detr, absolute_xyxy
 from .panoptic_criterion import SetCriterionWithMasks
 from .panoptic_inference import combine_panoptic, resize_mask_logits
 from .segmentation import MaskHead, MultiHeadAttentionMap
@@ -62,11 +61,13 @@ class DetrPanoptic(Detr):
       ``pred_masks`` (bool (T, H, W), sigmoid > 0.5), ``pred_boxes`` (XYXY), ``scores``,
       ``pred_classes``, for COCO box and mask AP.
 
-    With ``frozen_weights`` (MODEL.DETR.FROZEN_WEIGHTS) the box model (every module but the two
-    above) is read from that checkpoint at construction and frozen: its parameters get
-    ``requires_grad=False``, its BatchNorm layers stay in eval mode, and :meth:`load_state_dict`
-    (which Detectron2's checkpointer calls for MODEL.WEIGHTS and for resuming) skips its keys,
-    so MODEL.WEIGHTS can never overwrite it. Only the mask losses are computed then.
+    With ``frozen_weights`` (MODEL.DETR.FROZEN_WEIGHTS, stage 2 of the paper's recipe) the box
+    model (every module but the two above) is frozen: its parameters get ``requires_grad=False``
+    and its BatchNorm layers stay in eval mode; only the mask losses are computed. Its weights
+    come from the weights the model is loaded with when those hold the whole box model (a
+    stage-2 checkpoint, given by MODEL.WEIGHTS or resumed, is self-contained), else from
+    ``frozen_weights``, read when the model is built (to start stage 2 from a box model) if the
+    file exists; see :meth:`load_state_dict`.
     """
 
     @configurable
@@ -92,7 +93,8 @@ class DetrPanoptic(Detr):
                 probability is above this (0.85 in DETR; for a threshold >= 0.5 this equals
                 DETR's "argmax is not no-object and its probability is above").
             panoptic_min_area: see :func:`combine_panoptic`.
-            frozen_weights: path of a checkpoint of the box model to load and freeze ("": none).
+            frozen_weights: checkpoint of the box model to start from, frozen ("": nothing
+                frozen, joint training).
             kwargs: the arguments of :class:`Detr`.
         """
         super().__init__(**kwargs)
@@ -107,19 +109,27 @@ class DetrPanoptic(Detr):
             )
         d = self.transformer.d_model
         self.bbox_attention = MultiHeadAttentionMap(d, d, num_attention_heads)
-        self.mask_head = MaskHead(
-            d + num_attention_heads,
-            [shapes[f].channels for f in mask_in_features],
-            d,
-            mask_head_groups,
-        )
+        channels = [shapes[f].channels for f in mask_in_features]
+        self.mask_head = MaskHead(d + num_attention_heads, channels, d, mask_head_groups)
         self.mask_in_features = list(mask_in_features)
         self.panoptic_conf_thresh = panoptic_conf_thresh
         self.panoptic_min_area = panoptic_min_area
         self.register_buffer("is_thing", torch.as_tensor(list(is_thing), dtype=torch.bool), False)
-        self.box_model_frozen = False
+        self.frozen_weights = frozen_weights
+        self.box_model_frozen = bool(frozen_weights)
+        self.box_weights_from = ""  # the file the box model's weights came from ("": none yet)
         if frozen_weights:
-            self.load_frozen_weights(frozen_weights)
+            for name, p in self.named_parameters():
+                if self.in_box_model(name):
+                    p.requires_grad_(False)
+            self.train(self.training)
+            if PathManager.exists(frozen_weights):
+                self.load_frozen_weights(frozen_weights)
+            else:  # fine for a complete checkpoint (eval, resume); else an error once needed
+                logger.info(
+                    f"MODEL.DETR.FROZEN_WEIGHTS {frozen_weights} does not exist: the box model "
+                    "must come from the weights loaded next (MODEL.WEIGHTS or a resumed checkpoint)"
+                )
 
     criterion_class = SetCriterionWithMasks
 
@@ -160,21 +170,27 @@ class DetrPanoptic(Detr):
         """Whether a parameter / buffer / module name belongs to the box model."""
         return not (name + ".").startswith(MASK_MODULES)
 
+    def _box_keys(self) -> List[str]:
+        """State-dict keys of the box model; BatchNorm's ``num_batches_tracked`` (absent from
+        converted weights, unused by a frozen model) is not required."""
+        keys = [k for k in nn.Module.state_dict(self) if self.in_box_model(k)]
+        return [k for k in keys if not k.endswith("num_batches_tracked")]
+
+    def _no_box_weights(self, reason: str) -> FileNotFoundError:
+        return FileNotFoundError(
+            f"MODEL.DETR.FROZEN_WEIGHTS {self.frozen_weights} does not exist and {reason}. "
+            "Train the box stage first (the mask-stage configs expect its "
+            "OUTPUT_DIR/model_final.pth), or give MODEL.WEIGHTS a complete panoptic checkpoint."
+        )
+
     def load_frozen_weights(self, path: str):
         """Fill the box model from checkpoint ``path`` (a Detectron2 checkpoint of a ``Detr``, or
-        any file whose state dict, possibly under "model", has all box-model keys) and freeze it."""
-        if not PathManager.exists(path):
-            raise FileNotFoundError(
-                f"MODEL.DETR.FROZEN_WEIGHTS {path} does not exist. Train the box stage first (the "
-                "mask-stage configs expect its OUTPUT_DIR/model_final.pth), or set "
-                'MODEL.DETR.FROZEN_WEIGHTS "" to train jointly or to evaluate a complete '
-                "panoptic checkpoint given by MODEL.WEIGHTS."
-            )
+        any file whose state dict, possibly under "model", has all box-model keys)."""
         checkpoint = torch.load(
             PathManager.get_local_path(path), map_location="cpu", weights_only=True
         )
         state = checkpoint.get("model", checkpoint)
-        box_keys = [k for k in nn.Module.state_dict(self) if self.in_box_model(k)]
+        box_keys = self._box_keys()
         missing = [k for k in box_keys if k not in state]
         if missing:
             raise ValueError(
@@ -183,23 +199,33 @@ class DetrPanoptic(Detr):
         nn.Module.load_state_dict(
             self, {k: torch.as_tensor(state[k]) for k in box_keys}, strict=False
         )
-        for name, p in self.named_parameters():
-            if self.in_box_model(name):
-                p.requires_grad_(False)
-        self.box_model_frozen = True
-        self.train(self.training)
+        self.box_weights_from = path
         logger.info(f"Box model loaded from {path} and frozen ({len(box_keys)} tensors)")
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """As ``nn.Module.load_state_dict``, but a frozen box model keeps its FROZEN_WEIGHTS: the
-        box-model keys of ``state_dict`` are skipped and not reported missing."""
-        if not self.box_model_frozen:
-            return super().load_state_dict(state_dict, strict, assign)
-        skipped = [k for k in state_dict if self.in_box_model(k)]
-        if skipped:
-            logger.info(
-                f"Skipping {len(skipped)} box-model tensors of the loaded checkpoint: "
-                "the box model keeps MODEL.DETR.FROZEN_WEIGHTS"
+        """As ``nn.Module.load_state_dict``. With a frozen box model: a ``state_dict`` holding the
+        whole box model loads as a whole (a stage-2 checkpoint needs no FROZEN_WEIGHTS); one
+        holding part of it (e.g. an ImageNet backbone) or none loads only the mask head, the box
+        model keeping FROZEN_WEIGHTS, whose box-model keys are then not reported missing."""
+        box_keys = self._box_keys() if self.box_model_frozen else []
+        held = [k for k in box_keys if k in state_dict]
+        if len(held) == len(box_keys):  # nothing frozen, or the whole box model
+            result = super().load_state_dict(state_dict, strict, assign)
+            if self.box_model_frozen and self.box_weights_from:
+                logger.info(
+                    f"The loaded weights hold the box model: it replaces FROZEN_WEIGHTS "
+                    f"{self.box_weights_from}, which only starts stage 2"
+                )
+            self.box_weights_from = "the loaded weights"
+            return result
+        if not self.box_weights_from:
+            raise self._no_box_weights(
+                f"the loaded weights hold {len(held)} of the {len(box_keys)} box-model tensors"
+            )
+        if held:
+            logger.warning(
+                f"The loaded weights hold {len(held)} of the {len(box_keys)} box-model tensors: "
+                f"skipped, the box model keeps FROZEN_WEIGHTS {self.box_weights_from}"
             )
         state_dict = {k: v for k, v in state_dict.items() if not self.in_box_model(k)}
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
@@ -224,6 +250,8 @@ class DetrPanoptic(Detr):
     def forward_raw(self, images: ImageList) -> Dict:
         """:meth:`Detr.forward_raw` plus "pred_masks": (B, N, H/4, W/4) mask logits over the
         padded batch (stride of the finest of ``mask_in_features``)."""
+        if self.box_model_frozen and not self.box_weights_from:
+            raise self._no_box_weights("no weights loaded into the model hold the box model")
         outputs = super().forward_raw(images)
         features = outputs["backbone_features"]
         attention = self.bbox_attention(outputs["hs"][-1], outputs["memory"], outputs["mask"])
@@ -232,40 +260,28 @@ class DetrPanoptic(Detr):
         )
         return outputs
 
-    def add_mask_targets(
-        self, targets: List[Dict], batched_inputs: List[Dict], padded_hw: Tuple[int, int]
-    ):
-        """Add "masks" (M, H, W) bool to each target: its gt_masks zero-padded to ``padded_hw``."""
+    def prepare_targets(self, batched_inputs: List[Dict], images: ImageList) -> List[Dict]:
+        """:meth:`Detr.prepare_targets` plus "masks" (M, H, W) bool: each image's gt_masks
+        zero-padded to the batch's padded size (H, W)."""
+        targets = super().prepare_targets(batched_inputs, images)
         for t, x in zip(targets, batched_inputs):
             masks = x["instances"].gt_masks.tensor.to(self.device)
-            padded = masks.new_zeros((len(masks), *padded_hw))
+            padded = masks.new_zeros((len(masks), *images.tensor.shape[-2:]))
             padded[:, : masks.shape[1], : masks.shape[2]] = masks
             t["masks"] = padded
+        return targets
 
-    def forward(self, batched_inputs: List[Dict]):
-        images = self.preprocess_image(batched_inputs)
-        outputs = self.forward_raw(images)
-        if self.training:
-            if not self.deep_supervision:
-                outputs["aux_outputs"] = []
-            targets = self.prepare_targets(batched_inputs)
-            self.add_mask_targets(targets, batched_inputs, images.tensor.shape[-2:])
-            return self.criterion(outputs, targets)
+    def postprocess(self, outputs: Dict, batched_inputs: List[Dict], images: ImageList):
+        """Per image {"panoptic_seg", "instances"} (see the class docstring) of
+        :meth:`panoptic_inference`."""
+        per_image = zip(outputs["pred_logits"], outputs["pred_boxes"], outputs["pred_masks"])
         padded_hw = tuple(images.tensor.shape[-2:])
-        results = []
-        for i, (x, image_hw) in enumerate(zip(batched_inputs, images.image_sizes)):
-            output_hw = (x.get("height", image_hw[0]), x.get("width", image_hw[1]))
-            results.append(
-                self.panoptic_inference(
-                    outputs["pred_logits"][i],
-                    outputs["pred_boxes"][i],
-                    outputs["pred_masks"][i],
-                    padded_hw,
-                    tuple(image_hw),
-                    output_hw,
-                )
+        return [
+            self.panoptic_inference(
+                *out, padded_hw, tuple(hw), (x.get("height", hw[0]), x.get("width", hw[1]))
             )
-        return results
+            for out, x, hw in zip(per_image, batched_inputs, images.image_sizes)
+        ]
 
     def panoptic_inference(
         self, logits: Tensor, boxes: Tensor, masks: Tensor, padded_hw, image_hw, output_hw
@@ -279,38 +295,17 @@ class DetrPanoptic(Detr):
         top_scores, top_classes = probs.max(-1)
         keep = (top_classes != probs.shape[-1] - 1) & (top_scores > self.panoptic_conf_thresh)
         mask_logits = resize_mask_logits(masks[keep], padded_hw, image_hw, image_hw)
-        panoptic_seg = combine_panoptic(
-            top_scores[keep],
-            top_classes[keep],
-            mask_logits,
-            self.is_thing.tolist(),
-            self.panoptic_min_area,
-            output_hw,
-        )
+        kept = (top_scores[keep], top_classes[keep], mask_logits, self.is_thing.tolist())
+        panoptic_seg = combine_panoptic(*kept, self.panoptic_min_area, output_hw)
         scores, classes = probs[:, :-1].max(-1)
-
-        things = self.is_thing[classes]
-        if self.test_score_thresh > 0:
-            things &= scores > self.test_score_thresh
-        idx = things.nonzero()[:, 0]
-        if self.test_topk > 0 and len(idx) > self.test_topk:
-            idx = idx[scores[idx].topk(self.test_topk).indices]
-        h, w = output_hw
-        instances = Instances(output_hw)
-        xyxy = box_convert(boxes[idx], "cxcywh", "xyxy") * torch.as_tensor([w, h, w, h]).to(boxes)
-        instances.pred_boxes = Boxes(xyxy)
+        idx = self.select_detections(scores, self.is_thing[classes])
+        xyxy = absolute_xyxy(boxes[idx], output_hw)
+        instances = Instances(output_hw, pred_boxes=Boxes(xyxy), scores=scores[idx])
         instances.pred_boxes.clip(output_hw)
-        instances.scores = scores[idx]
         instances.pred_classes = classes[idx]
-        # in chunks: N full-resolution float masks at once can be large
+        chunks = masks[idx].split(16)  # N full-resolution float masks at once can be large
+        pred_masks = [resize_mask_logits(m, padded_hw, image_hw, output_hw) > 0 for m in chunks]
         instances.pred_masks = (
-            torch.cat(
-                [
-                    resize_mask_logits(m, padded_hw, image_hw, output_hw) > 0
-                    for m in masks[idx].split(16)
-                ]
-            )
-            if len(idx)
-            else masks.new_zeros((0, h, w), dtype=torch.bool)
+            torch.cat(pred_masks) if chunks else masks.new_zeros((0, *output_hw), dtype=torch.bool)
         )
         return {"panoptic_seg": panoptic_seg, "instances": instances}

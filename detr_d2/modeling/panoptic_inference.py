@@ -106,13 +106,6 @@ def combine_panoptic(
     for q in alive.nonzero()[:, 0].tolist():
         new_id[q] = len(segments_info) + 1
         c = int(classes[q])
-        segments_info.append(
-            {
-                "id": len(segments_info) + 1,
-                "category_id": c,
-                "isthing": bool(is_thing[c]),
-                "score": float(scores[q]),
-                "area": int(area[q]),
-            }
-        )
+        info = {"id": len(segments_info) + 1, "category_id": c, "isthing": bool(is_thing[c])}
+        segments_info.append(dict(info, score=float(scores[q]), area=int(area[q])))
     return new_id[index].to(device), segments_info

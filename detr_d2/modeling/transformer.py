@@ -26,47 +26,39 @@ def _residual(x: Tensor, norm: nn.Module, dropout: nn.Module, sublayer, pre: boo
     return norm(x + dropout(sublayer(x)))
 
 
-class _FeedForwardSublayer(nn.Module):
-    """The feed-forward sub-layer both layer types end with: ``linear1`` -> ReLU -> ``dropout`` ->
-    ``linear2``, with its residual, ``norm{index}`` and ``dropout{index}`` (the original names:
-    index 2 in the encoder, 3 in the decoder), post- or pre-norm."""
-
-    def _add_ffn(self, d_model: int, dim_feedforward: int, dropout: float, index: int):
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
-        setattr(self, f"norm{index}", nn.LayerNorm(d_model))
-        setattr(self, f"dropout{index}", nn.Dropout(dropout))
-        self._ffn_index = index
-
-    def _ffn(self, x: Tensor) -> Tensor:
-        return self.linear2(self.dropout(F.relu(self.linear1(x))))
-
-    def _ffn_sublayer(self, x: Tensor) -> Tensor:
-        """x: (S, B, d), the output of the attention sub-layers. Returns (S, B, d)."""
-        norm = getattr(self, f"norm{self._ffn_index}")
-        dropout = getattr(self, f"dropout{self._ffn_index}")
-        return _residual(x, norm, dropout, self._ffn, self.normalize_before)
+def _feed_forward_modules(d_model: int, dim_feedforward: int, dropout: float):
+    """The modules of the feed-forward sub-layer both layer types end with: ``linear1``, its
+    ``dropout``, ``linear2``, then the residual's LayerNorm and dropout."""
+    return (
+        nn.Linear(d_model, dim_feedforward),
+        nn.Dropout(dropout),
+        nn.Linear(dim_feedforward, d_model),
+        nn.LayerNorm(d_model),
+        nn.Dropout(dropout),
+    )
 
 
-class TransformerEncoderLayer(_FeedForwardSublayer):
-    def __init__(
-        self,
-        d_model: int,
-        nhead: int,
-        dim_feedforward: int = 2048,
-        dropout: float = 0.1,
-        normalize_before: bool = False,
-        use_ffn: bool = True,
-    ):
+def _feed_forward(layer: nn.Module, x: Tensor) -> Tensor:
+    """``linear2(dropout(relu(linear1(x))))`` of ``layer``; x: (S, B, d)."""
+    return layer.linear2(layer.dropout(F.relu(layer.linear1(x))))
+
+
+class TransformerEncoderLayer(nn.Module):
+    """Self-attention, then (unless ``use_ffn`` is False, paper Table 4) the feed-forward
+    network, each with its residual, LayerNorm (``norm1``, ``norm2``) and dropout. The
+    arguments are :class:`Transformer`'s."""
+
+    def __init__(self, d_model, nhead, dim_feedforward, dropout, normalize_before, use_ffn):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.dropout1 = nn.Dropout(dropout)
-        self.use_ffn = use_ffn
         if use_ffn:
-            self._add_ffn(d_model, dim_feedforward, dropout, index=2)
+            self.linear1, self.dropout, self.linear2, self.norm2, self.dropout2 = (
+                _feed_forward_modules(d_model, dim_feedforward, dropout)
+            )
         self.normalize_before = normalize_before
+        self.use_ffn = use_ffn
 
     def forward(
         self, src: Tensor, key_padding_mask: Optional[Tensor], pos: Optional[Tensor]
@@ -77,41 +69,36 @@ class TransformerEncoderLayer(_FeedForwardSublayer):
             q = k = _with_pos(x, pos)
             return self.self_attn(q, k, x, key_padding_mask=key_padding_mask, need_weights=False)[0]
 
-        src = _residual(src, self.norm1, self.dropout1, self_attention, self.normalize_before)
-        return self._ffn_sublayer(src) if self.use_ffn else src
+        pre = self.normalize_before
+        src = _residual(src, self.norm1, self.dropout1, self_attention, pre)
+        if self.use_ffn:
+            src = _residual(src, self.norm2, self.dropout2, lambda x: _feed_forward(self, x), pre)
+        return src
 
 
-class TransformerDecoderLayer(_FeedForwardSublayer):
-    def __init__(
-        self,
-        d_model: int,
-        nhead: int,
-        dim_feedforward: int = 2048,
-        dropout: float = 0.1,
-        normalize_before: bool = False,
-        use_ffn: bool = True,
-    ):
+class TransformerDecoderLayer(nn.Module):
+    """Self-attention among the queries, cross-attention to the encoder memory, then (unless
+    ``use_ffn`` is False) the feed-forward network, each with its residual, LayerNorm
+    (``norm1``, ``norm2``, ``norm3``) and dropout. The arguments are :class:`Transformer`'s."""
+
+    def __init__(self, d_model, nhead, dim_feedforward, dropout, normalize_before, use_ffn):
         super().__init__()
+        self.normalize_before = normalize_before
+        self.use_ffn = use_ffn
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
-        self.use_ffn = use_ffn
         if use_ffn:
-            self._add_ffn(d_model, dim_feedforward, dropout, index=3)
-        self.normalize_before = normalize_before
+            self.linear1, self.dropout, self.linear2, self.norm3, self.dropout3 = (
+                _feed_forward_modules(d_model, dim_feedforward, dropout)
+            )
 
-    def forward(
-        self,
-        tgt: Tensor,
-        memory: Tensor,
-        memory_key_padding_mask: Optional[Tensor],
-        pos: Optional[Tensor],
-        query_pos: Optional[Tensor],
-    ) -> Tensor:
-        """tgt, query_pos: (N, B, d); memory, pos: (HW, B, d); mask: (B, HW). Returns (N, B, d)."""
+    def forward(self, tgt, memory, memory_key_padding_mask, pos, query_pos) -> Tensor:
+        """tgt, query_pos: (N, B, d); memory, pos: (HW, B, d); memory_key_padding_mask: (B, HW)
+        True at padding; pos / query_pos may be None. Returns (N, B, d)."""
 
         def self_attention(x):
             q = k = _with_pos(x, query_pos)
@@ -129,7 +116,9 @@ class TransformerDecoderLayer(_FeedForwardSublayer):
         pre = self.normalize_before
         tgt = _residual(tgt, self.norm1, self.dropout1, self_attention, pre)
         tgt = _residual(tgt, self.norm2, self.dropout2, cross_attention, pre)
-        return self._ffn_sublayer(tgt) if self.use_ffn else tgt
+        if self.use_ffn:
+            tgt = _residual(tgt, self.norm3, self.dropout3, lambda x: _feed_forward(self, x), pre)
+        return tgt
 
 
 class TransformerEncoder(nn.Module):
