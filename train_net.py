@@ -30,7 +30,6 @@ import detectron2.utils.comm as comm
 from detectron2.data import (
     MetadataCatalog,
     build_detection_test_loader,
-    build_detection_train_loader,
 )
 from detectron2.engine import DefaultTrainer, launch
 from detectron2.evaluation import verify_results
@@ -60,7 +59,7 @@ from detr_d2.engine import (
 )
 from detr_d2.engine.writers import MetricPrinter
 from detr_d2.evaluation.build import build_evaluator
-from detr_d2.solver import apply_epoch_schedule, build_optimizer
+from detr_d2.solver import build_optimizer
 
 logger = logging.getLogger("detr_d2")
 

@@ -3,7 +3,6 @@
 reduction order of the 2-process run) and evaluated by 1 (the same detections as by 2)."""
 
 import json
-import os
 import shutil
 
 import numpy as np
