@@ -29,7 +29,6 @@ from detectron2.evaluation import verify_results
 from detectron2.utils.logger import setup_logger
 
 from detr_d2 import add_detr_config
-from detr_d2.checkpoint.finetune import DetrCheckpointer
 from detr_d2.config import is_detr_config, merge_config_file
 from detr_d2.data import (
     DetrDatasetMapper,
@@ -39,7 +38,7 @@ from detr_d2.data import (
 )
 from detr_d2.data.dataset_checks import CheckedMapper, get_checked_dataset_dicts
 from detr_d2.engine import (
-    AtomicCheckpointer,
+    DetrCheckpointer,
     NoSaveAfterFailure,
     NonFiniteLossGuard,
     check_num_classes,
@@ -47,15 +46,12 @@ from detr_d2.engine import (
     load_weights_for_eval,
     shut_down_process_group,
 )
+from detr_d2.engine.preemption import SaveOnSigterm
+from detr_d2.engine.output_dir import hold_output_dir, redirect_eval_output, release_output_dirs
 from detr_d2.evaluation.build import build_evaluator
 from detr_d2.solver import build_optimizer
 
 logger = logging.getLogger("detr_d2")
-
-
-class Checkpointer(AtomicCheckpointer, DetrCheckpointer):
-    """Crash-safe saving and resumption from the last complete checkpoint (AtomicCheckpointer);
-    MODEL.WEIGHTS of another class count loads all but the class head (DetrCheckpointer)."""
 
 
 class Trainer(DefaultTrainer):
@@ -101,11 +97,11 @@ class Trainer(DefaultTrainer):
     def build_hooks(self):
         # DefaultTrainer.__init__ made a DetectionCheckpointer just before calling this: the
         # hooks and resume_or_load get ours instead
-        self.checkpointer = Checkpointer(
+        self.checkpointer = DetrCheckpointer(
             self.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
         )
         guards = [NoSaveAfterFailure(self.checkpointer), NonFiniteLossGuard(self.checkpointer)]
-        return guards + super().build_hooks()
+        return guards + super().build_hooks() + [SaveOnSigterm(self.checkpointer)]
 
     def run_step(self):
         with explain_non_finite(self):
@@ -132,8 +128,14 @@ def setup(args):
         cfg.merge_from_list(args.opts)
     except (KeyError, ValueError, TypeError, AssertionError) as e:
         raise ValueError(f"Invalid config option on the command line: {e}") from e
+    # before anything is written to OUTPUT_DIR: one training per folder
+    moved = redirect_eval_output(cfg, args.resume) if args.eval_only else None
+    if not args.eval_only and comm.is_main_process():
+        hold_output_dir(cfg.OUTPUT_DIR)
     # before registering: the json check and the class count are logged to OUTPUT_DIR too
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="detr_d2")
+    if moved:
+        logger.warning(moved)
     register.register_coco_from_args(args)  # in every process, before the datasets are used
     register.resolve_num_classes(cfg, args.opts)  # NUM_CLASSES from the data unless set
     register.apply_epoch_schedule(cfg)  # SOLVER.EPOCHS -> MAX_ITER / STEPS
@@ -149,7 +151,10 @@ def setup(args):
 
 def main(args):
     """Train, or evaluate with --eval-only; the function `launch` runs on every process."""
-    results = _train_or_evaluate(args)
+    try:
+        results = _train_or_evaluate(args)
+    finally:
+        release_output_dirs()  # in-process callers may train into the folder again
     shut_down_process_group()  # every rank finished: end the process group before the exit
     return results
 

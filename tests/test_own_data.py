@@ -21,9 +21,10 @@ from detectron2.modeling import build_model
 from PIL import Image
 
 from detr_d2 import merge_config_file
-from detr_d2.checkpoint.finetune import (
+from detr_d2.engine.checkpoint import (
     CheckpointShapeError,
     DetrCheckpointer,
+    WeightsMismatchError,
     is_class_head_key,
 )
 from detr_d2.data.json_check import check_coco_json
@@ -276,7 +277,7 @@ def test_finetune_from_80_classes_loads_all_but_the_class_head(
     model = build_model(cfg3)
     built = _state(model)
     with (
-        log_records("detr_d2.checkpoint.finetune") as records,
+        log_records("detr_d2.engine.checkpoint") as records,
         log_records("fvcore.common.checkpoint") as fvcore_records,
     ):
         DetrCheckpointer(model).load(path)
@@ -313,8 +314,8 @@ def test_any_other_shape_mismatch_is_an_error(tiny_detr_cfg, tmp_path):
     same_queries = tiny_detr_cfg.clone()
     same_queries.MODEL.DETR.NUM_CLASSES = 80
     torch.save({"model": build_model(same_queries).state_dict()}, path)
-    with pytest.raises(CheckpointShapeError, match=r"class_embed.weight \(81, 32\) -> \(6, 32\)"):
-        DetrCheckpointer(build_model(tiny_detr_cfg), reinit_class_head=False).load(path)
+    with pytest.raises(WeightsMismatchError, match=r"class_embed.weight \(81, 32\) -> \(6, 32\)"):
+        DetrCheckpointer(build_model(tiny_detr_cfg), strict=True).load(path)
 
 
 # ---- the json check -----------------------------------------------------------------------------

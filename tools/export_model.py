@@ -54,13 +54,13 @@ def setup_cfg(config_file: str, opts: List[str]):
 
 
 def build_exportable(cfg) -> torch.nn.Module:
-    from detr_d2.checkpoint.finetune import DetrCheckpointer
+    from detr_d2.engine.checkpoint import DetrCheckpointer
     from detectron2.modeling import build_model
 
     import detr_d2  # noqa: F401  registers Detr and DetrPanoptic
 
     model = build_model(cfg)
-    DetrCheckpointer(model, reinit_class_head=False).load(cfg.MODEL.WEIGHTS)
+    DetrCheckpointer(model, strict=True).load(cfg.MODEL.WEIGHTS)
     return exportable(model.eval()).eval()
 
 

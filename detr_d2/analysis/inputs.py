@@ -16,7 +16,7 @@ from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
-from ..checkpoint.finetune import DetrCheckpointer
+from ..engine.checkpoint import DetrCheckpointer
 from ..config import add_detr_config, merge_config_file
 from ..data.register import resolve_num_classes
 
@@ -59,7 +59,7 @@ def build_analysis_model(cfg: CfgNode) -> torch.nn.Module:
         cfg.freeze()
     model = build_model(cfg)
     if os.path.isfile(cfg.MODEL.WEIGHTS):
-        DetrCheckpointer(model, reinit_class_head=False).load(cfg.MODEL.WEIGHTS)
+        DetrCheckpointer(model, strict=True).load(cfg.MODEL.WEIGHTS)
     else:
         logger.warning(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r} is not a local file: random init")
     return model

@@ -22,7 +22,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_tes
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
-from ..checkpoint.finetune import DetrCheckpointer
+from ..engine.checkpoint import DetrCheckpointer
 from ..data import build_test_mapper
 from ..data.register import add_register_coco_argument
 
@@ -56,7 +56,7 @@ class Predictor:
     def __init__(self, cfg: CfgNode, model: Optional[torch.nn.Module] = None):
         if model is None:
             model = build_model(cfg)
-            DetrCheckpointer(model, reinit_class_head=False).load(cfg.MODEL.WEIGHTS)
+            DetrCheckpointer(model, strict=True).load(cfg.MODEL.WEIGHTS)
         self.model = model.eval()
         if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be RGB or BGR, got {cfg.INPUT.FORMAT!r}")
