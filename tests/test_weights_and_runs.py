@@ -146,3 +146,93 @@ def test_unreadable_weights_file_is_an_error_naming_it(tmp_path, tiny_detr_cfg, 
     path.write_bytes(content)
     with pytest.raises((WeightsFileError, UnsafeCheckpointError), match=f"weights\\{suffix}"):
         DetrCheckpointer(model).load(str(path))
+
+
+# ---- 2. one training per OUTPUT_DIR; 8. SIGTERM ---------------------------------------------
+
+
+def _train_net(out, *extra, num_gpus=1, log=None):
+    cmd = [sys.executable, "train_net.py", "--num-gpus", str(num_gpus), "--config-file", BASE]
+    cmd += TINY + ["OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "1000", *extra]
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=ENV, stdout=open(log, "w") if log else subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def _wait_until_training(out, proc, timeout=300):
+    start = time.time()
+    while "Starting training from iteration 0" not in _read(out / "log.txt"):
+        assert proc.poll() is None, f"training exited early ({proc.returncode})"
+        assert time.time() - start < timeout, "timed out"
+        time.sleep(0.1)
+    time.sleep(1.0)  # into the iterations
+
+
+def _read(path):
+    return path.read_text() if path.exists() else ""
+
+
+def _assert_preempted_then_resume(out, proc):
+    """The run stopped with one log line at iteration k and a checkpoint of k; --resume goes on."""
+    import train_net
+
+    assert proc.wait(timeout=120) != 0
+    lines = [x for x in _read(out / "log.txt").splitlines() if "SIGTERM: stopped after" in x]
+    assert len(lines) == 1, _read(out / "log.txt")[-3000:]
+    k = int(lines[0].split("SIGTERM: stopped after iteration ")[1].split(",")[0])
+    name = f"model_{k:07d}.pth"
+    assert (out / "last_checkpoint").read_text() == name and f"saved {name}" in lines[0]
+    saved = torch.load(out / name, map_location="cpu", weights_only=True)
+    assert saved["iteration"] == k and "optimizer" in saved["trainer"]["_trainer"]
+    assert not (out / "model_final.pth").exists()
+    train_net.main(_args(out, "SOLVER.MAX_ITER", str(k + 3), resume=True))
+    assert f"Starting training from iteration {k + 1}" in _read(out / "log.txt")
+    final = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)
+    assert final["iteration"] == k + 2
+
+
+def test_one_training_per_output_dir_eval_aside_and_sigterm_then_resume(tmp_path):
+    import train_net
+
+    out = tmp_path / "out"
+    first = _train_net(out, "SOLVER.CHECKPOINT_PERIOD", "1", log=tmp_path / "first.log")
+    _wait_until_training(out, first)
+    holder = (out / "train.lock").read_text()
+    assert f"pid {first.pid} on host " in holder and "started 20" in holder
+    # a second training into the folder stops at once, naming the folder and the holder
+    second = _train_net(out, "SOLVER.BASE_LR", "0.001")
+    message = second.communicate(timeout=300)[0]
+    assert second.returncode != 0
+    assert f"OUTPUT_DIR {out} is in use by another training run (pid {first.pid} on host" in message
+    # --eval-only of the running training's last checkpoint writes beside its files
+    config = (out / "config.yaml").read_bytes()
+    results = train_net.main(
+        _args(out, "DATASETS.TEST", "('shapes_tiny_val',)", eval_only=True, resume=True)
+    )
+    assert "bbox" in results
+    (aside,) = [p for p in out.iterdir() if p.name.startswith("eval-")]
+    assert {"config.yaml", "log.txt", "inference"} <= {p.name for p in aside.iterdir()}
+    assert "is in use by a training run" in _read(aside / "log.txt")
+    assert "Loading from " + str(out / "model_") in _read(aside / "log.txt")
+    assert (out / "config.yaml").read_bytes() == config and not (out / "inference").exists()
+    assert "shapes_tiny_val" not in _read(out / "log.txt")
+    first.send_signal(signal.SIGTERM)
+    _assert_preempted_then_resume(out, first)
+
+
+def _rank_pids(launcher_pid):
+    with open(f"/proc/{launcher_pid}/task/{launcher_pid}/children") as f:
+        children = f.read().split()
+    return [p for p in children if "spawn_main" in open(f"/proc/{p}/cmdline").read()]
+
+
+def test_sigterm_to_every_rank_of_a_two_process_run_then_resume(tmp_path):
+    out = tmp_path / "out"
+    proc = _train_net(out, num_gpus=2, log=tmp_path / "run.log")
+    _wait_until_training(out, proc)
+    ranks = _rank_pids(proc.pid)
+    assert len(ranks) == 2
+    for pid in ranks:  # as SLURM signals every task of a job step
+        os.kill(int(pid), signal.SIGTERM)
+    _assert_preempted_then_resume(out, proc)
