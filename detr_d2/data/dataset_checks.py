@@ -42,6 +42,7 @@ __all__ = [
     "CheckedMapper",
     "DatasetError",
     "check_dataset_dicts",
+    "classify_box",
     "find_unknown_json_categories",
     "get_checked_dataset_dicts",
     "load_dataset_dicts",
@@ -73,27 +74,35 @@ def _listing(items: Sequence[str], n: int = 5) -> str:
     return "; ".join(items[:n]) + more
 
 
-def _check_box(obj: Dict, height: Optional[int], width: Optional[int]) -> Tuple[str, object]:
-    """Classify one annotation's box: ("ok" | "clipped" | "malformed" | "degenerate" | "outside",
-    the box to keep, in the annotation's own box mode). Modes other than XYXY_ABS / XYWH_ABS
-    (rotated, relative) are not checked."""
-    mode = obj.get("bbox_mode", BoxMode.XYWH_ABS)
-    box = obj.get("bbox")
+def classify_box(bbox, mode=BoxMode.XYWH_ABS, height=None, width=None, tolerance=0.0):
+    """The one classification of a box, for the json report and the training data alike:
+    ("ok" | "clipped" | "malformed" | "degenerate" | "outside", the box to keep, in ``mode``).
+
+    malformed: not 4 finite numbers (missing, null, 3 numbers, NaN, strings); degenerate: width
+    or height <= 0; outside: nothing of it inside the (height, width) image; clipped: partly
+    outside by more than ``tolerance`` pixels, returned clipped to the image. Without an image
+    size only the first two are told. Modes other than XYXY_ABS / XYWH_ABS (rotated, relative)
+    are not checked.
+    """
     if mode not in CHECKED_BOX_MODES:
-        return "ok", box
-    try:
-        values = [float(v) for v in box]
-    except (TypeError, ValueError):
-        return "malformed", box
-    if len(values) != 4 or not all(math.isfinite(v) for v in values):
-        return "malformed", box
+        return "ok", bbox
+    if (
+        isinstance(bbox, (str, bytes))
+        or not hasattr(bbox, "__len__")
+        or len(bbox) != 4
+        or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in bbox)
+    ):
+        return "malformed", bbox
+    values = [float(v) for v in bbox]
+    if not all(math.isfinite(v) for v in values):
+        return "malformed", bbox
     x0, y0, x1, y1 = values
     if mode == BoxMode.XYWH_ABS:  # by hand: BoxMode.convert costs ~30 us a box (torch)
         x1, y1 = x0 + x1, y0 + y1
     if x1 <= x0 or y1 <= y0:
-        return "degenerate", box
+        return "degenerate", bbox
     if height is None or width is None:
-        return "ok", box
+        return "ok", bbox
     clipped = [
         min(max(x0, 0.0), width),
         min(max(y0, 0.0), height),
@@ -101,9 +110,9 @@ def _check_box(obj: Dict, height: Optional[int], width: Optional[int]) -> Tuple[
         min(max(y1, 0.0), height),
     ]
     if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
-        return "outside", box
-    if clipped == [x0, y0, x1, y1]:
-        return "ok", box
+        return "outside", bbox
+    if max(abs(a - b) for a, b in zip(clipped, (x0, y0, x1, y1))) <= tolerance:
+        return "ok", bbox
     if mode == BoxMode.XYWH_ABS:
         clipped[2:] = [clipped[2] - clipped[0], clipped[3] - clipped[1]]
     return "clipped", clipped
@@ -161,7 +170,10 @@ def check_dataset_dicts(
         if annotations is not None:
             clean, changed = [], False
             for obj in annotations:
-                status, box = _check_box(obj, d.get("height"), d.get("width"))
+                status, box = classify_box(
+                    obj.get("bbox"), obj.get("bbox_mode", BoxMode.XYWH_ABS), d.get("height"),
+                    d.get("width"),
+                )  # fmt: skip
                 boxes[status] += 1
                 changed |= status != "ok"
                 if status in ("ok", "clipped"):

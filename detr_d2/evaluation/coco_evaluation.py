@@ -4,6 +4,7 @@ pycocotools' COCOeval takes about 90 s for 5,000 images x 100 detections; hotcoc
 faster_coco_eval (C++) compute the same 12 stats and the same precision array in a fraction of
 that. Only the step that builds and runs COCOeval changes: category-id mapping, the
 ``coco_instances_results.json`` dump, the AP tables and the per-category AP are detectron2's.
+The ground truth leaves out the boxes that training drops as malformed (not 4 finite numbers).
 """
 
 import contextlib
@@ -13,6 +14,8 @@ import warnings
 import detectron2.evaluation.coco_evaluation as d2_coco_evaluation
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils.file_io import PathManager
+
+from ..data.json_check import ground_truth_without_malformed_boxes
 
 COCO_EVAL_BACKENDS = ("pycocotools", "faster_coco_eval", "hotcoco")
 
@@ -151,6 +154,11 @@ class COCOEvaluatorWithBackend(COCOEvaluator):
         )
         self._backend = backend
         self._backend_coco_gt = None  # the backend's copy of the ground truth, loaded on first use
+        # the boxes training drops are not ground truth here either (and would crash COCOeval)
+        json_file = PathManager.get_local_path(self._metadata.json_file)
+        self._gt_json = ground_truth_without_malformed_boxes(json_file)
+        if self._gt_json != json_file:
+            self._coco_api = load_coco_gt(self._gt_json, "pycocotools")
 
     def _eval_predictions(self, predictions, img_ids=None):
         if self._backend == "pycocotools":
@@ -170,8 +178,7 @@ class COCOEvaluatorWithBackend(COCOEvaluator):
         if iou_type == "keypoints":
             return _d2_evaluate_predictions_on_coco(coco_gt, coco_results, iou_type, **kwargs)
         if self._backend_coco_gt is None:
-            json_file = PathManager.get_local_path(self._metadata.json_file)
-            self._backend_coco_gt = load_coco_gt(json_file, self._backend)
+            self._backend_coco_gt = load_coco_gt(self._gt_json, self._backend)
         self._logger.info(f"Evaluating {iou_type} with {self._backend} ...")
         return evaluate_predictions_on_coco(
             self._backend_coco_gt,
