@@ -36,7 +36,12 @@ from detr_d2.data import (
     build_test_mapper,
     register,
 )
-from detr_d2.data.dataset_checks import CheckedMapper, get_checked_dataset_dicts
+from detr_d2.data.dataset_checks import (
+    CheckedMapper,
+    get_checked_dataset_dicts,
+    warn_more_objects_than_queries,
+    without_skipped,
+)
 from detr_d2.engine import (
     DetrCheckpointer,
     NoSaveAfterFailure,
@@ -74,6 +79,7 @@ class Trainer(DefaultTrainer):
             cfg.DATASETS.TRAIN, skip, cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
         )
         check_num_classes(cfg, cfg.DATASETS.TRAIN)  # loading completes lazily filled metadata
+        warn_more_objects_than_queries(dicts, cfg.MODEL.DETR.NUM_OBJECT_QUERIES)
         spares = random.Random(0).sample(dicts, min(len(dicts), 16))  # replace unreadable ones
         # panoptic data (both panoptic stages): every segment's box and mask from the PNG
         panoptic = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("evaluator_type") == (
@@ -85,10 +91,11 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        mapper = build_test_mapper(cfg)
-        loader = build_detection_test_loader(cfg, dataset_name, mapper=CheckedMapper(mapper))
+        skip = cfg.DATALOADER.SKIP_BAD_IMAGES  # left out of the metrics, counted, logged
+        mapper = CheckedMapper(build_test_mapper(cfg), skip, replace=False)
+        loader = build_detection_test_loader(cfg, dataset_name, mapper=mapper)
         check_num_classes(cfg, [dataset_name])
-        return loader
+        return without_skipped(loader)
 
     @classmethod
     def build_optimizer(cls, cfg, model):

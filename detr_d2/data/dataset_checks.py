@@ -11,7 +11,8 @@ Before training (``check_dataset_dicts``, over the Detectron2 dataset dicts):
   * images without annotations, or with crowd annotations only, are kept (counted in the log).
 While reading (``CheckedMapper``): an image that cannot be decoded, or whose size differs from
 the dataset's height / width, raises :class:`BadImageError` naming file and image id -- or, with
-``skip_bad_images``, is replaced by another image and logged with a count.
+``skip_bad_images``, is replaced by another image (training) or left out of the evaluation
+(``without_skipped``), and logged with a count.
 """
 
 import json
@@ -46,11 +47,14 @@ __all__ = [
     "find_unknown_json_categories",
     "get_checked_dataset_dicts",
     "load_dataset_dicts",
+    "warn_more_objects_than_queries",
+    "without_skipped",
 ]
 
 logger = logging.getLogger(__name__)
 
 SKIP_HINT = "set DATALOADER.SKIP_BAD_IMAGES True to skip such images"
+SKIPPED = "_skipped_unreadable"  # marks what CheckedMapper returns for an image left out
 CHECKED_BOX_MODES = (BoxMode.XYXY_ABS, BoxMode.XYWH_ABS)
 # What reading a bad image file raises: missing / unreadable / not an image / truncated (PIL raises
 # OSError or SyntaxError), decompression bomb, size differing from the dataset's height / width.
@@ -295,6 +299,25 @@ def get_checked_dataset_dicts(
     return dicts
 
 
+def warn_more_objects_than_queries(dicts: Sequence[Dict], num_queries: int) -> int:
+    """Warn once when images have more objects (non-crowd boxes, or panoptic segments) than the
+    model has object queries: the extra ones can never be matched. Returns how many images."""
+    counts = [
+        len(d["segments_info"]) if "segments_info" in d
+        else sum(not obj.get("iscrowd", 0) for obj in d.get("annotations") or [])
+        for d in dicts
+    ]  # fmt: skip
+    over = [n for n in counts if n > num_queries]
+    if over:
+        logger.warning(
+            f"{len(over)} of {len(dicts)} training images have more objects than "
+            f"MODEL.DETR.NUM_OBJECT_QUERIES ({num_queries}), up to {max(over)}: each query "
+            f"predicts one object, so {sum(over) - num_queries * len(over)} objects can never be "
+            "matched. Raise NUM_OBJECT_QUERIES above the largest count to learn them all."
+        )
+    return len(over)
+
+
 class CheckedMapper:
     """Wraps a dataset mapper so that an image that cannot be read raises :class:`BadImageError`
     naming its file and image id (any other error gets the same note), or -- with
@@ -310,26 +333,33 @@ class CheckedMapper:
     POOL_SIZE = 64
     MAX_ATTEMPTS = 16
 
-    def __init__(self, mapper, skip_bad_images: bool = False, spares: Sequence[Dict] = ()):
+    def __init__(
+        self, mapper, skip_bad_images: bool = False, spares: Sequence[Dict] = (), replace=True
+    ):
+        """replace: False for evaluation, where a skipped image is not replaced but returned as
+        a marker that :func:`without_skipped` takes out of the batches."""
         self.mapper = mapper
         self.skip_bad_images = skip_bad_images
+        self.replace = replace
         self.bad_files = set()
         self._pool = list(spares)
         self._rng = random.Random(0)
 
     def __call__(self, dataset_dict: Dict):
         for _ in range(self.MAX_ATTEMPTS):
-            if dataset_dict.get("file_name") not in self.bad_files:
+            if dataset_dict.get("file_name") not in self.bad_files or not self.replace:
                 try:
                     mapped = self.mapper(dataset_dict)
                 except BAD_IMAGE_ERRORS as e:
                     self._bad(dataset_dict, e)
+                    if not self.replace:
+                        return {SKIPPED: True, "image_id": dataset_dict.get("image_id")}
                 except Exception as e:
                     if hasattr(e, "add_note"):  # Python >= 3.11
                         e.add_note(f"(while mapping {_where(dataset_dict)})")
                     raise
                 else:
-                    if self.skip_bad_images and len(self._pool) < self.POOL_SIZE:
+                    if self.replace and self.skip_bad_images and len(self._pool) < self.POOL_SIZE:
                         self._pool.append(dataset_dict)
                     return mapped
             pool = [d for d in self._pool if d.get("file_name") not in self.bad_files]
@@ -346,10 +376,36 @@ class CheckedMapper:
         if not self.skip_bad_images:
             raise BadImageError(
                 f"Cannot read {where}: {type(e).__name__}: {e}. Fix or remove "
-                f"this image, or (training) {SKIP_HINT}."
+                f"this image, or {SKIP_HINT}."
             ) from e
         self.bad_files.add(dataset_dict.get("file_name"))
         logger.warning(
             f"Skipped unreadable {where} ({type(e).__name__}: {e}); "
             f"{len(self.bad_files)} unreadable images so far in this process."
         )
+
+
+class without_skipped:
+    """A test loader's batches without the images a ``CheckedMapper(replace=False)`` skipped,
+    and one warning with their count at the end. (The COCO evaluator then evaluates the images
+    it saw, so the skipped ones' ground truth does not count as missed.)"""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        skipped = []
+        for batch in self.loader:
+            skipped += [d["image_id"] for d in batch if SKIPPED in d]
+            kept = [d for d in batch if SKIPPED not in d]
+            if kept:
+                yield kept
+        if skipped:
+            logger.warning(
+                f"Evaluation left out {len(skipped)} unreadable images (DATALOADER."
+                f"SKIP_BAD_IMAGES is True), image ids {_listing([str(i) for i in skipped])}; "
+                "the metrics are over the other images."
+            )

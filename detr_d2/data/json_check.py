@@ -240,10 +240,8 @@ def _entry_problems(data: dict) -> List[str]:
         for key in ("image_id", "category_id"):
             if not _is_int(a.get(key)):
                 problems.append(f'{where}: "{key}" {_get(a, key)} is not an integer')
-        bbox = a.get("bbox")
-        if bbox is not None and (
-            not isinstance(bbox, list) or not all(_is_number(v) or v is None for v in bbox)
-        ):
+        bbox = a.get("bbox", [0])  # no "bbox" at all: dropped like a malformed one
+        if not isinstance(bbox, list) or not bbox or not all(_is_number(v) or v is None for v in bbox):
             problems.append(f'{where}: "bbox" {bbox!r} is not a list of numbers [x, y, w, h]')
     problems += _duplicate_ids(data["categories"], "categories")
     problems += _duplicate_ids(data["images"], "images", "file_name")

@@ -9,6 +9,7 @@ The ground truth leaves out the boxes that training drops as malformed (not 4 fi
 
 import contextlib
 import io
+import logging
 import warnings
 
 import detectron2.evaluation.coco_evaluation as d2_coco_evaluation
@@ -16,6 +17,8 @@ from detectron2.evaluation import COCOEvaluator
 from detectron2.utils.file_io import PathManager
 
 from ..data.json_check import ground_truth_without_malformed_boxes
+
+logger = logging.getLogger(__name__)
 
 COCO_EVAL_BACKENDS = ("pycocotools", "faster_coco_eval", "hotcoco")
 
@@ -161,6 +164,14 @@ class COCOEvaluatorWithBackend(COCOEvaluator):
             self._coco_api = load_coco_gt(self._gt_json, "pycocotools")
 
     def _eval_predictions(self, predictions, img_ids=None):
+        seen = {p["image_id"] for p in predictions}
+        if img_ids is None and seen < set(self._coco_api.getImgIds()):
+            # images left out as unreadable (DATALOADER.SKIP_BAD_IMAGES): not missed detections
+            logger.warning(
+                f"Evaluating the {len(seen)} images that were read, of "
+                f"{len(self._coco_api.getImgIds())} in the ground truth"
+            )
+            img_ids = sorted(seen)
         if self._backend == "pycocotools":
             return super()._eval_predictions(predictions, img_ids=img_ids)
         # detectron2 calls the module-level _evaluate_predictions_on_coco from this method; swap
