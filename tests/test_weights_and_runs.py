@@ -88,7 +88,9 @@ def test_payload_pkl_runs_in_no_entry_point(tmp_path):
     cfg = add_detr_config(get_cfg())
     cfg.merge_from_file(os.path.join(ROOT, "configs", "quickstart", "detr_shapes_panoptic.yaml"))
     cfg.merge_from_list(TINY_MODEL_OPTS + ["MODEL.DETR.FROZEN_WEIGHTS", path])
-    with pytest.raises(Exception):
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4"]  # the mask head's
+    cfg.MODEL.DETR.MASK_HEAD_GROUPS = 2
+    with pytest.raises(UnsafeCheckpointError, match="evil.pkl"):
         build_model(cfg)
     # the demo and a tool, as a user runs them
     image = tmp_path / "image.png"

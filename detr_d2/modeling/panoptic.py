@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.nn.modules.module import _IncompatibleKeys
 from torchvision.ops import box_convert
 
+from ..checkpoint.safe_load import load_checkpoint_safely
 from .detr import Detr
 from .panoptic_criterion import SetCriterionWithMasks
 from .panoptic_inference import combine_panoptic, resize_mask_logits
@@ -170,9 +171,7 @@ class DetrPanoptic(Detr):
                 'MODEL.DETR.FROZEN_WEIGHTS "" to train jointly or to evaluate a complete '
                 "panoptic checkpoint given by MODEL.WEIGHTS."
             )
-        checkpoint = torch.load(
-            PathManager.get_local_path(path), map_location="cpu", weights_only=True
-        )
+        checkpoint = load_checkpoint_safely(PathManager.get_local_path(path))
         state = checkpoint.get("model", checkpoint)
         box_keys = [k for k in nn.Module.state_dict(self) if self.in_box_model(k)]
         missing = [k for k in box_keys if k not in state]
