@@ -217,3 +217,24 @@ def test_dropped_boxes_train_and_evaluate_on_the_same_cleaned_ground_truth(tmp_p
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
+
+
+@pytest.mark.parametrize("backend", ["panopticapi", "hotcoco"])
+def test_pq_over_the_images_read_when_some_were_skipped(tmp_path, backend):
+    from detr_d2.evaluation.panoptic_backend import pq_compute
+    from detr_d2.evaluation.synthetic_panoptic import write_synthetic_panoptic
+
+    gt_json, pred_json, gt_folder, pred_folder = write_synthetic_panoptic(
+        str(tmp_path), num_images=4, seed=3
+    )
+    with open(pred_json) as f:
+        pred = json.load(f)
+    skipped = pred["annotations"].pop(1)["image_id"]  # as if unreadable: no prediction
+    fewer = _write(tmp_path / "pred_fewer.json", pred)
+    with open(gt_json) as f:
+        gt = json.load(f)
+    gt["images"] = [im for im in gt["images"] if im["id"] != skipped]
+    gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] != skipped]
+    reference = pq_compute(_write(tmp_path / "gt3.json", gt), fewer, gt_folder, pred_folder, backend)
+    result = pq_compute(gt_json, fewer, gt_folder, pred_folder, backend)  # no "no prediction"
+    assert result["All"] == reference["All"] and 0 < result["All"]["pq"] < 1
