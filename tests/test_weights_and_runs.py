@@ -168,7 +168,7 @@ def _wait_until_training(out, proc, timeout=300):
         assert proc.poll() is None, f"training exited early ({proc.returncode})"
         assert time.time() - start < timeout, "timed out"
         time.sleep(0.1)
-    time.sleep(1.0)  # into the iterations
+    time.sleep(2.0)  # into the iterations, on every rank
 
 
 def _read(path):

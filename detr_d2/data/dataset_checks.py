@@ -47,6 +47,7 @@ __all__ = [
     "find_unknown_json_categories",
     "get_checked_dataset_dicts",
     "load_dataset_dicts",
+    "pop_skipped_image_ids",
     "warn_more_objects_than_queries",
     "without_skipped",
 ]
@@ -55,6 +56,8 @@ logger = logging.getLogger(__name__)
 
 SKIP_HINT = "set DATALOADER.SKIP_BAD_IMAGES True to skip such images"
 SKIPPED = "_skipped_unreadable"  # marks what CheckedMapper returns for an image left out
+# image ids without_skipped left out in this process, until an evaluator takes them
+_skipped_image_ids = set()
 CHECKED_BOX_MODES = (BoxMode.XYXY_ABS, BoxMode.XYWH_ABS)
 # What reading a bad image file raises: missing / unreadable / not an image / truncated (PIL raises
 # OSError or SyntaxError), decompression bomb, size differing from the dataset's height / width.
@@ -174,10 +177,8 @@ def check_dataset_dicts(
         if annotations is not None:
             clean, changed = [], False
             for obj in annotations:
-                status, box = classify_box(
-                    obj.get("bbox"), obj.get("bbox_mode", BoxMode.XYWH_ABS), d.get("height"),
-                    d.get("width"),
-                )  # fmt: skip
+                mode = obj.get("bbox_mode", BoxMode.XYWH_ABS)
+                status, box = classify_box(obj.get("bbox"), mode, d.get("height"), d.get("width"))
                 boxes[status] += 1
                 changed |= status != "ok"
                 if status in ("ok", "clipped"):
@@ -300,13 +301,12 @@ def get_checked_dataset_dicts(
 
 
 def warn_more_objects_than_queries(dicts: Sequence[Dict], num_queries: int) -> int:
-    """Warn once when images have more objects (non-crowd boxes, or panoptic segments) than the
+    """Warn once when images have more objects (non-crowd boxes or panoptic segments) than the
     model has object queries: the extra ones can never be matched. Returns how many images."""
     counts = [
-        len(d["segments_info"]) if "segments_info" in d
-        else sum(not obj.get("iscrowd", 0) for obj in d.get("annotations") or [])
+        sum(not obj.get("iscrowd", 0) for obj in d.get("segments_info", d.get("annotations")) or [])
         for d in dicts
-    ]  # fmt: skip
+    ]
     over = [n for n in counts if n > num_queries]
     if over:
         logger.warning(
@@ -385,10 +385,17 @@ class CheckedMapper:
         )
 
 
+def pop_skipped_image_ids() -> list:
+    """The image ids :class:`without_skipped` left out since the last call (for an evaluator,
+    which leaves their ground truth out too: not read is not missed)."""
+    ids = sorted(_skipped_image_ids, key=str)
+    _skipped_image_ids.clear()
+    return ids
+
+
 class without_skipped:
     """A test loader's batches without the images a ``CheckedMapper(replace=False)`` skipped,
-    and one warning with their count at the end. (The COCO evaluator then evaluates the images
-    it saw, so the skipped ones' ground truth does not count as missed.)"""
+    and one warning with their count at the end (see :func:`pop_skipped_image_ids`)."""
 
     def __init__(self, loader):
         self.loader = loader
@@ -403,6 +410,7 @@ class without_skipped:
             kept = [d for d in batch if SKIPPED not in d]
             if kept:
                 yield kept
+        _skipped_image_ids.update(skipped)
         if skipped:
             logger.warning(
                 f"Evaluation left out {len(skipped)} unreadable images (DATALOADER."

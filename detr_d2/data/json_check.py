@@ -39,7 +39,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
-from .dataset_checks import classify_box
+from .dataset_checks import _listing, classify_box
 
 __all__ = [
     "CocoJsonError",
@@ -241,7 +241,8 @@ def _entry_problems(data: dict) -> List[str]:
             if not _is_int(a.get(key)):
                 problems.append(f'{where}: "{key}" {_get(a, key)} is not an integer')
         bbox = a.get("bbox", [0])  # no "bbox" at all: dropped like a malformed one
-        if not isinstance(bbox, list) or not bbox or not all(_is_number(v) or v is None for v in bbox):
+        numbers_or_null = isinstance(bbox, list) and all(_is_number(v) or v is None for v in bbox)
+        if not bbox or not numbers_or_null:
             problems.append(f'{where}: "bbox" {bbox!r} is not a list of numbers [x, y, w, h]')
     problems += _duplicate_ids(data["categories"], "categories")
     problems += _duplicate_ids(data["images"], "images", "file_name")
@@ -290,11 +291,9 @@ def check_coco_json(json_file: str, image_root: str, tolerance: float = 1.0) -> 
         )
     problems = _entry_problems(data)
     if problems:
-        more = f"; ... ({len(problems) - MAX_EXAMPLES} more)" if len(problems) > MAX_EXAMPLES else ""
         raise CocoJsonError(
             f"{json_file}: {len(problems)} entries cannot be used: "
-            + "; ".join(problems[:MAX_EXAMPLES])
-            + more
+            + _listing(problems, MAX_EXAMPLES)
         )
     report = CocoJsonReport(json_file=json_file, image_root=image_root)
     categories = sorted(data["categories"], key=lambda c: c["id"])
@@ -365,10 +364,7 @@ def ground_truth_without_malformed_boxes(json_file: str) -> str:
     at exit. Logs what it dropped."""
     with open(json_file) as f:
         data = json.load(f)
-    bad = [
-        a for a in data.get("annotations", [])
-        if classify_box(a.get("bbox"))[0] == "malformed"
-    ]  # fmt: skip
+    bad = [a for a in data["annotations"] if classify_box(a.get("bbox"))[0] == "malformed"]
     if not bad:
         return json_file
     dropped = {id(a) for a in bad}
@@ -377,7 +373,7 @@ def ground_truth_without_malformed_boxes(json_file: str) -> str:
     with os.fdopen(fd, "w") as f:
         json.dump(data, f)
     atexit.register(os.remove, path)
-    examples = ", ".join(f"annotation {a.get('id')} bbox {a.get('bbox')!r}" for a in bad[:5])
+    examples = _listing([f"annotation {a.get('id')} bbox {a.get('bbox')!r}" for a in bad])
     logger.warning(
         f"Evaluating against {json_file} without its {len(bad)} malformed boxes, which training "
         f"drops too (e.g. {examples})"

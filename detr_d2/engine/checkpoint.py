@@ -330,11 +330,11 @@ def _check_loaded_fraction(model_state, missing, path: str) -> None:
     FrozenBatchNorm2d fills its running statistics itself when a file lacks them: they count as
     missing with their layer's weight.)"""
     sizes = {k: v.numel() for k, v in model_state.items() if not k.endswith("num_batches_tracked")}
+    stats = (".running_mean", ".running_var")
     missing = {
         k
         for k in sizes
-        if k in missing
-        or (k.endswith((".running_mean", ".running_var")) and k.rsplit(".", 1)[0] + ".weight" in missing)
+        if k in missing or (k.endswith(stats) and k.rsplit(".", 1)[0] + ".weight" in missing)
     }
     total = sum(sizes.values())
     filled = sum(n for k, n in sizes.items() if k not in missing)
@@ -351,7 +351,8 @@ def _check_loaded_fraction(model_state, missing, path: str) -> None:
 
 def _check_complete(incompatible, path: str, model) -> None:
     """Evaluation: :class:`WeightsMismatchError` when loading ``path`` left model tensors at
-    their initial values, ignored entries of the file or found tensors of another shape. BatchNorm's ``num_batches_tracked``
+    their initial values, ignored entries of the file or found tensors of another shape.
+    BatchNorm's ``num_batches_tracked``
     (absent from converted weights, unused by the model) is not counted."""
     missing = [k for k in incompatible.missing_keys if not k.endswith("num_batches_tracked")]
     missing = _filter_reused_missing_keys(model, missing) if missing else []
@@ -365,7 +366,9 @@ def _check_complete(incompatible, path: str, model) -> None:
         )
     shapes = incompatible.incorrect_shapes
     if shapes:
-        problems.append(f"{len(shapes)} tensors of another shape (file -> model): {_format(shapes)}")
+        problems.append(
+            f"{len(shapes)} tensors of another shape (file -> model): {_format(shapes)}"
+        )
         if all(is_class_head_key(k) for k, _, _ in shapes):
             problems.append(
                 "the class head has another class count: build the model with the file's"

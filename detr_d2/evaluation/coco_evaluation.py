@@ -14,8 +14,10 @@ import warnings
 
 import detectron2.evaluation.coco_evaluation as d2_coco_evaluation
 from detectron2.evaluation import COCOEvaluator
+from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
+from ..data.dataset_checks import pop_skipped_image_ids
 from ..data.json_check import ground_truth_without_malformed_boxes
 
 logger = logging.getLogger(__name__)
@@ -163,15 +165,18 @@ class COCOEvaluatorWithBackend(COCOEvaluator):
         if self._gt_json != json_file:
             self._coco_api = load_coco_gt(self._gt_json, "pycocotools")
 
-    def _eval_predictions(self, predictions, img_ids=None):
-        seen = {p["image_id"] for p in predictions}
-        if img_ids is None and seen < set(self._coco_api.getImgIds()):
-            # images left out as unreadable (DATALOADER.SKIP_BAD_IMAGES): not missed detections
+    def evaluate(self, img_ids=None):
+        # on every rank (all_gather): the images without_skipped left out of this evaluation
+        skipped = set().union(*comm.all_gather(pop_skipped_image_ids()))
+        if skipped and img_ids is None:
+            img_ids = [i for i in self._coco_api.getImgIds() if i not in skipped]
             logger.warning(
-                f"Evaluating the {len(seen)} images that were read, of "
-                f"{len(self._coco_api.getImgIds())} in the ground truth"
+                f"Evaluating the {len(img_ids)} images that were read, of "
+                f"{len(img_ids) + len(skipped)} in the ground truth"
             )
-            img_ids = sorted(seen)
+        return super().evaluate(img_ids)
+
+    def _eval_predictions(self, predictions, img_ids=None):
         if self._backend == "pycocotools":
             return super()._eval_predictions(predictions, img_ids=img_ids)
         # detectron2 calls the module-level _evaluate_predictions_on_coco from this method; swap
