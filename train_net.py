@@ -8,7 +8,7 @@
 
 Bad data, a wrong class count or weights that do not fit the model stop the run before it starts,
 with an error naming them; checkpoints are written atomically and --resume takes the last complete
-one (see README, "Reliability").
+one; a training holds its OUTPUT_DIR; SIGTERM saves the current iteration (see docs/reliability.md).
 """
 
 import logging
@@ -51,8 +51,8 @@ from detr_d2.engine import (
     load_weights_for_eval,
     shut_down_process_group,
 )
-from detr_d2.engine.preemption import SaveOnSigterm
 from detr_d2.engine.output_dir import hold_output_dir, redirect_eval_output, release_output_dirs
+from detr_d2.engine.preemption import SaveOnSigterm
 from detr_d2.evaluation.build import build_evaluator
 from detr_d2.solver import build_optimizer
 

@@ -5,13 +5,13 @@ with DATALOADER.SKIP_BAD_IMAGES are left out and counted."""
 
 import copy
 import json
-import logging
 import math
 import os
 from collections import Counter
 
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from log_capture import log_records  # tests/log_capture.py
 from tiny import TINY_MODEL_OPTS  # tests/tiny.py
 
 from detr_d2.data.json_check import CocoJsonError, check_coco_json
@@ -49,23 +49,8 @@ def _error(tmp_path, data):
 
 @pytest.fixture
 def records():
-    """Log records of detr_d2 (its logger may not propagate)."""
-
-    class ListHandler(logging.Handler):
-        def __init__(self):
-            super().__init__(logging.INFO)
-            self.records = []
-
-        def emit(self, record):
-            self.records.append(record)
-
-    logger = logging.getLogger("detr_d2")
-    handler, level = ListHandler(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield handler.records
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+    with log_records("detr_d2") as records:
+        yield records
 
 
 # ---- 3. duplicate ids ----------------------------------------------------------------------------

@@ -3,7 +3,6 @@ another class count, the json check, the epoch schedule and tools/visualize_data
 copy of 16 COCO images (tests/data/tiny_coco, see its SOURCE.txt)."""
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import logging
@@ -36,6 +35,7 @@ from detr_d2.data.register import (
     register_coco_from_args,
     resolve_num_classes,
 )
+from log_capture import log_records  # tests/log_capture.py
 from tiny import TINY_MODEL_OPTS  # tests/tiny.py
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -56,23 +56,6 @@ def _load_module(name, path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@contextlib.contextmanager
-def log_records(name):
-    """Records of logger ``name`` (caplog misses them once setup_logger stopped propagation)."""
-    records = []
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = records.append
-    logger = logging.getLogger(name)
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from detectron2.data.datasets import register_coco_instances
 from detectron2.engine import HookBase
 from detectron2.structures import BoxMode
 from PIL import Image
+from log_capture import log_records  # tests/log_capture.py
 from tiny import TINY_TRAIN_OPTS  # tests/tiny.py
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -42,23 +43,8 @@ def one_thread():
 
 @pytest.fixture
 def records():
-    """Log records of detr_d2.data.dataset_checks (its parent logger may not propagate)."""
-
-    class ListHandler(logging.Handler):
-        def __init__(self):
-            super().__init__(logging.INFO)
-            self.records = []
-
-        def emit(self, record):
-            self.records.append(record)
-
-    logger = logging.getLogger("detr_d2.data.dataset_checks")
-    handler, level = ListHandler(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield handler.records
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+    with log_records("detr_d2.data.dataset_checks") as records:
+        yield records
 
 
 def _args(out_dir, *extra, eval_only=False, resume=False, config=BASE):
