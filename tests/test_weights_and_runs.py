@@ -65,6 +65,14 @@ def test_detectron2_style_pkl_loads_and_a_payload_does_not_run(tmp_path):
         pickle.dump({"model": state, "__author__": "zoo", "matching_heuristics": True}, f, 2)
     DetrCheckpointer(model).load(str(good))
     assert torch.equal(model.head.bias, torch.from_numpy(state["head.bias"]))
+    # as the model zoo's files name numpy's globals (numpy 1: numpy.core), in a Caffe2-style
+    # file of bare blobs (name-matched, "_momentum" entries dropped)
+    blobs = {k: v * 2 for k, v in state.items()} | {"head.bias_momentum": state["head.bias"]}
+    old = pickle.dumps({"blobs": blobs}, 2).replace(b"numpy._core.", b"numpy.core.")
+    assert b"numpy.core.multiarray\n_reconstruct" in old
+    (tmp_path / "c2.pkl").write_bytes(old)
+    DetrCheckpointer(model).load(str(tmp_path / "c2.pkl"))
+    assert torch.equal(model.head.bias, torch.from_numpy(state["head.bias"] * 2))
 
     path, marker = _payload_pkl(tmp_path)
     with pytest.raises(UnsafeCheckpointError, match=r"evil.pkl.*pickled posix.system"):
