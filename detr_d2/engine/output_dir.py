@@ -1,10 +1,12 @@
 """One training run per OUTPUT_DIR.
 
 Two trainings into one folder would overwrite each other's checkpoints and interleave their
-metrics.json, both exiting 0. A training (rank 0) holds an exclusive ``fcntl.flock`` on
-``OUTPUT_DIR/train.lock`` for its whole life; the kernel drops it when the process ends, however
-it ends, so a killed run never leaves a stale lock. The file says who holds it (pid, host, start
-time), and a second training stops at once naming the folder and the holder.
+metrics.json, both exiting 0. A training (rank 0) holds an exclusive lock on
+``OUTPUT_DIR/train.lock`` for its whole life: a POSIX record lock (``fcntl.lockf``), which the
+kernel drops when the process ends, however it ends, so a killed run never leaves a stale lock
+(unlike ``flock``, it is not shared with forked dataloader workers, which may outlive a killed
+parent by seconds). The file says who holds it (pid, host, start time), and a second training
+stops at once naming the folder and the holder.
 
 ``--eval-only`` takes no lock. While a training holds the folder, an evaluation writes its log,
 config.yaml and results into ``OUTPUT_DIR/eval-<UTC time>/`` instead, so that nothing of the
@@ -17,7 +19,10 @@ import socket
 import time
 from typing import Optional
 
+import torch
 from detectron2.utils import comm
+
+from .checkpoint import DetrCheckpointer
 
 __all__ = ["OutputDirInUseError", "hold_output_dir", "redirect_eval_output", "release_output_dirs"]
 
@@ -48,8 +53,8 @@ def hold_output_dir(output_dir: str) -> None:
     path = os.path.join(output_dir, LOCK_NAME)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # EACCES or EAGAIN: another process holds it
         os.close(fd)
         raise OutputDirInUseError(
             f"OUTPUT_DIR {output_dir} is in use by another training run "
@@ -64,7 +69,7 @@ def hold_output_dir(output_dir: str) -> None:
 def release_output_dirs() -> None:
     """Release the locks :func:`hold_output_dir` took in this process."""
     while _held:
-        os.close(_held.popitem()[1])  # closing the descriptor drops its flock
+        os.close(_held.popitem()[1])  # closing the descriptor drops the lock
 
 
 def _training_holder(output_dir: str) -> Optional[str]:
@@ -77,9 +82,9 @@ def _training_holder(output_dir: str) -> Optional[str]:
     except OSError:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         return None
-    except BlockingIOError:
+    except OSError:
         return _holder(path)
     finally:
         os.close(fd)  # also drops the shared lock, if taken
@@ -96,10 +101,6 @@ def redirect_eval_output(cfg, resume: bool) -> Optional[str]:
     if holder is None:
         return
     if resume:
-        import torch
-
-        from .checkpoint import DetrCheckpointer
-
         last = DetrCheckpointer(torch.nn.Module(), cfg.OUTPUT_DIR).get_checkpoint_file()
         cfg.MODEL.WEIGHTS = last or cfg.MODEL.WEIGHTS
     name = time.strftime("eval-%Y%m%d-%H%M%S", time.gmtime())
