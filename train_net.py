@@ -52,7 +52,7 @@ from detr_d2.engine import (
     shut_down_process_group,
 )
 from detr_d2.engine.output_dir import hold_output_dir, redirect_eval_output, release_output_dirs
-from detr_d2.engine.preemption import SaveOnSigterm
+from detr_d2.engine.preemption import SaveOnSigterm, forward_sigterm_to_workers
 from detr_d2.evaluation.build import build_evaluator
 from detr_d2.solver import build_optimizer
 
@@ -192,6 +192,8 @@ def argument_parser():
 
 if __name__ == "__main__":
     args = argument_parser().parse_args()
+    if args.num_gpus * args.num_machines > 1:  # launch starts worker processes
+        forward_sigterm_to_workers()
     launch(
         main,
         args.num_gpus,

@@ -5,10 +5,13 @@ lost. With :class:`SaveOnSigterm`, the signal only sets a flag; every rank finis
 iteration, the ranks agree (one all-reduce of the flag per iteration, so a signal reaching any
 rank stops all of them at the same iteration), rank 0 writes an atomic checkpoint of that
 iteration, logs one line, and every rank exits with PREEMPTED_EXIT_CODE. ``--resume`` continues
-from that checkpoint.
+from that checkpoint. The process that ``launch`` starts the ranks from passes a SIGTERM on to
+them (:func:`forward_sigterm_to_workers`): Kubernetes signals only the container's first process.
 """
 
 import logging
+import multiprocessing
+import os
 import signal
 
 import torch
@@ -18,7 +21,7 @@ from detectron2.utils import comm
 
 from .distributed import shut_down_process_group
 
-__all__ = ["PREEMPTED_EXIT_CODE", "SaveOnSigterm"]
+__all__ = ["PREEMPTED_EXIT_CODE", "SaveOnSigterm", "forward_sigterm_to_workers"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,3 +75,15 @@ class SaveOnSigterm(HookBase):
             )
         shut_down_process_group()  # waits for every rank, so for rank 0's checkpoint too
         raise SystemExit(PREEMPTED_EXIT_CODE)
+
+
+def forward_sigterm_to_workers() -> None:
+    """In the process ``launch`` starts its worker processes from, before ``launch``: a SIGTERM
+    is passed on to the workers (which save and exit, and ``launch`` then exits non-zero)
+    instead of ending this process alone and leaving them training."""
+
+    def forward(signum, frame):
+        for worker in multiprocessing.active_children():
+            os.kill(worker.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
