@@ -81,6 +81,10 @@ def _listing(items: Sequence[str], n: int = 5) -> str:
     return "; ".join(items[:n]) + more
 
 
+def _is_real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)  # numpy scalars too
+
+
 def classify_box(bbox, mode=BoxMode.XYWH_ABS, height=None, width=None, tolerance=0.0):
     """The one classification of a box, for the json report and the training data alike:
     ("ok" | "clipped" | "malformed" | "degenerate" | "outside", the box to keep, in ``mode``).
@@ -97,7 +101,7 @@ def classify_box(bbox, mode=BoxMode.XYWH_ABS, height=None, width=None, tolerance
         isinstance(bbox, (str, bytes))
         or not hasattr(bbox, "__len__")
         or len(bbox) != 4
-        or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in bbox)
+        or not all(type(v) in (int, float) or _is_real(v) for v in bbox)  # fast path: json
     ):
         return "malformed", bbox
     values = [float(v) for v in bbox]

