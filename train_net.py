@@ -40,7 +40,7 @@ from detr_d2.data.dataset_checks import (
     CheckedMapper,
     get_checked_dataset_dicts,
     warn_more_objects_than_queries,
-    without_skipped,
+    WithoutSkipped,
 )
 from detr_d2.engine import (
     DetrCheckpointer,
@@ -95,7 +95,7 @@ class Trainer(DefaultTrainer):
         mapper = CheckedMapper(build_test_mapper(cfg), skip, replace=False)
         loader = build_detection_test_loader(cfg, dataset_name, mapper=mapper)
         check_num_classes(cfg, [dataset_name])
-        return without_skipped(loader)
+        return WithoutSkipped(loader)
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -12,7 +12,7 @@ Before training (``check_dataset_dicts``, over the Detectron2 dataset dicts):
 While reading (``CheckedMapper``): an image that cannot be decoded, or whose size differs from
 the dataset's height / width, raises :class:`BadImageError` naming file and image id -- or, with
 ``skip_bad_images``, is replaced by another image (training) or left out of the evaluation
-(``without_skipped``), and logged with a count.
+(``WithoutSkipped``), and logged with a count.
 """
 
 import json
@@ -23,7 +23,7 @@ import os
 import random
 import tempfile
 from collections import Counter
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.build import (
@@ -49,14 +49,14 @@ __all__ = [
     "load_dataset_dicts",
     "pop_skipped_image_ids",
     "warn_more_objects_than_queries",
-    "without_skipped",
+    "WithoutSkipped",
 ]
 
 logger = logging.getLogger(__name__)
 
 SKIP_HINT = "set DATALOADER.SKIP_BAD_IMAGES True to skip such images"
 SKIPPED = "_skipped_unreadable"  # marks what CheckedMapper returns for an image left out
-# image ids without_skipped left out in this process, until an evaluator takes them
+# image ids WithoutSkipped left out in this process, until an evaluator takes them
 _skipped_image_ids = set()
 CHECKED_BOX_MODES = (BoxMode.XYXY_ABS, BoxMode.XYWH_ABS)
 # What reading a bad image file raises: missing / unreadable / not an image / truncated (PIL raises
@@ -341,7 +341,7 @@ class CheckedMapper:
         self, mapper, skip_bad_images: bool = False, spares: Sequence[Dict] = (), replace=True
     ):
         """replace: False for evaluation, where a skipped image is not replaced but returned as
-        a marker that :func:`without_skipped` takes out of the batches."""
+        a marker that :class:`WithoutSkipped` takes out of the batches."""
         self.mapper = mapper
         self.skip_bad_images = skip_bad_images
         self.replace = replace
@@ -390,14 +390,14 @@ class CheckedMapper:
 
 
 def pop_skipped_image_ids() -> list:
-    """The image ids :class:`without_skipped` left out since the last call (for an evaluator,
+    """The image ids :class:`WithoutSkipped` left out since the last call (for an evaluator,
     which leaves their ground truth out too: not read is not missed)."""
     ids = sorted(_skipped_image_ids, key=str)
     _skipped_image_ids.clear()
     return ids
 
 
-class without_skipped:
+class WithoutSkipped:
     """A test loader's batches without the images a ``CheckedMapper(replace=False)`` skipped,
     and one warning with their count at the end (see :func:`pop_skipped_image_ids`)."""
 

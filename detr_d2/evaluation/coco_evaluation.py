@@ -166,7 +166,7 @@ class COCOEvaluatorWithBackend(COCOEvaluator):
             self._coco_api = load_coco_gt(self._gt_json, "pycocotools")
 
     def evaluate(self, img_ids=None):
-        # on every rank (all_gather): the images without_skipped left out of this evaluation
+        # on every rank (all_gather): the images WithoutSkipped left out of this evaluation
         skipped = set().union(*comm.all_gather(pop_skipped_image_ids()))
         if skipped and img_ids is None:
             img_ids = [i for i in self._coco_api.getImgIds() if i not in skipped]
