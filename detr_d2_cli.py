@@ -144,7 +144,9 @@ def setup_logging(output_dir=None, rank: int = 0, names=()) -> None:
         setup_logger(output_dir, distributed_rank=rank, color=sys.stdout.isatty(), name=name)
 
 
-def setup_cfg(args: argparse.Namespace, *, training: bool = False, device=None):
+def setup_cfg(
+    args: argparse.Namespace, *, training: bool = False, device=None, before_writing=None
+):
     """The frozen config of an entry point: ``--config-file``, the overrides, the
     ``--register-coco`` sets and ``MODEL.DETR.NUM_CLASSES`` from their data.
 
@@ -152,7 +154,8 @@ def setup_cfg(args: argparse.Namespace, *, training: bool = False, device=None):
     without CUDA is an error, a yaml's MODEL.DEVICE cuda falls back to the CPU with a warning.
     ``training`` (train_net): a NUM_CLASSES that contradicts the data is an error (a warning for
     the tools), the epoch schedule is applied, and the log, config.yaml and seed are set up in
-    OUTPUT_DIR as Detectron2's ``default_setup`` does.
+    OUTPUT_DIR as Detectron2's ``default_setup`` does; ``before_writing(cfg, args)`` runs just
+    before that (it may change cfg.OUTPUT_DIR) and returns a message to log, or None.
     """
     import torch
     from detectron2.config import get_cfg
@@ -171,7 +174,10 @@ def setup_cfg(args: argparse.Namespace, *, training: bool = False, device=None):
     except (KeyError, ValueError, TypeError, AssertionError) as e:
         raise ValueError(f"Invalid config option on the command line: {e}") from e
     if training:  # before registering: the json check and the class count go to the log file
+        message = before_writing(cfg, args) if before_writing else None
         _default_setup(cfg, args, comm.get_rank())
+        if message:
+            logging.getLogger("detr_d2").warning(message)
     device = device or getattr(args, "device", None)
     if device:
         if device.startswith("cuda") and not torch.cuda.is_available():

@@ -8,7 +8,7 @@
 
 Bad data, a wrong class count or weights that do not fit the model stop the run before it starts,
 with an error naming them; checkpoints are written atomically and --resume takes the last complete
-one (see README, "Reliability").
+one; a training holds its OUTPUT_DIR; SIGTERM saves the current iteration (see docs/reliability.md).
 """
 
 # ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
@@ -35,21 +35,25 @@ from detectron2.engine import DefaultTrainer, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils.events import CommonMetricPrinter
 
-from detr_d2.checkpoint.finetune import DetrCheckpointer
 from detr_d2.config import is_detr_config
 from detr_d2.data import (
     DetrDatasetMapper,
     DetrPanopticDatasetMapper,
     build_test_mapper,
 )
-from detr_d2.data.dataset_checks import CheckedMapper, get_checked_dataset_dicts
+from detr_d2.data.dataset_checks import (
+    CheckedMapper,
+    WithoutSkipped,
+    get_checked_dataset_dicts,
+    warn_more_objects_than_queries,
+)
 from detr_d2.data.resumable_loader import (
     ResumableStream,
     ResumableTrainLoader,
     build_resumable_train_loader,
 )
 from detr_d2.engine import (
-    AtomicCheckpointer,
+    DetrCheckpointer,
     NoSaveAfterFailure,
     NonFiniteLossGuard,
     check_num_classes,
@@ -57,16 +61,13 @@ from detr_d2.engine import (
     load_weights_for_eval,
     shut_down_process_group,
 )
+from detr_d2.engine.output_dir import hold_output_dir, redirect_eval_output, release_output_dirs
+from detr_d2.engine.preemption import SaveOnSigterm, forward_sigterm_to_workers
 from detr_d2.engine.writers import MetricPrinter
 from detr_d2.evaluation.build import build_evaluator
 from detr_d2.solver import build_optimizer
 
 logger = logging.getLogger("detr_d2")
-
-
-class Checkpointer(AtomicCheckpointer, DetrCheckpointer):
-    """Crash-safe saving and resumption from the last complete checkpoint (AtomicCheckpointer);
-    MODEL.WEIGHTS of another class count loads all but the class head (DetrCheckpointer)."""
 
 
 class Trainer(DefaultTrainer):
@@ -89,6 +90,7 @@ class Trainer(DefaultTrainer):
             cfg.DATASETS.TRAIN, skip, cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
         )
         check_num_classes(cfg, cfg.DATASETS.TRAIN)  # loading completes lazily filled metadata
+        warn_more_objects_than_queries(dicts, cfg.MODEL.DETR.NUM_OBJECT_QUERIES)
         spares = random.Random(0).sample(dicts, min(len(dicts), 16))  # replace unreadable ones
         # panoptic data (both panoptic stages): every segment's box and mask from the PNG
         panoptic = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("evaluator_type") == (
@@ -100,10 +102,11 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        mapper = build_test_mapper(cfg)
-        loader = build_detection_test_loader(cfg, dataset_name, mapper=CheckedMapper(mapper))
+        skip = cfg.DATALOADER.SKIP_BAD_IMAGES  # left out of the metrics, counted, logged
+        mapper = CheckedMapper(build_test_mapper(cfg), skip, replace=False)
+        loader = build_detection_test_loader(cfg, dataset_name, mapper=mapper)
         check_num_classes(cfg, [dataset_name])
-        return loader
+        return WithoutSkipped(loader)
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -112,13 +115,13 @@ class Trainer(DefaultTrainer):
     def build_hooks(self):
         # DefaultTrainer.__init__ made a DetectionCheckpointer just before calling this: the
         # hooks and resume_or_load get ours instead
-        self.checkpointer = Checkpointer(
+        self.checkpointer = DetrCheckpointer(
             self.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
         )
         guards = [NoSaveAfterFailure(self.checkpointer), NonFiniteLossGuard(self.checkpointer)]
         if isinstance(self._trainer.data_loader, ResumableTrainLoader):  # DETR: resume exactly
             guards.append(ResumableStream(self._trainer.data_loader))
-        return guards + super().build_hooks()
+        return guards + super().build_hooks() + [SaveOnSigterm(self.checkpointer)]
 
     def build_writers(self):
         # the log line shows class_error too (MetricPrinter), Detectron2's other writers as they are
@@ -144,12 +147,24 @@ class Trainer(DefaultTrainer):
 
 
 def setup(args):
-    return cli.setup_cfg(args, training=True)
+    return cli.setup_cfg(args, training=True, before_writing=_hold_output_dir)
+
+
+def _hold_output_dir(cfg, args):
+    """Before anything is written to OUTPUT_DIR: one training per folder; --eval-only beside a
+    running training writes to a folder of its own (the message to log, or None)."""
+    if args.eval_only:
+        return redirect_eval_output(cfg, args.resume)
+    if comm.is_main_process():
+        hold_output_dir(cfg.OUTPUT_DIR)
 
 
 def main(args):
     """Train, or evaluate with --eval-only; the function `launch` runs on every process."""
-    results = _train_or_evaluate(args)
+    try:
+        results = _train_or_evaluate(args)
+    finally:
+        release_output_dirs()  # in-process callers may train into the folder again
     shut_down_process_group()  # every rank finished: end the process group before the exit
     return results
 
@@ -173,6 +188,8 @@ def _train_or_evaluate(args):
 
 
 if __name__ == "__main__":
+    if ARGS.num_gpus * ARGS.num_machines > 1:  # launch starts worker processes
+        forward_sigterm_to_workers()
     launch(
         main,
         ARGS.num_gpus,

@@ -93,7 +93,8 @@ def add_detr_config(cfg):
     # 1067x800)
     cfg.INPUT.DETR_RESIZE_RULE = "detr"
     # Training data: skip (with a logged count) images with an unknown category or a missing or
-    # unreadable file, instead of stopping with an error naming them
+    # unreadable file, instead of stopping with an error naming them; evaluation: leave
+    # unreadable images out of the metrics (counted, logged)
     cfg.DATALOADER.SKIP_BAD_IMAGES = False
     # COCOeval implementation, same AP: "hotcoco" (Rust, 0.4-1.6 s for 5k images x 100
     # detections), "faster_coco_eval" (C++), "pycocotools" (the reference, 46-108 s); keypoints:

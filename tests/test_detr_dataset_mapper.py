@@ -1,6 +1,5 @@
 """DetrDatasetMapper: image tensor, box transforms, filtering of crowd/degenerate/cropped boxes."""
 
-import logging
 
 import cv2
 import numpy as np
@@ -115,17 +114,14 @@ def test_crowd_removed(image_file):
     assert out["instances"].gt_classes.tolist() == [2]
 
 
-def test_degenerate_box_dropped_with_warning(image_file, caplog):
+def test_degenerate_box_dropped(image_file):
+    """(dataset_checks drops and counts them before training; a dict that did not go through it
+    loses them here too)"""
     path, _ = image_file
     mapper = DetrDatasetMapper(True, augmentations=[], image_format="RGB")
     annotations = [_box([1, 1, 0, 5], 1), _box([1, 1, 5, 5], 2), _box([3, 3, 4, -1], 3)]
-    with caplog.at_level(logging.WARNING):
-        out = mapper(_dict(path, annotations))
+    out = mapper(_dict(path, annotations))
     assert out["instances"].gt_classes.tolist() == [2]
-    assert mapper.num_degenerate_boxes == 2
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings and "zero width or height" in warnings[-1].getMessage()
-    assert "2 so far" in warnings[-1].getMessage()
 
 
 def test_crop_removing_every_box_gives_no_instances(image_file):

@@ -3,7 +3,6 @@ another class count, the json check, the epoch schedule and tools/visualize_data
 copy of 16 COCO images (tests/data/tiny_coco, see its SOURCE.txt)."""
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import logging
@@ -22,9 +21,10 @@ from PIL import Image
 
 from detr_d2 import merge_config_file
 from detr_d2.config import cap_num_workers
-from detr_d2.checkpoint.finetune import (
+from detr_d2.engine.checkpoint import (
     CheckpointShapeError,
     DetrCheckpointer,
+    WeightsMismatchError,
     is_class_head_key,
 )
 from detr_d2.data.json_check import check_coco_json
@@ -35,6 +35,7 @@ from detr_d2.data.register import (
 )
 from detr_d2.engine.checks import resolve_num_classes
 from detr_d2.solver import apply_epoch_schedule, epochs_to_iters
+from log_capture import log_records  # tests/log_capture.py
 from tiny import TINY_MODEL_OPTS  # tests/tiny.py
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -55,23 +56,6 @@ def _load_module(name, path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@contextlib.contextmanager
-def log_records(name):
-    """Records of logger ``name`` (caplog misses them once setup_logger stopped propagation)."""
-    records = []
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = records.append
-    logger = logging.getLogger(name)
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
 
 
 @pytest.fixture
@@ -311,7 +295,7 @@ def test_finetune_from_80_classes_loads_all_but_the_class_head(
     model = build_model(cfg3)
     built = _state(model)
     with (
-        log_records("detr_d2.checkpoint.finetune") as records,
+        log_records("detr_d2.engine.checkpoint") as records,
         log_records("fvcore.common.checkpoint") as fvcore_records,
     ):
         DetrCheckpointer(model).load(path)
@@ -348,8 +332,8 @@ def test_any_other_shape_mismatch_is_an_error(tiny_detr_cfg, tmp_path):
     same_queries = tiny_detr_cfg.clone()
     same_queries.MODEL.DETR.NUM_CLASSES = 80
     torch.save({"model": build_model(same_queries).state_dict()}, path)
-    with pytest.raises(CheckpointShapeError, match=r"class_embed.weight \(81, 32\) -> \(6, 32\)"):
-        DetrCheckpointer(build_model(tiny_detr_cfg), reinit_class_head=False).load(path)
+    with pytest.raises(WeightsMismatchError, match=r"class_embed.weight \(81, 32\) -> \(6, 32\)"):
+        DetrCheckpointer(build_model(tiny_detr_cfg), strict=True).load(path)
 
 
 # ---- the json check -----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from detectron2.data.datasets import register_coco_instances
 from detectron2.engine import HookBase
 from detectron2.structures import BoxMode
 from PIL import Image
+from log_capture import log_records  # tests/log_capture.py
 from tiny import TINY_TRAIN_OPTS  # tests/tiny.py
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -42,23 +43,8 @@ def one_thread():
 
 @pytest.fixture
 def records():
-    """Log records of detr_d2.data.dataset_checks (its parent logger may not propagate)."""
-
-    class ListHandler(logging.Handler):
-        def __init__(self):
-            super().__init__(logging.INFO)
-            self.records = []
-
-        def emit(self, record):
-            self.records.append(record)
-
-    logger = logging.getLogger("detr_d2.data.dataset_checks")
-    handler, level = ListHandler(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield handler.records
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+    with log_records("detr_d2.data.dataset_checks") as records:
+        yield records
 
 
 def _args(out_dir, *extra, eval_only=False, resume=False, config=BASE):
@@ -467,10 +453,10 @@ def test_non_finite_loss_stops_and_keeps_saved_state(tmp_path, where):
 
 
 def test_checkpointer_refuses_non_finite_weights_and_saves_atomically(tmp_path):
-    from detr_d2.engine import AtomicCheckpointer, NonFiniteWeightsError
+    from detr_d2.engine import DetrCheckpointer, NonFiniteWeightsError
 
     model = torch.nn.Linear(2, 2)
-    checkpointer = AtomicCheckpointer(model, str(tmp_path))
+    checkpointer = DetrCheckpointer(model, str(tmp_path))
     checkpointer.save("model_0000001", iteration=1)
     assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000001.pth"]  # no tmp
     with torch.no_grad():
@@ -481,10 +467,10 @@ def test_checkpointer_refuses_non_finite_weights_and_saves_atomically(tmp_path):
 
 
 def test_resume_never_picks_a_truncated_checkpoint(tmp_path):
-    from detr_d2.engine import AtomicCheckpointer
+    from detr_d2.engine import DetrCheckpointer
 
     model = torch.nn.Linear(2, 2)
-    checkpointer = AtomicCheckpointer(model, str(tmp_path))
+    checkpointer = DetrCheckpointer(model, str(tmp_path))
     checkpointer.save("model_0000001", iteration=1)
     time.sleep(0.01)
     checkpointer.save("model_0000003", iteration=3)
@@ -510,7 +496,7 @@ def _wait_for(condition, proc, timeout=400.0):
 def _start_training(out_dir, log, *extra, env=None):
     cmd = [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file", BASE, *extra]
     cmd += TINY + ["OUTPUT_DIR", str(out_dir), "SOLVER.MAX_ITER", "8", "SOLVER.STEPS", "(4,)"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT, **(env or {})}
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
 
 
@@ -523,11 +509,14 @@ def test_sigkill_mid_checkpoint_and_mid_iteration_then_resume(tmp_path):
     import train_net
 
     from detr_d2.engine import is_complete_checkpoint
-    from detr_d2.engine.checkpoint import PAUSE_IN_SAVE_ENV
-
     out = tmp_path / "out"
-    # 1. killed while writing its second checkpoint (the save pauses after its first bytes)
-    proc = _start_training(out, tmp_path / "run1.log", env={PAUSE_IN_SAVE_ENV: "model_0000003.pth"})
+    # 1. killed while writing its second checkpoint (the save pauses after its first bytes:
+    # tests/pause_in_save/sitecustomize.py)
+    pause = {
+        "PYTHONPATH": os.pathsep.join([os.path.join(ROOT, "tests", "pause_in_save"), ROOT]),
+        "DETR_D2_TEST_PAUSE_IN_SAVE": "model_0000003.pth",
+    }
+    proc = _start_training(out, tmp_path / "run1.log", env=pause)
     partial = lambda: [n for n in os.listdir(out) if n.startswith("model_0000003.pth.tmp-")]  # noqa
     _wait_for(lambda: out.exists() and partial() and os.path.getsize(out / partial()[0]), proc)
     _kill(proc)

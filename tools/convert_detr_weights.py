@@ -59,7 +59,6 @@ import sys
 from typing import Dict, List, Optional
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data.detection_utils import read_image
 from detectron2.modeling import build_model
 
@@ -122,7 +121,9 @@ def verify(
 ) -> Dict[str, float]:
     """Largest absolute differences of our eval outputs on one unresized image to the official
     ones: {"pred_logits": ..., "pred_boxes": ...}."""
-    DetectionCheckpointer(model).load(weights)
+    from detr_d2.engine.checkpoint import DetrCheckpointer
+
+    DetrCheckpointer(model).load(weights)
     model.eval()
     image = read_image(image_path, format=input_format)  # (H, W, 3) uint8
     image = torch.as_tensor(image.copy()).permute(2, 0, 1)

@@ -11,7 +11,7 @@ from .detr_official import (
     convert_official_detr,
     load_official_checkpoint,
 )
-from .safe_load import UnsafeCheckpointError, load_checkpoint_safely
+from .safe_load import UnsafeCheckpointError, load_checkpoint_safely, load_pickle_safely
 from .torchvision_resnet import convert_torchvision_resnet, torchvision_to_detectron2_name
 
 __all__ = [
@@ -26,5 +26,6 @@ __all__ = [
     "convert_torchvision_resnet",
     "load_checkpoint_safely",
     "load_official_checkpoint",
+    "load_pickle_safely",
     "torchvision_to_detectron2_name",
 ]

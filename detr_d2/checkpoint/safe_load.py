@@ -1,10 +1,11 @@
-"""Load third-party ``.pth`` files without running code from them.
+"""Load third-party ``.pth`` and ``.pkl`` files without running code from them.
 
 A ``.pth`` file is a pickle, and unpickling can call any importable function (``os.system`` among
 them). ``torch.load(weights_only=True)`` only rebuilds tensors and plain containers; on top of that
 we allow the one class the official DETR checkpoints carry, ``argparse.Namespace`` (their
 ``"args"`` entry: strings, numbers, bools, lists and None). Anything else is refused, never retried
-with ``weights_only=False``.
+with ``weights_only=False``. ``.pkl`` files (Detectron2's model zoo, ImageNet backbones) are
+read by a restricted unpickler that resolves only numpy's array and dtype globals.
 """
 
 import argparse
@@ -52,3 +53,43 @@ def load_checkpoint_safely(
             f"tensor, a plain container or an allowed class ({allowed_names}). Loading it could "
             "run code; the file was not loaded."
         ) from e
+
+
+# What Detectron2 model-zoo and ImageNet ``.pkl`` files hold besides plain containers: numpy
+# arrays, dtypes and scalars (numpy 1 names them numpy.core, numpy 2 numpy._core), the latin-1
+# encoding of bytes that a protocol-2 pickle written by Python 3 uses, and OrderedDict.
+SAFE_PICKLE_GLOBALS = frozenset(
+    [("collections", "OrderedDict"), ("_codecs", "encode"), ("numpy", "ndarray")]
+    + [("numpy", "dtype")]
+    + [
+        (f"numpy.{core}.multiarray", name)
+        for core in ("core", "_core")
+        for name in ("_reconstruct", "scalar")
+    ]
+)
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Resolves only the globals of SAFE_PICKLE_GLOBALS; any other one (a function a payload
+    would call, a class it would build) raises before it is ever looked up."""
+
+    def __init__(self, f, path: str, **kwargs):
+        super().__init__(f, **kwargs)
+        self.path = path
+
+    def find_class(self, module, name):
+        if (module, name) in SAFE_PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise UnsafeCheckpointError(
+            f"Refusing to load {self.path}: it contains a pickled {module}.{name}, which is not "
+            "a plain container or a numpy array / dtype (all that Detectron2 .pkl weights hold). "
+            "Loading it could run code; the file was not loaded."
+        )
+
+
+def load_pickle_safely(path: str, encoding: str = "latin1") -> Any:
+    """Unpickle ``path`` allowing only plain containers, numbers, strings and numpy arrays;
+    :class:`UnsafeCheckpointError` naming the file and the refused global otherwise. latin1 is
+    how Python 2 pickles (the model zoo's) decode."""
+    with open(path, "rb") as f:
+        return _RestrictedUnpickler(f, path, encoding=encoding).load()

@@ -11,7 +11,8 @@ Before training (``check_dataset_dicts``, over the Detectron2 dataset dicts):
   * images without annotations, or with crowd annotations only, are kept (counted in the log).
 While reading (``CheckedMapper``): an image that cannot be decoded, or whose size differs from
 the dataset's height / width, raises :class:`BadImageError` naming file and image id -- or, with
-``skip_bad_images``, is replaced by another image and logged with a count.
+``skip_bad_images``, is replaced by another image (training) or left out of the evaluation
+(``WithoutSkipped``), and logged with a count.
 """
 
 import json
@@ -22,7 +23,7 @@ import os
 import random
 import tempfile
 from collections import Counter
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.build import (
@@ -42,14 +43,21 @@ __all__ = [
     "CheckedMapper",
     "DatasetError",
     "check_dataset_dicts",
+    "classify_box",
     "find_unknown_json_categories",
     "get_checked_dataset_dicts",
     "load_dataset_dicts",
+    "pop_skipped_image_ids",
+    "warn_more_objects_than_queries",
+    "WithoutSkipped",
 ]
 
 logger = logging.getLogger(__name__)
 
 SKIP_HINT = "set DATALOADER.SKIP_BAD_IMAGES True to skip such images"
+SKIPPED = "_skipped_unreadable"  # marks what CheckedMapper returns for an image left out
+# image ids WithoutSkipped left out in this process, until an evaluator takes them
+_skipped_image_ids = set()
 CHECKED_BOX_MODES = (BoxMode.XYXY_ABS, BoxMode.XYWH_ABS)
 # What reading a bad image file raises: missing / unreadable / not an image / truncated (PIL raises
 # OSError or SyntaxError), decompression bomb, size differing from the dataset's height / width.
@@ -73,27 +81,39 @@ def _listing(items: Sequence[str], n: int = 5) -> str:
     return "; ".join(items[:n]) + more
 
 
-def _check_box(obj: Dict, height: Optional[int], width: Optional[int]) -> Tuple[str, object]:
-    """Classify one annotation's box: ("ok" | "clipped" | "malformed" | "degenerate" | "outside",
-    the box to keep, in the annotation's own box mode). Modes other than XYXY_ABS / XYWH_ABS
-    (rotated, relative) are not checked."""
-    mode = obj.get("bbox_mode", BoxMode.XYWH_ABS)
-    box = obj.get("bbox")
+def _is_real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)  # numpy scalars too
+
+
+def classify_box(bbox, mode=BoxMode.XYWH_ABS, height=None, width=None, tolerance=0.0):
+    """The one classification of a box, for the json report and the training data alike:
+    ("ok" | "clipped" | "malformed" | "degenerate" | "outside", the box to keep, in ``mode``).
+
+    malformed: not 4 finite numbers (missing, null, 3 numbers, NaN, strings); degenerate: width
+    or height <= 0; outside: nothing of it inside the (height, width) image; clipped: partly
+    outside by more than ``tolerance`` pixels, returned clipped to the image. Without an image
+    size only the first two are told. Modes other than XYXY_ABS / XYWH_ABS (rotated, relative)
+    are not checked.
+    """
     if mode not in CHECKED_BOX_MODES:
-        return "ok", box
-    try:
-        values = [float(v) for v in box]
-    except (TypeError, ValueError):
-        return "malformed", box
-    if len(values) != 4 or not all(math.isfinite(v) for v in values):
-        return "malformed", box
+        return "ok", bbox
+    if (
+        isinstance(bbox, (str, bytes))
+        or not hasattr(bbox, "__len__")
+        or len(bbox) != 4
+        or not all(type(v) in (int, float) or _is_real(v) for v in bbox)  # fast path: json
+    ):
+        return "malformed", bbox
+    values = [float(v) for v in bbox]
+    if not all(math.isfinite(v) for v in values):
+        return "malformed", bbox
     x0, y0, x1, y1 = values
     if mode == BoxMode.XYWH_ABS:  # by hand: BoxMode.convert costs ~30 us a box (torch)
         x1, y1 = x0 + x1, y0 + y1
     if x1 <= x0 or y1 <= y0:
-        return "degenerate", box
+        return "degenerate", bbox
     if height is None or width is None:
-        return "ok", box
+        return "ok", bbox
     clipped = [
         min(max(x0, 0.0), width),
         min(max(y0, 0.0), height),
@@ -101,9 +121,9 @@ def _check_box(obj: Dict, height: Optional[int], width: Optional[int]) -> Tuple[
         min(max(y1, 0.0), height),
     ]
     if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
-        return "outside", box
-    if clipped == [x0, y0, x1, y1]:
-        return "ok", box
+        return "outside", bbox
+    if max(abs(a - b) for a, b in zip(clipped, (x0, y0, x1, y1))) <= tolerance:
+        return "ok", bbox
     if mode == BoxMode.XYWH_ABS:
         clipped[2:] = [clipped[2] - clipped[0], clipped[3] - clipped[1]]
     return "clipped", clipped
@@ -161,7 +181,8 @@ def check_dataset_dicts(
         if annotations is not None:
             clean, changed = [], False
             for obj in annotations:
-                status, box = _check_box(obj, d.get("height"), d.get("width"))
+                mode = obj.get("bbox_mode", BoxMode.XYWH_ABS)
+                status, box = classify_box(obj.get("bbox"), mode, d.get("height"), d.get("width"))
                 boxes[status] += 1
                 changed |= status != "ok"
                 if status in ("ok", "clipped"):
@@ -283,6 +304,24 @@ def get_checked_dataset_dicts(
     return dicts
 
 
+def warn_more_objects_than_queries(dicts: Sequence[Dict], num_queries: int) -> int:
+    """Warn once when images have more objects (non-crowd boxes or panoptic segments) than the
+    model has object queries: the extra ones can never be matched. Returns how many images."""
+    counts = [
+        sum(not obj.get("iscrowd", 0) for obj in d.get("segments_info", d.get("annotations")) or [])
+        for d in dicts
+    ]
+    over = [n for n in counts if n > num_queries]
+    if over:
+        logger.warning(
+            f"{len(over)} of {len(dicts)} training images have more objects than "
+            f"MODEL.DETR.NUM_OBJECT_QUERIES ({num_queries}), up to {max(over)}: each query "
+            f"predicts one object, so {sum(over) - num_queries * len(over)} objects can never be "
+            "matched. Raise NUM_OBJECT_QUERIES above the largest count to learn them all."
+        )
+    return len(over)
+
+
 class CheckedMapper:
     """Wraps a dataset mapper so that an image that cannot be read raises :class:`BadImageError`
     naming its file and image id (any other error gets the same note), or -- with
@@ -298,26 +337,33 @@ class CheckedMapper:
     POOL_SIZE = 64
     MAX_ATTEMPTS = 16
 
-    def __init__(self, mapper, skip_bad_images: bool = False, spares: Sequence[Dict] = ()):
+    def __init__(
+        self, mapper, skip_bad_images: bool = False, spares: Sequence[Dict] = (), replace=True
+    ):
+        """replace: False for evaluation, where a skipped image is not replaced but returned as
+        a marker that :class:`WithoutSkipped` takes out of the batches."""
         self.mapper = mapper
         self.skip_bad_images = skip_bad_images
+        self.replace = replace
         self.bad_files = set()
         self._pool = list(spares)
         self._rng = random.Random(0)
 
     def __call__(self, dataset_dict: Dict):
         for _ in range(self.MAX_ATTEMPTS):
-            if dataset_dict.get("file_name") not in self.bad_files:
+            if dataset_dict.get("file_name") not in self.bad_files or not self.replace:
                 try:
                     mapped = self.mapper(dataset_dict)
                 except BAD_IMAGE_ERRORS as e:
                     self._bad(dataset_dict, e)
+                    if not self.replace:
+                        return {SKIPPED: True, "image_id": dataset_dict.get("image_id")}
                 except Exception as e:
                     if hasattr(e, "add_note"):  # Python >= 3.11
                         e.add_note(f"(while mapping {_where(dataset_dict)})")
                     raise
                 else:
-                    if self.skip_bad_images and len(self._pool) < self.POOL_SIZE:
+                    if self.replace and self.skip_bad_images and len(self._pool) < self.POOL_SIZE:
                         self._pool.append(dataset_dict)
                     return mapped
             pool = [d for d in self._pool if d.get("file_name") not in self.bad_files]
@@ -334,10 +380,44 @@ class CheckedMapper:
         if not self.skip_bad_images:
             raise BadImageError(
                 f"Cannot read {where}: {type(e).__name__}: {e}. Fix or remove "
-                f"this image, or (training) {SKIP_HINT}."
+                f"this image, or {SKIP_HINT}."
             ) from e
         self.bad_files.add(dataset_dict.get("file_name"))
         logger.warning(
             f"Skipped unreadable {where} ({type(e).__name__}: {e}); "
             f"{len(self.bad_files)} unreadable images so far in this process."
         )
+
+
+def pop_skipped_image_ids() -> list:
+    """The image ids :class:`WithoutSkipped` left out since the last call (for an evaluator,
+    which leaves their ground truth out too: not read is not missed)."""
+    ids = sorted(_skipped_image_ids, key=str)
+    _skipped_image_ids.clear()
+    return ids
+
+
+class WithoutSkipped:
+    """A test loader's batches without the images a ``CheckedMapper(replace=False)`` skipped,
+    and one warning with their count at the end (see :func:`pop_skipped_image_ids`)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        skipped = []
+        for batch in self.loader:
+            skipped += [d["image_id"] for d in batch if SKIPPED in d]
+            kept = [d for d in batch if SKIPPED not in d]
+            if kept:
+                yield kept
+        _skipped_image_ids.update(skipped)
+        if skipped:
+            logger.warning(
+                f"Evaluation left out {len(skipped)} unreadable images (DATALOADER."
+                f"SKIP_BAD_IMAGES is True), image ids {_listing([str(i) for i in skipped])}; "
+                "the metrics are over the other images."
+            )

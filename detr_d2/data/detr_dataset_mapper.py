@@ -9,7 +9,6 @@ from detectron2.config import configurable
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
-from detectron2.structures import BoxMode
 
 from ..config import is_detr_config
 from .image_io import read_image
@@ -35,8 +34,9 @@ class DetrDatasetMapper:
       (:class:`Boxes`, absolute XYXY pixels in the augmented image; the model normalizes them to
       cxcywh in [0, 1]) and ``gt_classes`` (int64 tensor (K,), contiguous class ids).
 
-    Crowd annotations are removed; so are boxes with zero width or height, either in the dataset
-    (counted, with a warning) or after cropping/clipping. An image without boxes gives K = 0.
+    Crowd annotations are removed; so are boxes with zero width or height after cropping /
+    clipping (the dataset's own were dropped, with a warning, by ``dataset_checks``, which
+    classifies every box once before training). An image without boxes gives K = 0.
     At test time annotations are removed.
     """
 
@@ -61,7 +61,6 @@ class DetrDatasetMapper:
         )
         self.crop_prob = crop_prob
         self.image_format = image_format
-        self.num_degenerate_boxes = 0  # per process: each dataloader worker has its own copy
         mode = "training" if is_train else "inference"
         logger.info(f"[DetrDatasetMapper] Augmentations in {mode}: {self.augmentations}")
         if self.crop_augmentations is not None:
@@ -104,23 +103,6 @@ class DetrDatasetMapper:
             "image_format": cfg.INPUT.FORMAT,
         }
 
-    def _drop_degenerate(self, annotations):
-        """Remove annotations whose dataset box has width or height <= 0, counting them."""
-        kept = []
-        for obj in annotations:
-            x0, y0, x1, y1 = BoxMode.convert(obj["bbox"], obj["bbox_mode"], BoxMode.XYXY_ABS)
-            if x1 > x0 and y1 > y0:
-                kept.append(obj)
-                continue
-            self.num_degenerate_boxes += 1
-            n = self.num_degenerate_boxes
-            if n & (n - 1) == 0:  # log at counts 1, 2, 4, 8, ... only
-                logger.warning(
-                    f"Dropped a box with zero width or height {obj['bbox']} in the dataset "
-                    f"({n} so far in this process)."
-                )
-        return kept
-
     def read_and_augment(self, dataset_dict):
         """Read ``dataset_dict["file_name"]``, augment it (the crop branch with probability
         ``crop_prob``) and store it as ``dataset_dict["image"]`` (C, H, W) uint8. Returns the
@@ -161,7 +143,7 @@ class DetrDatasetMapper:
                 transforms,
                 image_shape,
             )
-            for obj in self._drop_degenerate(annotations)
+            for obj in annotations
         ]
         instances = utils.annotations_to_instances(annotations, image_shape)
         dataset_dict["instances"] = utils.filter_empty_instances(instances)

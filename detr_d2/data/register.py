@@ -93,8 +93,6 @@ def register_coco_dataset(name: str, json_file: str, image_root: str) -> Optiona
             f'{json_file} lists no categories: a COCO json needs "categories": '
             '[{"id": 1, "name": "..."}, ...]'
         )
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"{json_file}: category ids must be unique, got {ids}")
 
     # the same values load_coco_json sets when the set is loaded (it asserts they do not change)
     metadata = {

@@ -1,11 +1,16 @@
 """Training reliability: crash-safe checkpoints, guards against non-finite losses and saving after a
 failure, and checks of the config against datasets and weights before a run starts."""
 
-from .checkpoint import AtomicCheckpointer, NonFiniteWeightsError, is_complete_checkpoint
+from .checkpoint import (
+    CheckpointShapeError,
+    DetrCheckpointer,
+    NonFiniteWeightsError,
+    WeightsFileError,
+    WeightsMismatchError,
+    is_complete_checkpoint,
+)
 from .checks import (
     ConfigDatasetMismatchError,
-    WeightsMismatchError,
-    check_loaded_keys,
     check_num_classes,
     check_weights_path,
     load_weights_for_eval,
@@ -14,14 +19,15 @@ from .distributed import shut_down_process_group
 from .hooks import NonFiniteLossError, NonFiniteLossGuard, NoSaveAfterFailure, explain_non_finite
 
 __all__ = [
-    "AtomicCheckpointer",
+    "CheckpointShapeError",
     "ConfigDatasetMismatchError",
+    "DetrCheckpointer",
     "NonFiniteLossError",
     "NonFiniteLossGuard",
     "NonFiniteWeightsError",
     "NoSaveAfterFailure",
+    "WeightsFileError",
     "WeightsMismatchError",
-    "check_loaded_keys",
     "check_num_classes",
     "check_weights_path",
     "explain_non_finite",

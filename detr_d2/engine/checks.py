@@ -7,16 +7,13 @@ import os
 from typing import Iterable, Optional
 
 from detectron2.data import MetadataCatalog
-from fvcore.common.checkpoint import _filter_reused_missing_keys
 
-from .checkpoint import AtomicCheckpointer
+from .checkpoint import DetrCheckpointer
 
 __all__ = [
     "ConfigDatasetMismatchError",
-    "WeightsMismatchError",
     "check_num_classes",
     "check_weights_path",
-    "check_loaded_keys",
     "dataset_num_classes",
     "metadata_num_classes",
     "load_weights_for_eval",
@@ -33,10 +30,6 @@ NUM_CLASSES_KEYS = {
 
 class ConfigDatasetMismatchError(ValueError):
     """The config and the datasets disagree (e.g. on the number of classes)."""
-
-
-class WeightsMismatchError(ValueError):
-    """A weights file does not match the model built from the config."""
 
 
 def num_classes_key(meta_architecture: str) -> Optional[str]:
@@ -103,54 +96,16 @@ def check_weights_path(path: str, key: str = "MODEL.WEIGHTS") -> None:
         raise FileNotFoundError(f"{key} file {path!r} does not exist.")
 
 
-def check_loaded_keys(incompatible, path: str, model) -> None:
-    """Raise :class:`WeightsMismatchError` when loading ``path`` left model parameters or buffers
-    at their initial values (missing keys, wrong shapes) or ignored entries of the file
-    (unexpected keys). ``incompatible`` is fvcore's result of the load. BatchNorm's
-    ``num_batches_tracked`` (absent from converted weights, unused by the model) is not counted."""
-    missing = [k for k in incompatible.missing_keys if not k.endswith("num_batches_tracked")]
-    missing = _filter_reused_missing_keys(model, missing) if missing else []
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} model keys missing from the file: {_few(missing)}")
-    if incompatible.unexpected_keys:
-        problems.append(
-            f"{len(incompatible.unexpected_keys)} keys of the file not in the "
-            f"model: {_few(incompatible.unexpected_keys)}"
-        )
-    if incompatible.incorrect_shapes:
-        shapes = [
-            f"{k} {tuple(a)} in the file vs {tuple(b)} in the model"
-            for k, a, b in incompatible.incorrect_shapes
-        ]
-        problems.append(f"{len(shapes)} tensors of the wrong shape: {_few(shapes)}")
-    if problems:
-        raise WeightsMismatchError(
-            f"Weights {path} do not match the model built from the config: "
-            + "; ".join(problems)
-            + ". Evaluating would use randomly initialized weights for "
-            "them; check that the config (architecture, MODEL.DETR.*) is the one the weights "
-            "were trained with."
-        )
-
-
-def _few(items, n=5) -> str:
-    return ", ".join(map(str, items[:n])) + (
-        f", ... ({len(items) - n} more)" if len(items) > n else ""
-    )
-
-
 def load_weights_for_eval(model, cfg, resume: bool = False) -> str:
     """Load the weights to evaluate into ``model``: the last complete checkpoint of OUTPUT_DIR if
     ``resume`` and there is one, else MODEL.WEIGHTS. Raises if the file is missing or does not
-    match the model (see check_weights_path, check_loaded_keys). Returns the path loaded."""
-    checkpointer = AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+    match the model (check_weights_path; DetrCheckpointer, strict). Returns the path loaded."""
+    checkpointer = DetrCheckpointer(model, save_dir=cfg.OUTPUT_DIR, strict=True)
     path = checkpointer.get_checkpoint_file() if resume else ""
     key = "the last checkpoint of OUTPUT_DIR" if path else "MODEL.WEIGHTS"
     path = path or cfg.MODEL.WEIGHTS
     check_weights_path(path, key)
     checkpointer.load(path)
-    check_loaded_keys(checkpointer.incompatible, path, checkpointer.model)
     return path
 
 

@@ -23,7 +23,7 @@ from detectron2.data import build_detection_test_loader
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
-from ..checkpoint.finetune import DetrCheckpointer
+from .checkpoint import DetrCheckpointer
 from ..data import DetrDatasetMapper, build_test_mapper
 
 __all__ = [
@@ -61,7 +61,7 @@ def load_model(cfg: CfgNode, random_weights: bool = False) -> torch.nn.Module:
         )
     if "://" not in path and not os.path.isfile(path):
         raise FileNotFoundError(f"MODEL.WEIGHTS file {path!r} does not exist")
-    DetrCheckpointer(model, reinit_class_head=False).load(path)
+    DetrCheckpointer(model, strict=True).load(path)
     logger.info(f"Loaded weights {path}")
     return model
 

@@ -4,15 +4,23 @@ pycocotools' COCOeval takes about 90 s for 5,000 images x 100 detections; hotcoc
 faster_coco_eval (C++) compute the same 12 stats and the same precision array in a fraction of
 that. Only the step that builds and runs COCOeval changes: category-id mapping, the
 ``coco_instances_results.json`` dump, the AP tables and the per-category AP are detectron2's.
+The ground truth leaves out the boxes that training drops as malformed (not 4 finite numbers).
 """
 
 import contextlib
 import io
+import logging
 import warnings
 
 import detectron2.evaluation.coco_evaluation as d2_coco_evaluation
 from detectron2.evaluation import COCOEvaluator
+from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
+
+from ..data.dataset_checks import pop_skipped_image_ids
+from ..data.json_check import ground_truth_without_malformed_boxes
+
+logger = logging.getLogger(__name__)
 
 COCO_EVAL_BACKENDS = ("pycocotools", "faster_coco_eval", "hotcoco")
 
@@ -151,6 +159,22 @@ class COCOEvaluatorWithBackend(COCOEvaluator):
         )
         self._backend = backend
         self._backend_coco_gt = None  # the backend's copy of the ground truth, loaded on first use
+        # the boxes training drops are not ground truth here either (and would crash COCOeval)
+        json_file = PathManager.get_local_path(self._metadata.json_file)
+        self._gt_json = ground_truth_without_malformed_boxes(json_file)
+        if self._gt_json != json_file:
+            self._coco_api = load_coco_gt(self._gt_json, "pycocotools")
+
+    def evaluate(self, img_ids=None):
+        # on every rank (all_gather): the images WithoutSkipped left out of this evaluation
+        skipped = set().union(*comm.all_gather(pop_skipped_image_ids()))
+        if skipped and img_ids is None:
+            img_ids = [i for i in self._coco_api.getImgIds() if i not in skipped]
+            logger.warning(
+                f"Evaluating the {len(img_ids)} images that were read, of "
+                f"{len(img_ids) + len(skipped)} in the ground truth"
+            )
+        return super().evaluate(img_ids)
 
     def _eval_predictions(self, predictions, img_ids=None):
         if self._backend == "pycocotools":
@@ -170,8 +194,7 @@ class COCOEvaluatorWithBackend(COCOEvaluator):
         if iou_type == "keypoints":
             return _d2_evaluate_predictions_on_coco(coco_gt, coco_results, iou_type, **kwargs)
         if self._backend_coco_gt is None:
-            json_file = PathManager.get_local_path(self._metadata.json_file)
-            self._backend_coco_gt = load_coco_gt(json_file, self._backend)
+            self._backend_coco_gt = load_coco_gt(self._gt_json, self._backend)
         self._logger.info(f"Evaluating {iou_type} with {self._backend} ...")
         return evaluate_predictions_on_coco(
             self._backend_coco_gt,

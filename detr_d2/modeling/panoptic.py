@@ -13,6 +13,7 @@ from detectron2.utils.file_io import PathManager
 from torch import Tensor, nn
 from torch.nn.modules.module import _IncompatibleKeys
 
+from ..checkpoint.safe_load import load_checkpoint_safely
 from .detr import Detr, absolute_xyxy
 from .panoptic_criterion import SetCriterionWithMasks
 from .panoptic_inference import combine_panoptic, resize_mask_logits
@@ -186,9 +187,7 @@ class DetrPanoptic(Detr):
     def load_frozen_weights(self, path: str):
         """Fill the box model from checkpoint ``path`` (a Detectron2 checkpoint of a ``Detr``, or
         any file whose state dict, possibly under "model", has all box-model keys)."""
-        checkpoint = torch.load(
-            PathManager.get_local_path(path), map_location="cpu", weights_only=True
-        )
+        checkpoint = load_checkpoint_safely(PathManager.get_local_path(path))
         state = checkpoint.get("model", checkpoint)
         box_keys = self._box_keys()
         missing = [k for k in box_keys if k not in state]
