@@ -166,7 +166,7 @@ def test_dropped_boxes_train_and_evaluate_on_the_same_cleaned_ground_truth(tmp_p
             ["--register-coco", name, gt, str(images), "--config-file", BASE]
             + ["--eval-only"] * eval_only + TINY_MODEL_OPTS + [
                 "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", f"('{name}',)",
-                "MODEL.DETR.NUM_OBJECT_QUERIES", "5", "DATALOADER.NUM_WORKERS", "0",
+                "MODEL.DETR.NUM_OBJECT_QUERIES", "5", "MODEL.DETR.NUM_CLASSES", "-1", "DATALOADER.NUM_WORKERS", "0",
                 "DATALOADER.SKIP_BAD_IMAGES", "True", "INPUT.MIN_SIZE_TRAIN", "(64,)",
                 "INPUT.MAX_SIZE_TRAIN", "128", "INPUT.MIN_SIZE_TEST", "64",
                 "INPUT.MAX_SIZE_TEST", "128", "INPUT.CROP.ENABLED", "False",
@@ -213,7 +213,7 @@ def test_dropped_boxes_train_and_evaluate_on_the_same_cleaned_ground_truth(tmp_p
 @pytest.mark.parametrize("backend", ["panopticapi", "hotcoco"])
 def test_pq_over_the_images_read_when_some_were_skipped(tmp_path, backend):
     from detr_d2.evaluation.panoptic_backend import pq_compute
-    from detr_d2.evaluation.synthetic_panoptic import write_synthetic_panoptic
+    from detr_d2.utils.testing import write_synthetic_panoptic
 
     gt_json, pred_json, gt_folder, pred_folder = write_synthetic_panoptic(
         str(tmp_path), num_images=4, seed=3
