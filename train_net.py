@@ -40,11 +40,13 @@ from detr_d2.data import (
 from detr_d2.data.dataset_checks import CheckedMapper, get_checked_dataset_dicts
 from detr_d2.engine import (
     AtomicCheckpointer,
+    DetrTrainLoop,
     NoSaveAfterFailure,
     NonFiniteLossGuard,
     check_num_classes,
     explain_non_finite,
     load_weights_for_eval,
+    amp_dtype,
     shut_down_process_group,
 )
 from detr_d2.evaluation.build import build_evaluator
@@ -59,8 +61,17 @@ class Checkpointer(AtomicCheckpointer, DetrCheckpointer):
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with DETR's data augmentation and optimizer, checked data, crash-safe
-    checkpoints and a non-finite-loss guard; Detectron2's otherwise."""
+    """DefaultTrainer with DETR's data augmentation, optimizer and training step (AMP, gradient
+    accumulation, full-model clipping: DetrTrainLoop), checked data, crash-safe checkpoints and a
+    non-finite-loss guard; Detectron2's otherwise."""
+
+    def __init__(self, cfg):
+        amp_dtype(cfg)  # a wrong SOLVER.AMP.DTYPE fails before any work
+        super().__init__(cfg)
+        plain = self._trainer  # SimpleTrainer / AMPTrainer: its model, optimizer and data
+        self._trainer = DetrTrainLoop.from_config(
+            cfg, plain.model, plain.data_loader, plain.optimizer, plain._data_loader_iter
+        )
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -104,7 +115,9 @@ class Trainer(DefaultTrainer):
         self.checkpointer = Checkpointer(
             self.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
         )
-        guards = [NoSaveAfterFailure(self.checkpointer), NonFiniteLossGuard(self.checkpointer)]
+        guards = [NoSaveAfterFailure(self.checkpointer)]
+        if amp_dtype(self.cfg) != torch.float16:  # float16 skips non-finite steps instead
+            guards.append(NonFiniteLossGuard(self.checkpointer))
         return guards + super().build_hooks()
 
     def run_step(self):
@@ -112,7 +125,8 @@ class Trainer(DefaultTrainer):
             super().run_step()
 
     # detectron2 0.6's DefaultTrainer checkpoints the iteration and the hooks' state (LR scheduler)
-    # but not the optimizer's: without these, --resume would restart AdamW's moments from zero
+    # but not the optimizer's (nor the float16 GradScaler's): without these, --resume would
+    # restart AdamW's moments from zero
     def state_dict(self):
         return dict(super().state_dict(), _trainer=self._trainer.state_dict())
 

@@ -225,10 +225,11 @@ def dataset_size(cfg) -> int:
 
 def epochs_to_iters(cfg, dataset_size: int) -> Tuple[int, Tuple[int, ...]]:
     """(MAX_ITER, STEPS) for ``SOLVER.EPOCHS`` epochs with the learning rate dropped after each
-    of ``SOLVER.LR_DROP_EPOCHS``, at ``SOLVER.IMS_PER_BATCH`` images per iteration (all GPUs).
+    of ``SOLVER.LR_DROP_EPOCHS``, at ``SOLVER.IMS_PER_BATCH`` x ``SOLVER.ACCUM_ITERS`` images per
+    iteration (all GPUs; an iteration is an optimizer step).
 
-    An epoch is ceil(dataset_size / IMS_PER_BATCH) iterations, so a partial last batch counts as
-    one: a 10-image set at batch 4 gives 3 iterations per epoch.
+    An epoch is ceil(dataset_size / (IMS_PER_BATCH x ACCUM_ITERS)) iterations, so a partial last
+    batch counts as one: a 10-image set at batch 4 gives 3 iterations per epoch.
     """
     epochs, drops = cfg.SOLVER.EPOCHS, tuple(cfg.SOLVER.LR_DROP_EPOCHS)
     if epochs <= 0:
@@ -240,7 +241,8 @@ def epochs_to_iters(cfg, dataset_size: int) -> Tuple[int, Tuple[int, ...]]:
             f"SOLVER.LR_DROP_EPOCHS {drops} must lie between 0 and SOLVER.EPOCHS "
             f"({epochs}), exclusive"
         )
-    per_epoch = math.ceil(dataset_size / cfg.SOLVER.IMS_PER_BATCH)
+    batch = cfg.SOLVER.IMS_PER_BATCH * cfg.SOLVER.get("ACCUM_ITERS", 1)  # effective batch
+    per_epoch = math.ceil(dataset_size / batch)
     return round(epochs * per_epoch), tuple(round(e * per_epoch) for e in drops)
 
 
@@ -253,7 +255,8 @@ def apply_epoch_schedule(cfg):
     size = dataset_size(cfg)
     max_iter, steps = epochs_to_iters(cfg, size)
     logger.info(
-        f"{cfg.SOLVER.EPOCHS} epochs of {size} images at batch {cfg.SOLVER.IMS_PER_BATCH}: "
+        f"{cfg.SOLVER.EPOCHS} epochs of {size} images at batch {cfg.SOLVER.IMS_PER_BATCH} "
+        f"x {cfg.SOLVER.get('ACCUM_ITERS', 1)} accumulated: "
         f"SOLVER.MAX_ITER = {max_iter}, SOLVER.STEPS = {steps} "
         f"(epochs {tuple(cfg.SOLVER.LR_DROP_EPOCHS)}); was {cfg.SOLVER.MAX_ITER}, "
         f"{tuple(cfg.SOLVER.STEPS)}"

@@ -1,5 +1,6 @@
-"""Training reliability: crash-safe checkpoints, guards against non-finite losses and saving after a
-failure, and checks of the config against datasets and weights before a run starts."""
+"""Training: DETR's training step (DetrTrainLoop) and reliability: crash-safe checkpoints, guards
+against non-finite losses and saving after a failure, and checks of the config against datasets
+and weights before a run starts."""
 
 from .checkpoint import AtomicCheckpointer, NonFiniteWeightsError, is_complete_checkpoint
 from .checks import (
@@ -12,15 +13,18 @@ from .checks import (
 )
 from .distributed import shut_down_process_group
 from .hooks import NonFiniteLossError, NonFiniteLossGuard, NoSaveAfterFailure, explain_non_finite
+from .train_loop import DetrTrainLoop, amp_dtype
 
 __all__ = [
     "AtomicCheckpointer",
     "ConfigDatasetMismatchError",
+    "DetrTrainLoop",
     "NonFiniteLossError",
     "NonFiniteLossGuard",
     "NonFiniteWeightsError",
     "NoSaveAfterFailure",
     "WeightsMismatchError",
+    "amp_dtype",
     "check_loaded_keys",
     "check_num_classes",
     "check_weights_path",
