@@ -58,6 +58,7 @@ class DetrTrainLoop(SimpleTrainer):
         clip_max_norm: float = 0.0,
         clip_norm_type: float = 2.0,
         max_consecutive_skips: int = 20,
+        grad_scaler: Optional[torch.amp.GradScaler] = None,
         data_loader_iter=None,
     ):
         """
@@ -67,6 +68,8 @@ class DetrTrainLoop(SimpleTrainer):
             accum_iters: micro-batches (data loader items) per optimizer step.
             clip_max_norm, clip_norm_type: clip the norm of all gradients together (0: no).
             max_consecutive_skips: float16 only, see the module docstring.
+            grad_scaler: the GradScaler of float16 (default: torch's, initial scale 2^16); given
+                without float16, it scales a loss of any precision.
             data_loader_iter: an iterator of ``data_loader`` already started (that of the trainer
                 this one replaces); None: start one.
         """
@@ -84,9 +87,9 @@ class DetrTrainLoop(SimpleTrainer):
         self.clip_max_norm, self.clip_norm_type = clip_max_norm, clip_norm_type
         self.max_consecutive_skips = max_consecutive_skips
         self.device_type = next(model.parameters()).device.type
-        self.grad_scaler = (
-            torch.amp.GradScaler(self.device_type) if amp_dtype == torch.float16 else None
-        )
+        if grad_scaler is None and amp_dtype == torch.float16:
+            grad_scaler = torch.amp.GradScaler(self.device_type)
+        self.grad_scaler = grad_scaler
         self.skipped_steps = 0  # float16 steps skipped for non-finite gradients, in this run
         self._consecutive_skips = 0
 
