@@ -207,3 +207,33 @@ def test_invalid_amp_and_accumulation_keys_name_the_key(tiny_detr_cfg):
         amp_dtype(cfg)
     with pytest.raises(ValueError, match="SOLVER.ACCUM_ITERS"):
         DetrTrainLoop(torch.nn.Linear(1, 1), [], None, accum_iters=0)
+
+
+@pytest.mark.usefixtures("datasets_root")
+def test_float16_train_net_logs_skips_and_resume_restores_the_grad_scaler(tmp_path):
+    """train_net's Trainer in float16: the skipped steps reach metrics.json, the GradScaler's
+    state is in the checkpoint and --resume restores it (not a fresh scale of 2^16)."""
+    import json
+
+    import train_net
+    from detectron2.engine import default_argument_parser
+    from tiny import TINY_TRAIN_OPTS
+
+    def trainer(max_iter, resume):
+        argv = ["--config-file", "configs/Base-DETR.yaml", *TINY_TRAIN_OPTS, "OUTPUT_DIR"]
+        argv += [str(tmp_path), "DATASETS.TEST", "()", "SOLVER.MAX_ITER", str(max_iter)]
+        argv += ["SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.DTYPE", "float16"]
+        t = train_net.Trainer(train_net.setup(default_argument_parser().parse_args(argv)))
+        t.resume_or_load(resume=resume)
+        return t
+
+    first = trainer(2, resume=False)
+    first.train()
+    saved = first._trainer.grad_scaler.state_dict()
+    assert saved["scale"] < 2.0**16  # the first float16 steps overflowed and were skipped
+    metrics = [json.loads(line) for line in open(tmp_path / "metrics.json")]
+    assert metrics[-1]["amp_skipped_steps"] == first._trainer.skipped_steps > 0
+    resumed = trainer(4, resume=True)
+    assert resumed.start_iter == 2
+    assert resumed._trainer.grad_scaler.state_dict() == saved
+    assert trainer(4, resume=False)._trainer.grad_scaler.get_scale() == 2.0**16
