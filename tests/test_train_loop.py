@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from detr_d2.engine import DetrTrainLoop
@@ -237,3 +237,31 @@ def test_float16_train_net_logs_skips_and_resume_restores_the_grad_scaler(tmp_pa
     assert resumed.start_iter == 2
     assert resumed._trainer.grad_scaler.state_dict() == saved
     assert trainer(4, resume=False)._trainer.grad_scaler.get_scale() == 2.0**16
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_detr_panoptic_trains_under_autocast(tiny_detr_cfg, dtype):
+    """DetrPanoptic (mask head) through the loop: float32 losses, finite gradients (float16: once
+    the scale has backed off), the mask head's weights updated."""
+    cfg = tiny_detr_cfg
+    cfg.MODEL.META_ARCHITECTURE, cfg.MODEL.MASK_ON = "DetrPanoptic", True
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4"]
+    cfg.MODEL.DETR.BACKBONE_FEATURE, cfg.MODEL.DETR.MASK_HEAD_GROUPS = "res4", 2
+    batch = _inputs(2, 3)
+    for x in batch:  # a mask per box: its rectangle
+        inst = x["instances"]
+        masks = torch.zeros((len(inst), 64, 64), dtype=torch.bool)
+        for m, (x0, y0, x1, y1) in zip(masks, inst.gt_boxes.tensor.int().tolist()):
+            m[y0:y1, x0:x1] = True
+        inst.gt_masks = BitMasks(masks)
+    model = _model(cfg)
+    with torch.autocast("cpu", dtype=dtype):
+        losses = model(batch)
+    assert {"loss_mask", "loss_dice"} <= set(losses)
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
+    before = model.mask_head.out_lay.weight.detach().clone()
+    loop = DetrTrainLoop(model, [batch] * 20, build_optimizer(cfg, model), amp_dtype=dtype)
+    with EventStorage(0) as storage:
+        _passing_step(loop, storage)
+    assert all(torch.isfinite(g).all() for g in _grads(model).values())
+    assert not torch.equal(before, model.mask_head.out_lay.weight)
