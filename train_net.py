@@ -48,6 +48,7 @@ from detr_d2.engine import (
     load_weights_for_eval,
     amp_dtype,
     shut_down_process_group,
+    train_loop_args,
 )
 from detr_d2.evaluation.build import build_evaluator
 from detr_d2.solver import build_optimizer
@@ -66,12 +67,13 @@ class Trainer(DefaultTrainer):
     non-finite-loss guard; Detectron2's otherwise."""
 
     def __init__(self, cfg):
-        amp_dtype(cfg)  # a wrong SOLVER.AMP.DTYPE fails before any work
+        loop_args = train_loop_args(cfg)  # a wrong SOLVER.AMP / ACCUM_ITERS fails before any work
         super().__init__(cfg)
         plain = self._trainer  # SimpleTrainer / AMPTrainer: its model, optimizer and data
-        self._trainer = DetrTrainLoop.from_config(
-            cfg, plain.model, plain.data_loader, plain.optimizer, plain._data_loader_iter
-        )
+        self._trainer = DetrTrainLoop(
+            plain.model, plain.data_loader, plain.optimizer,
+            data_loader_iter=plain._data_loader_iter, **loop_args,
+        )  # fmt: skip
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -199,14 +199,20 @@ def test_epochs_count_optimizer_steps_of_the_effective_batch(tiny_detr_cfg):
 
 
 def test_invalid_amp_and_accumulation_keys_name_the_key(tiny_detr_cfg):
-    from detr_d2.engine import amp_dtype
+    from detr_d2.engine import train_loop_args
 
     cfg = tiny_detr_cfg
     cfg.SOLVER.AMP.ENABLED, cfg.SOLVER.AMP.DTYPE = True, "fp8"
     with pytest.raises(ValueError, match="SOLVER.AMP.DTYPE"):
-        amp_dtype(cfg)
+        train_loop_args(cfg)
+    cfg.SOLVER.AMP.DTYPE, cfg.SOLVER.ACCUM_ITERS = "float16", 0
     with pytest.raises(ValueError, match="SOLVER.ACCUM_ITERS"):
-        DetrTrainLoop(torch.nn.Linear(1, 1), [], None, accum_iters=0)
+        train_loop_args(cfg)
+    cfg.SOLVER.ACCUM_ITERS = 4
+    assert train_loop_args(cfg) == {
+        "amp_dtype": torch.float16, "accum_iters": 4, "clip_max_norm": 0.1, "clip_norm_type": 2.0,
+        "max_consecutive_skips": 20,
+    }  # fmt: skip
 
 
 @pytest.mark.usefixtures("datasets_root")

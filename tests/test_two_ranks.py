@@ -114,4 +114,5 @@ if __name__ == "__main__":
         "DATALOADER.ASPECT_RATIO_GROUPING", "False", "DATASETS.TEST", "()", "OUTPUT_DIR", out_dir,
     ]  # fmt: skip
     argv = ["--config-file", os.path.join(ROOT, "configs", "Base-DETR.yaml"), *opts, *extra]
-    launch(_main, int(num_gpus), dist_url="auto", args=(default_argument_parser().parse_args(argv),))
+    args = default_argument_parser().parse_args(argv)
+    launch(_main, int(num_gpus), dist_url="auto", args=(args,))

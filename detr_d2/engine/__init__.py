@@ -13,7 +13,7 @@ from .checks import (
 )
 from .distributed import shut_down_process_group
 from .hooks import NonFiniteLossError, NonFiniteLossGuard, NoSaveAfterFailure, explain_non_finite
-from .train_loop import DetrTrainLoop, amp_dtype
+from .train_loop import DetrTrainLoop, amp_dtype, train_loop_args
 
 __all__ = [
     "AtomicCheckpointer",
@@ -32,4 +32,5 @@ __all__ = [
     "is_complete_checkpoint",
     "load_weights_for_eval",
     "shut_down_process_group",
+    "train_loop_args",
 ]

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..modeling.criterion import effective_batch
 from ..solver import full_model_clipping
 
-__all__ = ["DetrTrainLoop", "amp_dtype"]
+__all__ = ["DetrTrainLoop", "amp_dtype", "train_loop_args"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,22 @@ def amp_dtype(cfg) -> Optional[torch.dtype]:
     if name not in AMP_DTYPES:
         raise ValueError(f'SOLVER.AMP.DTYPE must be "bfloat16" or "float16", got {name!r}')
     return AMP_DTYPES[name]
+
+
+def train_loop_args(cfg) -> dict:
+    """DetrTrainLoop's keyword arguments from SOLVER.AMP (ENABLED, DTYPE, MAX_CONSECUTIVE_SKIPS),
+    SOLVER.ACCUM_ITERS and SOLVER.CLIP_GRADIENTS ("full_model"), checked: call it before any
+    work is spent."""
+    if cfg.SOLVER.ACCUM_ITERS < 1:
+        raise ValueError(f"SOLVER.ACCUM_ITERS must be >= 1, got {cfg.SOLVER.ACCUM_ITERS}")
+    max_norm, norm_type = full_model_clipping(cfg)
+    return {
+        "amp_dtype": amp_dtype(cfg),
+        "accum_iters": cfg.SOLVER.ACCUM_ITERS,
+        "clip_max_norm": max_norm,
+        "clip_norm_type": norm_type,
+        "max_consecutive_skips": cfg.SOLVER.AMP.MAX_CONSECUTIVE_SKIPS,
+    }
 
 
 class DetrTrainLoop(SimpleTrainer):
@@ -73,10 +89,8 @@ class DetrTrainLoop(SimpleTrainer):
             data_loader_iter: an iterator of ``data_loader`` already started (that of the trainer
                 this one replaces); None: start one.
         """
-        if accum_iters < 1:
-            raise ValueError(f"SOLVER.ACCUM_ITERS must be >= 1, got {accum_iters}")
-        if amp_dtype not in (None, torch.bfloat16, torch.float16):
-            raise ValueError(f"amp_dtype must be torch.bfloat16 or torch.float16, got {amp_dtype}")
+        if amp_dtype not in (None, torch.bfloat16, torch.float16) or accum_iters < 1:
+            raise ValueError(f"amp_dtype {amp_dtype}, accum_iters {accum_iters}: see the docstring")
         TrainerBase.__init__(self)
         model.train()
         self.model, self.data_loader, self.optimizer = model, data_loader, optimizer
@@ -92,23 +106,6 @@ class DetrTrainLoop(SimpleTrainer):
         self.grad_scaler = grad_scaler
         self.skipped_steps = 0  # float16 steps skipped for non-finite gradients, in this run
         self._consecutive_skips = 0
-
-    @classmethod
-    def from_config(cls, cfg, model, data_loader, optimizer, data_loader_iter=None):
-        """SOLVER.AMP.ENABLED / DTYPE / MAX_CONSECUTIVE_SKIPS, SOLVER.ACCUM_ITERS and
-        SOLVER.CLIP_GRADIENTS ("full_model")."""
-        max_norm, norm_type = full_model_clipping(cfg)
-        return cls(
-            model,
-            data_loader,
-            optimizer,
-            amp_dtype=amp_dtype(cfg),
-            accum_iters=cfg.SOLVER.ACCUM_ITERS,
-            clip_max_norm=max_norm,
-            clip_norm_type=norm_type,
-            max_consecutive_skips=cfg.SOLVER.AMP.MAX_CONSECUTIVE_SKIPS,
-            data_loader_iter=data_loader_iter,
-        )
 
     def _forward_backward(self, data, sync: bool) -> dict:
         """Loss dict of one micro-batch, after its backward (gradients added to ``.grad``)."""

@@ -69,8 +69,8 @@ class SetCriterion(nn.Module):
 
     Losses (each computed by the function the loss map names, weighted by ``weight_dict``):
       - "labels": cross-entropy over K+1 classes, the no-object class weighted by ``eos_coef``
-        (key ``loss_ce``), summed and divided by the summed class weights of all queries across all processes
-        (:func:`loss_normalizers`; at one process the original's weighted mean);
+        (key ``loss_ce``), summed and divided by the summed class weights of all queries across
+        all processes (:func:`loss_normalizers`; at one process the original's weighted mean);
       - "boxes": L1 (``loss_bbox``) and 1 - GIoU (``loss_giou``) of matched boxes, summed and
         divided by the number of target boxes across all processes.
     Auxiliary outputs get the same losses with a ``_{i}`` suffix. A loss whose weight is 0 is
