@@ -1,16 +1,15 @@
-"""DETR's training step: mixed precision on CPU and CUDA, exact gradient accumulation, and DETR's
-full-model gradient clipping applied to true (unscaled, accumulated) gradients.
+"""DETR's training step (DetrTrainLoop): mixed precision on CPU and CUDA, exact gradient
+accumulation, and full-model clipping of the true gradients. Detectron2's AMPTrainer asserts CUDA,
+and a clipping optimizer would clip float16 gradients still multiplied by the loss scale, once per
+micro-batch. One step:
 
-Detectron2's AMPTrainer asserts CUDA, and a clipping optimizer (the old way) would clip float16
-gradients still multiplied by the loss scale, and once per micro-batch. One step here:
-
-1. fetch the ``accum_iters`` micro-batches of the optimizer step, and count their target boxes, so
-   the criterion normalizes every loss over the whole effective batch (``effective_batch``);
-2. forward (under autocast when ``amp_dtype`` is set) and backward each micro-batch, gradients
-   summed, synchronized across processes (DDP) in the last backward only;
-3. float16: unscale; clip all gradients together; optimizer step, which the GradScaler skips when a
-   gradient is not finite: the step is counted and logged (``amp_skipped_steps`` in metrics.json),
-   and ``max_consecutive_skips`` in a row are an error naming the iteration.
+1. fetch the ``accum_iters`` micro-batches and count their target boxes, so that the criterion
+   normalizes every loss over the whole effective batch (``effective_batch``);
+2. forward (autocast when ``amp_dtype`` is set) and backward each, gradients summed and (DDP)
+   all-reduced in the last backward only;
+3. float16: unscale; clip; optimizer step, which the GradScaler skips when a gradient is not
+   finite: logged, counted (``amp_skipped_steps`` in metrics.json); ``max_consecutive_skips`` in a
+   row are an error naming the iteration.
 """
 
 import contextlib
