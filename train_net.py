@@ -43,10 +43,10 @@ from detr_d2.engine import (
     DetrTrainLoop,
     NoSaveAfterFailure,
     NonFiniteLossGuard,
+    amp_dtype,
     check_num_classes,
     explain_non_finite,
     load_weights_for_eval,
-    amp_dtype,
     shut_down_process_group,
     train_loop_args,
 )
