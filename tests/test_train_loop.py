@@ -140,10 +140,11 @@ def test_float16_overflow_step_is_skipped_and_counted_then_an_error(tiny_detr_cf
     cfg = tiny_detr_cfg
     model = _model(cfg)
     batches = [_inputs(2, s) for s in range(24)]
-    loop = DetrTrainLoop(model, batches, build_optimizer(cfg, model), amp_dtype=torch.float16)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**7)  # where the first step passes
+    optimizer = build_optimizer(cfg, model)
+    loop = DetrTrainLoop(model, batches, optimizer, amp_dtype=torch.float16, grad_scaler=scaler)
     with EventStorage(0) as storage:
         skipped = _passing_step(loop, storage)  # the first step taken: AdamW has state
-        print(f"float16 steps skipped at the start (scale 2^16 backing off): {skipped}")
         loop.max_consecutive_skips = 2
         with torch.no_grad():
             model.input_proj.weight.mul_(1e6)  # float16 overflows (> 65504) in the projection
@@ -266,7 +267,10 @@ def test_detr_panoptic_trains_under_autocast(tiny_detr_cfg, dtype):
     assert {"loss_mask", "loss_dice"} <= set(losses)
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
     before = model.mask_head.out_lay.weight.detach().clone()
-    loop = DetrTrainLoop(model, [batch] * 20, build_optimizer(cfg, model), amp_dtype=dtype)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**7)  # 2^16 overflows 9 times first
+    scaler = scaler if dtype == torch.float16 else None  # bfloat16: no scaling
+    optimizer = build_optimizer(cfg, model)
+    loop = DetrTrainLoop(model, [batch] * 20, optimizer, amp_dtype=dtype, grad_scaler=scaler)
     with EventStorage(0) as storage:
         _passing_step(loop, storage)
     assert all(torch.isfinite(g).all() for g in _grads(model).values())

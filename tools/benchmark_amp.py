@@ -35,7 +35,7 @@ def train_one(args, dtype: str) -> dict:
     ap = [x for x in lines if "bbox/AP" in x]
     return {
         "dtype": dtype,
-        "iters": max(x["iteration"] for x in lines) + 1,
+        "iters": max(x["iteration"] for x in lines if "time" in x) + 1,
         "AP": ap[-1]["bbox/AP"] if ap else float("nan"),
         "AP50": ap[-1]["bbox/AP50"] if ap else float("nan"),
         "s_per_iter": sum(times) / len(times),
