@@ -27,6 +27,7 @@ import random
 import weakref
 
 import detectron2.utils.comm as comm
+import torch
 from detectron2.data import (
     MetadataCatalog,
     build_detection_test_loader,
@@ -54,12 +55,15 @@ from detr_d2.data.resumable_loader import (
 )
 from detr_d2.engine import (
     DetrCheckpointer,
+    DetrTrainLoop,
     NoSaveAfterFailure,
     NonFiniteLossGuard,
+    amp_dtype,
     check_num_classes,
     explain_non_finite,
     load_weights_for_eval,
     shut_down_process_group,
+    train_loop_args,
 )
 from detr_d2.engine.output_dir import hold_output_dir, redirect_eval_output, release_output_dirs
 from detr_d2.engine.preemption import SaveOnSigterm, forward_sigterm_to_workers
@@ -71,8 +75,18 @@ logger = logging.getLogger("detr_d2")
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with DETR's data augmentation and optimizer, checked data, crash-safe
-    checkpoints and a non-finite-loss guard; Detectron2's otherwise."""
+    """DefaultTrainer with DETR's data augmentation, optimizer and training step (AMP, gradient
+    accumulation, full-model clipping: DetrTrainLoop), checked data, crash-safe checkpoints and a
+    non-finite-loss guard; Detectron2's otherwise."""
+
+    def __init__(self, cfg):
+        loop_args = train_loop_args(cfg)  # a wrong SOLVER.AMP / ACCUM_ITERS fails before any work
+        super().__init__(cfg)
+        plain = self._trainer  # SimpleTrainer / AMPTrainer: its model, optimizer and data
+        self._trainer = DetrTrainLoop(
+            plain.model, plain.data_loader, plain.optimizer,
+            data_loader_iter=plain._data_loader_iter, **loop_args,
+        )  # fmt: skip
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -118,7 +132,9 @@ class Trainer(DefaultTrainer):
         self.checkpointer = DetrCheckpointer(
             self.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
         )
-        guards = [NoSaveAfterFailure(self.checkpointer), NonFiniteLossGuard(self.checkpointer)]
+        guards = [NoSaveAfterFailure(self.checkpointer)]
+        if amp_dtype(self.cfg) != torch.float16:  # float16 skips non-finite steps instead
+            guards.append(NonFiniteLossGuard(self.checkpointer))
         if isinstance(self._trainer.data_loader, ResumableTrainLoader):  # DETR: resume exactly
             guards.append(ResumableStream(self._trainer.data_loader))
         return guards + super().build_hooks() + [SaveOnSigterm(self.checkpointer)]
@@ -134,7 +150,8 @@ class Trainer(DefaultTrainer):
             super().run_step()
 
     # detectron2 0.6's DefaultTrainer checkpoints the iteration and the hooks' state (LR scheduler)
-    # but not the optimizer's: without these, --resume would restart AdamW's moments from zero
+    # but not the optimizer's (nor the float16 GradScaler's): without these, --resume would
+    # restart AdamW's moments from zero
     def state_dict(self):
         return dict(super().state_dict(), _trainer=self._trainer.state_dict())
 

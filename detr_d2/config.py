@@ -82,6 +82,17 @@ def add_detr_config(cfg):
     # iterations as EPOCHS is; 0: the period in iterations as given
     cfg.SOLVER.CHECKPOINT_PERIOD_EPOCHS = 0
     cfg.TEST.EVAL_PERIOD_EPOCHS = 0
+    # Micro-batches of IMS_PER_BATCH images per optimizer step (gradient accumulation): the
+    # effective batch is IMS_PER_BATCH x ACCUM_ITERS, every loss normalized over all of it.
+    # MAX_ITER, STEPS, EPOCHS, CHECKPOINT_PERIOD and EVAL_PERIOD count optimizer steps
+    cfg.SOLVER.ACCUM_ITERS = 1
+    # With SOLVER.AMP.ENABLED (Detectron2's key): the autocast dtype of the model's forward,
+    # "bfloat16" (CPU and CUDA, no loss scaling) or "float16" (a GradScaler; steps whose
+    # gradients overflow are skipped and counted). Matching and losses stay in float32
+    cfg.SOLVER.AMP.DTYPE = "bfloat16"
+    # float16: this many skipped (non-finite) optimizer steps in a row stop training with an
+    # error naming the iteration (the scale has halved each time: 2^16 -> 2^-4 after 20)
+    cfg.SOLVER.AMP.MAX_CONSECUTIVE_SKIPS = 20
     # DETR's random crop: resize the short side to one of these before cropping (pixels)
     cfg.INPUT.DETR_CROP_PRE_RESIZE = (400, 500, 600)
     # Training data: resize uint8 RGB images with torchvision's antialiased bilinear resize

@@ -5,6 +5,7 @@ import logging
 import math
 from typing import Tuple
 
+
 import torch
 from detectron2.data import DatasetCatalog
 from detectron2.solver import build_optimizer as build_default_optimizer
@@ -30,25 +31,20 @@ def detr_param_groups(
     return groups
 
 
-def with_full_model_clipping(optimizer_cls, max_norm: float, norm_type: float = 2.0):
-    """Subclass of ``optimizer_cls`` whose ``step`` first clips the gradient norm of all its
-    parameters together (torch.nn.utils.clip_grad_norm_), unlike Detectron2's per-parameter
-    clipping."""
-
-    class FullModelClipping(optimizer_cls):
-        def step(self, closure=None):
-            params = [p for g in self.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)
-            return super().step(closure)
-
-    FullModelClipping.__name__ = f"{optimizer_cls.__name__}WithFullModelClipping"
-    return FullModelClipping
+def full_model_clipping(cfg) -> Tuple[float, float]:
+    """(max norm, norm type) of DETR's clipping of all gradients together (SOLVER.CLIP_GRADIENTS
+    with CLIP_TYPE "full_model": CLIP_VALUE, NORM_TYPE); max norm 0 when off. The training loop
+    (DetrTrainLoop) applies it once per optimizer step, to the accumulated, unscaled gradients."""
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    on = clip.ENABLED and clip.CLIP_TYPE == "full_model"
+    return (float(clip.CLIP_VALUE) if on else 0.0), float(clip.NORM_TYPE)
 
 
 def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     """SOLVER.OPTIMIZER "SGD" is Detectron2's own optimizer, untouched; "ADAMW" is DETR's
-    (SOLVER.BASE_LR, SOLVER.WEIGHT_DECAY, SOLVER.BACKBONE_MULTIPLIER, SOLVER.CLIP_GRADIENTS with
-    CLIP_TYPE "full_model" or Detectron2's "value"/"norm")."""
+    (SOLVER.BASE_LR, SOLVER.WEIGHT_DECAY, SOLVER.BACKBONE_MULTIPLIER, Detectron2's per-parameter
+    SOLVER.CLIP_GRADIENTS "value"/"norm" inside its step). CLIP_TYPE "full_model" is not the
+    optimizer's: the training loop clips (see :func:`full_model_clipping`)."""
     name = cfg.SOLVER.OPTIMIZER.upper()
     clip = cfg.SOLVER.CLIP_GRADIENTS
     if name == "SGD":
@@ -63,9 +59,7 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
         model, cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY, cfg.SOLVER.BACKBONE_MULTIPLIER
     )
     optimizer_cls = torch.optim.AdamW
-    if clip.ENABLED and clip.CLIP_TYPE == "full_model":
-        optimizer_cls = with_full_model_clipping(optimizer_cls, clip.CLIP_VALUE, clip.NORM_TYPE)
-    else:  # Detectron2's per-parameter "value" / "norm" clipping, or none
+    if not full_model_clipping(cfg)[0]:  # Detectron2's per-parameter "value" / "norm", or none
         optimizer_cls = maybe_add_gradient_clipping(cfg, optimizer_cls)
     return optimizer_cls(groups, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
 
@@ -89,16 +83,17 @@ def dataset_size(cfg) -> int:
 
 
 def iters_per_epoch(cfg, dataset_size: int) -> int:
-    """ceil(dataset_size / SOLVER.IMS_PER_BATCH): a partial last batch counts as an iteration,
-    so a 10-image set at batch 4 gives 3 iterations per epoch."""
+    """ceil(dataset_size / (SOLVER.IMS_PER_BATCH x SOLVER.ACCUM_ITERS)), in optimizer steps: a
+    partial last batch counts as one, so a 10-image set at batch 4 gives 3 iterations per epoch."""
     if dataset_size <= 0:
         raise ValueError("Cannot convert epochs to iterations: the training set is empty")
-    return math.ceil(dataset_size / cfg.SOLVER.IMS_PER_BATCH)
+    return math.ceil(dataset_size / (cfg.SOLVER.IMS_PER_BATCH * cfg.SOLVER.get("ACCUM_ITERS", 1)))
 
 
 def epochs_to_iters(cfg, dataset_size: int) -> Tuple[int, Tuple[int, ...]]:
     """(MAX_ITER, STEPS) for ``SOLVER.EPOCHS`` epochs with the learning rate dropped after each
-    of ``SOLVER.LR_DROP_EPOCHS``, at ``SOLVER.IMS_PER_BATCH`` images per iteration (all GPUs)."""
+    of ``SOLVER.LR_DROP_EPOCHS``, at ``SOLVER.IMS_PER_BATCH`` x ``SOLVER.ACCUM_ITERS`` images per iteration (all GPUs;
+    an iteration is an optimizer step)."""
     epochs, drops = cfg.SOLVER.EPOCHS, tuple(cfg.SOLVER.LR_DROP_EPOCHS)
     if epochs <= 0:
         raise ValueError(f"SOLVER.EPOCHS must be > 0 to convert, got {epochs}")

@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from detr_d2.modeling import HungarianMatcher, SetCriterion
+from detr_d2.modeling.criterion import Normalizers, effective_batch
 
 WEIGHTS = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
 
@@ -29,7 +30,7 @@ def test_giou_loss_matches_hand_computed_value(device):
         {"pred_boxes": pred},
         _to(device, [{"labels": torch.tensor([0]), "boxes": tgt}]),
         crit.matcher(None, None),
-        num_boxes=1,
+        Normalizers(num_boxes=1, class_weight=1),
     )
     assert losses["loss_giou"].item() == pytest.approx(1 - (1 / 7 - 2 / 9), abs=1e-6)
     assert losses["loss_bbox"].item() == pytest.approx(0.25 + 0.25, abs=1e-6)  # cx, cy differ
@@ -74,16 +75,13 @@ def test_aux_losses_metrics_and_zero_weight(device):
     out["aux_outputs"] = [{k: v.to(device) for k, v in aux.items()}] * 2
     targets = [{"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}]
     targets = _to(device, targets)
-    crit = SetCriterion(2, HungarianMatcher(), dict(WEIGHTS, loss_giou=0.0)).to(device)
+    crit = SetCriterion(2, HungarianMatcher(), dict(WEIGHTS, loss_ce=0.0)).to(device)
     losses = crit(out, targets)
-    assert set(losses) == {
-        "loss_ce",
-        "loss_bbox",
-        "loss_ce_0",
-        "loss_bbox_0",
-        "loss_ce_1",
-        "loss_bbox_1",
-    }
+    assert set(losses) == {f"loss_{n}{s}" for n in ("ce", "bbox", "giou") for s in ("", "_0", "_1")}
+    # a zero weight: the term is 0 but in the graph (DDP needs a gradient for every parameter)
+    assert losses["loss_ce"].item() == 0 and losses["loss_ce"].requires_grad
+    sum(losses.values()).backward()
+    assert out["pred_logits"].grad is not None and not out["pred_logits"].grad.any()
     assert not any("error" in key for key in losses)  # metrics are never summed into the loss
     metrics = crit.metrics(out, targets, crit.matcher(out, targets))
     assert 0 <= metrics["class_error"] <= 100 and metrics["cardinality_error"] >= 0
@@ -96,3 +94,75 @@ def test_empty_image_gives_only_no_object_loss(device):
     losses = SetCriterion(2, HungarianMatcher(), WEIGHTS).to(device)(out, _to(device, empty))
     assert losses["loss_ce"].item() == pytest.approx(torch.log(torch.tensor(3.0)).item(), rel=1e-5)
     assert losses["loss_bbox"].item() == 0 and losses["loss_giou"].item() == 0
+
+
+def _problem(seed, counts, n=6, k=3):
+    gen = torch.Generator().manual_seed(seed)
+    out = {
+        "pred_logits": torch.randn(len(counts), n, k + 1, generator=gen, dtype=torch.float64),
+        "pred_boxes": torch.rand(len(counts), n, 4, generator=gen, dtype=torch.float64) * 0.4 + 0.3,
+    }
+    targets = [
+        {
+            "labels": torch.randint(0, k, (m,), generator=gen),
+            "boxes": torch.rand(m, 4, generator=gen, dtype=torch.float64) * 0.3 + 0.35,
+        }
+        for m in counts
+    ]
+    return out, targets
+
+
+def test_one_process_class_loss_is_the_original_weighted_mean():
+    """Normalizing by the class-weight sum (summed across processes) leaves 1 process as it was:
+    F.cross_entropy's weighted mean, also with more targets than queries (only N are matched)."""
+    for counts in ([2, 0, 1], [0, 0], [8, 3]):  # 8 > N = 6 queries
+        out, targets = _problem(1, counts)
+        crit = SetCriterion(3, HungarianMatcher(), WEIGHTS, eos_coef=0.1)
+        indices = crit.matcher(out, targets)
+        target_classes = torch.full((len(counts), 6), 3)
+        for b, (i, j) in enumerate(indices):
+            target_classes[b, i] = targets[b]["labels"][j]
+        weight = crit.empty_weight.double()  # [1, 1, 1, 0.1]: the code before, in float64
+        ce = F.cross_entropy(out["pred_logits"].transpose(1, 2), target_classes, weight=weight)
+        loss = crit(out, targets)["loss_ce"]
+        assert loss.item() == pytest.approx(ce.item(), rel=1e-12), counts
+
+
+def test_effective_batch_losses_sum_to_the_whole_batch_losses():
+    """Within effective_batch(counts of all micro-batches), the micro-batches' losses add up to
+    the loss of their union: every normalizer is that of the whole effective batch."""
+    counts = [2, 0, 3, 1]
+    out, targets = _problem(2, counts)
+    crit = SetCriterion(3, HungarianMatcher(), WEIGHTS, eos_coef=0.1, deep_supervision=False)
+    whole = crit(out, targets)
+    halves = [({k: v[s] for k, v in out.items()}, targets[s]) for s in (slice(0, 2), slice(2, 4))]
+    with effective_batch(counts):
+        parts = [crit(*half) for half in halves]
+    for k in whole:
+        assert (parts[0][k] + parts[1][k]).item() == pytest.approx(whole[k].item(), rel=1e-12), k
+    # outside the context the first half is normalized by its own 2 boxes, not the batch's 6
+    alone = crit(*halves[0])["loss_bbox"]
+    assert alone.item() == pytest.approx(3 * parts[0]["loss_bbox"].item(), rel=1e-12)
+
+
+def test_losses_and_cost_matrix_are_float32_under_bfloat16_autocast():
+    out, targets = _problem(3, [2, 1])
+    out = {k: v.to(torch.bfloat16) for k, v in out.items()}
+    crit = SetCriterion(3, HungarianMatcher(), WEIGHTS)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = crit(out, targets)
+        cost = crit.matcher.cost_matrix(
+            out["pred_logits"][0], out["pred_boxes"][0], targets[0]["labels"], targets[0]["boxes"]
+        )
+    assert {v.dtype for v in losses.values()} == {torch.float32}
+    assert cost.dtype == torch.float32
+
+
+def test_matcher_matches_float16_overflow_but_refuses_non_finite_float32():
+    out, targets = _problem(4, [2])
+    out["pred_logits"][0, 0, 0] = float("inf")
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        HungarianMatcher()(out, targets)
+    half = {k: v.half() for k, v in out.items()}  # float16: an overflow the GradScaler skips
+    ((i, j),) = HungarianMatcher()(half, targets)
+    assert len(i) == len(j) == 2

@@ -1,6 +1,7 @@
 """DETR's set loss (paper Sec. 3.1, Eq. 2): match, then classification and box losses."""
 
-from typing import Dict, List, Tuple
+import contextlib
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -9,13 +10,58 @@ from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou_loss
 
+__all__ = ["Normalizers", "SetCriterion", "effective_batch", "loss_normalizers"]
 
-def num_boxes_across_processes(targets: List[Dict[str, Tensor]], device: torch.device) -> float:
-    """Average number of target boxes per process (>= 1), the normalizer of every box loss."""
-    n = torch.as_tensor([float(sum(len(t["labels"]) for t in targets))], device=device)
+
+class Normalizers(NamedTuple):
+    """What the summed losses are divided by, each averaged over processes (DDP averages the
+    gradients): ``num_boxes`` (>= 1) for every box / mask loss, ``class_weight`` for the
+    classification loss."""
+
+    num_boxes: float
+    class_weight: float
+
+
+def loss_normalizers(
+    num_targets: Sequence[int], num_queries: int, eos_coef: float, device: torch.device
+) -> Normalizers:
+    """The normalizers of a batch whose images on this process have ``num_targets`` target boxes.
+
+    ``class_weight`` is the sum of the cross-entropy's class weights over every query: the
+    min(N, M_i) matched queries of image i weigh 1, the others ``eos_coef``. At one process it is
+    the denominator of F.cross_entropy's weighted mean (the original DETR's loss); across processes
+    it is summed like ``num_boxes``, so that N processes train like one (the original normalizes
+    by each process's own sum, whose gradient average is not the mean over the whole batch).
+    One all-reduce of 2 numbers."""
+    m = torch.as_tensor(list(num_targets), dtype=torch.float64).clamp(max=num_queries)
+    sums = torch.stack([m.sum(), (m + eos_coef * (num_queries - m)).sum()]).to(device)
     if comm.get_world_size() > 1:
-        torch.distributed.all_reduce(n)
-    return torch.clamp(n / comm.get_world_size(), min=1).item()
+        torch.distributed.all_reduce(sums)
+    num_boxes, class_weight = (sums / comm.get_world_size()).tolist()
+    # eos_coef 0 and no boxes at all: the classification loss sums to 0 too; give 0, not NaN
+    return Normalizers(max(num_boxes, 1.0), max(class_weight, 1e-12))
+
+
+def at_least_float32(x: Tensor) -> Tensor:
+    """float16 / bfloat16 (autocast outputs) as float32; float32 and float64 as they are."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+_EFFECTIVE_BATCH: Optional[Dict] = None  # set by effective_batch()
+
+
+@contextlib.contextmanager
+def effective_batch(num_targets: Sequence[int]):
+    """Within it, the criterion normalizes every loss over an effective batch of which this
+    process holds images with ``num_targets`` target boxes (all micro-batches of one optimizer
+    step, gradient accumulation) instead of over the batch of each call; so k micro-batches give
+    the gradient of their union. The normalizers are all-reduced once, in the first forward."""
+    global _EFFECTIVE_BATCH
+    previous, _EFFECTIVE_BATCH = _EFFECTIVE_BATCH, {"num_targets": list(num_targets)}
+    try:
+        yield
+    finally:
+        _EFFECTIVE_BATCH = previous
 
 
 class SetCriterion(nn.Module):
@@ -23,12 +69,15 @@ class SetCriterion(nn.Module):
 
     Losses (each computed by the function the loss map names, weighted by ``weight_dict``):
       - "labels": cross-entropy over K+1 classes, the no-object class weighted by ``eos_coef``
-        (key ``loss_ce``);
+        (key ``loss_ce``), summed and divided by the summed class weights of all queries across
+        all processes (:func:`loss_normalizers`; at one process the original's weighted mean);
       - "boxes": L1 (``loss_bbox``) and 1 - GIoU (``loss_giou``) of matched boxes, summed and
         divided by the number of target boxes across all processes.
-    Auxiliary outputs get the same losses with a ``_{i}`` suffix. A loss whose weight is 0 is not
-    returned. ``class_error`` and ``cardinality_error`` are metrics: they go to the event storage,
-    never into the returned (summed) loss dict.
+    Auxiliary outputs get the same losses with a ``_{i}`` suffix. A loss whose weight is 0 is
+    returned multiplied by 0: it stays in the graph, so the parameters only it reaches get a (zero)
+    gradient, which DDP requires of every parameter (and 1 process trains like N).
+    ``class_error`` and ``cardinality_error`` are metrics: they go to the event storage, never
+    into the returned (summed) loss dict. Losses and matching run in float32, autocast off.
     """
 
     def __init__(
@@ -58,7 +107,7 @@ class SetCriterion(nn.Module):
         batch = torch.cat([torch.full_like(i, b) for b, (i, _) in enumerate(indices)])
         return batch, torch.cat([i for i, _ in indices])
 
-    def loss_labels(self, outputs, targets, indices, num_boxes) -> Dict[str, Tensor]:
+    def loss_labels(self, outputs, targets, indices, norm: Normalizers) -> Dict[str, Tensor]:
         logits = outputs["pred_logits"]  # (B, N, K+1)
         target_classes = torch.full(
             logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device
@@ -67,20 +116,22 @@ class SetCriterion(nn.Module):
         target_classes[matched] = torch.cat(
             [t["labels"][j] for t, (_, j) in zip(targets, indices)]
         ).to(logits.device)
-        loss = F.cross_entropy(logits.transpose(1, 2).float(), target_classes, self.empty_weight)
-        return {"loss_ce": loss}
+        logits = at_least_float32(logits)
+        weight = self.empty_weight.to(logits.dtype)
+        loss = F.cross_entropy(logits.transpose(1, 2), target_classes, weight, reduction="sum")
+        return {"loss_ce": loss / norm.class_weight}
 
-    def loss_boxes(self, outputs, targets, indices, num_boxes) -> Dict[str, Tensor]:
-        src = outputs["pred_boxes"][self._matched(indices)].float()  # (M, 4) cxcywh
+    def loss_boxes(self, outputs, targets, indices, norm: Normalizers) -> Dict[str, Tensor]:
+        src = at_least_float32(outputs["pred_boxes"][self._matched(indices)])  # (M, 4) cxcywh
         tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).to(src)
-        loss_bbox = F.l1_loss(src, tgt, reduction="sum") / num_boxes
+        loss_bbox = F.l1_loss(src, tgt, reduction="sum") / norm.num_boxes
         loss_giou = (
             generalized_box_iou_loss(
                 box_convert(src, "cxcywh", "xyxy"),
                 box_convert(tgt, "cxcywh", "xyxy"),
                 reduction="sum",
             )
-            / num_boxes
+            / norm.num_boxes
         )
         return {"loss_bbox": loss_bbox, "loss_giou": loss_giou}
 
@@ -101,17 +152,25 @@ class SetCriterion(nn.Module):
         n_tgt = torch.as_tensor([float(len(t["labels"])) for t in targets], device=logits.device)
         return {"class_error": 100.0 - acc, "cardinality_error": F.l1_loss(n_pred, n_tgt).item()}
 
-    def _layer_losses(self, outputs, targets, num_boxes, suffix: str = ""):
+    def _layer_losses(self, outputs, targets, norm: Normalizers, suffix: str = ""):
         indices = self.matcher(outputs, targets)
         losses = {}
         for name in self.losses:
-            losses.update(self.loss_map[name](outputs, targets, indices, num_boxes))
-        weighted = {
-            k + suffix: v * self.weight_dict[k]
-            for k, v in losses.items()
-            if self.weight_dict.get(k, 0) != 0
-        }
+            losses.update(self.loss_map[name](outputs, targets, indices, norm))
+        weighted = {k + suffix: v * self.weight_dict.get(k, 0.0) for k, v in losses.items()}
         return weighted, indices
+
+    def normalizers(self, targets: List[Dict], num_queries: int, device) -> Normalizers:
+        """Those of the effective batch (see :func:`effective_batch`), else of ``targets``."""
+        eos_coef = self.empty_weight[-1].item()  # as the loss weighs it (float32-rounded)
+        if _EFFECTIVE_BATCH is None:
+            counts = [len(t["labels"]) for t in targets]
+            return loss_normalizers(counts, num_queries, eos_coef, device)
+        if "norm" not in _EFFECTIVE_BATCH:  # the step's first forward, on every process
+            _EFFECTIVE_BATCH["norm"] = loss_normalizers(
+                _EFFECTIVE_BATCH["num_targets"], num_queries, eos_coef, device
+            )
+        return _EFFECTIVE_BATCH["norm"]
 
     def forward(self, outputs: Dict, targets: List[Dict[str, Tensor]]) -> Dict[str, Tensor]:
         """
@@ -122,12 +181,15 @@ class SetCriterion(nn.Module):
         Returns:
             weighted losses, ready to be summed.
         """
-        num_boxes = num_boxes_across_processes(targets, outputs["pred_logits"].device)
-        losses, indices = self._layer_losses(outputs, targets, num_boxes)
-        if self.deep_supervision:
-            for i, aux in enumerate(outputs.get("aux_outputs", [])):
-                losses.update(self._layer_losses(aux, targets, num_boxes, f"_{i}")[0])
-        self._log_metrics(self.metrics(outputs, targets, indices))
+        logits = outputs["pred_logits"]
+        norm = self.normalizers(targets, logits.shape[1], logits.device)
+        # each loss casts its inputs to >= float32; no autocast op may lower the precision here
+        with torch.autocast(logits.device.type, enabled=False):
+            losses, indices = self._layer_losses(outputs, targets, norm)
+            if self.deep_supervision:
+                for i, aux in enumerate(outputs.get("aux_outputs", [])):
+                    losses.update(self._layer_losses(aux, targets, norm, f"_{i}")[0])
+            self._log_metrics(self.metrics(outputs, targets, indices))
         return losses
 
     @staticmethod

@@ -14,7 +14,8 @@ class HungarianMatcher(nn.Module):
     Cost of matching prediction i to target j:
         cost_class * -p_i(c_j) + cost_bbox * ||b_i - b_j||_1 + cost_giou * -GIoU(b_i, b_j)
     with boxes as normalized cxcywh (L1) and xyxy (GIoU). The matcher's weights are its own; they
-    are not the loss weights. Each image is solved on its own (N, M_i) block.
+    are not the loss weights. Each image is solved on its own (N, M_i) block, in float32 (inputs
+    of any dtype are cast).
     """
 
     def __init__(self, cost_class: float = 1.0, cost_bbox: float = 5.0, cost_giou: float = 2.0):
@@ -54,7 +55,10 @@ class HungarianMatcher(nn.Module):
             index_i[k] is matched to target index_j[k].
         """
         pred_boxes = outputs["pred_boxes"]
-        if not torch.isfinite(pred_boxes).all() or not torch.isfinite(outputs["pred_logits"]).all():
+        finite = torch.isfinite(pred_boxes).all() and torch.isfinite(outputs["pred_logits"]).all()
+        # float16 (autocast): an overflow, which the GradScaler skips; match anyway, so the step
+        # reaches it with a non-finite loss on every process (no process may stop alone in DDP)
+        if not finite and pred_boxes.dtype != torch.float16:
             raise FloatingPointError(
                 "HungarianMatcher got non-finite predicted logits or boxes: training has diverged"
             )
@@ -65,6 +69,8 @@ class HungarianMatcher(nn.Module):
                 indices.append((empty, empty))
                 continue
             cost = self.cost_matrix(logits, boxes, target["labels"], target["boxes"])
+            if not finite:
+                cost = torch.nan_to_num(cost)
             i, j = linear_sum_assignment(cost.cpu().numpy())
             indices.append(
                 (torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64))

@@ -44,7 +44,7 @@ class SetCriterionWithMasks(SetCriterion):
         self.focal_gamma = focal_gamma
         self.loss_map["masks"] = self.loss_masks
 
-    def loss_masks(self, outputs, targets, indices, num_boxes) -> Dict[str, Tensor]:
+    def loss_masks(self, outputs, targets, indices, norm) -> Dict[str, Tensor]:
         if "pred_masks" not in outputs:  # an auxiliary decoder layer
             return {}
         src = outputs["pred_masks"][self._matched(indices)]  # (M, h, w)
@@ -59,6 +59,6 @@ class SetCriterionWithMasks(SetCriterion):
         tgt = tgt.flatten(1).to(src)
         focal = sigmoid_focal_loss(src, tgt, self.focal_alpha, self.focal_gamma, reduction="none")
         return {
-            "loss_mask": focal.mean(1).sum() / num_boxes,
-            "loss_dice": dice_loss(src, tgt).sum() / num_boxes,
+            "loss_mask": focal.mean(1).sum() / norm.num_boxes,
+            "loss_dice": dice_loss(src, tgt).sum() / norm.num_boxes,
         }

@@ -1,0 +1,190 @@
+"""DETR's training step (DetrTrainLoop): mixed precision on CPU and CUDA, exact gradient
+accumulation, and full-model clipping of the true gradients. Detectron2's AMPTrainer asserts CUDA,
+and a clipping optimizer would clip float16 gradients still multiplied by the loss scale, once per
+micro-batch. One step:
+
+1. fetch the ``accum_iters`` micro-batches and count their target boxes, so that the criterion
+   normalizes every loss over the whole effective batch (``effective_batch``);
+2. forward (autocast when ``amp_dtype`` is set) and backward each, gradients summed and (DDP)
+   all-reduced in the last backward only;
+3. float16: unscale; clip; optimizer step, which the GradScaler skips when a gradient is not
+   finite: logged, counted (``amp_skipped_steps`` in metrics.json); ``max_consecutive_skips`` in a
+   row are an error naming the iteration.
+"""
+
+import contextlib
+import logging
+import time
+from typing import Optional
+
+import torch
+from detectron2.engine import SimpleTrainer, TrainerBase
+from detectron2.utils.events import get_event_storage
+from torch.nn.parallel import DistributedDataParallel
+
+from ..modeling.criterion import effective_batch
+from ..solver import full_model_clipping
+
+__all__ = ["DetrTrainLoop", "amp_dtype", "train_loop_args"]
+
+logger = logging.getLogger(__name__)
+
+AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def amp_dtype(cfg) -> Optional[torch.dtype]:
+    """The autocast dtype of SOLVER.AMP (None: AMP off); a clear error for a wrong value."""
+    if not cfg.SOLVER.AMP.ENABLED:
+        return None
+    name = cfg.SOLVER.AMP.DTYPE
+    if name not in AMP_DTYPES:
+        raise ValueError(f'SOLVER.AMP.DTYPE must be "bfloat16" or "float16", got {name!r}')
+    return AMP_DTYPES[name]
+
+
+def train_loop_args(cfg) -> dict:
+    """DetrTrainLoop's keyword arguments from SOLVER.AMP (ENABLED, DTYPE, MAX_CONSECUTIVE_SKIPS),
+    SOLVER.ACCUM_ITERS and SOLVER.CLIP_GRADIENTS ("full_model"), checked: call it before any
+    work is spent."""
+    if cfg.SOLVER.ACCUM_ITERS < 1:
+        raise ValueError(f"SOLVER.ACCUM_ITERS must be >= 1, got {cfg.SOLVER.ACCUM_ITERS}")
+    max_norm, norm_type = full_model_clipping(cfg)
+    return {
+        "amp_dtype": amp_dtype(cfg),
+        "accum_iters": cfg.SOLVER.ACCUM_ITERS,
+        "clip_max_norm": max_norm,
+        "clip_norm_type": norm_type,
+        "max_consecutive_skips": cfg.SOLVER.AMP.MAX_CONSECUTIVE_SKIPS,
+    }
+
+
+class DetrTrainLoop(SimpleTrainer):
+    """A SimpleTrainer whose ``run_step`` is one optimizer step as described in the module
+    docstring; its state (``state_dict``) adds the GradScaler's to the optimizer's."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        data_loader,
+        optimizer: torch.optim.Optimizer,
+        *,
+        amp_dtype: Optional[torch.dtype] = None,
+        accum_iters: int = 1,
+        clip_max_norm: float = 0.0,
+        clip_norm_type: float = 2.0,
+        max_consecutive_skips: int = 20,
+        grad_scaler: Optional[torch.amp.GradScaler] = None,
+        data_loader_iter=None,
+    ):
+        """
+        Args:
+            model, data_loader, optimizer: as SimpleTrainer's.
+            amp_dtype: torch.bfloat16 or torch.float16 to autocast the forward; None: off.
+            accum_iters: micro-batches (data loader items) per optimizer step.
+            clip_max_norm, clip_norm_type: clip the norm of all gradients together (0: no).
+            max_consecutive_skips: float16 only, see the module docstring.
+            grad_scaler: the GradScaler of float16 (default: torch's, initial scale 2^16); given
+                without float16, it scales a loss of any precision.
+            data_loader_iter: an iterator of ``data_loader`` already started (that of the trainer
+                this one replaces); None: start one.
+        """
+        if amp_dtype not in (None, torch.bfloat16, torch.float16) or accum_iters < 1:
+            raise ValueError(f"amp_dtype {amp_dtype}, accum_iters {accum_iters}: see the docstring")
+        TrainerBase.__init__(self)
+        model.train()
+        self.model, self.data_loader, self.optimizer = model, data_loader, optimizer
+        # a second iter() would start the loader's workers again
+        self._data_loader_iter = iter(data_loader) if data_loader_iter is None else data_loader_iter
+        self.amp_dtype = amp_dtype
+        self.accum_iters = accum_iters
+        self.clip_max_norm, self.clip_norm_type = clip_max_norm, clip_norm_type
+        self.max_consecutive_skips = max_consecutive_skips
+        self.device_type = next(model.parameters()).device.type
+        if grad_scaler is None and amp_dtype == torch.float16:
+            grad_scaler = torch.amp.GradScaler(self.device_type)
+        self.grad_scaler = grad_scaler
+        self.skipped_steps = 0  # float16 steps skipped for non-finite gradients, in this run
+        self._consecutive_skips = 0
+
+    def _forward_backward(self, data, sync: bool) -> dict:
+        """Loss dict of one micro-batch, after its backward (gradients added to ``.grad``)."""
+        no_sync = isinstance(self.model, DistributedDataParallel) and not sync
+        with self.model.no_sync() if no_sync else contextlib.nullcontext():
+            with torch.autocast(
+                self.device_type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
+            ):
+                loss_dict = self.model(data)
+            if isinstance(loss_dict, torch.Tensor):
+                loss_dict = {"total_loss": loss_dict}
+            losses = sum(loss_dict.values())
+            (self.grad_scaler.scale(losses) if self.grad_scaler else losses).backward()
+        return loss_dict
+
+    def run_step(self):
+        assert self.model.training, "[DetrTrainLoop] model was changed to eval mode!"
+        start = time.perf_counter()
+        batches = [next(self._data_loader_iter) for _ in range(self.accum_iters)]
+        data_time = time.perf_counter() - start
+        counts = [len(x["instances"]) if "instances" in x else 0 for b in batches for x in b]
+        self.optimizer.zero_grad()
+        loss_dict = {}
+        with effective_batch(counts):
+            for i, data in enumerate(batches):
+                for k, v in self._forward_backward(data, i == len(batches) - 1).items():
+                    loss_dict[k] = loss_dict.get(k, 0) + v.detach()  # the effective batch's
+        if self.grad_scaler is not None:
+            self.grad_scaler.unscale_(self.optimizer)  # clip true gradients
+        if self.clip_max_norm > 0:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.clip_max_norm, self.clip_norm_type)
+        if self.grad_scaler is None:
+            self.optimizer.step()
+        elif not self._scaled_step():
+            return  # nothing to log: the losses are not finite
+        self._write_metrics(loss_dict, data_time)
+
+    def _scaled_step(self) -> bool:
+        """GradScaler step and update; False when it skipped the step (non-finite gradients, the
+        same on every process: DDP averaged them)."""
+        scale = self.grad_scaler.get_scale()
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
+        storage = get_event_storage()
+        skipped = self.grad_scaler.get_scale() < scale  # the scale backs off only on inf / NaN
+        self._consecutive_skips = self._consecutive_skips + 1 if skipped else 0
+        self.skipped_steps += skipped
+        storage.put_scalar("amp_scale", self.grad_scaler.get_scale(), smoothing_hint=False)
+        storage.put_scalar("amp_skipped_steps", self.skipped_steps, smoothing_hint=False)
+        if not skipped:
+            return True
+        logger.warning(
+            f"Iteration {self.iter}: float16 gradients not finite, optimizer step skipped "
+            f"({self._consecutive_skips} in a row, {self.skipped_steps} in this run); loss scale "
+            f"now {self.grad_scaler.get_scale():g}"
+        )
+        if self._consecutive_skips >= self.max_consecutive_skips:
+            raise FloatingPointError(
+                f"float16: {self._consecutive_skips} optimizer steps in a row skipped for "
+                f"non-finite gradients, the last at iteration {self.iter} "
+                f"(SOLVER.AMP.MAX_CONSECUTIVE_SKIPS {self.max_consecutive_skips}; loss scale "
+                f"{self.grad_scaler.get_scale():g}): the model diverged or overflows float16 even "
+                'unscaled; SOLVER.AMP.DTYPE "bfloat16" has float32\'s range'
+            )
+        return False
+
+    def state_dict(self):
+        ret = super().state_dict()
+        if self.grad_scaler is not None:
+            ret["grad_scaler"] = self.grad_scaler.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if self.grad_scaler is None:
+            return
+        if "grad_scaler" in state_dict:
+            self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
+        else:
+            logger.warning(
+                "The checkpoint has no GradScaler state: the float16 loss scale starts afresh"
+            )
