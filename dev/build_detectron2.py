@@ -39,53 +39,36 @@ RUNTIME_REQUIRES = [
     "omegaconf>=2.1", "hydra-core>=1.1",
 ]  # fmt: skip
 
-# (file, old, new, expected count). Each is an exact edit; a count mismatch stops the build.
+# (file, old, new): exact edits, each found exactly once (else the build stops).
 EDITS = [
     # Pillow 10 removed Image.LINEAR; without this `import detectron2.data` fails.
-    ("detectron2/data/transforms/transform.py", "Image.LINEAR", "Image.BILINEAR", 1),
+    ("detectron2/data/transforms/transform.py", "Image.LINEAR", "Image.BILINEAR"),
     # setuptools >= 82 has no pkg_resources: resolve model-zoo configs relative to the package.
-    ("detectron2/model_zoo/model_zoo.py", "import pkg_resources\n", "", 1),
-    (
-        "detectron2/model_zoo/model_zoo.py",
-        'cfg_file = pkg_resources.resource_filename(\n        "detectron2.model_zoo", '
-        'os.path.join("configs", config_path)\n    )',
-        'cfg_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", config_path)',
-        1,
-    ),
+    ("detectron2/model_zoo/model_zoo.py", "import pkg_resources\n", ""),
+    ("detectron2/model_zoo/model_zoo.py",
+     'cfg_file = pkg_resources.resource_filename(\n        "detectron2.model_zoo", '
+     'os.path.join("configs", config_path)\n    )',
+     'cfg_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", config_path)'),
     # caffe2 is gone from torch 2.x; keep TracingAdapter & co importable (used by FLOP counting).
-    (
-        "detectron2/export/__init__.py",
-        "from .api import *\n",
-        "try:\n    from .api import *  # caffe2 export, needs torch with caffe2\n"
-        "except ImportError:  # torch >= 2 has no caffe2: the caffe2 exporter is unavailable\n"
-        "    pass\n",
-        1,
-    ),
+    ("detectron2/export/__init__.py", "from .api import *\n",
+     "try:\n    from .api import *  # caffe2 export, needs torch with caffe2\n"
+     "except ImportError:  # torch >= 2 has no caffe2: the caffe2 exporter is unavailable\n"
+     "    pass\n"),
     # launch(): CPU processes use GLOO instead of asserting CUDA / hard-coding NCCL.
-    (
-        "detectron2/engine/launch.py",
-        '    assert torch.cuda.is_available(), "cuda is not available. Please check your installation."\n',
-        "    has_gpu = torch.cuda.is_available()\n",
-        1,
-    ),
-    ("detectron2/engine/launch.py", 'backend="NCCL",', 'backend="NCCL" if has_gpu else "GLOO",', 1),
-    (
-        "detectron2/engine/launch.py",
-        "    assert num_gpus_per_machine <= torch.cuda.device_count()\n"
-        "    torch.cuda.set_device(local_rank)\n",
-        "    if has_gpu:\n"
-        "        assert num_gpus_per_machine <= torch.cuda.device_count()\n"
-        "        torch.cuda.set_device(local_rank)\n",
-        1,
-    ),
+    ("detectron2/engine/launch.py",
+     '    assert torch.cuda.is_available(), "cuda is not available. Please check your installation."\n',
+     "    has_gpu = torch.cuda.is_available()\n"),
+    ("detectron2/engine/launch.py", 'backend="NCCL",', 'backend="NCCL" if has_gpu else "GLOO",'),
+    ("detectron2/engine/launch.py",
+     "    assert num_gpus_per_machine <= torch.cuda.device_count()\n"
+     "    torch.cuda.set_device(local_rank)\n",
+     "    if has_gpu:\n"
+     "        assert num_gpus_per_machine <= torch.cuda.device_count()\n"
+     "        torch.cuda.set_device(local_rank)\n"),
     # DDP of a CPU module must not get device_ids.
-    (
-        "detectron2/engine/defaults.py",
-        '    if "device_ids" not in kwargs:\n',
-        '    if "device_ids" not in kwargs and torch.cuda.is_available():\n',
-        1,
-    ),
-]
+    ("detectron2/engine/defaults.py", '    if "device_ids" not in kwargs:\n',
+     '    if "device_ids" not in kwargs and torch.cuda.is_available():\n'),
+]  # fmt: skip
 
 # NumPy 1.24 removed the aliases np.int/float/bool/str/object: (file, expected count).
 NUMPY_ALIAS_FILES = {
@@ -205,13 +188,10 @@ def download_sdist(cache_dir: Path) -> Path:
 
 
 def patch_tree(root: Path):
-    for rel, old, new, count in EDITS:
+    for rel, old, new in EDITS:
         text = (root / rel).read_text()
-        if text.count(old) != count:
-            found = text.count(old)
-            raise SystemExit(
-                f"edit no longer applies to {rel}: {old!r} found {found}x, expected {count}"
-            )
+        if text.count(old) != 1:
+            raise SystemExit(f"edit no longer applies to {rel}: {old!r} found {text.count(old)}x")
         (root / rel).write_text(text.replace(old, new))
     for rel, count in NUMPY_ALIAS_FILES.items():
         text = (root / rel).read_text()

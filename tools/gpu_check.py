@@ -14,10 +14,9 @@ On the GPU machine (Python 3.12 with its own torch, no registry), from the repos
          -r gpu_bundle/requirements-no-deps.txt \\
       && PYTHONPATH=. python3 tools/gpu_check.py --output gpu_check.json
 
-Inputs are generated COCO-sized images (800x1066, 7 boxes each), already in memory (data loading
-is not timed). Training runs train_net's Trainer (its run_step: SOLVER.AMP.ENABLED / DTYPE) for
-50 iterations at batch 8, timing the last 40. Weights are random: speed does not depend on them;
-the losses of the three precisions are compared with each other, not with a trained model.
+Inputs: generated 800x1066 images with 7 boxes each, in memory. Training runs train_net's Trainer
+(SOLVER.AMP.*) for 50 iterations at batch 8, timing the last 40. Weights are random: the losses
+of the three precisions are compared with each other, not with a trained model.
 """
 
 import argparse
@@ -283,8 +282,11 @@ def ratios(report):
 
 
 def format_table(report):
-    rows = ["| measurement | value |", "|:--|--:|"]
-    rows.append(f"| tests on CUDA | {report['tests']['summary']} |")
+    rows = [
+        "| measurement | value |",
+        "|:--|--:|",
+        f"| tests on CUDA | {report['tests']['summary']} |",
+    ]
     for dtype, r in report["train"].items():
         rows.append(
             f"| DETR R50 train b{TRAIN_BATCH} {dtype} | {r['images_per_s']:.1f} img/s, "

@@ -10,8 +10,8 @@ from typing import Callable, Dict, List, Sequence
 import numpy as np
 import torch
 
-__all__ = ["summarize", "time_iterations", "alternating_times"]
-__all__ += ["benchmark_inference", "benchmark_train"]
+__all__ = ["summarize", "time_iterations", "alternating_times", "benchmark_inference"]
+__all__ += ["benchmark_train"]
 
 logger = logging.getLogger(__name__)
 
@@ -22,18 +22,10 @@ def summarize(seconds: Sequence[float], items_per_iter: int = 1) -> Dict[str, fl
     t = np.asarray(seconds, dtype=np.float64)
     q25, median, q75 = (float(q) for q in np.percentile(t, [25, 50, 75]))
     lo, hi = float(t.min()), float(t.max())
-    return {
-        "iterations": len(t),
-        "median_s": median,
-        "mean_s": float(t.mean()),
-        "min_s": lo,
-        "max_s": hi,
-        "median_per_s": items_per_iter / median,
-        "q25_per_s": items_per_iter / q75,
-        "q75_per_s": items_per_iter / q25,
-        "min_per_s": items_per_iter / hi,
-        "max_per_s": items_per_iter / lo,
-    }
+    stats = {"iterations": len(t), "median_s": median, "mean_s": float(t.mean())}
+    stats.update(min_s=lo, max_s=hi)
+    per_s = {"median": median, "q25": q75, "q75": q25, "min": hi, "max": lo}
+    return dict(stats, **{f"{k}_per_s": items_per_iter / v for k, v in per_s.items()})
 
 
 def _timed(fn: Callable[[], object], device: torch.device) -> float:
@@ -102,13 +94,8 @@ def benchmark_inference(
 
 
 def benchmark_train(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batches: List[List[Dict]],
-    iters: int,
-    warmup: int,
-    log_period: int = 10,
-) -> Dict[str, float]:
+    model, optimizer, batches, iters: int, warmup: int, log_period: int = 10
+) -> Dict:
     """Training iterations/s: forward, the sum of the loss dict, backward and optimizer step."""
     model.train()
 
