@@ -256,14 +256,6 @@ def bench_matcher(args, rows: List, notes: List) -> Dict[str, List[float]]:
     return times
 
 
-def write_test_jpeg(path: str, height: int = 480, width: int = 640) -> None:
-    """A photo-like JPEG (COCO's typical size): colour ramps plus noise, quality 90."""
-    rng = np.random.default_rng(0)
-    ramp = np.linspace(0, 255, width)[None, :, None] * np.ones((height, 1, 3))
-    pixels = (ramp + rng.normal(0, 20, ramp.shape)).clip(0, 255).astype(np.uint8)
-    Image.fromarray(pixels).save(path, quality=90)
-
-
 def _per_call(fns: Dict[str, Callable], iters: int, calls: int) -> Dict[str, List[float]]:
     """Seconds per call of each function, with 1 torch thread as in a data-loader worker, each
     timed run making ``calls`` calls."""
@@ -291,8 +283,10 @@ def bench_data(cfg, iters: int, rows: List, notes: List, calls: int = 20) -> Dic
         mappers[name] = DetrDatasetMapper(c, is_train=True)
     readers = {"detectron2": lambda f, fmt: utils.read_image(f, format=fmt), "ours": read_image}
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "image.jpg")
-        write_test_jpeg(path)
+        path = os.path.join(tmp, "image.jpg")  # photo-like: colour ramps plus noise, quality 90
+        ramp = np.linspace(0, 255, 640)[None, :, None] * np.ones((480, 1, 3))
+        noise = np.random.default_rng(0).normal(0, 20, ramp.shape)
+        Image.fromarray((ramp + noise).clip(0, 255).astype(np.uint8)).save(path, quality=90)
         decoders = {"pil": partial(utils.read_image, path, format="BGR")}
         decoders["torchvision"] = partial(read_image, path, "BGR")
         same = np.array_equal(decoders["pil"](), decoders["torchvision"]())
@@ -457,10 +451,8 @@ def main(args) -> Dict:
             logger.info(f"Results recorded in {path}")
     if rows:
         config = f"{args.config_file}, " if model_tasks else ""
-        print(
-            f"\n{config}{torch.get_num_threads()} threads, {args.iters} timed runs, compared ones "
-            "run in turn\n"
-        )
+        threads = torch.get_num_threads()
+        print(f"\n{config}{threads} threads, {args.iters} timed runs, compared ones run in turn\n")
         print("| what | median | spread (min-max) |\n|---|---|---|\n" + "\n".join(rows))
     print("\n" + "\n".join(notes))
     if args.output:

@@ -53,16 +53,11 @@ def _random_boxes(rng, num: int, width: int, height: int) -> np.ndarray:
 
 
 def make_synthetic_coco(num_images=5000, dets_per_image=100, seed=0, mean_gt_per_image=7.0):
-    """Ground truth and detections that exercise what COCOeval distinguishes: all three area
-    ranges, crowd regions, wrong classes, near-miss boxes around every IoU threshold, score ties
-    (scores have 3 decimals) and images without ground truth.
-
-    Returns:
-        (dict, list[dict]): a COCO instances dataset (images with height/width, annotations with
-        XYWH ``bbox``, ``area``, ``iscrowd`` and a rectangle polygon ``segmentation``, the 80 COCO
-        categories) and a COCO results list (``image_id``, ``category_id``, XYWH ``bbox``,
-        ``score``), ``dets_per_image`` entries per image.
-    """
+    """(a COCO instances dataset, a COCO results list of ``dets_per_image`` XYWH boxes per image)
+    that exercise what COCOeval distinguishes: all three area ranges, crowd regions, wrong classes,
+    near-miss boxes around every IoU threshold, score ties (scores have 3 decimals) and images
+    without ground truth. Annotations have XYWH ``bbox``, ``area``, ``iscrowd`` and a rectangle
+    polygon ``segmentation``; the categories are COCO's 80."""
     rng = np.random.default_rng(seed)
     cat_ids = np.array(COCO_CATEGORY_IDS)
     images, annotations, results = [], [], []
