@@ -1,22 +1,16 @@
 #!/usr/bin/env python
 """Build and install a Python-only detectron2 v0.6 from the registry sdist ``pb1-detectron2==0.6``.
 
-Official detectron2 is not on the package index; the registry's ``pb1-detectron2`` sdist carries the
-Python sources and model-zoo configs of the v0.6 release, but not ``detectron2/layers/csrc``, so its
-own ``setup.py`` cannot build. This script:
-
-1. downloads the sdist with pip (into ``--cache-dir``) and checks its sha256;
-2. applies exact source edits for today's Pillow / NumPy / setuptools / PyTorch (each edit must apply
-   exactly the expected number of times, otherwise the build stops: a silent half-patch is worse
-   than none);
-3. writes a stand-in ``detectron2/_C`` whose compiled-only ops raise a clear error when called;
-4. installs the result under the distribution name ``detectron2`` with its real runtime dependencies.
-
-If a detectron2 that is not this build is already importable (e.g. upstream built from source), it
-is kept and nothing is done. Re-running after a successful build is a no-op.
+Official detectron2 is not on the package index; ``pb1-detectron2`` carries the v0.6 Python
+sources and model-zoo configs but not ``detectron2/layers/csrc``, so its own setup.py cannot build.
+This script downloads it (into ``--cache-dir``, sha256 checked), applies exact source edits for
+today's Pillow / NumPy / setuptools / PyTorch (an edit that does not apply the expected number of
+times stops the build: a silent half-patch is worse than none), writes a stand-in
+``detectron2/_C`` whose compiled-only ops raise a clear error, and installs the result as
+``detectron2`` with its runtime dependencies (or, with ``--wheel-dir DIR``, writes a wheel there).
+A detectron2 that is not this build is kept; re-running after a build is a no-op.
 
 Usage: python dev/build_detectron2.py [--cache-dir DIR] [--force] [--wheel-dir DIR]
-(``--wheel-dir``: write the build as a wheel into DIR instead of installing it.)
 """
 
 import argparse
@@ -40,68 +34,41 @@ BUILD_TAG = "detr_d2-python-only-build-1"
 # Runtime dependencies of detectron2 v0.6, without its dead or broken pins (black==21.4b2, future,
 # pydot are only used by caffe2 export / code formatting).
 RUNTIME_REQUIRES = [
-    "Pillow>=7.1",
-    "matplotlib",
-    "pycocotools>=2.0.2",
-    "termcolor>=1.1",
-    "yacs>=0.1.8",
-    "tabulate",
-    "cloudpickle",
-    "tqdm>4.29.0",
-    "tensorboard",
-    "fvcore>=0.1.5,<0.1.6",
-    "iopath>=0.1.7,<0.1.10",
-    "omegaconf>=2.1",
-    "hydra-core>=1.1",
-]
+    "Pillow>=7.1", "matplotlib", "pycocotools>=2.0.2", "termcolor>=1.1", "yacs>=0.1.8", "tabulate",
+    "cloudpickle", "tqdm>4.29.0", "tensorboard", "fvcore>=0.1.5,<0.1.6", "iopath>=0.1.7,<0.1.10",
+    "omegaconf>=2.1", "hydra-core>=1.1",
+]  # fmt: skip
 
-# (file, old, new, expected count). Each is an exact edit; a count mismatch stops the build.
+# (file, old, new): exact edits, each found exactly once (else the build stops).
 EDITS = [
     # Pillow 10 removed Image.LINEAR; without this `import detectron2.data` fails.
-    ("detectron2/data/transforms/transform.py", "Image.LINEAR", "Image.BILINEAR", 1),
+    ("detectron2/data/transforms/transform.py", "Image.LINEAR", "Image.BILINEAR"),
     # setuptools >= 82 has no pkg_resources: resolve model-zoo configs relative to the package.
-    ("detectron2/model_zoo/model_zoo.py", "import pkg_resources\n", "", 1),
-    (
-        "detectron2/model_zoo/model_zoo.py",
-        'cfg_file = pkg_resources.resource_filename(\n        "detectron2.model_zoo", '
-        'os.path.join("configs", config_path)\n    )',
-        'cfg_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", config_path)',
-        1,
-    ),
+    ("detectron2/model_zoo/model_zoo.py", "import pkg_resources\n", ""),
+    ("detectron2/model_zoo/model_zoo.py",
+     'cfg_file = pkg_resources.resource_filename(\n        "detectron2.model_zoo", '
+     'os.path.join("configs", config_path)\n    )',
+     'cfg_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", config_path)'),
     # caffe2 is gone from torch 2.x; keep TracingAdapter & co importable (used by FLOP counting).
-    (
-        "detectron2/export/__init__.py",
-        "from .api import *\n",
-        "try:\n    from .api import *  # caffe2 export, needs torch with caffe2\n"
-        "except ImportError:  # torch >= 2 has no caffe2: the caffe2 exporter is unavailable\n"
-        "    pass\n",
-        1,
-    ),
+    ("detectron2/export/__init__.py", "from .api import *\n",
+     "try:\n    from .api import *  # caffe2 export, needs torch with caffe2\n"
+     "except ImportError:  # torch >= 2 has no caffe2: the caffe2 exporter is unavailable\n"
+     "    pass\n"),
     # launch(): CPU processes use GLOO instead of asserting CUDA / hard-coding NCCL.
-    (
-        "detectron2/engine/launch.py",
-        '    assert torch.cuda.is_available(), "cuda is not available. Please check your installation."\n',
-        "    has_gpu = torch.cuda.is_available()\n",
-        1,
-    ),
-    ("detectron2/engine/launch.py", 'backend="NCCL",', 'backend="NCCL" if has_gpu else "GLOO",', 1),
-    (
-        "detectron2/engine/launch.py",
-        "    assert num_gpus_per_machine <= torch.cuda.device_count()\n"
-        "    torch.cuda.set_device(local_rank)\n",
-        "    if has_gpu:\n"
-        "        assert num_gpus_per_machine <= torch.cuda.device_count()\n"
-        "        torch.cuda.set_device(local_rank)\n",
-        1,
-    ),
+    ("detectron2/engine/launch.py",
+     '    assert torch.cuda.is_available(), "cuda is not available. Please check your installation."\n',
+     "    has_gpu = torch.cuda.is_available()\n"),
+    ("detectron2/engine/launch.py", 'backend="NCCL",', 'backend="NCCL" if has_gpu else "GLOO",'),
+    ("detectron2/engine/launch.py",
+     "    assert num_gpus_per_machine <= torch.cuda.device_count()\n"
+     "    torch.cuda.set_device(local_rank)\n",
+     "    if has_gpu:\n"
+     "        assert num_gpus_per_machine <= torch.cuda.device_count()\n"
+     "        torch.cuda.set_device(local_rank)\n"),
     # DDP of a CPU module must not get device_ids.
-    (
-        "detectron2/engine/defaults.py",
-        '    if "device_ids" not in kwargs:\n',
-        '    if "device_ids" not in kwargs and torch.cuda.is_available():\n',
-        1,
-    ),
-]
+    ("detectron2/engine/defaults.py", '    if "device_ids" not in kwargs:\n',
+     '    if "device_ids" not in kwargs and torch.cuda.is_available():\n'),
+]  # fmt: skip
 
 # NumPy 1.24 removed the aliases np.int/float/bool/str/object: (file, expected count).
 NUMPY_ALIAS_FILES = {
@@ -113,8 +80,7 @@ NUMPY_ALIAS_FILES = {
     "detectron2/utils/visualizer.py": 3,
     "detectron2/utils/video_visualizer.py": 1,
 }
-NUMPY_ALIAS = re.compile(r"\bnp\.(int|float|bool|str|object)\b(?![0-9_])")
-NUMPY_BUILTIN = {"int": "int", "float": "float", "bool": "bool", "str": "str", "object": "object"}
+NUMPY_ALIAS = re.compile(r"\bnp\.(int|float|bool|str|object)\b(?![0-9_])")  # -> the builtin
 
 STANDIN_C = '''"""Stand-in for detectron2's compiled extension (not built: the sdist has no C++ sources).
 
@@ -124,17 +90,19 @@ Importing works; calling a compiled-only op raises a clear error naming the op a
 IS_STANDIN = True
 
 _ALTERNATIVES = {
-    "box_iou_rotated": "rotated boxes are not supported in this build",
-    "roi_align_rotated_forward": "rotated boxes are not supported in this build",
-    "roi_align_rotated_backward": "rotated boxes are not supported in this build",
-    "deform_conv_forward": "deformable convolution: use torchvision.ops.deform_conv2d",
-    "deform_conv_backward_input": "deformable convolution: use torchvision.ops.deform_conv2d",
-    "deform_conv_backward_filter": "deformable convolution: use torchvision.ops.deform_conv2d",
-    "modulated_deform_conv_forward": "deformable convolution: use torchvision.ops.deform_conv2d",
-    "modulated_deform_conv_backward": "deformable convolution: use torchvision.ops.deform_conv2d",
-    "InstanceAnnotation": "fast COCOeval: build COCOEvaluator with use_fast_impl=False",
-    "COCOevalEvaluateImages": "fast COCOeval: build COCOEvaluator with use_fast_impl=False",
-    "COCOevalAccumulate": "fast COCOeval: build COCOEvaluator with use_fast_impl=False",
+    **dict.fromkeys(
+        ["box_iou_rotated", "roi_align_rotated_forward", "roi_align_rotated_backward"],
+        "rotated boxes are not supported in this build",
+    ),
+    **dict.fromkeys(
+        ["deform_conv_forward", "deform_conv_backward_input", "deform_conv_backward_filter",
+         "modulated_deform_conv_forward", "modulated_deform_conv_backward"],
+        "deformable convolution: use torchvision.ops.deform_conv2d",
+    ),
+    **dict.fromkeys(
+        ["InstanceAnnotation", "COCOevalEvaluateImages", "COCOevalAccumulate"],
+        "fast COCOeval: build COCOEvaluator with use_fast_impl=False",
+    ),
 }
 
 
@@ -209,22 +177,9 @@ def download_sdist(cache_dir: Path) -> Path:
     if not (target.exists() and sha256(target) == SDIST_SHA256):
         log(f"downloading {SDIST_NAME}=={SDIST_VERSION} with pip")
         # --no-build-isolation: pip prepares the sdist's metadata, whose setup.py imports torch.
-        subprocess.check_call(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--no-build-isolation",
-                "--no-binary",
-                ":all:",
-                "-q",
-                "-d",
-                str(cache_dir),
-                f"{SDIST_NAME}=={SDIST_VERSION}",
-            ]
-        )
+        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation"]
+        pip += ["--no-binary", ":all:", "-q", "-d", str(cache_dir)]
+        subprocess.check_call(pip + [f"{SDIST_NAME}=={SDIST_VERSION}"])
     digest = sha256(target)
     if digest != SDIST_SHA256:
         raise SystemExit(f"sha256 mismatch for {target}: got {digest}, expected {SDIST_SHA256}")
@@ -232,30 +187,21 @@ def download_sdist(cache_dir: Path) -> Path:
     return target
 
 
-def edit(root: Path, rel: str, old: str, new: str, count: int):
-    path = root / rel
-    text = path.read_text()
-    found = text.count(old)
-    if found != count:
-        raise SystemExit(
-            f"edit no longer applies to {rel}: {old!r} found {found}x, expected {count}"
-        )
-    path.write_text(text.replace(old, new))
-
-
 def patch_tree(root: Path):
-    for rel, old, new, count in EDITS:
-        edit(root, rel, old, new, count)
+    for rel, old, new in EDITS:
+        text = (root / rel).read_text()
+        if text.count(old) != 1:
+            raise SystemExit(f"edit no longer applies to {rel}: {old!r} found {text.count(old)}x")
+        (root / rel).write_text(text.replace(old, new))
     for rel, count in NUMPY_ALIAS_FILES.items():
-        path = root / rel
-        text = path.read_text()
-        # count only code hits, comments included: the expected counts were read off v0.6.
+        text = (root / rel).read_text()
+        # hits in comments count too: the expected counts were read off v0.6
         found = len(NUMPY_ALIAS.findall(text))
         if found != count:
             raise SystemExit(
                 f"numpy alias edit no longer applies to {rel}: {found} hits, expected {count}"
             )
-        path.write_text(NUMPY_ALIAS.sub(lambda m: NUMPY_BUILTIN[m.group(1)], text))
+        (root / rel).write_text(NUMPY_ALIAS.sub(r"\1", text))
     leftovers = [
         str(p.relative_to(root))
         for p in (root / "detectron2").rglob("*.py")
@@ -269,8 +215,7 @@ def patch_tree(root: Path):
         SETUP_PY.format(version=SDIST_VERSION, requires=RUNTIME_REQUIRES)
     )
     for extra in ("setup.cfg", "pyproject.toml"):
-        if (root / extra).exists():
-            (root / extra).unlink()
+        (root / extra).unlink(missing_ok=True)
 
 
 def main():

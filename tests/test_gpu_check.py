@@ -84,9 +84,11 @@ def test_check_steps_measure_a_tiny_detr_on_the_cpu():
     import torch
     from tiny import TINY_MODEL_OPTS  # tests/tiny.py
 
+    from detr_d2.utils.testing import synthetic_inputs
+
     tool = _gpu_check()
     opts = [*TINY_MODEL_OPTS, "MODEL.DETR.NUM_CLASSES", "5", "MODEL.DETR.NUM_OBJECT_QUERIES", "7"]
-    data = tool.coco_sized_inputs(2, num_classes=5, hw=(64, 96))
+    data = synthetic_inputs(64, 96, 2, 5, with_instances=True, boxes_per_image=tool.BOXES_PER_IMAGE)
     assert len(data[0]["instances"]) == tool.BOXES_PER_IMAGE
     train = tool.train_detr("float32", [data], "Base-DETR.yaml", opts, iters=3, warmup=1)
     assert train["images_per_s"] > 0 and train["peak_memory_mib"] is None

@@ -6,12 +6,11 @@
     python tools/analyze_model.py --config-file configs/detr_r50.yaml --tasks flop \\
         --num-images 100 --output-dir output/detr_r50
 
-FLOPs follow the DETR paper: fvcore's count of multiply-adds (one MAC = one flop) at test
-resolution, averaged over the first ``--num-images`` images of the test dataset (batch 1), or of a
-random image of exactly ``--input-size H W``. Attention products (q k^T, attn v), which fvcore's
-defaults skip, are counted (detr_d2/utils/flops.py). The per-module table is that of the first
-input. ``--output-dir DIR`` records the results in DIR/analysis.json for tools/compare.py. FLOPs
-do not depend on the weights: without a local MODEL.WEIGHTS file the model keeps its random init.
+FLOPs as in the DETR paper: fvcore's multiply-adds, attention products included
+(detr_d2/utils/flops.py), averaged over the first ``--num-images`` test images at test resolution
+(batch 1), or of one random image of ``--input-size H W``; the per-module table is the first
+input's. ``--output-dir DIR`` records the results in DIR/analysis.json for tools/compare.py.
+Without a local MODEL.WEIGHTS the model keeps its random init (FLOPs do not depend on it).
 """
 
 # ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
@@ -58,47 +57,34 @@ def _quiet(analysis):
 
 def do_flop(model: torch.nn.Module, inputs: List[Dict], input_desc: str) -> Dict:
     """Average GFLOPs (multiply-adds) over ``inputs``, one image per forward."""
-    model.eval()
     totals, by_operator, unsupported = [], Counter(), Counter()
-    for i, x in enumerate(inputs):
-        analysis = _quiet(flop_count_analysis(model, [x]))
+    for i, x in enumerate(inputs, 1):
+        analysis = _quiet(flop_count_analysis(model.eval(), [x]))
         totals.append(analysis.total())
         by_operator.update(analysis.by_operator())
         unsupported.update(analysis.unsupported_ops())
-        if i == 0:
-            logger.info(
-                f"Per-module flops of the first input, {tuple(x['image'].shape[1:])}:\n"
-                + flop_count_table(analysis, max_depth=4, show_param_shapes=False)
-            )
-        if (i + 1) % 10 == 0 or i + 1 == len(inputs):
-            logger.info(f"Counted {i + 1}/{len(inputs)} inputs")
+        if i == 1:
+            table = flop_count_table(analysis, max_depth=4, show_param_shapes=False)
+            hw = tuple(x["image"].shape[1:])
+            logger.info(f"Per-module flops of the first input, {hw}:\n{table}")
+        if i % 10 == 0 or i == len(inputs):
+            logger.info(f"Counted {i}/{len(inputs)} inputs")
     n = len(inputs)
     gflops = {op: v / n / 1e9 for op, v in by_operator.most_common()}
-    logger.info(
-        "Average GFLOPs per operator:\n"
-        + "\n".join(f"  {op:32s} {v:10.4g}" for op, v in gflops.items())
-    )
+    lines = "\n".join(f"  {op:32s} {v:10.4g}" for op, v in gflops.items())
+    logger.info(f"Average GFLOPs per operator:\n{lines}")
     if unsupported:
-        logger.warning(
-            "Ops not counted (no fvcore handle), with occurrences:\n"
-            + "\n".join(f"  {op:40s} {c}" for op, c in unsupported.most_common())
-        )
+        lines = "\n".join(f"  {op:40s} {c}" for op, c in unsupported.most_common())
+        logger.warning(f"Ops not counted (no fvcore handle), with occurrences:\n{lines}")
     mean, std = float(np.mean(totals)) / 1e9, float(np.std(totals)) / 1e9
     logger.info(f"Total GFLOPs: {mean:.2f} ± {std:.2f} over {n} input(s): {input_desc}")
-    return {
-        "gflops": mean,
-        "gflops_std": std,
-        "input": input_desc,
-        "num_inputs": n,
-        "gflops_by_operator": gflops,
-        "unsupported_ops": dict(unsupported),
-    }
+    return {"gflops": mean, "gflops_std": std, "input": input_desc, "num_inputs": n,
+            "gflops_by_operator": gflops, "unsupported_ops": dict(unsupported)}  # fmt: skip
 
 
 def do_activation(model: torch.nn.Module, inputs: List[Dict], input_desc: str) -> Dict:
     """Average activations (output elements of conv/linear/matmul/attention), in millions."""
-    model.eval()
-    totals = [_quiet(activation_count_analysis(model, [x])).total() / 1e6 for x in inputs]
+    totals = [_quiet(activation_count_analysis(model.eval(), [x])).total() / 1e6 for x in inputs]
     mean, std = float(np.mean(totals)), float(np.std(totals))
     logger.info(f"Total activations (M): {mean:.1f} ± {std:.1f} over {len(inputs)} input(s)")
     return {"mega_activations": mean, "input": input_desc, "num_inputs": len(inputs)}
@@ -128,10 +114,9 @@ def main(args) -> Dict[str, Dict]:
             f"first {len(inputs)} images of {dataset} at test size "
             f"{cfg.INPUT.MIN_SIZE_TEST}/{cfg.INPUT.MAX_SIZE_TEST}"
         )
-    if "flop" in args.tasks:
-        results["flop"] = do_flop(model, inputs, input_desc)
-    if "activation" in args.tasks:
-        results["activation"] = do_activation(model, inputs, input_desc)
+    for task, do in (("flop", do_flop), ("activation", do_activation)):
+        if task in args.tasks:
+            results[task] = do(model, inputs, input_desc)
     if "parameter" in args.tasks:
         results["parameter"] = do_parameter(model)
     if "structure" in args.tasks:

@@ -4,16 +4,14 @@ several per run (``--task A B ...``):
 
   inference  images/s, the model in eval mode (batch ``--batch-size``)
   train      iterations/s and s/iteration: forward, backward, optimizer step
-  variants   DETR's inference three ways, run in turn: every optimization off (FAST_INFERENCE off,
-             attention through the explicit softmax as the original nn.MultiheadAttention ran
-             it), FAST_INFERENCE off (SDPA attention), FAST_INFERENCE on (norms folded into convs,
-             channels_last); the ratios, the largest output difference and each over the floor
+  variants   DETR's inference with every optimization off (the explicit softmax attention of the
+             original nn.MultiheadAttention), FAST_INFERENCE off (SDPA attention) and on (norms
+             folded into convs, channels_last): ratios, output difference, each over the floor
   floor      the compute floor: the model's FLOPs (fvcore) over this machine's fp32 GEMM rate
   matcher    Hungarian matching, per-image cost blocks vs one batch matrix split afterwards
-  data       image decoding (Detectron2's PIL read_image vs detr_d2's torchvision.io) and the
-             training mapper (PIL decode + resize vs torchvision decode + tensor resize), 1 thread
-  eval       COCO bbox evaluation of a generated set per TEST.COCO_EVAL_BACKEND, and how far each
-             backend's 12 stats are from pycocotools'
+  data       image decoding (Detectron2's PIL vs detr_d2's torchvision.io) and the training
+             mapper (PIL decode + resize vs torchvision decode + tensor resize), 1 thread
+  eval       COCO bbox evaluation of a generated set per TEST.COCO_EVAL_BACKEND, vs pycocotools
   pq         PQ of a generated panoptic set: panopticapi vs hotcoco
 
     python tools/benchmark.py --config-file configs/detr_r50.yaml --task inference \\
@@ -21,14 +19,11 @@ several per run (``--task A B ...``):
     python tools/benchmark.py --config-file configs/detr_r50.yaml --threads 2 --iters 9 \\
         --task variants matcher data eval pq train --input-size 800 1216
 
-Model inputs are the first images of the test dataset (inference, at test resolution) or of the
-training dataset (train, with its augmentation), or random images of exactly ``--input-size H W``
-(variants and floor: 800x1216 by default); they are loaded once and cycled, so data loading is not
-timed. Figures are medians with their spread; compared variants run in turn within every round,
-so a change of machine load weighs on all alike. ``--device cuda`` without CUDA is an error.
-``--output`` writes the results as JSON; ``--output-dir DIR`` records inference and train in
-DIR/analysis.json for tools/compare.py. Speed does not depend on the weights: without a local
-MODEL.WEIGHTS file the model keeps its random init.
+Inputs are the first images of the test (inference) or training (train, augmented) dataset, or
+random images of ``--input-size H W`` (variants, floor: 800x1216 by default), in memory and
+cycled. Figures are medians with their spread; compared ones run in turn in every round.
+``--output`` writes JSON; ``--output-dir DIR`` records inference and train in DIR/analysis.json
+for tools/compare.py. Without a local MODEL.WEIGHTS the model keeps its random init.
 """
 
 # ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
@@ -66,6 +61,7 @@ import os
 import platform
 import tempfile
 import time
+from functools import partial
 from typing import Callable, Dict, List, Tuple
 from unittest import mock
 
@@ -88,33 +84,11 @@ from detr_d2.solver import build_optimizer
 from detr_d2.utils.flops import flop_count_analysis
 from detr_d2.utils.records import update_analysis
 from detr_d2.utils.testing import make_synthetic_coco, synthetic_inputs, write_synthetic_panoptic
-from detr_d2.utils.timing import benchmark_inference, benchmark_train, summarize
+from detr_d2.utils.timing import alternating_times, benchmark_inference, benchmark_train
+from detr_d2.utils.timing import summarize, time_iterations
 
 logger = logging.getLogger("detr_d2.benchmark")
-
-
-def _sync() -> None:
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
-
-
-def alternating_times(fns: Dict[str, Callable], iters: int, warmup: int) -> Dict[str, List]:
-    """Seconds of each function of ``fns``, run in turn within every round."""
-    times = {name: [] for name in fns}
-    for r in range(warmup + iters):
-        for name, fn in fns.items():
-            _sync()
-            t = time.perf_counter()
-            fn()
-            _sync()
-            if r >= warmup:
-                times[name].append(time.perf_counter() - t)
-        if r >= warmup:
-            logger.info(
-                f"  {r - warmup + 1}/{iters}: "
-                + ", ".join(f"{name} {ts[-1]:.4f} s" for name, ts in times.items())
-            )
-    return times
+CPU = torch.device("cpu")
 
 
 def _row(name: str, seconds: List[float], unit: str = "s") -> str:
@@ -127,24 +101,22 @@ def _ratio(a: List[float], b: List[float]) -> float:
     return float(np.median(a) / np.median(b))
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-    except OSError:
-        names = []
-    return names[0] if names else platform.processor() or platform.machine()
-
-
 def device_description(device: torch.device) -> Dict:
     """What the numbers were measured on."""
-    info = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads()}
-    is_cuda = device.type == "cuda"
-    info["device_name"] = torch.cuda.get_device_name(device) if is_cuda else cpu_name()
-    return info
-
-
-# ---- inference and train: throughput of the model ------------------------------------------------
+    name = platform.processor() or platform.machine()
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    elif os.path.isfile("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            cpus = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        name = cpus[0] if cpus else name
+    threads = torch.get_num_threads()
+    return {
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": threads,
+        "device_name": name,
+    }
 
 
 def load_batches(cfg, args, is_train: bool) -> Tuple[List[List[Dict]], str]:
@@ -180,55 +152,34 @@ def format_table(results: Dict[str, Dict]) -> str:
     return "\n".join(lines)
 
 
-# ---- variants and floor: DETR inference against its unoptimized self and the hardware ------------
-
-
-def gemm_gflops(device, n: int = 2048, repeats: int = 5) -> float:
-    """The best fp32 GEMM rate of ``repeats`` (n, n) x (n, n) products on ``device``, in GFLOP/s
-    (2 n^3 operations each): a time below the floor needs fewer operations, not better
-    kernels."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    torch.mm(a, b)  # warm-up: thread pool, kernel selection
-    best = float("inf")
-    for _ in range(repeats):
-        _sync()
-        t = time.perf_counter()
-        torch.mm(a, b)
-        _sync()
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
-
-
-def compute_floor(model, image: torch.Tensor) -> Dict[str, float]:
-    """Seconds of one eval forward of ``image`` at the GEMM rate: 2 flops per multiply-add as
-    fvcore counts them with the attention handles (element-wise ops and norms not counted)."""
+def compute_floor(model, image: torch.Tensor, n: int = 2048) -> Dict[str, float]:
+    """Seconds of one eval forward of ``image`` at the best fp32 GEMM rate of five (n, n) x (n, n)
+    products (2 n^3 operations each), with 2 flops per multiply-add as fvcore counts them with the
+    attention handles (element-wise ops and norms not counted): a time below the floor needs
+    fewer operations, not better kernels."""
     analysis = flop_count_analysis(model.eval(), [{"image": image}])
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     with torch.no_grad():
         gflop = 2 * analysis.total() / 1e9
-    rate = gemm_gflops(model.device)
+    a, b = (torch.randn(n, n, device=model.device) for _ in range(2))
+    seconds = time_iterations(lambda _: torch.mm(a, b), [None], 5, 1, model.device, log_period=0)
+    rate = 2 * n**3 / min(seconds) / 1e9
     return {"gflop": gflop, "gemm_gflops_per_s": rate, "floor_s": gflop / rate}
 
 
-@contextlib.contextmanager
 def explicit_attention():
     """Attention as the original DETR ran it: ``nn.MultiheadAttention`` with its default
     ``need_weights=True``, which computes the softmax matrix explicitly (and averages it over
     heads) instead of calling ``scaled_dot_product_attention``. Same outputs."""
-    sdpa_path = F.multi_head_attention_forward
+    sdpa_path = F.multi_head_attention_forward  # what nn.MultiheadAttention.forward calls
 
     def explicit(*args, **kwargs):
-        kwargs["need_weights"] = True
-        return sdpa_path(*args, **kwargs)
+        return sdpa_path(*args, **dict(kwargs, need_weights=True))
 
-    F.multi_head_attention_forward = explicit  # what nn.MultiheadAttention.forward calls
-    try:
-        yield
-    finally:
-        F.multi_head_attention_forward = sdpa_path
+    return mock.patch.object(F, "multi_head_attention_forward", explicit)
 
 
-def bench_variants(model, image: torch.Tensor, iters: int, warmup: int):
+def bench_variants(model, image, args, floor_s: float, rows: List, notes: List) -> Dict:
     """Seconds per image of "reference" (every optimization off), "off" (FAST_INFERENCE off) and
     "on", and the largest output difference from the reference."""
     model.eval()
@@ -241,17 +192,31 @@ def bench_variants(model, image: torch.Tensor, iters: int, warmup: int):
         with torch.no_grad(), explicit:
             outputs[name] = model.forward_raw(images)
 
-    fns = {n: (lambda n=n: run(n)) for n in ("reference", "off", "on")}
-    times = alternating_times(fns, iters, warmup)
+    variants = {
+        "reference": "every optimization off (explicit attention)",
+        "off": "FAST_INFERENCE off (SDPA attention)",
+        "on": "FAST_INFERENCE on",
+    }
+    fns = {n: partial(run, n) for n in variants}
+    times = alternating_times(fns, args.iters, args.warmup, model.device)
     diff = max(
         (outputs[n][k] - outputs["reference"][k]).abs().max().item()
         for n in ("off", "on")
         for k in ("pred_logits", "pred_boxes")
     )
-    return times, diff
-
-
-# ---- matcher -------------------------------------------------------------------------------------
+    h, w = image.shape[1:]
+    rows += [_row(f"inference {h}x{w}, {what}", times[n]) for n, what in variants.items()]
+    med, f = {k: float(np.median(v)) for k, v in times.items()}, floor_s
+    notes.append(
+        f"inference ratio (on / every optimization off): {med['on'] / med['reference']:.2f}; "
+        f"(on / FAST_INFERENCE off): {med['on'] / med['off']:.2f}  "
+        f"(largest output difference {diff:.1e})"
+    )
+    notes.append(
+        f"inference over the compute floor ({f:.3f} s): on {med['on'] / f:.2f}x, "
+        f"off {med['off'] / f:.2f}x, every optimization off {med['reference'] / f:.2f}x"
+    )
+    return dict(times, output_difference=diff)
 
 
 def _batched_matching(matcher, outputs, targets):
@@ -259,63 +224,57 @@ def _batched_matching(matcher, outputs, targets):
     b, n = outputs["pred_logits"].shape[:2]
     labels = torch.cat([t["labels"] for t in targets])
     boxes = torch.cat([t["boxes"] for t in targets])
-    cost = matcher.cost_matrix(
-        outputs["pred_logits"].flatten(0, 1), outputs["pred_boxes"].flatten(0, 1), labels, boxes
-    )
-    cost = cost.view(b, n, -1)
+    logits, pred_boxes = (outputs[k].flatten(0, 1) for k in ("pred_logits", "pred_boxes"))
+    cost = matcher.cost_matrix(logits, pred_boxes, labels, boxes).view(b, n, -1)
     sizes = [len(t["labels"]) for t in targets]
     return [linear_sum_assignment(c[i].numpy()) for i, c in enumerate(cost.split(sizes, -1))]
 
 
-def bench_matcher(batch: int, iters: int) -> Dict[str, List[float]]:
-    gen = torch.Generator().manual_seed(0)
-    outputs = {
-        "pred_logits": torch.randn(batch, 100, 92, generator=gen),
-        "pred_boxes": torch.rand(batch, 100, 4, generator=gen) * 0.5 + 0.25,
-    }
+def bench_matcher(args, rows: List, notes: List) -> Dict[str, List[float]]:
+    """Seconds of matching ``--matcher-batch`` images of 100 random predictions and 1-19 targets,
+    per image (HungarianMatcher) and with one batch matrix."""
+    b, gen = args.matcher_batch, torch.Generator().manual_seed(0)
+
+    def boxes(*shape):
+        return torch.rand(*shape, 4, generator=gen) * 0.5 + 0.25
+
+    outputs = {"pred_logits": torch.randn(b, 100, 92, generator=gen), "pred_boxes": boxes(b, 100)}
     targets = [
-        {
-            "labels": torch.randint(0, 91, (m,), generator=gen),
-            "boxes": torch.rand(m, 4, generator=gen) * 0.5 + 0.25,
-        }
-        for m in torch.randint(1, 20, (batch,), generator=gen).tolist()
+        {"labels": torch.randint(0, 91, (m,), generator=gen), "boxes": boxes(m)}
+        for m in torch.randint(1, 20, (b,), generator=gen).tolist()
     ]
     matcher = HungarianMatcher()
     fns = {
         "per_image": lambda: matcher(outputs, targets),
         "batched": lambda: _batched_matching(matcher, outputs, targets),
     }
-    return alternating_times(fns, iters, 1)
+    times = alternating_times(fns, args.iters, 1, CPU)
+    rows.append(_row(f"matching, one batch matrix (B={b})", times["batched"]))
+    rows.append(_row(f"matching, per-image blocks (B={b})", times["per_image"]))
+    ratio = _ratio(times["per_image"], times["batched"])
+    notes.append(f"matching ratio (per-image / batch matrix): {ratio:.2f}")
+    return times
 
 
-# ---- data: decoding and the training mapper, on a generated 640x480 JPEG, 1 thread ---------------
-
-
-def write_test_jpeg(path: str, height: int = 480, width: int = 640) -> None:
-    """A photo-like JPEG (COCO's typical size): colour ramps plus noise, quality 90."""
-    rng = np.random.default_rng(0)
-    ramp = np.linspace(0, 255, width)[None, :, None] * np.ones((height, 1, 3))
-    pixels = (ramp + rng.normal(0, 20, ramp.shape)).clip(0, 255).astype(np.uint8)
-    Image.fromarray(pixels).save(path, quality=90)
-
-
-def _per_call(fns: Dict[str, Callable], iters: int, calls: int = 20) -> Dict[str, List[float]]:
+def _per_call(fns: Dict[str, Callable], iters: int, calls: int) -> Dict[str, List[float]]:
     """Seconds per call of each function, with 1 torch thread as in a data-loader worker, each
     timed run making ``calls`` calls."""
     runs = {n: (lambda f=f: [f() for _ in range(calls)]) for n, f in fns.items()}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return {n: [t / calls for t in ts] for n, ts in alternating_times(runs, iters, 1).items()}
+        times = alternating_times(runs, iters, 1, CPU)
     finally:
         torch.set_num_threads(threads)
+    return {n: [t / calls for t in ts] for n, ts in times.items()}
 
 
-def bench_data(cfg, iters: int, calls: int = 20) -> Dict:
-    """Per-image seconds of decoding ("pil", "torchvision") and of the training mapper of
-    ``cfg`` ("detectron2": PIL decode and resize; "ours": torchvision decode, tensor resize), with
-    whether the decoded pixels are equal and the largest pixel difference of the mappers' outputs
-    over ``calls`` identically seeded images (NumPy re-seeded: same augmentations)."""
+def bench_data(cfg, iters: int, rows: List, notes: List, calls: int = 20) -> Dict:
+    """Per-image seconds of decoding a 640x480 JPEG ("pil", "torchvision") and of the training
+    mapper of ``cfg`` ("detectron2": PIL decode and resize; "ours": torchvision decode, tensor
+    resize), with whether the decoded pixels are equal and the largest pixel difference of the
+    mappers' outputs over ``calls`` identically seeded images (NumPy re-seeded: same
+    augmentations)."""
     mappers = {}
     for name, fast in (("detectron2", False), ("ours", True)):
         c = cfg.clone()
@@ -324,13 +283,13 @@ def bench_data(cfg, iters: int, calls: int = 20) -> Dict:
         mappers[name] = DetrDatasetMapper(c, is_train=True)
     readers = {"detectron2": lambda f, fmt: utils.read_image(f, format=fmt), "ours": read_image}
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "image.jpg")
-        write_test_jpeg(path)
-        decoders = {
-            "pil": lambda: utils.read_image(path, format="BGR"),
-            "torchvision": lambda: read_image(path, "BGR"),
-        }
-        same_pixels = np.array_equal(decoders["pil"](), decoders["torchvision"]())
+        path = os.path.join(tmp, "image.jpg")  # photo-like: colour ramps plus noise, quality 90
+        ramp = np.linspace(0, 255, 640)[None, :, None] * np.ones((480, 1, 3))
+        noise = np.random.default_rng(0).normal(0, 20, ramp.shape)
+        Image.fromarray((ramp + noise).clip(0, 255).astype(np.uint8)).save(path, quality=90)
+        decoders = {"pil": partial(utils.read_image, path, format="BGR")}
+        decoders["torchvision"] = partial(read_image, path, "BGR")
+        same = np.array_equal(decoders["pil"](), decoders["torchvision"]())
         decode = _per_call(decoders, iters, calls)
         boxes = [[40 + 60 * i, 30 + 40 * i, 120, 90] for i in range(7)]
         record = {
@@ -353,30 +312,27 @@ def bench_data(cfg, iters: int, calls: int = 20) -> Dict:
         seeds = {n: itertools.count() for n in mappers}  # both see the same seeds in turn
         fns = {n: (lambda n=n: call(n, next(seeds[n]))) for n in mappers}
         mapper = _per_call(fns, iters, calls)
-    return {"decode": decode, "same_pixels": same_pixels, "mapper": mapper, "pixel_diff": diff}
+    for name, seconds in (
+        ("image read 640x480 JPEG, PIL (Detectron2), 1 thread", decode["pil"]),
+        ("image read, torchvision.io (ours), 1 thread", decode["torchvision"]),
+        ("training mapper, PIL read + resize (Detectron2), 1 thread", mapper["detectron2"]),
+        ("training mapper, torchvision read + tensor resize (ours)", mapper["ours"]),
+    ):
+        rows.append(_row(name, seconds, "ms"))
+    ratio = _ratio(decode["torchvision"], decode["pil"])
+    notes.append(f"image read ratio (ours / PIL): {ratio:.2f}  (identical pixels: {same})")
+    notes.append(
+        f"training mapper ratio (ours / Detectron2): "
+        f"{_ratio(mapper['ours'], mapper['detectron2']):.2f}  (largest pixel difference {diff})"
+    )
+    return {"decode": decode, "same_pixels": same, "mapper": mapper, "pixel_diff": diff}
 
 
-# ---- eval and pq: COCO evaluation and PQ backends on generated sets ------------------------------
-
-
-def time_coco_eval(backend: str, gt_json: str, results: List[Dict], repeats: int):
-    """Seconds to load the ground truth into ``backend`` (once per evaluator), the seconds of
-    each of ``repeats`` evaluations (loadRes, evaluate, accumulate, summarize), the 12 stats."""
-    start = time.perf_counter()
-    coco_gt = load_coco_gt(gt_json, backend)
-    load_s = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco_eval = evaluate_predictions_on_coco(coco_gt, results, "bbox", backend=backend)
-        times.append(time.perf_counter() - start)
-    return load_s, times, np.asarray(coco_eval.stats, dtype=np.float64)
-
-
-def bench_eval(num_images: int, dets_per_image: int, repeats: int) -> Dict[str, Tuple]:
-    """{backend: (load s, eval seconds, 12 stats)}, pycocotools first (run once: it is slow)."""
-    dataset, results = make_synthetic_coco(num_images, dets_per_image, seed=0)
+def bench_eval(args, rows: List, notes: List) -> Dict[str, Dict]:
+    """Per backend, on a generated set: seconds to load the ground truth (once per evaluator), of
+    each evaluation (loadRes, evaluate, accumulate, summarize; pycocotools first and once: it is
+    slow), and the 12 stats."""
+    dataset, dets = make_synthetic_coco(args.eval_images, args.dets_per_image, seed=0)
     measured = {}
     with tempfile.TemporaryDirectory() as tmp:
         gt_json = os.path.join(tmp, "gt.json")
@@ -384,44 +340,70 @@ def bench_eval(num_images: int, dets_per_image: int, repeats: int) -> Dict[str, 
             json.dump(dataset, f)
         for backend in ["pycocotools"] + [b for b in COCO_EVAL_BACKENDS if b != "pycocotools"]:
             logger.info(f"Timing {backend} ...")
-            runs = 1 if backend == "pycocotools" else repeats
-            measured[backend] = time_coco_eval(backend, gt_json, results, runs)
+            start = time.perf_counter()
+            coco_gt = load_coco_gt(gt_json, backend)
+            load_s, evals = time.perf_counter() - start, []
+
+            def run(_):
+                with contextlib.redirect_stdout(io.StringIO()):
+                    evals.append(
+                        evaluate_predictions_on_coco(coco_gt, dets, "bbox", backend=backend)
+                    )
+
+            runs = 1 if backend == "pycocotools" else args.eval_repeats
+            times = time_iterations(run, [None], runs, 0, CPU, log_period=0)
+            stats = np.asarray(evals[-1].stats, dtype=np.float64)
+            measured[backend] = {"load_s": load_s, "eval_s": times, "stats": stats}
+    n, ref = f"{args.eval_images} images x {args.dets_per_image}", measured["pycocotools"]
+    for backend, m in measured.items():
+        default = " (default backend)" if backend == "hotcoco" else ""
+        rows.append(_row(f"COCO bbox evaluation, {n}: {backend}{default}", m["eval_s"]))
+        if backend != "pycocotools":
+            notes.append(
+                f"COCO evaluation {backend}: load gt {m['load_s']:.2f} s, ratio to pycocotools "
+                f"{_ratio(m['eval_s'], ref['eval_s']):.3f}  (largest difference of the 12 stats "
+                f"{np.abs(m['stats'] - ref['stats']).max():.1e})"
+            )
+    notes.append(f"pycocotools stats: {np.array2string(ref['stats'], precision=6, separator=', ')}")
     return measured
 
 
-def bench_pq(num_images: int, repeats: int):
+def bench_pq(args, rows: List, notes: List) -> Dict:
     """Per-evaluation seconds of panopticapi and hotcoco (run in turn), and the largest difference
     of their PQ / SQ / RQ (all, things, stuff; as fractions)."""
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        paths = write_synthetic_panoptic(tmp, num_images)
+        paths = write_synthetic_panoptic(tmp, args.pq_images)
 
         def run(backend):
             with contextlib.redirect_stdout(io.StringIO()):
                 results[backend] = pq_compute(*paths, backend=backend)
 
-        fns = {b: (lambda b=b: run(b)) for b in ("panopticapi", "hotcoco")}
-        times = alternating_times(fns, repeats, 0)
+        fns = {b: partial(run, b) for b in ("panopticapi", "hotcoco")}
+        times = alternating_times(fns, args.eval_repeats, 0, CPU)
+    pq, hc = results["panopticapi"], results["hotcoco"]
     diff = max(
-        abs(results["panopticapi"][g][m] - results["hotcoco"][g][m])
-        for g in ("All", "Things", "Stuff")
-        for m in ("pq", "sq", "rq")
+        abs(pq[g][m] - hc[g][m]) for g in ("All", "Things", "Stuff") for m in ("pq", "sq", "rq")
     )
-    return times, float(diff)
-
-
-# ---- the command ---------------------------------------------------------------------------------
+    for backend, default in (("panopticapi", ""), ("hotcoco", " (default)")):
+        what = f"PQ, {args.pq_images} generated panoptic images: {backend}{default}"
+        rows.append(_row(what, times[backend]))
+    notes.append(
+        f"PQ ratio (hotcoco / panopticapi): {_ratio(times['hotcoco'], times['panopticapi']):.3f}"
+        f"  (largest difference of PQ / SQ / RQ {diff:.1e})"
+    )
+    return dict(times, difference=float(diff))
 
 
 def main(args) -> Dict:
     """Runs the tasks; prints a table of every figure and returns them: "inference" / "train" with
     the timing statistics (detr_d2.utils.timing.summarize), the device and the input; the other
     tasks' seconds, ratios and differences."""
-    tasks = list(dict.fromkeys(args.task))
+    tasks = set(args.task)
     if args.threads:
         torch.set_num_threads(args.threads)
     results, rows, notes = {}, [], []
-    model_tasks = {"inference", "train", "variants", "floor", "data"} & set(tasks)
+    model_tasks = {"inference", "train", "variants", "floor", "data"} & tasks
     if model_tasks:
         cfg = cli.setup_cfg(args)
         model = load_model(cfg, random_weights=not os.path.isfile(cfg.MODEL.WEIGHTS))
@@ -429,117 +411,48 @@ def main(args) -> Dict:
         where = f"{info['device_name']} ({info['device']}), {info['threads']} CPU threads"
         logger.info(f"Benchmarking on {where}")
     h, w = args.input_size or (800, 1216)
-    for task in ("inference", "train"):
-        if task not in tasks:
-            continue
-        data, source = load_batches(cfg, args, is_train=(task == "train"))
-        if task == "inference":
-            stats = benchmark_inference(model, data, args.iters, args.warmup, args.log_period)
-        else:
-            optimizer = build_optimizer(cfg, model)
-            stats = benchmark_train(
-                model, optimizer, data, args.iters, args.warmup, args.log_period
-            )
-            at = f"{h}x{w}" if args.input_size else source
-            notes.append(
-                f"training iteration, batch {args.batch_size} at {at}: "
-                f"{stats['median_s']:.3f} s ({stats['min_s']:.3f}-{stats['max_s']:.3f})"
-            )
-        results[task] = dict(stats, input=source, batch_size=args.batch_size, **info)
+    timing = (args.iters, args.warmup, args.log_period)
+    if "inference" in tasks:
+        data, source = load_batches(cfg, args, is_train=False)
+        stats = benchmark_inference(model, data, *timing)
+        results["inference"] = dict(stats, input=source, batch_size=args.batch_size, **info)
+    if "train" in tasks:
+        data, source = load_batches(cfg, args, is_train=True)
+        stats = benchmark_train(model, build_optimizer(cfg, model), data, *timing)
+        results["train"] = dict(stats, input=source, batch_size=args.batch_size, **info)
+        notes.append(
+            f"training iteration, batch {args.batch_size} at "
+            f"{f'{h}x{w}' if args.input_size else source}: "
+            f"{stats['median_s']:.3f} s ({stats['min_s']:.3f}-{stats['max_s']:.3f})"
+        )
     if "variants" in tasks or "floor" in tasks:
         image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8)
-        floor = compute_floor(model, image)
-        results["floor"] = floor
+        floor = results["floor"] = compute_floor(model, image)
         notes.append(
             f"compute floor at {h}x{w}: {floor['gflop']:.2f} GFLOP / "
             f"{floor['gemm_gflops_per_s']:.1f} GFLOP/s GEMM = {floor['floor_s']:.3f} s"
         )
     if "variants" in tasks:
-        times, diff = bench_variants(model, image, args.iters, args.warmup)
-        for key, what in (
-            ("reference", "every optimization off (explicit attention)"),
-            ("off", "FAST_INFERENCE off (SDPA attention)"),
-            ("on", "FAST_INFERENCE on"),
-        ):
-            rows.append(_row(f"inference {h}x{w}, {what}", times[key]))
-        med, f = {k: float(np.median(v)) for k, v in times.items()}, floor["floor_s"]
-        notes.append(
-            f"inference ratio (on / every optimization off): {med['on'] / med['reference']:.2f}; "
-            f"(on / FAST_INFERENCE off): {med['on'] / med['off']:.2f}  "
-            f"(largest output difference {diff:.1e})"
-        )
-        notes.append(
-            f"inference over the compute floor ({f:.3f} s): on {med['on'] / f:.2f}x, "
-            f"off {med['off'] / f:.2f}x, every optimization off {med['reference'] / f:.2f}x"
-        )
-        results["variants"] = dict(times, output_difference=diff)
+        results["variants"] = bench_variants(model, image, args, floor["floor_s"], rows, notes)
     if "matcher" in tasks:
-        times, b = bench_matcher(args.matcher_batch, args.iters), args.matcher_batch
-        rows.append(_row(f"matching, one batch matrix (B={b})", times["batched"]))
-        rows.append(_row(f"matching, per-image blocks (B={b})", times["per_image"]))
-        ratio = _ratio(times["per_image"], times["batched"])
-        notes.append(f"matching ratio (per-image / batch matrix): {ratio:.2f}")
-        results["matcher"] = times
+        results["matcher"] = bench_matcher(args, rows, notes)
     if "data" in tasks:
-        d = bench_data(cfg, args.iters)
-        decode, mapper = d["decode"], d["mapper"]
-        for name, seconds in (
-            ("image read 640x480 JPEG, PIL (Detectron2), 1 thread", decode["pil"]),
-            ("image read, torchvision.io (ours), 1 thread", decode["torchvision"]),
-            ("training mapper, PIL read + resize (Detectron2), 1 thread", mapper["detectron2"]),
-            ("training mapper, torchvision read + tensor resize (ours)", mapper["ours"]),
-        ):
-            rows.append(_row(name, seconds, "ms"))
-        ratio = _ratio(d["decode"]["torchvision"], d["decode"]["pil"])
-        same = d["same_pixels"]
-        notes.append(f"image read ratio (ours / PIL): {ratio:.2f}  (identical pixels: {same})")
-        ratio = _ratio(d["mapper"]["ours"], d["mapper"]["detectron2"])
-        notes.append(
-            f"training mapper ratio (ours / Detectron2): {ratio:.2f}  "
-            f"(largest pixel difference {d['pixel_diff']})"
-        )
-        results["data"] = d
+        results["data"] = bench_data(cfg, args.iters, rows, notes)
     if "eval" in tasks:
-        measured = bench_eval(args.eval_images, args.dets_per_image, args.eval_repeats)
-        n = f"{args.eval_images} images x {args.dets_per_image}"
-        _, reference, ref_stats = measured["pycocotools"]
-        for backend, (load_s, times, stats) in measured.items():
-            default = " (default backend)" if backend == "hotcoco" else ""
-            rows.append(_row(f"COCO bbox evaluation, {n}: {backend}{default}", times))
-            if backend != "pycocotools":
-                notes.append(
-                    f"COCO evaluation {backend}: load gt {load_s:.2f} s, ratio to pycocotools "
-                    f"{_ratio(times, reference):.3f}  (largest difference of the 12 stats "
-                    f"{np.abs(stats - ref_stats).max():.1e})"
-                )
-        stats = np.array2string(ref_stats, precision=6, separator=", ")
-        notes.append(f"pycocotools stats: {stats}")
-        keys = ("load_s", "eval_s", "stats")
-        results["eval"] = {b: dict(zip(keys, m)) for b, m in measured.items()}
+        results["eval"] = bench_eval(args, rows, notes)
     if "pq" in tasks:
-        times, diff = bench_pq(args.pq_images, args.eval_repeats)
-        for backend, default in (("panopticapi", ""), ("hotcoco", " (default)")):
-            what = f"PQ, {args.pq_images} generated panoptic images: {backend}{default}"
-            rows.append(_row(what, times[backend]))
-        notes.append(
-            f"PQ ratio (hotcoco / panopticapi): "
-            f"{_ratio(times['hotcoco'], times['panopticapi']):.3f}  "
-            f"(largest difference of PQ / SQ / RQ {diff:.1e})"
-        )
-        results["pq"] = dict(times, difference=diff)
+        results["pq"] = bench_pq(args, rows, notes)
 
-    if "inference" in results or "train" in results:
-        throughput = {t: results[t] for t in ("inference", "train") if t in results}
+    throughput = {t: results[t] for t in ("inference", "train") if t in results}
+    if throughput:
         print(f"\nThroughput on {where}, batch {args.batch_size}:\n" + format_table(throughput))
         if args.output_dir:
             path = update_analysis(args.output_dir, "benchmark", throughput)
             logger.info(f"Results recorded in {path}")
     if rows:
         config = f"{args.config_file}, " if model_tasks else ""
-        print(
-            f"\n{config}{torch.get_num_threads()} threads, {args.iters} timed runs, compared ones "
-            "run in turn\n"
-        )
+        threads = torch.get_num_threads()
+        print(f"\n{config}{threads} threads, {args.iters} timed runs, compared ones run in turn\n")
         print("| what | median | spread (min-max) |\n|---|---|---|\n" + "\n".join(rows))
     print("\n" + "\n".join(notes))
     if args.output:

@@ -1,15 +1,13 @@
 #!/usr/bin/env python
 """The paper's Table 1 (Model | GFLOPs/FPS | FPS on | #params | AP | AP50 | AP75 | APs | APm |
-APl) from several output folders, e.g. DETR and Faster R-CNN runs.
+APl) from output folders, e.g. of DETR and Faster R-CNN runs.
 
     python tools/compare.py output/faster_rcnn_R_50_FPN_3x output/detr_r50 \\
         --names "Faster RCNN-FPN" "DETR" --output table1.md
 
-AP values come from the last evaluation in OUTDIR/metrics.json; GFLOPs (two decimals), FPS, the
-device FPS was measured on and #params from OUTDIR/analysis.json (written by
-tools/analyze_model.py and tools/benchmark.py with ``--output-dir``); a value not measured is
-shown as "-", a folder that does not exist is an error. The table is printed as markdown and,
-with ``--output``, saved as markdown (.md) or CSV (.csv).
+AP from the last evaluation in OUTDIR/metrics.json; GFLOPs, FPS, its device and #params from
+OUTDIR/analysis.json (tools/analyze_model.py, tools/benchmark.py ``--output-dir``). A value not
+measured shows as "-"; a missing folder is an error. ``--output`` saves it as .md or .csv.
 """
 
 # ruff: noqa: E402  (the command line is parsed before anything heavy is imported)
@@ -27,7 +25,6 @@ def get_parser():
 ARGS = get_parser().parse_args() if __name__ == "__main__" else None
 
 import csv
-import io
 import os
 import sys
 from typing import Dict, Optional, Sequence
@@ -62,11 +59,10 @@ def table_row(output_dir: str, name: Optional[str] = None) -> Dict[str, str]:
     gflops = analysis.get("flop", {}).get("gflops")
     inference = analysis.get("benchmark", {}).get("inference", {})
     fps, params = inference.get("median_per_s"), analysis.get("parameter", {}).get("total")
+    speed = f"{_number(gflops, 2)}/{_number(fps, 0)}"
     row = {
         "Model": name or os.path.basename(os.path.normpath(output_dir)),
-        "GFLOPs/FPS": (
-            MISSING if gflops is None and fps is None else f"{_number(gflops, 2)}/{_number(fps, 0)}"
-        ),
+        "GFLOPs/FPS": MISSING if gflops is None and fps is None else speed,
         "FPS on": inference.get("device_name", MISSING) if fps is not None else MISSING,
         "#params": MISSING if params is None else f"{params / 1e6:.1f}M",
     }
@@ -78,24 +74,11 @@ def table_row(output_dir: str, name: Optional[str] = None) -> Dict[str, str]:
 def format_markdown(rows: Sequence[Dict[str, str]]) -> str:
     """A GitHub-markdown table with the COLUMNS, names left-aligned, numbers right."""
     widths = [max(len(c), *(len(r[c]) for r in rows)) for c in COLUMNS]
-
-    def line(cells):
-        return "| " + " | ".join(cells) + " |"
-
     rule = [":" + "-" * (w - 1) for w in widths[:3]] + ["-" * (w - 1) + ":" for w in widths[3:]]
-    lines = [line(c.ljust(w) for c, w in zip(COLUMNS, widths)), line(rule)]
-    for r in rows:
-        left = [r[c].ljust(w) for c, w in zip(COLUMNS[:3], widths)]
-        lines.append(line(left + [r[c].rjust(w) for c, w in zip(COLUMNS[3:], widths[3:])]))
-    return "\n".join(lines) + "\n"
-
-
-def format_csv(rows: Sequence[Dict[str, str]]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
+    aligned = [str.ljust] * 3 + [str.rjust] * (len(COLUMNS) - 3)
+    lines = [[c.ljust(w) for c, w in zip(COLUMNS, widths)], rule]
+    lines += [[a(r[c], w) for a, c, w in zip(aligned, COLUMNS, widths)] for r in rows]
+    return "".join("| " + " | ".join(cells) + " |\n" for cells in lines)
 
 
 def main(args) -> str:
@@ -110,9 +93,13 @@ def main(args) -> str:
     table = format_markdown(rows)
     sys.stdout.write(table)  # the table is the tool's output, not a log message
     if args.output:
-        is_csv = os.path.splitext(args.output)[1].lower() == ".csv"
         with open(args.output, "w") as f:
-            f.write(format_csv(rows) if is_csv else table)
+            if os.path.splitext(args.output)[1].lower() != ".csv":
+                f.write(table)
+            else:
+                writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+                writer.writeheader()
+                writer.writerows(rows)
     return table
 
 

@@ -14,10 +14,9 @@ On the GPU machine (Python 3.12 with its own torch, no registry), from the repos
          -r gpu_bundle/requirements-no-deps.txt \\
       && PYTHONPATH=. python3 tools/gpu_check.py --output gpu_check.json
 
-Inputs are generated COCO-sized images (800x1066, 7 boxes each), already in memory (data loading
-is not timed). Training runs train_net's Trainer (its run_step: SOLVER.AMP.ENABLED / DTYPE) for
-50 iterations at batch 8, timing the last 40. Weights are random: speed does not depend on them;
-the losses of the three precisions are compared with each other, not with a trained model.
+Inputs: generated 800x1066 images with 7 boxes each, in memory. Training runs train_net's Trainer
+(SOLVER.AMP.*) for 50 iterations at batch 8, timing the last 40. Weights are random: the losses
+of the three precisions are compared with each other, not with a trained model.
 """
 
 import argparse
@@ -81,6 +80,10 @@ def _pip(*args):
     subprocess.check_call([sys.executable, "-m", "pip", *args, "-q", "--disable-pip-version-check"])
 
 
+def _size_mib(folder):
+    return sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)) / 2**20
+
+
 def wheel_metadata(path):
     """(name, version, requirements) of a wheel file: its normalized name, its version and the
     Requirements that apply on Linux with Python 3.12 (extras left out)."""
@@ -127,7 +130,7 @@ def check_bundle(folder):
     for file_name in REQUIREMENT_FILES:
         listed = open(os.path.join(folder, file_name)).read().split()
         problems += [f"{file_name} names {n} but no wheel" for n in listed if n not in versions]
-    size = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)) / 2**20
+    size = _size_mib(folder)
     if size > BUNDLE_LIMIT_MIB:
         problems.append(f"{size:.1f} MiB, over the {BUNDLE_LIMIT_MIB} MiB a run may carry")
     return problems
@@ -158,34 +161,13 @@ def make_bundle(folder):
     problems = check_bundle(folder)
     if problems:
         raise SystemExit("The bundle is not installable:\n  " + "\n  ".join(problems))
-    size = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)) / 2**20
     line = install_line(folder)
-    print(f"{folder}: {len(os.listdir(folder)) - 2} wheels, {size:.1f} MiB. On the GPU machine:")
-    print(line)
+    wheels = len(os.listdir(folder)) - 2
+    print(f"{folder}: {wheels} wheels, {_size_mib(folder):.1f} MiB. On the GPU machine:\n{line}")
     return line
 
 
 # --- the check (runs on the GPU machine) -------------------------------------------------------
-def coco_sized_inputs(num, num_classes, hw=IMAGE_HW, seed=0):
-    """``num`` random uint8 images of ``hw`` (800x1066) with BOXES_PER_IMAGE random boxes each
-    (Detectron2 input dicts, instances in absolute XYXY)."""
-    import torch
-    from detectron2.structures import Boxes, Instances
-
-    h, w = hw
-    g = torch.Generator().manual_seed(seed)
-    inputs = []
-    for _ in range(num):
-        corners = torch.rand(BOXES_PER_IMAGE, 2, 2, generator=g) * torch.tensor([w, h])
-        inst = Instances((h, w))
-        inst.gt_boxes = Boxes(torch.cat([corners.min(1).values, corners.max(1).values + 8], 1))
-        inst.gt_boxes.clip((h, w))
-        inst.gt_classes = torch.randint(0, num_classes, (BOXES_PER_IMAGE,), generator=g)
-        image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g)
-        inputs.append({"image": image, "height": h, "width": w, "instances": inst})
-    return inputs
-
-
 def _cfg(config, opts):
     from detr_d2_cli import setup_cfg
 
@@ -242,16 +224,14 @@ def train_detr(
     memory = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
     result = {"images_per_s": summarize(times, size)["median_per_s"], "final_loss": loss,
               "peak_memory_mib": memory}  # fmt: skip
-    del trainer
+    trainer = None  # the model's memory is freed before the next run
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return result
 
 
-def inference(
-    config, paths, inputs, opts=(), iters=INFER_ITERS, warmup=INFER_WARMUP, sizes=(1, 8)
-):
+def inference(config, paths, inputs, opts=(), iters=INFER_ITERS, warmup=INFER_WARMUP, sizes=(1, 8)):
     """images/s at each batch size for each path ("fp32_eager", "fast", "bf16"), and for DETR the
     largest output difference of each path from fp32 eager on one batch of 2 (without TF32).
     Speeds are measured with PyTorch's defaults (cuDNN TF32 on)."""
@@ -267,12 +247,8 @@ def inference(
         if hasattr(model, "fast_inference"):
             model.fast_inference = path != "fp32_eager"
         with torch.autocast(model.device.type, torch.bfloat16, enabled=path == "bf16"):
-            results[path] = {
-                f"batch_{b}": benchmark_inference(
-                    model, [plain[:b]], iters, warmup, log_period=0
-                )["median_per_s"]
-                for b in sizes
-            }
+            speed = {b: benchmark_inference(model, [plain[:b]], iters, warmup, 0) for b in sizes}
+            results[path] = {f"batch_{b}": r["median_per_s"] for b, r in speed.items()}
             if hasattr(model, "forward_raw"):  # outputs as the tests compare them: no TF32
                 with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
                     out = model.forward_raw(model.preprocess_image(plain[:2]))
@@ -306,8 +282,11 @@ def ratios(report):
 
 
 def format_table(report):
-    rows = ["| measurement | value |", "|:--|--:|"]
-    rows.append(f"| tests on CUDA | {report['tests']['summary']} |")
+    rows = [
+        "| measurement | value |",
+        "|:--|--:|",
+        f"| tests on CUDA | {report['tests']['summary']} |",
+    ]
     for dtype, r in report["train"].items():
         rows.append(
             f"| DETR R50 train b{TRAIN_BATCH} {dtype} | {r['images_per_s']:.1f} img/s, "
@@ -342,7 +321,9 @@ def run_check(output):
               "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
               "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32}  # fmt: skip
     report["tests"] = run_device_tests()
-    data = coco_sized_inputs(TRAIN_BATCH, num_classes=80)
+    from detr_d2.utils.testing import synthetic_inputs
+
+    data = synthetic_inputs(*IMAGE_HW, TRAIN_BATCH, 80, True, boxes_per_image=BOXES_PER_IMAGE)
     report["train"] = {d: train_detr(d, [data]) for d in ("float32", "bfloat16", "float16")}
     report["inference"] = {
         "detr": inference("detr_r50.yaml", ("fp32_eager", "fast", "bf16"), data),

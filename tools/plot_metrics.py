@@ -1,12 +1,9 @@
 #!/usr/bin/env python
-"""Training curves from Detectron2's metrics.json (one JSON object per line) to an image.
+"""Training curves from Detectron2's metrics.json to an image: one subplot per key over
+iterations (losses on a log scale), keys absent from the file skipped.
 
     python tools/plot_metrics.py output/detr_r50/metrics.json --output curves.png
     python tools/plot_metrics.py output/detr_r50/metrics.json --output lr.png --keys lr
-
-One subplot per key over iterations (losses on a log scale); keys absent from the file are
-skipped. Default keys: total_loss, loss_ce, loss_bbox, loss_giou, class_error, lr, bbox/AP,
-bbox/AP50.
 """
 
 # ruff: noqa: E402  (the command line is parsed before anything heavy is imported)
@@ -21,7 +18,9 @@ def get_parser():
     parser = cli.argument_parser(__doc__, config=False)
     parser.add_argument("metrics", metavar="METRICS_JSON", help="OUTDIR/metrics.json")
     cli.add_flags(parser, "output", output=dict(required=True, help="the image, e.g. curves.png"))
-    parser.add_argument("--keys", nargs="+", default=list(DEFAULT_KEYS))
+    parser.add_argument(
+        "--keys", nargs="+", default=list(DEFAULT_KEYS), help="default: %(default)s"
+    )
     return parser
 
 
@@ -50,8 +49,7 @@ def plot_curves(metrics_path: str, output_path: str, keys: Sequence[str], column
     """One subplot per key found in ``metrics_path``, saved as an image to ``output_path``.
     Returns the keys plotted; raises ValueError if none of ``keys`` is in the file."""
     records = read_metrics(metrics_path)
-    series = {k: metric_series(records, k) for k in keys}
-    series = {k: s for k, s in series.items() if s[0]}
+    series = {k: s for k in keys if (s := metric_series(records, k))[0]}
     if not series:
         raise ValueError(f"none of {list(keys)} in {metrics_path}")
     rows = (len(series) + columns - 1) // columns
@@ -74,8 +72,7 @@ def plot_curves(metrics_path: str, output_path: str, keys: Sequence[str], column
 def main(args) -> List[str]:
     """Returns the keys plotted."""
     plotted = plot_curves(args.metrics, args.output, args.keys)
-    skipped = [k for k in args.keys if k not in plotted]
-    if skipped:
+    if skipped := [k for k in args.keys if k not in plotted]:
         logger.warning(f"Not in {args.metrics}: {skipped}")
     logger.info(f"Plotted {plotted} to {args.output}")
     return plotted

@@ -1,21 +1,8 @@
-"""fvcore op handles for the attention products that fvcore's defaults leave out.
-
-fvcore counts one multiply-add (MAC) as one flop, the convention of the DETR paper's GFLOPs. Its
-default handles cover ``aten::linear``, ``addmm``, ``bmm``, ``matmul``, ``einsum`` and
-``_convolution``, but a traced ``nn.MultiheadAttention`` of current PyTorch reaches ops they miss:
-
-* ``aten::scaled_dot_product_attention``: the slow path with ``need_weights=False`` (DETR's case);
-  q @ k^T and attn @ v were uncounted.
-* ``aten::baddbmm``: the slow path with ``need_weights=True`` and a mask; q @ k^T was uncounted.
-* ``aten::_native_multi_head_attention``: the fused fast path (batch-first self-attention in eval,
-  no autograd); the whole layer, projections included, was uncounted.
-
-Each handle below takes the traced op's ``inputs`` / ``outputs`` (``torch._C.Value``) and returns
-MACs; the attention products are reported under the operator name "attention".
-
-``aten::batch_norm`` is not counted: detectron2 lists it among the ops to ignore
-(``_IGNORED_OPS``), but ``set_op_handle(None)`` cannot drop a default fvcore handle, so it is
-replaced by one that counts nothing. Frozen BN folds into the preceding convolution at inference.
+"""fvcore op handles for what a traced ``nn.MultiheadAttention`` of current PyTorch reaches and
+fvcore's defaults miss: ``scaled_dot_product_attention`` (DETR's path), ``baddbmm`` (with
+``need_weights`` and a mask), ``_native_multi_head_attention`` (the fused eval fast path) and
+``matmul`` with broadcasting. One multiply-add (MAC) counts as one flop, as the DETR paper's GFLOPs;
+the attention products (q k^T, attn v) are reported under the operator name "attention".
 """
 
 from collections import Counter
@@ -28,24 +15,13 @@ from detectron2.utils.analysis import FlopCountAnalysis
 from fvcore.nn import ActivationCountAnalysis
 from fvcore.nn.jit_handles import generic_activation_jit, get_shape
 
-__all__ = [
-    "ATTENTION_FLOP_HANDLES",
-    "ATTENTION_ACTIVATION_HANDLES",
-    "attention_macs",
-    "flop_count_analysis",
-    "activation_count_analysis",
-]
+__all__ = ["ATTENTION_FLOP_HANDLES", "flop_count_analysis", "activation_count_analysis"]
 
 
 def attention_macs(q_shape: Sequence[int], k_shape: Sequence[int], v_shape: Sequence[int]) -> int:
-    """MACs of softmax(q k^T) v without the softmax: q (..., L, E), k (..., S, E), v (..., S, Ev).
-
-    q @ k^T costs (...)*L*S*E and attn @ v (...)*L*S*Ev, with (...) the query's leading dims
-    (e.g. batch, heads). A causal mask is not discounted: the kernels compute the full products.
-    """
-    rows = prod(q_shape[:-1])  # (...) * L
-    src_len = k_shape[-2]
-    return rows * src_len * (q_shape[-1] + v_shape[-1])
+    """MACs of softmax(q k^T) v without the softmax: q (..., L, E), k (..., S, E), v (..., S, Ev)
+    cost (...)*L*S*(E + Ev). A causal mask is not discounted: the kernels compute it all."""
+    return prod(q_shape[:-1]) * k_shape[-2] * (q_shape[-1] + v_shape[-1])
 
 
 def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
@@ -55,16 +31,10 @@ def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
 
 
 def baddbmm_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
-    """``aten::baddbmm(self, batch1 (B, n, k), batch2 (B, k, m), beta, alpha)``: the bmm part,
-    B*n*k*m; the scaled addition of ``self`` is elementwise and not counted."""
+    """``aten::baddbmm(self, batch1 (B, n, k), batch2 (B, k, m), beta, alpha)``: B*n*k*m (the
+    scaled addition of ``self`` is elementwise)."""
     b, n, k = get_shape(inputs[1])
-    m = get_shape(inputs[2])[-1]
-    return b * n * k * m
-
-
-def no_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
-    """Counted as nothing (not even a zero entry in the per-operator breakdown)."""
-    return Counter()
+    return b * n * k * get_shape(inputs[2])[-1]
 
 
 def matmul_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
@@ -78,19 +48,14 @@ def matmul_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
 
 
 def native_mha_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
-    """``aten::_native_multi_head_attention(query (B, L, E), key (B, S, E), value (B, S, E),
-    embed_dim, num_heads, qkv_weight, qkv_bias, proj_weight, proj_bias, mask, ...)``.
-
-    Projections: q, k, v (E x E each, on L, S, S tokens) and the output (E x E on L tokens), under
-    "linear" as for the slow path; products: 2 * B*L*S*E (heads * head_dim = E) under "attention".
-    """
+    """``aten::_native_multi_head_attention(query (B, L, E), key (B, S, E), value, ...)``: the q,
+    k, v and output projections (E x E on L, S, S, L tokens) under "linear", as for the slow path,
+    and the products (2 B*L*S*E) under "attention"."""
     b, tgt_len, embed_dim = get_shape(inputs[0])
     src_len = get_shape(inputs[1])[1]
     linear = b * (2 * tgt_len + 2 * src_len) * embed_dim * embed_dim
-    attention = attention_macs(
-        (b, tgt_len, embed_dim), (b, src_len, embed_dim), (b, src_len, embed_dim)
-    )
-    return Counter({"linear": linear, "attention": attention})
+    kv = (b, src_len, embed_dim)
+    return Counter({"linear": linear, "attention": attention_macs((b, tgt_len, embed_dim), kv, kv)})
 
 
 ATTENTION_FLOP_HANDLES = {
@@ -100,21 +65,16 @@ ATTENTION_FLOP_HANDLES = {
     "aten::_native_multi_head_attention": native_mha_flop_jit,
 }
 
-# Activations = output elements of each counted op, as fvcore does for conv/linear/bmm.
-ATTENTION_ACTIVATION_HANDLES = {
-    "aten::scaled_dot_product_attention": generic_activation_jit(),
-    "aten::baddbmm": generic_activation_jit(),
-    "aten::_native_multi_head_attention": generic_activation_jit(),
-}
-
 
 def flop_count_analysis(
     model: torch.nn.Module, inputs: List[Dict], attention: bool = True
 ) -> FlopCountAnalysis:
-    """Detectron2's FlopCountAnalysis (fvcore, detectron2's elementwise ops and batch norm ignored)
-    of ``model`` on ``inputs`` (a detectron2 batch, list of dicts with "image"), with the attention
-    handles unless ``attention`` is False. The model should be in eval mode."""
-    analysis = FlopCountAnalysis(model, inputs).set_op_handle("aten::batch_norm", no_flop_jit)
+    """Detectron2's FlopCountAnalysis of ``model`` (in eval mode) on ``inputs`` (a detectron2
+    batch), with the attention handles unless ``attention`` is False. Batch norm is not counted
+    (it folds into the convolution at inference): detectron2 lists it among its ignored ops, but
+    ``set_op_handle(None)`` cannot drop a default fvcore handle, hence one that counts nothing."""
+    analysis = FlopCountAnalysis(model, inputs)
+    analysis.set_op_handle("aten::batch_norm", lambda *_: Counter())
     if attention:
         analysis.set_op_handle(**ATTENTION_FLOP_HANDLES)
     return analysis
@@ -123,7 +83,9 @@ def flop_count_analysis(
 def activation_count_analysis(
     model: torch.nn.Module, inputs: List[Dict]
 ) -> ActivationCountAnalysis:
-    """fvcore's ActivationCountAnalysis of a detectron2 model, with the attention handles."""
+    """fvcore's ActivationCountAnalysis of a detectron2 model: output elements of each counted op,
+    attention included."""
     wrapper = TracingAdapter(model, inputs, allow_non_tensor=True)
+    handles = ("scaled_dot_product_attention", "baddbmm", "_native_multi_head_attention")
     analysis = ActivationCountAnalysis(wrapper, wrapper.flattened_inputs)
-    return analysis.set_op_handle(**ATTENTION_ACTIVATION_HANDLES)
+    return analysis.set_op_handle(**{f"aten::{op}": generic_activation_jit() for op in handles})

@@ -1,12 +1,9 @@
-"""What a run leaves in its output folder and the tools read back:
+"""What a run leaves in its output folder for the tools: ``metrics.json`` (Detectron2's JSONWriter,
+one JSON object per line: losses, lr, class_error, "bbox/AP", ...) and ``analysis.json``, which
+tools/analyze_model.py and tools/benchmark.py update with ``--output-dir``, section by section::
 
-* ``metrics.json``, Detectron2's JSONWriter: one JSON object per line (losses, lr, class_error,
-  evaluations such as "bbox/AP"), read by tools/plot_metrics.py and tools/compare.py;
-* ``analysis.json``, written by tools/analyze_model.py and tools/benchmark.py with
-  ``--output-dir`` (each run updates the sections it measured), read by tools/compare.py::
-
-      {"flop": {"gflops": 86.0, "input": "800x1201", ...}, "parameter": {"total": 41521941},
-       "benchmark": {"inference": {"median_per_s": 28.0, "device_name": "...", ...}}}
+    {"flop": {"gflops": 86.0, "input": "800x1201", ...}, "parameter": {"total": 41521941},
+     "benchmark": {"inference": {"median_per_s": 28.0, "device_name": "...", ...}}}
 """
 
 import json
@@ -28,8 +25,8 @@ def read_analysis(output_dir: str) -> Dict:
 
 
 def update_analysis(output_dir: str, section: str, values: Dict) -> str:
-    """Update ``section`` of OUTPUT_DIR/analysis.json with ``values`` (keys not in ``values``, and
-    the other sections, are kept); returns the file's path."""
+    """Update ``section`` of OUTPUT_DIR/analysis.json with ``values``, keeping the other keys and
+    sections; returns the file's path."""
     os.makedirs(output_dir, exist_ok=True)
     analysis = read_analysis(output_dir)
     analysis.setdefault(section, {}).update(values)
@@ -40,13 +37,12 @@ def update_analysis(output_dir: str, section: str, values: Dict) -> str:
 
 
 def read_metrics(path: str) -> List[Dict]:
-    """Detectron2's metrics.json: one JSON object per line (unparsable lines, e.g. a line cut by
-    a crash, are skipped)."""
+    """The records of a metrics.json; unparsable lines (e.g. one cut by a crash) are skipped."""
     records = []
     with open(path) as f:
         for line in f:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError:
-                continue
+                pass
     return records

@@ -1,11 +1,10 @@
-"""Generated data for the tests and the benchmarks, deterministic for a seed: random model inputs
-(``synthetic_inputs``), a COCO-like detection set with detections (``make_synthetic_coco``, to
-check and time the COCO evaluation backends) and a COCO panoptic set with a flawed prediction
-(``write_synthetic_panoptic``, the same for PQ)."""
+"""Generated data for the tests and the benchmarks, deterministic for a seed: random model inputs,
+a COCO-like detection set with detections (to check and time the COCO evaluation backends) and a
+COCO panoptic set with a flawed prediction (the same for PQ)."""
 
 import json
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -13,6 +12,10 @@ from detectron2.structures import Boxes, Instances
 from PIL import Image
 
 __all__ = ["synthetic_inputs", "make_synthetic_coco", "write_synthetic_panoptic"]
+
+# The 80 official COCO category ids: non-contiguous, so a contiguous-id bug cannot hide.
+COCO_CATEGORY_IDS = [c for c in range(1, 91) if c not in {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}]
+STUFF_CATEGORY_IDS = list(range(92, 101))  # 9 stuff classes, ids after COCO's things
 
 
 def synthetic_inputs(
@@ -22,80 +25,57 @@ def synthetic_inputs(
     num_classes: int = 1,
     with_instances: bool = False,
     seed: int = 0,
+    boxes_per_image: Optional[int] = None,
 ) -> List[Dict]:
-    """``num`` random images of exactly (height, width), the network's input size (no resize).
-
-    With ``with_instances``, each gets 1 to 4 random boxes of classes below ``num_classes``.
-    """
+    """``num`` random uint8 images of exactly (height, width), the network's input size (no
+    resize). With ``with_instances``, each gets ``boxes_per_image`` (default: 1 to 4) random
+    absolute XYXY boxes of classes below ``num_classes``."""
     g = torch.Generator().manual_seed(seed)
     inputs = []
     for _ in range(num):
-        x = {
-            "image": torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=g),
-            "height": height,
-            "width": width,
-        }
+        image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=g)
+        inputs.append({"image": image, "height": height, "width": width})
         if with_instances:
-            k = int(torch.randint(1, 5, (1,), generator=g))
+            k = boxes_per_image or int(torch.randint(1, 5, (1,), generator=g))
             corners = torch.rand(k, 2, 2, generator=g) * torch.tensor([width, height])
             xyxy = torch.cat([corners.min(1).values, corners.max(1).values + 1], dim=1)
-            inst = Instances((height, width))
+            inst = inputs[-1]["instances"] = Instances((height, width))
             inst.gt_boxes = Boxes(xyxy.clamp(max=torch.tensor([width, height] * 2)))
             inst.gt_classes = torch.randint(0, num_classes, (k,), generator=g)
-            x["instances"] = inst
-        inputs.append(x)
     return inputs
 
 
-# The 80 official COCO category ids: non-contiguous, so a contiguous-id bug cannot hide.
-COCO_CATEGORY_IDS = [c for c in range(1, 91) if c not in {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}]
-
-
-def _rectangle(box):
-    x, y, w, h = box
-    return [[x, y, x + w, y, x + w, y + h, x, y + h]]
+def _random_boxes(rng, num: int, width: int, height: int) -> np.ndarray:
+    """(num, 4) XYWH boxes in the image, log-uniform sides from 4 px to the image size: small,
+    medium and large objects."""
+    wh = np.exp(rng.uniform(np.log(4), np.log([width, height]), size=(num, 2)))
+    return np.concatenate([rng.uniform(0, 1, size=(num, 2)) * ([width, height] - wh), wh], 1)
 
 
 def make_synthetic_coco(num_images=5000, dets_per_image=100, seed=0, mean_gt_per_image=7.0):
-    """
-    Build ground truth and detections that exercise what COCOeval distinguishes: all three area
-    ranges, crowd regions, wrong classes, near-miss boxes around every IoU threshold, score ties
-    (scores have 3 decimals) and images without ground truth.
-
-    Returns:
-        (dict, list[dict]): a COCO instances dataset (images with height/width, annotations with
-        XYWH ``bbox``, ``area``, ``iscrowd`` and a rectangle polygon ``segmentation``, the 80 COCO
-        categories) and a COCO results list (``image_id``, ``category_id``, XYWH ``bbox``,
-        ``score``), ``dets_per_image`` entries per image.
-    """
+    """(a COCO instances dataset, a COCO results list of ``dets_per_image`` XYWH boxes per image)
+    that exercise what COCOeval distinguishes: all three area ranges, crowd regions, wrong classes,
+    near-miss boxes around every IoU threshold, score ties (scores have 3 decimals) and images
+    without ground truth. Annotations have XYWH ``bbox``, ``area``, ``iscrowd`` and a rectangle
+    polygon ``segmentation``; the categories are COCO's 80."""
     rng = np.random.default_rng(seed)
     cat_ids = np.array(COCO_CATEGORY_IDS)
     images, annotations, results = [], [], []
     for image_id in range(1, num_images + 1):
         width, height = int(rng.integers(320, 641)), int(rng.integers(240, 641))
-        images.append(
-            {"id": image_id, "width": width, "height": height, "file_name": f"{image_id}.jpg"}
-        )
+        images.append(dict(id=image_id, width=width, height=height, file_name=f"{image_id}.jpg"))
 
         num_gt = 0 if rng.random() < 0.05 else min(int(rng.poisson(mean_gt_per_image)), 40)
-        # log-uniform sides from 4 px to the image size: small, medium and large objects
-        wh = np.exp(rng.uniform(np.log(4), np.log([width, height]), size=(num_gt, 2)))
-        xy = rng.uniform(0, 1, size=(num_gt, 2)) * ([width, height] - wh)
-        gt_boxes = np.concatenate([xy, wh], axis=1)
+        gt_boxes = _random_boxes(rng, num_gt, width, height)
         gt_cats = rng.choice(cat_ids, size=num_gt)
         crowd = rng.random(num_gt) < 0.03
         for box, cat, is_crowd in zip(gt_boxes.tolist(), gt_cats.tolist(), crowd.tolist()):
+            x, y, w, h = box
             annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": cat,
-                    "bbox": box,
-                    "area": box[2] * box[3],
-                    "iscrowd": int(is_crowd),
-                    "segmentation": _rectangle(box),
-                }
-            )
+                {"id": len(annotations) + 1, "image_id": image_id, "category_id": cat,
+                 "bbox": box, "area": w * h, "iscrowd": int(is_crowd),
+                 "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]]}
+            )  # fmt: skip
 
         # about half the detections are jittered ground truth, mostly of the right class
         num_near = int(rng.binomial(dets_per_image, 0.5)) if num_gt else 0
@@ -106,9 +86,7 @@ def make_synthetic_coco(num_images=5000, dets_per_image=100, seed=0, mean_gt_per
             rng.random(num_near) < 0.8, gt_cats[src] if num_gt else 0, rng.choice(cat_ids, num_near)
         )
         num_far = dets_per_image - num_near
-        wh = np.exp(rng.uniform(np.log(4), np.log([width, height]), size=(num_far, 2)))
-        far = np.concatenate([rng.uniform(0, 1, size=(num_far, 2)) * ([width, height] - wh), wh], 1)
-        boxes = np.concatenate([near, far])
+        boxes = np.concatenate([near, _random_boxes(rng, num_far, width, height)])
         boxes[:, 2:] = np.maximum(boxes[:, 2:], 1.0)
         # crowd the classes present, so that the 1/10/100 detection limits per class all bind
         far_pool = gt_cats if num_gt and rng.random() < 0.7 else cat_ids
@@ -120,11 +98,7 @@ def make_synthetic_coco(num_images=5000, dets_per_image=100, seed=0, mean_gt_per
     categories = [
         {"id": c, "name": f"class_{c}", "supercategory": "thing"} for c in COCO_CATEGORY_IDS
     ]
-    dataset = {"images": images, "annotations": annotations, "categories": categories}
-    return dataset, results
-
-
-STUFF_CATEGORY_IDS = list(range(92, 101))  # 9 stuff classes, ids after COCO's things
+    return {"images": images, "annotations": annotations, "categories": categories}, results
 
 
 def _to_png(ids: np.ndarray, path: str):
@@ -135,18 +109,13 @@ def _to_png(ids: np.ndarray, path: str):
 def _segments(ids: np.ndarray, categories: Dict[int, int], crowd: set) -> list:
     """segments_info of the id map ``ids`` (0 = void) with each id's category."""
     segments = []
-    for i in np.unique(ids):
-        if i == 0:
-            continue
+    present = np.unique(ids)
+    for i in present[present != 0].tolist():
         ys, xs = np.nonzero(ids == i)
-        box = [
-            int(xs.min()),
-            int(ys.min()),
-            int(xs.max() - xs.min() + 1),
-            int(ys.max() - ys.min() + 1),
-        ]
+        x0, y0 = int(xs.min()), int(ys.min())
+        box = [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1]
         segments.append(
-            {"id": int(i), "category_id": categories[int(i)], "area": int(len(xs)), "bbox": box,
+            {"id": i, "category_id": categories[i], "area": len(xs), "bbox": box,
              "iscrowd": int(i in crowd)}
         )  # fmt: skip
     return segments
@@ -166,69 +135,55 @@ def write_synthetic_panoptic(root: str, num_images: int = 100, seed: int = 0) ->
     os.makedirs(gt_dir, exist_ok=True)
     os.makedirs(pred_dir, exist_ok=True)
     images, gt_anns, pred_anns = [], [], []
+
+    def relabel(category, ids):  # 10 % of the predicted segments get a random class
+        return category if rng.random() > 0.1 else int(rng.choice(ids))
+
     for image_id in range(1, num_images + 1):
         h, w = (int(v) for v in rng.integers(320, 641, size=2))
         gt, pred = np.zeros((h, w), np.int64), np.zeros((h, w), np.int64)
         gt_cat, pred_cat, crowd = {}, {}, set()
-        next_id = 1
         cuts = np.sort(rng.integers(0, h, size=int(rng.integers(0, 3))))
         for top, bottom in zip(np.r_[0, cuts], np.r_[cuts, h]):
-            category = int(rng.choice(STUFF_CATEGORY_IDS))
+            i = len(gt_cat) + 1
+            gt_cat[i] = category = int(rng.choice(STUFF_CATEGORY_IDS))
             gap = int(rng.integers(0, 8))  # void rows between bands
-            gt[top + gap : bottom] = next_id
-            gt_cat[next_id] = category
+            gt[top + gap : bottom] = i
             if rng.random() > 0.1:  # missed 10 % of the time
                 shift = int(rng.integers(-10, 11))
-                pred[max(top + shift, 0) : max(bottom + shift, 0)] = next_id
-                pred_cat[next_id] = (
-                    category if rng.random() > 0.1 else int(rng.choice(STUFF_CATEGORY_IDS))
-                )
-            next_id += 1
+                pred[max(top + shift, 0) : max(bottom + shift, 0)] = i
+                pred_cat[i] = relabel(category, STUFF_CATEGORY_IDS)
         for _ in range(int(rng.integers(0, 13))):
             bw, bh = (int(v) for v in np.exp(rng.uniform(np.log(6), np.log(min(h, w) / 2), size=2)))
             x, y = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
-            category = int(rng.choice(COCO_CATEGORY_IDS))
-            gt[y : y + bh, x : x + bw] = next_id
-            gt_cat[next_id] = category
+            i = len(gt_cat) + 1
+            gt_cat[i] = category = int(rng.choice(COCO_CATEGORY_IDS))
+            gt[y : y + bh, x : x + bw] = i
             if rng.random() < 0.05:
-                crowd.add(next_id)
+                crowd.add(i)
             if rng.random() > 0.15:
                 dx, dy = (int(v) for v in rng.integers(-bw // 3 - 1, bw // 3 + 2, size=2))
                 shrink = int(rng.integers(0, max(bw // 4, 1)))
-                pred[
-                    max(y + dy, 0) : max(y + dy + bh, 0),
-                    max(x + dx + shrink, 0) : max(x + dx + bw, 0),
-                ] = next_id
-                pred_cat[next_id] = (
-                    category if rng.random() > 0.1 else int(rng.choice(COCO_CATEGORY_IDS))
-                )
-            next_id += 1
-        for _ in range(int(rng.integers(0, 3))):  # false positives
+                y0, x0 = max(y + dy, 0), max(x + dx + shrink, 0)
+                pred[y0 : max(y + dy + bh, 0), x0 : max(x + dx + bw, 0)] = i
+                pred_cat[i] = relabel(category, COCO_CATEGORY_IDS)
+        for i in range(len(gt_cat) + 1, len(gt_cat) + 1 + int(rng.integers(0, 3))):  # false ones
             x, y = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
-            pred[y : y + 20, x : x + 20] = next_id
-            pred_cat[next_id] = int(rng.choice(COCO_CATEGORY_IDS))
-            next_id += 1
+            pred[y : y + 20, x : x + 20] = i
+            pred_cat[i] = int(rng.choice(COCO_CATEGORY_IDS))
         file_name = f"{image_id:06d}.png"
         images.append({"id": image_id, "width": w, "height": h, "file_name": f"{image_id:06d}.jpg"})
         _to_png(gt, os.path.join(gt_dir, file_name))
         _to_png(pred, os.path.join(pred_dir, file_name))
-        gt_anns.append(
-            {
-                "image_id": image_id,
-                "file_name": file_name,
-                "segments_info": _segments(gt, gt_cat, crowd),
-            }
-        )
-        pred_segments = [
+        segments = _segments(gt, gt_cat, crowd)
+        gt_anns.append({"image_id": image_id, "file_name": file_name, "segments_info": segments})
+        segments = [
             {"id": s["id"], "category_id": s["category_id"]}
             for s in _segments(pred, pred_cat, set())
         ]
-        pred_anns.append(
-            {"image_id": image_id, "file_name": file_name, "segments_info": pred_segments}
-        )
-    categories = [{"id": c, "name": f"thing{c}", "isthing": 1} for c in COCO_CATEGORY_IDS] + [
-        {"id": c, "name": f"stuff{c}", "isthing": 0} for c in STUFF_CATEGORY_IDS
-    ]
+        pred_anns.append({"image_id": image_id, "file_name": file_name, "segments_info": segments})
+    categories = [{"id": c, "name": f"thing{c}", "isthing": 1} for c in COCO_CATEGORY_IDS]
+    categories += [{"id": c, "name": f"stuff{c}", "isthing": 0} for c in STUFF_CATEGORY_IDS]
     gt_json, pred_json = os.path.join(root, "gt.json"), os.path.join(root, "pred.json")
     with open(gt_json, "w") as f:
         json.dump({"images": images, "annotations": gt_anns, "categories": categories}, f)
