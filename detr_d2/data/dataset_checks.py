@@ -72,6 +72,14 @@ def _is_real(v) -> bool:
     return isinstance(v, Real) and not isinstance(v, bool)  # numpy scalars too
 
 
+def _raise_or_skip(message: str, fix: str, count: int, skip: bool, cause=None) -> None:
+    """Raise :class:`DatasetError` with ``message``, or with ``skip`` log that ``count`` images
+    were skipped."""
+    if not skip:
+        raise DatasetError(f"{message} Fix the {fix}, or {SKIP_HINT}.") from cause
+    logger.warning(f"{message} Skipped these {count} images (DATALOADER.SKIP_BAD_IMAGES is True).")
+
+
 def write_temporary_json(data, prefix: str) -> str:
     """Write ``data`` to a new temporary ``<prefix>*.json``, removed at exit; returns its path."""
     fd, path = tempfile.mkstemp(prefix=prefix, suffix=".json")
@@ -174,12 +182,7 @@ def check_dataset_dicts(
             f"category_id outside its metadata's {num_classes} classes or a missing file: "
             f"{_listing(bad_images)}."
         )
-        if not skip_bad_images:
-            raise DatasetError(f"{message} Fix the dataset, or {SKIP_HINT}.")
-        logger.warning(
-            f"{message} Skipped these {len(bad_images)} images "
-            "(DATALOADER.SKIP_BAD_IMAGES is True)."
-        )
+        _raise_or_skip(message, "dataset", len(bad_images), skip_bad_images)
     dropped = boxes["malformed"] + boxes["degenerate"] + boxes["outside"]
     if dropped:
         logger.warning(
@@ -228,14 +231,11 @@ def load_dataset_dicts(dataset_name: str, skip_bad_images: bool = False) -> List
             f"Dataset {dataset_name!r} ({json_file}): {len(bad)} annotations have a "
             f"category_id missing from the json's 'categories': {_listing(bad_anns)}."
         )
-        if not skip_bad_images or meta.get("image_root") is None:
-            raise DatasetError(f"{message} Fix the json, or {SKIP_HINT}.") from e
-    bad_ids = {a["image_id"] for a in bad}
+        bad_ids = {a.get("image_id") for a in bad}
+        skip = skip_bad_images and meta.get("image_root") is not None
+        _raise_or_skip(message, "json", len(bad_ids), skip, cause=e)
     data["images"] = [im for im in data["images"] if im["id"] not in bad_ids]
     data["annotations"] = [a for a in data["annotations"] if a["image_id"] not in bad_ids]
-    logger.warning(
-        f"{message} Skipped these {len(bad_ids)} images (DATALOADER.SKIP_BAD_IMAGES is True)."
-    )
     filtered = write_temporary_json(data, os.path.basename(json_file) + "_")
     return load_coco_json(filtered, meta.image_root, dataset_name)
 

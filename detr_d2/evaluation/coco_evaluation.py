@@ -68,20 +68,11 @@ def load_coco_gt(json_file, backend):
 def evaluate_predictions_on_coco(
     coco_gt, coco_results, iou_type, *, backend, img_ids=None, max_dets_per_image=None
 ):
-    """Run COCOeval of ``backend`` as detectron2's ``_evaluate_predictions_on_coco`` runs
-    pycocotools' (its ``use_fast_impl=False`` path), for "bbox" and "segm".
-
-    Args:
-        coco_gt: the ground truth from :func:`load_coco_gt` with the same ``backend``.
-        coco_results (list[dict]): COCO-format results with dataset category ids; left unchanged.
-        img_ids (list[int] or None): evaluate these images only; None: all.
-        max_dets_per_image (list[int] or None): COCOeval's maxDets, [1, 10, N]; AP uses N.
-            None: [1, 10, 100].
-
-    Returns:
-        the evaluated COCOeval object, with ``stats`` (the 12 summary numbers) and
-        ``eval["precision"]`` (iou threshold x recall x category x area range x max dets).
-    """
+    """Run COCOeval of ``backend`` on ``coco_gt`` (from :func:`load_coco_gt`, same backend) as
+    detectron2's ``_evaluate_predictions_on_coco`` runs pycocotools' (``use_fast_impl=False``).
+    ``coco_results`` (COCO-format dicts) are left unchanged; ``max_dets_per_image``: maxDets
+    [1, 10, N], AP at N (None: [1, 10, 100]). Returns the COCOeval object: ``stats`` (12 numbers),
+    ``eval["precision"]`` (iou threshold x recall x category x area range x max dets)."""
     assert iou_type in ("bbox", "segm"), iou_type
     max_dets = list(max_dets_per_image or [1, 10, 100])
     assert len(max_dets) >= 3, "COCOeval needs maxDets [1, 10, N] or longer"
