@@ -259,13 +259,11 @@ def check_coco_json(json_file: str, image_root: str, tolerance: float = 1.0) -> 
     report.duplicate_files = [(f, ids) for f, ids in ids_of_file.items() if len(ids) > 1]
 
     per_category = {c["id"]: 0 for c in categories}
-    annotated_images = set()
     for ann in data["annotations"]:
         image = images.get(ann["image_id"])
         if image is None:
             report.unknown_image_ids += 1
             continue
-        annotated_images.add(image["id"])
         if ann["category_id"] not in per_category:
             report.unknown_categories += 1
             if len(report.unknown_category_examples) < MAX_EXAMPLES:
@@ -280,7 +278,8 @@ def check_coco_json(json_file: str, image_root: str, tolerance: float = 1.0) -> 
             _count_box(report, ann, image, tolerance)
 
     report.empty_categories = [c["name"] for c in categories if per_category[c["id"]] == 0]
-    report.images_without_annotations = len(images) - len(annotated_images)
+    annotated = images.keys() & {a["image_id"] for a in data["annotations"]}
+    report.images_without_annotations = len(images) - len(annotated)
     for image in images.values():
         path = os.path.join(image_root, image["file_name"])
         if not os.path.isfile(path):

@@ -35,9 +35,7 @@ def _implementation(backend: str):
     return over_predicted_images
 
 
-def pq_compute(
-    gt_json: str, pred_json: str, gt_folder: str, pred_folder: str, backend: str
-) -> Dict:
+def pq_compute(gt_json, pred_json, gt_folder, pred_folder, backend: str) -> Dict:
     """panopticapi's ``pq_compute`` result ("All", "Things", "Stuff": {"pq", "sq", "rq", "n"},
     fractions; "per_class") from the chosen ``backend``."""
     return _implementation(backend)(gt_json, pred_json, gt_folder, pred_folder)
