@@ -1,12 +1,6 @@
-"""Load third-party ``.pth`` and ``.pkl`` files without running code from them.
-
-A ``.pth`` file is a pickle, and unpickling can call any importable function (``os.system`` among
-them). ``torch.load(weights_only=True)`` only rebuilds tensors and plain containers; on top of that
-we allow the one class the official DETR checkpoints carry, ``argparse.Namespace`` (their
-``"args"`` entry: strings, numbers, bools, lists and None). Anything else is refused, never retried
-with ``weights_only=False``. ``.pkl`` files (Detectron2's model zoo, ImageNet backbones) are
-read by a restricted unpickler that resolves only numpy's array and dtype globals.
-"""
+"""Load third-party ``.pth`` and ``.pkl`` files without running code from them (unpickling can call
+any importable function): ``torch.load(weights_only=True)`` plus the ``argparse.Namespace`` of the
+official DETR checkpoints, and for ``.pkl`` an unpickler that resolves only numpy's globals."""
 
 import argparse
 import pickle
@@ -26,12 +20,9 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
 def load_checkpoint_safely(
     path: str, extra_safe_globals: Iterable[type] = (), map_location: Any = "cpu"
 ) -> Any:
-    """``torch.load(path, weights_only=True)`` with ``argparse.Namespace`` (and the classes in
-    ``extra_safe_globals``, for a caller that trusts them) allowed, mapped to ``map_location``.
-
-    Raises :class:`UnsafeCheckpointError`, naming the file and the refused global, when the file
-    holds any other pickled object.
-    """
+    """``torch.load(path, weights_only=True)`` with ``argparse.Namespace`` and
+    ``extra_safe_globals`` allowed; :class:`UnsafeCheckpointError` naming the file and the refused
+    global for any other pickled object (never retried with ``weights_only=False``)."""
     allowed = list(SAFE_GLOBALS) + list(extra_safe_globals)
     try:
         with torch.serialization.safe_globals(allowed):
@@ -59,19 +50,14 @@ def load_checkpoint_safely(
 # arrays, dtypes and scalars (numpy 1 names them numpy.core, numpy 2 numpy._core), the latin-1
 # encoding of bytes that a protocol-2 pickle written by Python 3 uses, and OrderedDict.
 SAFE_PICKLE_GLOBALS = frozenset(
-    [("collections", "OrderedDict"), ("_codecs", "encode"), ("numpy", "ndarray")]
-    + [("numpy", "dtype")]
-    + [
-        (f"numpy.{core}.multiarray", name)
-        for core in ("core", "_core")
-        for name in ("_reconstruct", "scalar")
-    ]
+    {("collections", "OrderedDict"), ("_codecs", "encode")}
+    | {("numpy", n) for n in ("ndarray", "dtype")}
+    | {(f"numpy.{c}.multiarray", n) for c in ("core", "_core") for n in ("_reconstruct", "scalar")}
 )
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only the globals of SAFE_PICKLE_GLOBALS; any other one (a function a payload
-    would call, a class it would build) raises before it is ever looked up."""
+    """Resolves only the globals of SAFE_PICKLE_GLOBALS; any other raises before it is looked up."""
 
     def __init__(self, f, path: str, **kwargs):
         super().__init__(f, **kwargs)
@@ -88,8 +74,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 def load_pickle_safely(path: str, encoding: str = "latin1") -> Any:
-    """Unpickle ``path`` allowing only plain containers, numbers, strings and numpy arrays;
-    :class:`UnsafeCheckpointError` naming the file and the refused global otherwise. latin1 is
-    how Python 2 pickles (the model zoo's) decode."""
+    """Unpickle ``path`` allowing only plain containers and numpy arrays, else
+    :class:`UnsafeCheckpointError`. latin1: how Python 2 pickles (the model zoo's) decode."""
     with open(path, "rb") as f:
         return _RestrictedUnpickler(f, path, encoding=encoding).load()

@@ -1,28 +1,16 @@
-"""Validation of training data before and while it is read, with errors that name the dataset, the
-file and the image id.
+"""Validation of training data where it enters: ``check_dataset_dicts`` drops bad boxes, clips
+boxes partly outside, and stops (or, with DATALOADER.SKIP_BAD_IMAGES, skips) at unknown categories
+or missing files; ``CheckedMapper`` does the same for images that cannot be decoded."""
 
-Before training (``check_dataset_dicts``, over the Detectron2 dataset dicts):
-  * boxes (XYXY_ABS / XYWH_ABS) with zero or negative width or height, entirely outside the
-    image, non-finite or malformed are dropped, with one warning that counts them;
-  * boxes partly outside the image are clipped to it, with one warning that counts them;
-  * an annotation whose category_id is not one of the metadata's classes, or an image file that
-    does not exist, is an error (:class:`DatasetError`) -- or, with ``skip_bad_images``, the image
-    is left out and counted in a warning;
-  * images without annotations, or with crowd annotations only, are kept (counted in the log).
-While reading (``CheckedMapper``): an image that cannot be decoded, or whose size differs from
-the dataset's height / width, raises :class:`BadImageError` naming file and image id -- or, with
-``skip_bad_images``, is replaced by another image (training) or left out of the evaluation
-(``WithoutSkipped``), and logged with a count.
-"""
-
+import atexit
 import json
 import logging
 import math
-import numbers
 import os
 import random
 import tempfile
 from collections import Counter
+from numbers import Integral, Real
 from typing import Dict, List, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -44,12 +32,12 @@ __all__ = [
     "DatasetError",
     "check_dataset_dicts",
     "classify_box",
-    "find_unknown_json_categories",
     "get_checked_dataset_dicts",
     "load_dataset_dicts",
     "pop_skipped_image_ids",
     "warn_more_objects_than_queries",
     "WithoutSkipped",
+    "write_temporary_json",
 ]
 
 logger = logging.getLogger(__name__)
@@ -58,7 +46,6 @@ SKIP_HINT = "set DATALOADER.SKIP_BAD_IMAGES True to skip such images"
 SKIPPED = "_skipped_unreadable"  # marks what CheckedMapper returns for an image left out
 # image ids WithoutSkipped left out in this process, until an evaluator takes them
 _skipped_image_ids = set()
-CHECKED_BOX_MODES = (BoxMode.XYXY_ABS, BoxMode.XYWH_ABS)
 # What reading a bad image file raises: missing / unreadable / not an image / truncated (PIL raises
 # OSError or SyntaxError), decompression bomb, size differing from the dataset's height / width.
 BAD_IMAGE_ERRORS = (OSError, SyntaxError, SizeMismatchError, Image.DecompressionBombError)
@@ -82,20 +69,36 @@ def _listing(items: Sequence[str], n: int = 5) -> str:
 
 
 def _is_real(v) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)  # numpy scalars too
+    return isinstance(v, Real) and not isinstance(v, bool)  # numpy scalars too
+
+
+def _raise_or_skip(message: str, fix: str, count: int, skip: bool, cause=None) -> None:
+    """Raise :class:`DatasetError` with ``message``, or with ``skip`` log that ``count`` images
+    were skipped."""
+    if not skip:
+        raise DatasetError(f"{message} Fix the {fix}, or {SKIP_HINT}.") from cause
+    logger.warning(f"{message} Skipped these {count} images (DATALOADER.SKIP_BAD_IMAGES is True).")
+
+
+def write_temporary_json(data, prefix: str) -> str:
+    """Write ``data`` to a new temporary ``<prefix>*.json``, removed at exit; returns its path."""
+    fd, path = tempfile.mkstemp(prefix=prefix, suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f)
+    atexit.register(os.remove, path)
+    return path
 
 
 def classify_box(bbox, mode=BoxMode.XYWH_ABS, height=None, width=None, tolerance=0.0):
     """The one classification of a box, for the json report and the training data alike:
     ("ok" | "clipped" | "malformed" | "degenerate" | "outside", the box to keep, in ``mode``).
 
-    malformed: not 4 finite numbers (missing, null, 3 numbers, NaN, strings); degenerate: width
-    or height <= 0; outside: nothing of it inside the (height, width) image; clipped: partly
-    outside by more than ``tolerance`` pixels, returned clipped to the image. Without an image
-    size only the first two are told. Modes other than XYXY_ABS / XYWH_ABS (rotated, relative)
-    are not checked.
+    malformed: not 4 finite numbers; degenerate: width or height <= 0; outside: nothing of it
+    inside the (height, width) image; clipped: partly outside by more than ``tolerance`` pixels,
+    returned clipped. Without an image size only the first two are told. Modes other than
+    XYXY_ABS / XYWH_ABS are not checked.
     """
-    if mode not in CHECKED_BOX_MODES:
+    if mode not in (BoxMode.XYXY_ABS, BoxMode.XYWH_ABS):
         return "ok", bbox
     if (
         isinstance(bbox, (str, bytes))
@@ -114,12 +117,7 @@ def classify_box(bbox, mode=BoxMode.XYWH_ABS, height=None, width=None, tolerance
         return "degenerate", bbox
     if height is None or width is None:
         return "ok", bbox
-    clipped = [
-        min(max(x0, 0.0), width),
-        min(max(y0, 0.0), height),
-        min(max(x1, 0.0), width),
-        min(max(y1, 0.0), height),
-    ]
+    clipped = [min(max(v, 0.0), size) for v, size in zip((x0, y0, x1, y1), (width, height) * 2)]
     if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
         return "outside", bbox
     if max(abs(a - b) for a, b in zip(clipped, (x0, y0, x1, y1))) <= tolerance:
@@ -132,20 +130,10 @@ def classify_box(bbox, mode=BoxMode.XYWH_ABS, height=None, width=None, tolerance
 def check_dataset_dicts(
     dicts: List[Dict], metadata, dataset_name: str, skip_bad_images: bool = False
 ) -> List[Dict]:
-    """Validate and clean the dataset dicts of ``dataset_name`` (see the module docstring).
-
-    Args:
-        dicts: Detectron2 dataset dicts (``file_name``, ``image_id``, optional ``height`` /
-            ``width``, ``annotations`` with ``bbox`` / ``bbox_mode`` / contiguous ``category_id``
-            / ``iscrowd``, or panoptic ``segments_info``).
-        metadata: the dataset's Metadata; its classes bound the category ids.
-        skip_bad_images: leave out images with an unknown category or a missing file (logged
-            with a count) instead of raising :class:`DatasetError`.
-
-    Returns:
-        list[dict]: the images kept; an image whose boxes changed is a new dict (the input is
-        not modified).
-    """
+    """The images of ``dicts`` (Detectron2 dataset dicts, contiguous category ids bounded by
+    ``metadata``'s classes) that are kept, a new dict where boxes changed (the input is not
+    modified). An unknown category or a missing file raises :class:`DatasetError`, or with
+    ``skip_bad_images`` leaves the image out (logged with a count)."""
     num_classes = metadata_num_classes(metadata)
     boxes = Counter()  # box status -> count
     box_examples = []
@@ -159,22 +147,13 @@ def check_dataset_dicts(
             if k in d and not os.path.exists(d[k])
         ]
         annotations = d.get("annotations")
-        categories = [obj.get("category_id") for obj in annotations or []]
-        categories += [seg.get("category_id") for seg in d.get("segments_info", [])]
-        if num_classes is not None:
-            unknown = sorted(
-                {
-                    c
-                    for c in categories
-                    if not isinstance(c, numbers.Integral) or not 0 <= c < num_classes
-                },
-                key=str,
-            )
-            if unknown:
-                problems.append(
-                    f"category_id {', '.join(map(str, unknown))} not among the "
-                    f"{num_classes} classes"
-                )
+        ids = [obj.get("category_id") for obj in annotations or []]
+        ids += [seg.get("category_id") for seg in d.get("segments_info", [])]
+        n = num_classes
+        bad = n is not None and {c for c in ids if not isinstance(c, Integral) or not 0 <= c < n}
+        if bad:
+            bad = ", ".join(map(str, sorted(bad, key=str)))
+            problems.append(f"category_id {bad} not among the {n} classes")
         if problems:
             bad_images.append(f"{_where(d)}: {', '.join(problems)}")
             continue
@@ -203,12 +182,7 @@ def check_dataset_dicts(
             f"category_id outside its metadata's {num_classes} classes or a missing file: "
             f"{_listing(bad_images)}."
         )
-        if not skip_bad_images:
-            raise DatasetError(f"{message} Fix the dataset, or {SKIP_HINT}.")
-        logger.warning(
-            f"{message} Skipped these {len(bad_images)} images "
-            "(DATALOADER.SKIP_BAD_IMAGES is True)."
-        )
+        _raise_or_skip(message, "dataset", len(bad_images), skip_bad_images)
     dropped = boxes["malformed"] + boxes["degenerate"] + boxes["outside"]
     if dropped:
         logger.warning(
@@ -230,26 +204,10 @@ def check_dataset_dicts(
     return kept
 
 
-def find_unknown_json_categories(json_file: str) -> List[str]:
-    """Descriptions ("image_id I (file F): category_id C") of the annotations of a COCO json whose
-    category_id is not in its "categories"."""
-    with open(json_file) as f:
-        data = json.load(f)
-    known = {c["id"] for c in data.get("categories", [])}
-    files = {im["id"]: im.get("file_name") for im in data.get("images", [])}
-    return [
-        f"image_id {a.get('image_id')} ({files.get(a.get('image_id'), '?')}): category_id "
-        f"{a.get('category_id')}"
-        for a in data.get("annotations", [])
-        if a.get("category_id") not in known
-    ]
-
-
 def load_dataset_dicts(dataset_name: str, skip_bad_images: bool = False) -> List[Dict]:
     """``DatasetCatalog.get(dataset_name)``; when a COCO json has annotations whose category is
-    not in its "categories" (detectron2's load_coco_json raises a KeyError naming only the id), a
-    :class:`DatasetError` naming the json, images and ids -- or, with ``skip_bad_images``, the
-    dataset without those images."""
+    not in its "categories" (load_coco_json's KeyError names only the id), a :class:`DatasetError`
+    naming the json, images and ids -- or, with ``skip_bad_images``, the set without them."""
     try:
         return DatasetCatalog.get(dataset_name)
     except KeyError as e:
@@ -257,29 +215,29 @@ def load_dataset_dicts(dataset_name: str, skip_bad_images: bool = False) -> List
         json_file = meta.get("json_file")
         if json_file is None or "category_id" not in str(e) or not os.path.isfile(json_file):
             raise
-        bad = find_unknown_json_categories(json_file)
+        with open(json_file) as f:
+            data = json.load(f)
+        known = {c["id"] for c in data.get("categories", [])}
+        bad = [a for a in data.get("annotations", []) if a.get("category_id") not in known]
         if not bad:
             raise
+        files = {im["id"]: im.get("file_name") for im in data.get("images", [])}
+        bad_anns = [
+            f"image_id {a.get('image_id')} ({files.get(a.get('image_id'), '?')}): category_id "
+            f"{a.get('category_id')}"
+            for a in bad
+        ]
         message = (
             f"Dataset {dataset_name!r} ({json_file}): {len(bad)} annotations have a "
-            f"category_id missing from the json's 'categories': {_listing(bad)}."
+            f"category_id missing from the json's 'categories': {_listing(bad_anns)}."
         )
-        if not skip_bad_images or meta.get("image_root") is None:
-            raise DatasetError(f"{message} Fix the json, or {SKIP_HINT}.") from e
-    with open(json_file) as f:
-        data = json.load(f)
-    known = {c["id"] for c in data["categories"]}
-    bad_ids = {a["image_id"] for a in data["annotations"] if a.get("category_id") not in known}
+        bad_ids = {a.get("image_id") for a in bad}
+        skip = skip_bad_images and meta.get("image_root") is not None
+        _raise_or_skip(message, "json", len(bad_ids), skip, cause=e)
     data["images"] = [im for im in data["images"] if im["id"] not in bad_ids]
     data["annotations"] = [a for a in data["annotations"] if a["image_id"] not in bad_ids]
-    logger.warning(
-        f"{message} Skipped these {len(bad_ids)} images (DATALOADER.SKIP_BAD_IMAGES is True)."
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        filtered = os.path.join(tmp, os.path.basename(json_file))
-        with open(filtered, "w") as f:
-            json.dump(data, f)
-        return load_coco_json(filtered, meta.image_root, dataset_name)
+    filtered = write_temporary_json(data, os.path.basename(json_file) + "_")
+    return load_coco_json(filtered, meta.image_root, dataset_name)
 
 
 def get_checked_dataset_dicts(
@@ -324,15 +282,10 @@ def warn_more_objects_than_queries(dicts: Sequence[Dict], num_queries: int) -> i
 
 class CheckedMapper:
     """Wraps a dataset mapper so that an image that cannot be read raises :class:`BadImageError`
-    naming its file and image id (any other error gets the same note), or -- with
-    ``skip_bad_images``, for training only -- is replaced by another image.
-
-    The replacement is drawn from ``spares`` (a few dataset dicts) and the first images this
-    mapper read successfully (at most ``POOL_SIZE``), never from an image that failed. (Detectron2's
-    MapDataset would retry another index when a mapper returns None, but its retry fails on
-    Python >= 3.11: ``random.sample`` of a set.) ``bad_files`` holds the files that failed, per
-    process (each dataloader worker has its own copy); each is logged once.
-    """
+    naming its file and image id, or -- with ``skip_bad_images`` -- is replaced by one of
+    ``spares`` or of the first ``POOL_SIZE`` images read, never one that failed (Detectron2's
+    MapDataset retry fails on Python >= 3.11: ``random.sample`` of a set). ``bad_files``: the
+    files that failed in this process, each logged once."""
 
     POOL_SIZE = 64
     MAX_ATTEMPTS = 16
@@ -340,8 +293,7 @@ class CheckedMapper:
     def __init__(
         self, mapper, skip_bad_images: bool = False, spares: Sequence[Dict] = (), replace=True
     ):
-        """replace: False for evaluation, where a skipped image is not replaced but returned as
-        a marker that :class:`WithoutSkipped` takes out of the batches."""
+        # replace=False for evaluation: a skipped image becomes a marker WithoutSkipped drops
         self.mapper = mapper
         self.skip_bad_images = skip_bad_images
         self.replace = replace

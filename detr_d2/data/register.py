@@ -1,15 +1,7 @@
-"""Your own COCO-format dataset from the command line: ``--register-coco NAME JSON IMAGE_ROOT``.
-
-    parser = default_argument_parser()          # or any argparse parser
-    add_register_coco_argument(parser)
-    args = parser.parse_args()
-    register_coco_from_args(args)               # in every process, before the config is used
-
-A set is registered with Detectron2's ``register_coco_instances`` plus its class names, read from
-the json's categories (sorted by id, as ``load_coco_json`` orders them) at registration, so the
-model's class count can be taken from it (``detr_d2.engine.resolve_num_classes``) before any
-data is loaded. The json is checked once (``json_check.check_coco_json``) and the report logged.
-"""
+"""Your own COCO-format dataset from the command line: ``--register-coco NAME JSON IMAGE_ROOT``
+(``add_register_coco_argument(parser)``, then ``register_coco_from_args(args)`` in every process).
+The json is checked once (``json_check``) and its class names go into the metadata right away, so
+the class count is known before any data is loaded."""
 
 import argparse
 import logging
@@ -33,38 +25,27 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-
 def register_coco_from_args(args: argparse.Namespace) -> List[str]:
-    """Register every ``--register-coco`` set of ``args``; returns their names.
-
-    Call it in each process (``launch`` starts fresh ones for multi-GPU): the catalogs are per
-    process. Raises ``ValueError`` when the flag ended up among the config options (after a
-    KEY VALUE pair, argparse hands everything to ``opts``).
-    """
+    """Register every ``--register-coco`` set of ``args`` (the catalogs are per process); returns
+    their names. ``ValueError`` when the flag came after the KEY VALUE options (read as options)."""
     opts = getattr(args, "opts", None) or []
     if FLAG in opts:
         raise ValueError(
             f"{FLAG} must come before the KEY VALUE config options; it was read as a "
             f"config option: {' '.join(opts)}"
         )
-    names = []
-    for name, json_file, image_root in getattr(args, "register_coco", None) or []:
+    sets = getattr(args, "register_coco", None) or []
+    for name, json_file, image_root in sets:
         register_coco_dataset(name, json_file, image_root)
-        names.append(name)
-    return names
+    return [name for name, _, _ in sets]
 
 
 def register_coco_dataset(name: str, json_file: str, image_root: str) -> Optional[CocoJsonReport]:
-    """Register a COCO instances json as dataset ``name``, with its class names in the metadata.
+    """Register a COCO instances json as dataset ``name`` with ``thing_classes`` (names sorted by
+    id) and ``thing_dataset_id_to_contiguous_id`` set now; returns the logged json report.
 
-    Metadata set now (``load_coco_json`` sets the same values again when the set is loaded):
-    ``thing_classes`` (category names sorted by id), ``thing_dataset_id_to_contiguous_id``,
-    ``json_file``, ``image_root`` (both absolute) and ``evaluator_type`` "coco".
-
-    Registering a name again with the same files does nothing (returns None); with other files,
-    or a name Detectron2 or detr_d2 already uses, raises ``ValueError``. Otherwise checks the
-    json once, logs the report (a warning when it found problems) and returns it.
-    """
+    The same name with the same files again does nothing (None); a name already used with other
+    files raises ``ValueError``."""
     json_file, image_root = os.path.abspath(json_file), os.path.abspath(image_root)
     if name in DatasetCatalog.list():
         meta = MetadataCatalog.get(name)
@@ -94,10 +75,8 @@ def register_coco_dataset(name: str, json_file: str, image_root: str) -> Optiona
             '[{"id": 1, "name": "..."}, ...]'
         )
 
-    # the same values load_coco_json sets when the set is loaded (it asserts they do not change)
-    metadata = {
-        "thing_classes": report.categories,
-        "thing_dataset_id_to_contiguous_id": {cat_id: i for i, cat_id in enumerate(ids)},
-    }
+    # the values load_coco_json sets when the set is loaded (it asserts they do not change)
+    contiguous = {cat_id: i for i, cat_id in enumerate(ids)}
+    metadata = {"thing_classes": report.categories, "thing_dataset_id_to_contiguous_id": contiguous}
     register_coco_instances(name, metadata, json_file, image_root)
     return report

@@ -1,11 +1,6 @@
-"""Detectron2's COCOEvaluator with a choice of COCOeval implementation (``TEST.COCO_EVAL_BACKEND``).
-
-pycocotools' COCOeval takes about 90 s for 5,000 images x 100 detections; hotcoco (Rust) and
-faster_coco_eval (C++) compute the same 12 stats and the same precision array in a fraction of
-that. Only the step that builds and runs COCOeval changes: category-id mapping, the
-``coco_instances_results.json`` dump, the AP tables and the per-category AP are detectron2's.
-The ground truth leaves out the boxes that training drops as malformed (not 4 finite numbers).
-"""
+"""Detectron2's COCOEvaluator with a choice of COCOeval implementation (``TEST.COCO_EVAL_BACKEND``):
+pycocotools (about 90 s for 5,000 images x 100 detections), or hotcoco (Rust) and faster_coco_eval
+(C++), which give the same stats and precision array faster. All else stays detectron2's."""
 
 import contextlib
 import io
@@ -38,40 +33,46 @@ def has_compiled_cocoeval():
     return not getattr(_C, "IS_STANDIN", False) and hasattr(_C, "COCOevalAccumulate")
 
 
-def load_coco_gt(json_file, backend):
-    """The ground truth in ``json_file`` as the COCO object of ``backend``."""
+def _check_backend(backend):
+    if backend not in COCO_EVAL_BACKENDS:
+        raise ValueError(f"TEST.COCO_EVAL_BACKEND {backend!r} is not one of {COCO_EVAL_BACKENDS}")
+
+
+def _backend_classes(backend):
+    """(COCO, COCOeval) of ``backend``."""
+    _check_backend(backend)
     if backend == "pycocotools":
         from pycocotools.coco import COCO
-    elif backend == "hotcoco":
-        from hotcoco import COCO
-    elif backend == "faster_coco_eval":
-        from faster_coco_eval import COCO
-    else:
-        raise ValueError(f"Unknown COCO evaluation backend {backend!r}")
+        from pycocotools.cocoeval import COCOeval
+
+        return COCO, COCOeval
+    if backend == "hotcoco":
+        import hotcoco
+
+        return hotcoco.COCO, hotcoco.COCOeval
+    import faster_coco_eval
+
+    def cocoeval(*args):
+        return faster_coco_eval.COCOeval_faster(*args, print_function=print)
+
+    return faster_coco_eval.COCO, cocoeval
+
+
+def load_coco_gt(json_file, backend):
+    """The ground truth in ``json_file`` as the COCO object of ``backend``."""
+    coco_cls = _backend_classes(backend)[0]
     with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(json_file)
+        return coco_cls(json_file)
 
 
 def evaluate_predictions_on_coco(
     coco_gt, coco_results, iou_type, *, backend, img_ids=None, max_dets_per_image=None
 ):
-    """
-    Run COCOeval of ``backend`` as detectron2's ``_evaluate_predictions_on_coco`` runs
-    pycocotools' (its ``use_fast_impl=False`` path), for "bbox" and "segm".
-
-    Args:
-        coco_gt: the ground truth from :func:`load_coco_gt` with the same ``backend``.
-        coco_results (list[dict]): COCO-format results with dataset category ids; left unchanged.
-        iou_type (str): "bbox" or "segm".
-        backend (str): one of :data:`COCO_EVAL_BACKENDS`.
-        img_ids (list[int] or None): evaluate these images only; None: all.
-        max_dets_per_image (list[int] or None): COCOeval's maxDets, [1, 10, N]; AP uses N.
-            None: [1, 10, 100].
-
-    Returns:
-        the evaluated COCOeval object, with ``stats`` (the 12 summary numbers) and
-        ``eval["precision"]`` (iou threshold x recall x category x area range x max dets).
-    """
+    """Run COCOeval of ``backend`` on ``coco_gt`` (from :func:`load_coco_gt`, same backend) as
+    detectron2's ``_evaluate_predictions_on_coco`` runs pycocotools' (``use_fast_impl=False``).
+    ``coco_results`` (COCO-format dicts) are left unchanged; ``max_dets_per_image``: maxDets
+    [1, 10, N], AP at N (None: [1, 10, 100]). Returns the COCOeval object: ``stats`` (12 numbers),
+    ``eval["precision"]`` (iou threshold x recall x category x area range x max dets)."""
     assert iou_type in ("bbox", "segm"), iou_type
     max_dets = list(max_dets_per_image or [1, 10, 100])
     assert len(max_dets) >= 3, "COCOeval needs maxDets [1, 10, N] or longer"
@@ -82,26 +83,11 @@ def evaluate_predictions_on_coco(
         results = coco_results  # it copies what it reads
     else:
         results = [dict(r) for r in coco_results]  # loadRes adds keys ("id", "area") to them
-
-    if backend == "pycocotools":
-        from pycocotools.cocoeval import COCOeval
-
+    cocoeval_cls = _backend_classes(backend)[1]
+    if backend == "pycocotools" and max_dets[2] != 100:
         # pycocotools' summarize() reads AP at 100 detections whatever maxDets says
-        cocoeval_cls = COCOeval if max_dets[2] == 100 else d2_coco_evaluation.COCOevalMaxDets
-        coco_eval = cocoeval_cls(coco_gt, coco_gt.loadRes(results), iou_type)
-    elif backend == "hotcoco":
-        import hotcoco
-
-        coco_eval = hotcoco.COCOeval(coco_gt, coco_gt.loadRes(results), iou_type)
-    elif backend == "faster_coco_eval":
-        import faster_coco_eval
-
-        coco_eval = faster_coco_eval.COCOeval_faster(
-            coco_gt, coco_gt.loadRes(results), iou_type, print_function=print
-        )
-    else:
-        raise ValueError(f"Unknown COCO evaluation backend {backend!r}")
-
+        cocoeval_cls = d2_coco_evaluation.COCOevalMaxDets
+    coco_eval = cocoeval_cls(coco_gt, coco_gt.loadRes(results), iou_type)
     coco_eval.params.maxDets = max_dets
     if img_ids is not None:
         coco_eval.params.imgIds = list(img_ids)
@@ -116,47 +102,18 @@ def evaluate_predictions_on_coco(
 
 
 class COCOEvaluatorWithBackend(COCOEvaluator):
-    """
-    :class:`detectron2.evaluation.COCOEvaluator` whose bbox and segm COCOeval runs on
-    ``backend``: "pycocotools" (the reference; detectron2's own path, unchanged), "hotcoco" or
-    "faster_coco_eval". Keypoints always go to detectron2's path.
-    """
+    """:class:`detectron2.evaluation.COCOEvaluator` whose bbox and segm COCOeval runs on
+    ``backend`` (one of :data:`COCO_EVAL_BACKENDS`; "pycocotools" is detectron2's own path).
+    Keypoints always go to detectron2's path. The ground truth leaves out the boxes training
+    drops as malformed; images left out as unreadable are not evaluated."""
 
-    def __init__(
-        self,
-        dataset_name,
-        tasks=None,
-        distributed=True,
-        output_dir=None,
-        *,
-        backend="pycocotools",
-        max_dets_per_image=None,
-        use_fast_impl=None,
-        kpt_oks_sigmas=(),
-    ):
-        """
-        Args:
-            backend (str): one of :data:`COCO_EVAL_BACKENDS`.
-            use_fast_impl (bool or None): for detectron2's own path (pycocotools, keypoints):
-                use its compiled COCOeval_opt. None: when it is compiled (not with a Python-only
-                detectron2).
-            others: as in :class:`detectron2.evaluation.COCOEvaluator`.
-        """
-        if backend not in COCO_EVAL_BACKENDS:
-            raise ValueError(
-                f"Unknown COCO evaluation backend {backend!r}; expected one of {COCO_EVAL_BACKENDS}"
-            )
+    def __init__(self, dataset_name, *args, backend="pycocotools", use_fast_impl=None, **kwargs):
+        """use_fast_impl: detectron2's compiled COCOeval_opt for its own path; None: when it is
+        compiled. Others as in :class:`detectron2.evaluation.COCOEvaluator`."""
+        _check_backend(backend)
         if use_fast_impl is None:
             use_fast_impl = has_compiled_cocoeval()
-        super().__init__(
-            dataset_name,
-            tasks,
-            distributed,
-            output_dir,
-            max_dets_per_image=max_dets_per_image,
-            use_fast_impl=use_fast_impl,
-            kpt_oks_sigmas=kpt_oks_sigmas,
-        )
+        super().__init__(dataset_name, *args, use_fast_impl=use_fast_impl, **kwargs)
         self._backend = backend
         self._backend_coco_gt = None  # the backend's copy of the ground truth, loaded on first use
         # the boxes training drops are not ground truth here either (and would crash COCOeval)
@@ -189,8 +146,7 @@ class COCOEvaluatorWithBackend(COCOEvaluator):
             d2_coco_evaluation._evaluate_predictions_on_coco = _d2_evaluate_predictions_on_coco
 
     def _evaluate_predictions_on_coco(self, coco_gt, coco_results, iou_type, **kwargs):
-        """Takes detectron2's arguments (its ``use_fast_impl`` or, in newer versions,
-        ``cocoeval_fn`` reach only detectron2's own path)."""
+        # detectron2's use_fast_impl / cocoeval_fn arguments reach only detectron2's own path
         if iou_type == "keypoints":
             return _d2_evaluate_predictions_on_coco(coco_gt, coco_results, iou_type, **kwargs)
         if self._backend_coco_gt is None:
@@ -209,10 +165,6 @@ class COCOEvaluatorWithBackend(COCOEvaluator):
 def build_coco_evaluator(cfg, dataset_name, output_dir=None, tasks=None):
     """The evaluator ``train_net.py`` builds: a :class:`COCOEvaluatorWithBackend` for
     ``dataset_name`` on ``cfg.TEST.COCO_EVAL_BACKEND``, with COCO's standard 100 detections."""
-    backend = cfg.TEST.COCO_EVAL_BACKEND
-    if backend not in COCO_EVAL_BACKENDS:
-        raise ValueError(
-            f"cfg.TEST.COCO_EVAL_BACKEND={backend!r} is not a COCO evaluation backend; "
-            f"expected one of {COCO_EVAL_BACKENDS}"
-        )
-    return COCOEvaluatorWithBackend(dataset_name, tasks, output_dir=output_dir, backend=backend)
+    return COCOEvaluatorWithBackend(
+        dataset_name, tasks, output_dir=output_dir, backend=cfg.TEST.COCO_EVAL_BACKEND
+    )
