@@ -16,13 +16,5 @@ def exportable(model: Detr) -> nn.Module:
     return ExportableDetr(model)
 
 
-__all__ = [
-    "ExportableDetr",
-    "ExportableDetrPanoptic",
-    "exportable",
-    "batch_images",
-    "EXPORTERS",
-    "FILE_NAMES",
-    "load_exported",
-    "output_differences",
-]
+__all__ = ["ExportableDetr", "ExportableDetrPanoptic", "exportable", "batch_images"]
+__all__ += ["EXPORTERS", "FILE_NAMES", "load_exported", "output_differences"]

@@ -1,10 +1,7 @@
-"""The network part of ``DetrPanoptic`` as a tensor-only module (see ``wrapper.py``).
-
-The panoptic merge itself (keep the confident queries, per-pixel argmax of their masks, stuff
-folded by class, small segments dropped and the argmax redone: ``combine_panoptic``, as the
-original DETR's PostProcessPanoptic) loops over a data-dependent number of segments; it is not part
-of the graph. Run it on the outputs (``classes`` / ``scores`` are the best real class; the
-original's rule also requires it to beat no-object, the same for a threshold of at least 0.5)::
+"""The network part of ``DetrPanoptic`` as a tensor-only module (see ``wrapper.py``). The
+panoptic merge (``combine_panoptic``) loops over a data-dependent number of segments, outside
+the graph; run it on the outputs (``scores``: the best real class; the original's rule that it
+also beats no-object is the same for a threshold of at least 0.5)::
 
     boxes, scores, classes, mask_logits = exported(images, padding_mask)
     keep = scores[i] > cfg.MODEL.DETR.PANOPTIC_CONF_THRESH
@@ -23,14 +20,9 @@ from .wrapper import ExportableDetr
 
 
 class ExportableDetrPanoptic(ExportableDetr):
-    """:class:`ExportableDetr`'s (boxes, scores, classes) for all N queries (``test_topk`` is not
-    applied: the masks are per query), plus
-
-        mask_logits: (B, N, H/4, W/4) float32 mask logits over the padded input (stride of the
-            finest ``MASK_HEAD_IN_FEATURES``), as ``DetrPanoptic.forward_raw``'s "pred_masks".
-
-    Boxes and classes cover stuff queries too; ``DetrPanoptic``'s "instances" keep things only.
-    """
+    """:class:`ExportableDetr`'s (boxes, scores, classes) for all N queries (stuff included),
+    plus mask_logits (B, N, H/4, W/4) float32 over the padded input, as
+    ``DetrPanoptic.forward_raw``'s "pred_masks"."""
 
     output_axes = dict(ExportableDetr.output_axes, mask_logits={2: "mask_height", 3: "mask_width"})
 
@@ -47,7 +39,4 @@ class ExportableDetrPanoptic(ExportableDetr):
         mask_logits = self.mask_head(
             out["projected"], attention, [out["features"][f] for f in self.mask_in_features]
         )
-        boxes, scores, classes = self.postprocess(
-            out["pred_logits"], out["pred_boxes"], padding_mask
-        )
-        return boxes, scores, classes, mask_logits
+        return (*self.postprocess(out["pred_logits"], out["pred_boxes"], padding_mask), mask_logits)
