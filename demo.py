@@ -30,11 +30,10 @@ def get_parser():
     source.add_argument("--input", nargs="+", metavar="IMAGE", help="images, globs or folders")
     source.add_argument("--video-input", metavar="VIDEO", help="a video file")
     cli.add_flags(parser, "output_dir", "output", "scale", "log_period", "random_weights")
-    parser.add_argument(
-        "--confidence-threshold",
-        type=float,
-        help="draw instances scoring at least this (default 0.5); panoptic: keep queries above it",
+    threshold = (
+        "draw instances scoring at least this (default 0.5); panoptic: keep queries above it"
     )
+    parser.add_argument("--confidence-threshold", type=float, help=threshold)
     return parser
 
 

@@ -36,7 +36,7 @@ import json
 import logging
 import math
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 import torch
 from detectron2.modeling import detector_postprocess
@@ -123,18 +123,16 @@ def evaluate_decoder_layers(
 
 def plot_decoder_layers(
     results: Dict, output_path: str, metrics: Sequence[str] = ("AP", "AP50")
-) -> List[str]:
+) -> None:
     """Fig. 4: one line per metric and setting over the decoder layers, saved to
-    ``output_path``. Returns the line labels."""
+    ``output_path``."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     layers = results["layers"]
-    labels = []
     for metric, color in zip(metrics, ("tab:blue", "tab:orange", "tab:green", "tab:red")):
         for setting, style in (("without_nms", "-"), ("with_nms", "--")):
             label = metric + (f" NMS={results['nms_iou']}" if setting == "with_nms" else "")
             ax.plot(layers, results[setting][metric], style, color=color, marker="o", label=label)
-            labels.append(label)
     ax.set_xlabel("decoder layer")
     ax.set_ylabel("AP (%)")
     ax.set_xticks(layers)
@@ -143,7 +141,6 @@ def plot_decoder_layers(
     ax.legend()
     fig.tight_layout()
     fig.savefig(output_path, dpi=100)
-    return labels
 
 
 def main(args) -> Dict:

@@ -30,13 +30,9 @@ def get_parser():
     parser.set_defaults(output_dir="export")
     parser.add_argument("--sample-image", help="example input (default: random pixels)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
-    parser.add_argument(
-        "--tolerance",
-        type=float,
-        default=1e-4,
-        help="largest accepted difference to eager: of scores, of boxes as a fraction of the "
-        "longer image side, of mask logits relative to their largest magnitude",
-    )
+    tolerance = "largest accepted difference to eager: of scores, of boxes as a fraction of the "
+    tolerance += "longer image side, of mask logits relative to their largest magnitude"
+    parser.add_argument("--tolerance", type=float, default=1e-4, help=tolerance)
     return parser
 
 

@@ -29,12 +29,8 @@ def get_parser():
         "--slots", type=int, nargs="+", help="query indices to plot (default: the first 20)"
     )
     parser.add_argument("--columns", type=int, default=5, help="subplots per row")
-    parser.add_argument(
-        "--small-size",
-        type=float,
-        default=SMALL_SIZE,
-        help="a box is small when sqrt(w*h) is below this fraction of the image",
-    )
+    small = "a box is small when sqrt(w*h) is below this fraction of the image"
+    parser.add_argument("--small-size", type=float, default=SMALL_SIZE, help=small)
     return parser
 
 

@@ -31,12 +31,10 @@ def _point(text: str):
 def get_parser():
     parser = cli.argument_parser(__doc__)
     parser.add_argument("--input", required=True, metavar="IMAGE")
-    parser.add_argument(
-        "--points", type=_point, nargs="+", metavar="X,Y", help="encoder reference points (pixels)"
-    )
-    parser.add_argument(
-        "--num-points", type=int, default=4, help="default points: this many detection centres"
-    )
+    points = "encoder reference points (pixels)"
+    parser.add_argument("--points", type=_point, nargs="+", metavar="X,Y", help=points)
+    num_points = "default points: this many detection centres"
+    parser.add_argument("--num-points", type=int, default=4, help=num_points)
     parser.add_argument("--threshold", type=float, default=0.7, help="detection score threshold")
     parser.add_argument("--topk", type=int, default=6, help="at most this many detections")
     cli.add_flags(parser, "output_dir", "random_weights")
