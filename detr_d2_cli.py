@@ -78,24 +78,18 @@ def argument_parser(doc=None, *, config=True, launch=False, default_config=None)
             "--config-file", required=default_config is None, default=default_config, metavar="FILE"
         )
         add_register_coco_argument(parser)
-        parser.add_argument(
-            "opts", nargs="*", default=[], help="config overrides, KEY VALUE pairs, anywhere"
-        )
+        opts = "config overrides, KEY VALUE pairs, anywhere"
+        parser.add_argument("opts", nargs="*", default=[], help=opts)
     return parser
 
 
 def add_register_coco_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The repeatable ``--register-coco NAME JSON IMAGE_ROOT`` (``args.register_coco``: a list of
     [name, json, image_root]; see ``detr_d2.data.register.register_coco_from_args``)."""
-    parser.add_argument(
-        REGISTER_COCO,
-        nargs=3,
-        action="append",
-        default=None,
-        metavar=("NAME", "JSON", "IMAGE_ROOT"),
-        help="register a COCO-format instances dataset under NAME (use it in DATASETS.TRAIN / "
-        "DATASETS.TEST); repeatable",
-    )
+    text = "register a COCO-format instances dataset under NAME (use it in DATASETS.TRAIN / "
+    text += "DATASETS.TEST); repeatable"
+    metavar = ("NAME", "JSON", "IMAGE_ROOT")
+    parser.add_argument(REGISTER_COCO, nargs=3, action="append", metavar=metavar, help=text)
     return parser
 
 

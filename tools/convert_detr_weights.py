@@ -84,9 +84,8 @@ def convert(
         raise CheckpointConversionError(f"--panoptic given, but {input_path} has no mask head")
     if model is not None:
         check_against_model(result.model, model.state_dict())
-    logger.info(
-        "%s checkpoint: %s", "panoptic" if result.spec.panoptic else "detection", result.spec
-    )
+    kind = "panoptic" if result.spec.panoptic else "detection"
+    logger.info("%s checkpoint: %s", kind, result.spec)
     rows = result.class_rows
     logger.info("class head: rows re-indexed to contiguous ids; our row i is official row %s", rows)
     if result.dropped:

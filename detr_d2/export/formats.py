@@ -1,4 +1,4 @@
-"""Save an export wrapper (``wrapper.py``, ``panoptic.py``) as TorchScript (``torch.jit.trace``:
+"""Save an export wrapper (``wrapper.py``) as TorchScript (``torch.jit.trace``:
 shapes are recorded as ``aten::size`` ops, so the trace runs at other sizes; traced on and for the
 CPU), ONNX (``torch.onnx.export(dynamo=False)``: the dynamo exporter needs ``onnxscript``) or a
 torch.export program (``.pt2``; its ``range_constraints`` give the smallest accepted size), and

@@ -1,4 +1,5 @@
-"""A plain-tensor view of :class:`Detr` for deployment (TorchScript, ONNX, torch.export).
+"""Plain-tensor views of :class:`Detr` and :class:`DetrPanoptic` for deployment (TorchScript,
+ONNX, torch.export).
 
 Not Detectron2's ``TracingAdapter``: ``Detr.forward`` takes a list of dicts, builds the padding
 mask from per-image Python ints (constants to a tracer) and returns ``Instances``, which are no
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert
 
 from ..modeling.detr import Detr
+from ..modeling.panoptic import DetrPanoptic
 from ..modeling.inference_backbone import fold_norms_into_convs
 
 logger = logging.getLogger(__name__)
@@ -96,3 +98,41 @@ class ExportableDetr(nn.Module):
             classes = classes.gather(1, top)
             boxes = boxes.gather(1, top[..., None].expand(-1, -1, 4))
         return boxes, scores, classes
+
+
+class ExportableDetrPanoptic(ExportableDetr):
+    """:class:`ExportableDetr`'s (boxes, scores, classes) for all N queries (stuff included),
+    plus mask_logits (B, N, H/4, W/4) float32 over the padded input, as
+    ``DetrPanoptic.forward_raw``'s "pred_masks". The panoptic merge loops over a data-dependent
+    number of segments, outside the graph; run it on the outputs (``scores``: the best real
+    class; the original's rule that it also beats no-object is the same for a threshold >= 0.5)::
+
+        keep = scores[i] > cfg.MODEL.DETR.PANOPTIC_CONF_THRESH
+        logits = resize_mask_logits(mask_logits[i][keep], images.shape[-2:], (h, w), (h, w))
+        panoptic_seg, segments_info = combine_panoptic(scores[i][keep], classes[i][keep],
+            logits, is_thing, cfg.MODEL.DETR.PANOPTIC_MIN_AREA, output_hw)
+    """
+
+    output_axes = dict(ExportableDetr.output_axes, mask_logits={2: "mask_height", 3: "mask_width"})
+
+    def __init__(self, model: DetrPanoptic):
+        super().__init__(model)
+        self.topk = 0
+        self.bbox_attention = model.bbox_attention
+        self.mask_head = model.mask_head
+        self.mask_in_features = list(model.mask_in_features)
+
+    def forward(self, images: Tensor, padding_mask: Tensor) -> Tuple[Tensor, ...]:
+        out = self.predict(images, padding_mask)
+        attention = self.bbox_attention(out["hs"], out["memory"], out["mask"])
+        mask_logits = self.mask_head(
+            out["projected"], attention, [out["features"][f] for f in self.mask_in_features]
+        )
+        return (*self.postprocess(out["pred_logits"], out["pred_boxes"], padding_mask), mask_logits)
+
+
+def exportable(model: Detr) -> nn.Module:
+    """The export wrapper of ``model`` (in eval mode, weights loaded)."""
+    if isinstance(model, DetrPanoptic):
+        return ExportableDetrPanoptic(model)
+    return ExportableDetr(model)
