@@ -52,13 +52,9 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data.detection_utils import read_image
 from detectron2.modeling import build_model
 
-from detr_d2.checkpoint.detr_official import (
-    CheckpointConversionError,
-    ConvertedDetr,
-    check_against_model,
-    convert_official_detr,
-    load_official_checkpoint,
-)
+from detr_d2.checkpoint.detr_official import CheckpointConversionError, ConvertedDetr
+from detr_d2.checkpoint.detr_official import check_against_model, convert_official_detr
+from detr_d2.checkpoint.detr_official import load_official_checkpoint
 from detr_d2.checkpoint.safe_load import UnsafeCheckpointError, load_checkpoint_safely
 
 logger = logging.getLogger("convert_detr_weights")

@@ -30,11 +30,8 @@ from typing import List, Optional
 import torch
 
 from detr_d2.checkpoint.safe_load import UnsafeCheckpointError, load_checkpoint_safely
-from detr_d2.checkpoint.torchvision_resnet import (
-    UnknownKeyError,
-    convert_torchvision_resnet,
-    infer_resnet_depth,
-)
+from detr_d2.checkpoint.torchvision_resnet import UnknownKeyError, convert_torchvision_resnet
+from detr_d2.checkpoint.torchvision_resnet import infer_resnet_depth
 
 logger = logging.getLogger("convert_torchvision_backbone")
 

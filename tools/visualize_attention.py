@@ -75,23 +75,21 @@ def record_attention(
     calls them with ``need_weights=False``); the yielded dict maps its name to the weights of its
     latest call: (B, L, S) with heads averaged, else (B, heads, L, S). Outputs are unchanged."""
     records: Dict[str, Tensor] = {}
+    names = {module: name for name, module in modules.items()}
 
     def ask_for_weights(module, args, kwargs):
         kwargs = dict(kwargs, **dict(zip(_MHA_ARGS, args[3:])))
         kwargs.update(need_weights=True, average_attn_weights=average_heads)
         return args[:3], kwargs
 
-    def keep(name):
-        def hook(module, args, output):
-            records[name] = output[1].detach()
-
-        return hook
+    def keep(module, args, output):
+        records[names[module]] = output[1].detach()
 
     handles = []
     try:
-        for name, module in modules.items():
+        for module in names:
             handles.append(module.register_forward_pre_hook(ask_for_weights, with_kwargs=True))
-            handles.append(module.register_forward_hook(keep(name)))
+            handles.append(module.register_forward_hook(keep))
         yield records
     finally:
         for handle in handles:
