@@ -68,18 +68,16 @@ _MHA_ARGS = ("key_padding_mask", "need_weights", "attn_mask", "average_attn_weig
 
 
 @contextlib.contextmanager
-def record_attention(
-    modules: Dict[str, nn.MultiheadAttention], average_heads: bool = True
-) -> Iterator[Dict[str, Tensor]]:
+def record_attention(modules: Dict[str, nn.MultiheadAttention]) -> Iterator[Dict[str, Tensor]]:
     """Within the block, each module of ``modules`` also computes its attention weights (DETR
     calls them with ``need_weights=False``); the yielded dict maps its name to the weights of its
-    latest call: (B, L, S) with heads averaged, else (B, heads, L, S). Outputs are unchanged."""
+    latest call: (B, L, S), heads averaged. What the modules return is unchanged."""
     records: Dict[str, Tensor] = {}
     names = {module: name for name, module in modules.items()}
 
     def ask_for_weights(module, args, kwargs):
         kwargs = dict(kwargs, **dict(zip(_MHA_ARGS, args[3:])))
-        kwargs.update(need_weights=True, average_attn_weights=average_heads)
+        kwargs.update(need_weights=True, average_attn_weights=True)
         return args[:3], kwargs
 
     def keep(module, args, output):
