@@ -9,16 +9,15 @@
         --output out/clip.mp4 MODEL.WEIGHTS model.pth
 
 ``--input``: image files, glob patterns ("images/*.jpg") or folders (their images, sorted).
-``--output-dir``: a folder (one drawn image per input, same file name; one video named after the
-input; default OUTPUT_DIR/demo); ``--output``: one file instead, for a single input image or a
-video (.mp4 or .avi). Images are drawn at ``--scale``, by default small ones upscaled to 512 px
-so that the labels are readable. Class names are those of DATASETS.TEST[0]; for a model trained
-on your own COCO-format set: ``--register-coco NAME JSON IMAGE_ROOT DATASETS.TEST "('NAME',)"``. A model
-that outputs "panoptic_seg" (DetrPanoptic) has its segments drawn (``--confidence-threshold``
-sets MODEL.DETR.PANOPTIC_CONF_THRESH, default that of the config); otherwise its instances
-scoring at least ``--confidence-threshold`` (default 0.5). MODEL.WEIGHTS is required (or
-``--random-weights``, to try the demo). Runs on MODEL.DEVICE, or on the CPU when CUDA is
-unavailable. Config overrides ("KEY VALUE") may come anywhere on the command line.
+``--output-dir``: a folder (drawn images under their own names, a video named after the input;
+default OUTPUT_DIR/demo); ``--output``: one file, for a single image or a video (.mp4, .avi).
+Images are drawn at ``--scale`` (default: small ones upscaled to 512 px). Class names are those
+of DATASETS.TEST[0]; your own COCO-format set: ``--register-coco NAME JSON IMAGE_ROOT
+DATASETS.TEST "('NAME',)"``. A panoptic model (DetrPanoptic) has its segments drawn
+(``--confidence-threshold`` sets MODEL.DETR.PANOPTIC_CONF_THRESH); others their instances scoring
+at least ``--confidence-threshold`` (default 0.5). MODEL.WEIGHTS is required (or
+``--random-weights``). Runs on MODEL.DEVICE, or on the CPU without CUDA. Config overrides ("KEY
+VALUE") may come anywhere on the command line.
 """
 
 # ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
@@ -31,11 +30,10 @@ def get_parser():
     source.add_argument("--input", nargs="+", metavar="IMAGE", help="images, globs or folders")
     source.add_argument("--video-input", metavar="VIDEO", help="a video file")
     cli.add_flags(parser, "output_dir", "output", "scale", "log_period", "random_weights")
-    parser.add_argument(
-        "--confidence-threshold",
-        type=float,
-        help="draw instances scoring at least this (default 0.5); panoptic: keep queries above it",
+    threshold = (
+        "draw instances scoring at least this (default 0.5); panoptic: keep queries above it"
     )
+    parser.add_argument("--confidence-threshold", type=float, help=threshold)
     return parser
 
 
@@ -80,13 +78,21 @@ def list_images(inputs: Sequence[str]) -> List[str]:
     return paths
 
 
-def output_file(output: str, input_path: str, extension: Optional[str] = None) -> str:
-    """Where the drawing of ``input_path`` goes when ``output`` is a folder."""
-    os.makedirs(output, exist_ok=True)
-    name = os.path.basename(input_path)
-    if extension:
-        name = os.path.splitext(name)[0] + extension
-    return os.path.join(output, name)
+def output_file(
+    output: str, input_path: str, single_file: bool, extension: Optional[str] = None
+) -> str:
+    """Where the drawing of ``input_path`` goes: the file ``output`` itself, else the input's
+    name (its extension replaced by ``extension`` if given) in the folder ``output``. Creates
+    the folder."""
+    if single_file:
+        folder, path = os.path.dirname(os.path.abspath(output)), output
+    else:
+        name = os.path.basename(input_path)
+        if extension:
+            name = os.path.splitext(name)[0] + extension
+        folder, path = output, os.path.join(output, name)
+    os.makedirs(folder, exist_ok=True)
+    return path
 
 
 def draw(
@@ -100,22 +106,19 @@ def draw(
     """The model's output for one image drawn on it; returns RGB (H*scale, W*scale, 3) uint8
     (video frames: (H, W, 3)). Panoptic segments when the output has "panoptic_seg", else
     instances with score >= ``threshold``."""
-    if "panoptic_seg" in predictions:
+    panoptic = "panoptic_seg" in predictions
+    if panoptic:
         segments, info = predictions["panoptic_seg"]
-        if video_visualizer is not None:
-            vis = video_visualizer.draw_panoptic_seg_predictions(image_rgb, segments.cpu(), info)
-        else:
-            vis = Visualizer(image_rgb, metadata, scale, instance_mode=ColorMode.IMAGE)
-            vis = vis.draw_panoptic_seg(segments.cpu(), info)
+        drawn = (segments.cpu(), info)
     else:
         instances = predictions["instances"].to("cpu")
-        instances = instances[instances.scores >= threshold]
-        if video_visualizer is not None:
-            vis = video_visualizer.draw_instance_predictions(image_rgb, instances)
-        else:
-            vis = Visualizer(image_rgb, metadata, scale, instance_mode=ColorMode.IMAGE)
-            vis = vis.draw_instance_predictions(instances)
-    return vis.get_image()
+        drawn = (instances[instances.scores >= threshold],)
+    if video_visualizer is not None:
+        method = "draw_panoptic_seg_predictions" if panoptic else "draw_instance_predictions"
+        return getattr(video_visualizer, method)(image_rgb, *drawn).get_image()
+    vis = Visualizer(image_rgb, metadata, scale, instance_mode=ColorMode.IMAGE)
+    method = vis.draw_panoptic_seg if panoptic else vis.draw_instance_predictions
+    return method(*drawn).get_image()
 
 
 def _summary(predictions: Dict, threshold: float) -> str:
@@ -133,7 +136,7 @@ def run_on_images(
     predictor: Predictor, paths: List[str], output: str, threshold: float, scale=None
 ) -> List[str]:
     """Draws each image to ``output`` (a folder, or an image file for a single image) at
-    ``scale`` (None: see ``detr_d2_cli.draw_scale``); returns the written paths."""
+    ``scale`` (None: ``detr_d2_cli.draw_scale``); returns the written paths."""
     single_file = output.lower().endswith(IMAGE_EXTENSIONS)
     if len(paths) > 1 and single_file:
         raise ValueError(f"--output {output} is one image file but there are {len(paths)} inputs")
@@ -145,9 +148,7 @@ def run_on_images(
         seconds = time.perf_counter() - start
         s = cli.draw_scale(scale, *image.shape[:2])
         drawn = draw(predictions, image[:, :, ::-1], predictor.metadata, threshold, scale=s)
-        target = output if single_file else output_file(output, path)
-        if single_file:
-            os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        target = output_file(output, path, single_file)
         if not cv2.imwrite(target, drawn[:, :, ::-1]):
             raise OSError(f"Could not write {target}")
         written.append(target)
@@ -170,17 +171,12 @@ def run_on_video(
     height = int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))
     fps = video.get(cv2.CAP_PROP_FPS) or 25.0
     num_frames = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
-    extension = os.path.splitext(output)[1].lower()
-    if extension in VIDEO_CODECS:
-        target = output
-        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-    else:
-        target, extension = output_file(output, video_path, ".mp4"), ".mp4"
-    writer = cv2.VideoWriter(
-        target, cv2.VideoWriter_fourcc(*VIDEO_CODECS[extension]), fps, (width, height), True
-    )
+    codec = VIDEO_CODECS.get(os.path.splitext(output)[1].lower())
+    target = output_file(output, video_path, codec is not None, ".mp4")
+    codec = codec or VIDEO_CODECS[".mp4"]
+    writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*codec), fps, (width, height), True)
     if not writer.isOpened():
-        raise OSError(f"Could not open a {VIDEO_CODECS[extension]} video writer for {target}")
+        raise OSError(f"Could not open a {codec} video writer for {target}")
     visualizer = VideoVisualizer(predictor.metadata, ColorMode.IMAGE)
 
     def frames():

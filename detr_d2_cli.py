@@ -1,15 +1,6 @@
-"""The command line every entry point shares (train_net.py, demo.py, tools/*.py): one parser
-builder, one flag vocabulary, one config setup, one logging setup.
-
-    parser = argument_parser(__doc__)              # --config-file, --register-coco, KEY VALUE opts
-    add_flags(parser, "output_dir", "device")      # the shared flags, same names in every tool
-    args = parser.parse_args()                     # flags before, between or after the overrides
-    cfg = setup_cfg(args)
-
-It is its own top-level module, not part of ``detr_d2``, because importing ``detr_d2`` registers
-the models and imports torch and detectron2 (~4 s): here nothing heavy is imported before the
-command line is parsed, so ``--help`` answers at once. ``setup_cfg`` and ``setup_logging`` import
-them when called.
+"""The command line every entry point shares (train_net.py, demo.py, tools/*.py): one parser,
+one flag vocabulary, one config and logging setup. A top-level module, not part of ``detr_d2``
+(whose import takes torch and detectron2, ~4 s), so that ``--help`` answers at once.
 """
 
 import argparse
@@ -19,9 +10,8 @@ import re
 import sys
 import warnings
 
-# fvcore scripts its focal losses with torch.jit.script at import (fvcore/nn/focal_loss.py,
-# reached through detectron2.layers), which current torch answers with a FutureWarning in every
-# process: known and harmless here, so silenced before any entry point imports detectron2
+# fvcore scripts its focal losses with torch.jit.script at import (through detectron2.layers):
+# current torch's FutureWarning about it in every process is harmless here
 warnings.filterwarnings("ignore", r"`torch.jit.script` is deprecated", FutureWarning)
 
 REGISTER_COCO = "--register-coco"
@@ -30,37 +20,29 @@ REGISTER_COCO = "--register-coco"
 # overrides start when a list option (--input a b ...) would swallow them.
 _CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 
-# The shared vocabulary: a flag means the same, with the same name, in every entry point.
+# The shared vocabulary: a flag means the same, with the same name, in every entry point
+# (name "output_dir": flag "--output-dir").
 FLAGS = {
-    "output_dir": ("--output-dir", dict(metavar="DIR", help="folder for the results")),
-    "output": ("--output", dict(metavar="FILE", help="file for the result")),
-    "num_images": ("--num-images", dict(type=int, metavar="N", help="images to use")),
-    "input_size": (
-        "--input-size",
-        dict(type=int, nargs=2, metavar=("H", "W"), help="random images of this network size"),
+    "output_dir": dict(metavar="DIR", help="folder for the results"),
+    "output": dict(metavar="FILE", help="file for the result"),
+    "num_images": dict(type=int, metavar="N", help="images to use"),
+    "input_size": dict(
+        type=int, nargs=2, metavar=("H", "W"), help="random images of this network size"
     ),
-    "device": (
-        "--device",
-        dict(help="cpu | cuda | cuda:N (default: MODEL.DEVICE); an error if CUDA is absent"),
-    ),
-    "log_period": ("--log-period", dict(type=int, default=50, metavar="N", help="log every N")),
-    "dataset": ("--dataset", dict(help="registered dataset (default: DATASETS.TEST[0])")),
-    "scale": (
-        "--scale",
-        dict(type=float, help="draw at this scale (default: small images upscaled to 512 px)"),
-    ),
-    "random_weights": (
-        "--random-weights",
-        dict(action="store_true", help="run without MODEL.WEIGHTS, on random weights (a WARNING)"),
+    "device": dict(help="cpu | cuda | cuda:N (default: MODEL.DEVICE); an error if CUDA is absent"),
+    "log_period": dict(type=int, default=50, metavar="N", help="log every N"),
+    "dataset": dict(help="registered dataset (default: DATASETS.TEST[0])"),
+    "scale": dict(type=float, help="draw at this scale (default: small images upscaled to 512 px)"),
+    "random_weights": dict(
+        action="store_true", help="run without MODEL.WEIGHTS, on random weights (a WARNING)"
     ),
 }
 
 
 class ToolParser(argparse.ArgumentParser):
-    """``parse_args`` takes the flags before, between or after the positional "KEY VALUE" config
-    overrides (``parse_intermixed_args``). A list option (``nargs`` "+" or "*") directly followed
-    by overrides would take them as its values: from its first value that looks like a config key
-    and is not an existing path, up to the next flag, the tokens are read as overrides."""
+    """Flags before, between or after the "KEY VALUE" overrides (``parse_intermixed_args``). A
+    list option's values stop at the first one that looks like a config key and is no existing
+    path: from there to the next flag, the tokens are overrides."""
 
     def parse_args(self, args=None, namespace=None):
         lists = {s for a in self._actions if a.nargs in ("+", "*") for s in a.option_strings}
@@ -78,10 +60,9 @@ class ToolParser(argparse.ArgumentParser):
 
 
 def argument_parser(doc=None, *, config=True, launch=False, default_config=None) -> ToolParser:
-    """The parser of an entry point: ``doc`` as its description; with ``config``,
-    ``--config-file`` (required unless ``default_config``), ``--register-coco`` and the
-    "KEY VALUE" overrides ``opts``; with ``launch``, train_net's flags (those of Detectron2's
-    ``default_argument_parser``)."""
+    """An entry point's parser: with ``config``, ``--config-file`` (required unless
+    ``default_config``), ``--register-coco`` and the overrides ``opts``; with ``launch``, the
+    flags of Detectron2's ``default_argument_parser``."""
     parser = ToolParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     if launch:
         parser.add_argument("--resume", action="store_true", help="from the last checkpoint")
@@ -97,47 +78,39 @@ def argument_parser(doc=None, *, config=True, launch=False, default_config=None)
             "--config-file", required=default_config is None, default=default_config, metavar="FILE"
         )
         add_register_coco_argument(parser)
-        parser.add_argument(
-            "opts", nargs="*", default=[], help="config overrides, KEY VALUE pairs, anywhere"
-        )
+        opts = "config overrides, KEY VALUE pairs, anywhere"
+        parser.add_argument("opts", nargs="*", default=[], help=opts)
     return parser
 
 
 def add_register_coco_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The repeatable ``--register-coco NAME JSON IMAGE_ROOT``; ``args.register_coco`` is a list
-    of [name, json, image_root], registered by
-    ``detr_d2.data.register.register_coco_from_args``."""
-    parser.add_argument(
-        REGISTER_COCO,
-        nargs=3,
-        action="append",
-        default=None,
-        metavar=("NAME", "JSON", "IMAGE_ROOT"),
-        help="register a COCO-format instances dataset under NAME (use it in DATASETS.TRAIN / "
-        "DATASETS.TEST); repeatable",
-    )
+    """The repeatable ``--register-coco NAME JSON IMAGE_ROOT`` (``args.register_coco``: a list of
+    [name, json, image_root]; see ``detr_d2.data.register.register_coco_from_args``)."""
+    text = "register a COCO-format instances dataset under NAME (use it in DATASETS.TRAIN / "
+    text += "DATASETS.TEST); repeatable"
+    metavar = ("NAME", "JSON", "IMAGE_ROOT")
+    parser.add_argument(REGISTER_COCO, nargs=3, action="append", metavar=metavar, help=text)
     return parser
 
 
 def add_flags(parser: argparse.ArgumentParser, *names: str, **overrides):
-    """Add the shared flags ``names`` (keys of :data:`FLAGS`); ``overrides`` give some of them
-    argparse settings of their own (``output=dict(required=True, help="the image")``)."""
+    """Add the shared flags ``names`` (keys of :data:`FLAGS`), with argparse settings of their
+    own in ``overrides`` (``output=dict(required=True)``)."""
     for name in names:
-        flag, kwargs = FLAGS[name]
-        parser.add_argument(flag, **dict(kwargs, **overrides.get(name, {})))
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, **dict(FLAGS[name], **overrides.get(name, {})))
     return parser
 
 
 def draw_scale(scale, height: int, width: int, size: int = 512) -> float:
-    """The ``--scale`` to draw an image at: the one given, else so that the long side is at least
-    ``size`` pixels (Detectron2's Visualizer sizes its labels for large images: on a 128 px image
-    they would cover the objects)."""
+    """``scale``, else one that makes the long side at least ``size`` pixels (the Visualizer's
+    labels would cover the objects of a 128 px image)."""
     return scale or max(1.0, size / max(height, width))
 
 
 def setup_logging(output_dir=None, rank: int = 0, names=()) -> None:
-    """Detectron2's loggers (detectron2, fvcore, detr_d2 and ``names``) to stdout, with colour
-    only on a terminal (no ANSI codes in a redirected log), and to OUTPUT_DIR/log.txt if given."""
+    """The loggers detectron2, fvcore, detr_d2 and ``names`` to stdout (colour only on a
+    terminal) and to ``output_dir``/log.txt if given."""
     from detectron2.utils.logger import setup_logger
 
     for name in ("detectron2", "fvcore", "detr_d2", *names):
@@ -147,16 +120,12 @@ def setup_logging(output_dir=None, rank: int = 0, names=()) -> None:
 def setup_cfg(
     args: argparse.Namespace, *, training: bool = False, device=None, before_writing=None
 ):
-    """The frozen config of an entry point: ``--config-file``, the overrides, the
-    ``--register-coco`` sets and ``MODEL.DETR.NUM_CLASSES`` from their data.
-
-    ``device`` (else ``args.device``) overrides MODEL.DEVICE; a CUDA device asked for there
-    without CUDA is an error, a yaml's MODEL.DEVICE cuda falls back to the CPU with a warning.
-    ``training`` (train_net): a NUM_CLASSES that contradicts the data is an error (a warning for
-    the tools), the epoch schedule is applied, and the log, config.yaml and seed are set up in
-    OUTPUT_DIR as Detectron2's ``default_setup`` does; ``before_writing(cfg, args)`` runs just
-    before that (it may change cfg.OUTPUT_DIR) and returns a message to log, or None.
-    """
+    """The frozen config: ``--config-file``, the overrides, the ``--register-coco`` sets and
+    ``MODEL.DETR.NUM_CLASSES`` from their data. ``device`` (else ``args.device``) overrides
+    MODEL.DEVICE: CUDA asked for without CUDA is an error, a yaml's cuda falls back to the CPU.
+    ``training`` (train_net): a NUM_CLASSES contradicting the data is an error (else a warning),
+    the epoch schedule applies, and OUTPUT_DIR gets Detectron2's ``default_setup``, just after
+    ``before_writing(cfg, args)`` (it may move OUTPUT_DIR; returns a message to log, or None)."""
     import torch
     from detectron2.config import get_cfg
     from detectron2.utils import comm

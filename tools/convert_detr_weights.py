@@ -4,24 +4,20 @@
     python tools/convert_detr_weights.py --input detr-r50-e632da11.pth --output detr_r50.pth \\
         --config-file configs/detr_r50.yaml
 
-Panoptic checkpoints (``detr.`` prefix, ``bbox_attention``, ``mask_head``) are detected from their
-keys; ``--panoptic`` only asserts it. The class head is re-indexed from COCO category ids to
-Detectron2's contiguous ids (see ``detr_d2/checkpoint/detr_official.py``). The tool fails, listing
-the keys, unless every key of the target model is filled exactly once and every source key is used
-(``num_batches_tracked`` and the unused class rows are dropped and reported). With
-``--config-file`` the target is the model that config builds: key set and shapes must match it.
+Panoptic checkpoints are detected from their keys (``--panoptic`` only asserts it). The class
+head is re-indexed from COCO category ids to Detectron2's contiguous ids. The tool fails, listing
+the keys, unless every target key is filled exactly once and every source key is used
+(``num_batches_tracked`` and unused class rows are dropped and reported); with ``--config-file``
+the key set and shapes must match the model that config builds.
 
-Self-check against the official implementation (needs ``--config-file``): ``--verify-image IMG
---verify-outputs REF.pt`` runs our model in eval mode on IMG at its own size (no resize) and
-reports the largest absolute difference to REF.pt, ``{"pred_logits": (1, N, 92 or 251),
-"pred_boxes": (1, N, 4)}``, which you make with the official model on the same unresized image::
+Self-check (needs ``--config-file``): ``--verify-image IMG --verify-outputs REF.pt`` runs our
+model in eval mode on the unresized IMG and reports the largest absolute difference to REF.pt,
+``{"pred_logits": (1, N, 92 or 251), "pred_boxes": (1, N, 4)}`` of the official model::
 
     img = T.Compose([T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])(
         Image.open(IMG).convert("RGB"))
     out = model.eval()(img[None])
     torch.save({"pred_logits": out["pred_logits"], "pred_boxes": out["pred_boxes"]}, "REF.pt")
-
-Reference logits are compared after the same class-row mapping as the weights.
 """
 
 # ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
@@ -33,21 +29,14 @@ def get_parser():
     parser.add_argument("--input", required=True, help="official DETR checkpoint (.pth)")
     cli.add_flags(parser, "output", output=dict(required=True, help="detr_d2 checkpoint (.pth)"))
     parser.add_argument(
-        "--panoptic",
-        action="store_true",
-        help="fail unless the input is a panoptic checkpoint (detected anyway)",
+        "--panoptic", action="store_true", help="fail unless the input is a panoptic checkpoint"
     )
     parser.add_argument("--verify-image", default="", help="image for the output self-check")
     parser.add_argument(
-        "--verify-outputs",
-        default="",
-        help=".pt with the official model's pred_logits/pred_boxes on that image",
+        "--verify-outputs", default="", help=".pt of the official pred_logits/pred_boxes on it"
     )
     parser.add_argument(
-        "--verify-tolerance",
-        type=float,
-        default=None,
-        help="fail when a difference exceeds this (default: only report)",
+        "--verify-tolerance", type=float, help="fail above this difference (default: report only)"
     )
     return parser
 
@@ -62,13 +51,9 @@ import torch
 from detectron2.data.detection_utils import read_image
 from detectron2.modeling import build_model
 
-from detr_d2.checkpoint.detr_official import (
-    CheckpointConversionError,
-    ConvertedDetr,
-    check_against_model,
-    convert_official_detr,
-    load_official_checkpoint,
-)
+from detr_d2.checkpoint.detr_official import CheckpointConversionError, ConvertedDetr
+from detr_d2.checkpoint.detr_official import check_against_model, convert_official_detr
+from detr_d2.checkpoint.detr_official import load_official_checkpoint
 from detr_d2.checkpoint.safe_load import UnsafeCheckpointError, load_checkpoint_safely
 
 logger = logging.getLogger("convert_detr_weights")
@@ -96,16 +81,12 @@ def convert(
         check_against_model(result.model, model.state_dict())
     kind = "panoptic" if result.spec.panoptic else "detection"
     logger.info("%s checkpoint: %s", kind, result.spec)
-    logger.info(
-        "class head: rows re-indexed from category ids to contiguous ids; our row i is "
-        "official row %s",
-        result.class_rows,
-    )
+    rows = result.class_rows
+    logger.info("class head: rows re-indexed to contiguous ids; our row i is official row %s", rows)
     if result.dropped:
         logger.info("dropped on purpose: %s", ", ".join(result.dropped))
-    torch.save(
-        {"model": result.model, "__author__": AUTHOR, "matching_heuristics": False}, output_path
-    )
+    checkpoint = {"model": result.model, "__author__": AUTHOR, "matching_heuristics": False}
+    torch.save(checkpoint, output_path)
     logger.info("wrote %d tensors to %s", len(result.model), output_path)
     return result
 
@@ -130,19 +111,15 @@ def verify(
     images = model.preprocess_image([{"image": image}])
     ours = model.forward_raw(images)
     reference = load_checkpoint_safely(reference_path)
-    ref_logits = reference["pred_logits"].float()
-    if ref_logits.shape[-1] <= max(class_rows):
+    num_classes = reference["pred_logits"].shape[-1]
+    if num_classes <= max(class_rows):
         raise ValueError(
-            f"reference logits have {ref_logits.shape[-1]} classes; the checkpoint "
-            f"had {max(class_rows) + 1}"
+            f"reference logits have {num_classes} classes; the checkpoint had {max(class_rows) + 1}"
         )
-    ref = {
-        "pred_logits": ref_logits[..., class_rows],
-        "pred_boxes": reference["pred_boxes"].float(),
-    }
+    reference["pred_logits"] = reference["pred_logits"][..., class_rows]  # as the weights' rows
     diffs = {}
-    for name, expected in ref.items():
-        got = ours[name].float().cpu()
+    for name in ("pred_logits", "pred_boxes"):
+        got, expected = ours[name].float().cpu(), reference[name].float()
         if got.shape != expected.shape:
             raise ValueError(f"{name}: ours {tuple(got.shape)}, reference {tuple(expected.shape)}")
         diffs[name] = (got - expected).abs().max().item()
@@ -167,14 +144,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     if not args.verify_image:
         return 0
-    diffs = verify(
-        model,
-        args.output,
-        args.verify_image,
-        args.verify_outputs,
-        result.class_rows,
-        cfg.INPUT.FORMAT,
-    )
+    paths = (args.output, args.verify_image, args.verify_outputs)
+    diffs = verify(model, *paths, result.class_rows, cfg.INPUT.FORMAT)
     for name, diff in diffs.items():
         logger.info("self-check: max |ours - official| of %s = %.3g", name, diff)
     if args.verify_tolerance is not None and max(diffs.values()) > args.verify_tolerance:

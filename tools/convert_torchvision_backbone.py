@@ -4,12 +4,10 @@ backbone weights for ``MODEL.WEIGHTS``.
 
     python tools/convert_torchvision_backbone.py --input resnet50-0676ba61.pth --output R-50-tv.pth
 
-The output holds ``backbone.<Detectron2 name>`` keys with ``matching_heuristics: False``, so
-``DetectionCheckpointer`` loads them by exact name into the ``backbone`` of any meta-architecture;
-the model must use ``MODEL.RESNETS.STRIDE_IN_1X1 False`` and RGB ImageNet normalization (see
-``detr_d2/checkpoint/torchvision_resnet.py``). ``fc.*`` and ``num_batches_tracked`` are dropped
-and reported. The converted keys and shapes are checked against Detectron2's ResNet of the same
-depth before anything is written.
+The output holds ``backbone.<Detectron2 name>`` keys (``matching_heuristics: False``: loaded by
+exact name into any meta-architecture's ``backbone``), for a model with ``MODEL.RESNETS.
+STRIDE_IN_1X1 False`` and RGB ImageNet normalization. ``fc.*`` and ``num_batches_tracked`` are
+dropped and reported; keys and shapes are checked against Detectron2's ResNet before writing.
 """
 
 # ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
@@ -32,11 +30,8 @@ from typing import List, Optional
 import torch
 
 from detr_d2.checkpoint.safe_load import UnsafeCheckpointError, load_checkpoint_safely
-from detr_d2.checkpoint.torchvision_resnet import (
-    UnknownKeyError,
-    convert_torchvision_resnet,
-    infer_resnet_depth,
-)
+from detr_d2.checkpoint.torchvision_resnet import UnknownKeyError, convert_torchvision_resnet
+from detr_d2.checkpoint.torchvision_resnet import infer_resnet_depth
 
 logger = logging.getLogger("convert_torchvision_backbone")
 
@@ -59,13 +54,10 @@ def build_detectron2_resnet(depth: int, device: str = "cpu") -> torch.nn.Module:
 def check_backbone_keys(converted: dict, depth: int) -> None:
     """Keys and shapes must equal those of Detectron2's ResNet-``depth`` (built on the meta
     device: no memory, no init time)."""
-    target = {
-        "backbone." + k: v for k, v in build_detectron2_resnet(depth, "meta").state_dict().items()
-    }
-    missing, extra = (
-        sorted(target.keys() - converted.keys()),
-        sorted(converted.keys() - target.keys()),
-    )
+    resnet = build_detectron2_resnet(depth, "meta")
+    target = {"backbone." + k: v for k, v in resnet.state_dict().items()}
+    missing = sorted(target.keys() - converted.keys())
+    extra = sorted(converted.keys() - target.keys())
     shapes = [
         f"{k} {tuple(converted[k].shape)} vs {tuple(target[k].shape)}"
         for k in sorted(target.keys() & converted.keys())
@@ -81,19 +73,14 @@ def check_backbone_keys(converted: dict, depth: int) -> None:
 def convert(input_path: str, output_path: str) -> dict:
     """Read, convert, check and write; returns the saved checkpoint dict."""
     state_dict = load_checkpoint_safely(input_path)
-    if isinstance(state_dict, dict) and "state_dict" in state_dict:
-        state_dict = state_dict["state_dict"]
-    if isinstance(state_dict, dict) and "model" in state_dict:
-        state_dict = state_dict["model"]
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state_dict, dict) and wrapper in state_dict:
+            state_dict = state_dict[wrapper]
     converted, dropped = convert_torchvision_resnet(state_dict)
     depth = infer_resnet_depth(state_dict)
     check_backbone_keys(converted, depth)
-    logger.info(
-        "ResNet-%d: %d tensors converted; dropped (no Detectron2 counterpart): %s",
-        depth,
-        len(converted),
-        ", ".join(dropped) or "none",
-    )
+    dropped = ", ".join(dropped) or "none"
+    logger.info("ResNet-%d: %d tensors converted; dropped: %s", depth, len(converted), dropped)
     checkpoint = {"model": converted, "__author__": "torchvision", "matching_heuristics": False}
     torch.save(checkpoint, output_path)
     logger.info("wrote %s", output_path)

@@ -11,11 +11,8 @@ evaluated as a detector of their own on the test dataset (``--dataset``, default
 DATASETS.TEST[0]), once as predicted and once after per-class NMS at IoU 0.7. Writes
 DIR/decoder_layers.json (AP, AP50, AP75, APs, APm, APl per layer and setting) and
 DIR/decoder_layers.png (AP and AP50 per layer, with and without NMS). Config overrides
-("KEY VALUE") may come anywhere on the command line.
-
-DETR's auxiliary heads predict from each decoder layer's output ("aux_outputs", shared class and
-box heads), so each layer is a detector of its own. The paper finds the first layers' predictions
-full of duplicates, which NMS removes (+AP), while the last layer has none left to remove.
+("KEY VALUE") may come anywhere on the command line. The paper finds the first layers'
+predictions full of duplicates, which NMS removes (+AP), while the last layer has none left.
 """
 
 # ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
@@ -39,7 +36,7 @@ import json
 import logging
 import math
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 import torch
 from detectron2.modeling import detector_postprocess
@@ -53,8 +50,7 @@ logger = logging.getLogger("detr_d2.decoder_layer_study")
 
 
 def _nan_to_none(value):
-    """COCO reports a metric without ground truth (e.g. APl with no large object) as NaN, which
-    strict JSON has no literal for: written as null."""
+    """COCO's NaN for a metric without ground truth (APl with no large object) as JSON null."""
     if isinstance(value, dict):
         return {k: _nan_to_none(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -80,16 +76,9 @@ def evaluate_decoder_layers(
     log_period: int = 50,
 ) -> Dict:
     """COCO box AP of each decoder layer's predictions on (the first ``num_images`` of) a
-    dataset, once as predicted and once after per-class NMS at ``nms_iou``.
-
-    One COCO evaluator per layer and setting (``detr_d2.evaluation.build_coco_evaluator``,
-    backend ``TEST.COCO_EVAL_BACKEND``), restricted to the images seen.
-
-    Returns:
-        {"dataset", "num_images", "nms_iou", "layers": [1..L],
-         "without_nms": {metric: [L values]}, "with_nms": {metric: [L values]}}
-        with the metrics of :data:`METRICS`, in percent.
-    """
+    dataset, as predicted and after per-class NMS at ``nms_iou``, one evaluator per layer and
+    setting. Returns {"dataset", "num_images", "nms_iou", "layers": [1..L], "without_nms":
+    {metric: [L values]}, "with_nms": {...}}, the metrics of :data:`METRICS` in percent."""
     if not hasattr(model, "forward_raw"):
         raise TypeError(f"{type(model).__name__} is not a DETR model (no forward_raw)")
     model.eval()
@@ -99,8 +88,8 @@ def evaluate_decoder_layers(
     evaluators = {
         s: [build_coco_evaluator(cfg, dataset_name) for _ in range(num_layers)] for s in settings
     }
-    for e in (e for es in evaluators.values() for e in es):
-        e.reset()
+    for evaluator in evaluators["without_nms"] + evaluators["with_nms"]:
+        evaluator.reset()
     for inputs in with_progress(loader, len(dicts), every=log_period, name="decoder-layer study"):
         images = model.preprocess_image(inputs)
         outputs = model.forward_raw(images)
@@ -112,9 +101,8 @@ def evaluate_decoder_layers(
                 for r, x, size in zip(results, inputs, images.image_sizes)
             ]
             evaluators["without_nms"][layer].process(inputs, [{"instances": r} for r in results])
-            evaluators["with_nms"][layer].process(
-                inputs, [{"instances": apply_nms(r, nms_iou)} for r in results]
-            )
+            nms = [{"instances": apply_nms(r, nms_iou)} for r in results]
+            evaluators["with_nms"][layer].process(inputs, nms)
     image_ids = [d["image_id"] for d in dicts]
     numbers = {s: {m: [] for m in METRICS} for s in settings}
     for setting in settings:
@@ -135,18 +123,16 @@ def evaluate_decoder_layers(
 
 def plot_decoder_layers(
     results: Dict, output_path: str, metrics: Sequence[str] = ("AP", "AP50")
-) -> List[str]:
-    """AP (and AP50) per decoder layer, each with and without NMS, as in the paper's Fig. 4:
-    one line per metric and setting, saved to ``output_path``. Returns the line labels."""
+) -> None:
+    """Fig. 4: one line per metric and setting over the decoder layers, saved to
+    ``output_path``."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     layers = results["layers"]
-    labels = []
     for metric, color in zip(metrics, ("tab:blue", "tab:orange", "tab:green", "tab:red")):
         for setting, style in (("without_nms", "-"), ("with_nms", "--")):
             label = metric + (f" NMS={results['nms_iou']}" if setting == "with_nms" else "")
             ax.plot(layers, results[setting][metric], style, color=color, marker="o", label=label)
-            labels.append(label)
     ax.set_xlabel("decoder layer")
     ax.set_ylabel("AP (%)")
     ax.set_xticks(layers)
@@ -155,7 +141,6 @@ def plot_decoder_layers(
     ax.legend()
     fig.tight_layout()
     fig.savefig(output_path, dpi=100)
-    return labels
 
 
 def main(args) -> Dict:
@@ -168,20 +153,17 @@ def main(args) -> Dict:
     results = evaluate_decoder_layers(
         model, cfg, dataset, args.num_images, args.nms_iou, args.log_period
     )
-    results["config_file"] = args.config_file
-    results["weights"] = cfg.MODEL.WEIGHTS
+    results.update(config_file=args.config_file, weights=cfg.MODEL.WEIGHTS)
     json_path = os.path.join(output_dir, "decoder_layers.json")
     with open(json_path, "w") as f:
         json.dump(_nan_to_none(results), f, indent=2)
     plot_path = os.path.join(output_dir, "decoder_layers.png")
     plot_decoder_layers(results, plot_path)
-    rows = [f"{'layer':>5} {'AP':>6} {'AP NMS':>7} {'AP50':>6} {'AP50 NMS':>9}"]
-    for i, layer in enumerate(results["layers"]):
-        a, n = results["without_nms"], results["with_nms"]
-        rows.append(
-            f"{layer:>5} {a['AP'][i]:6.1f} {n['AP'][i]:7.1f} {a['AP50'][i]:6.1f} "
-            f"{n['AP50'][i]:9.1f}"
-        )
+    a, n = results["without_nms"], results["with_nms"]
+    rows = [f"{'layer':>5} {'AP':>6} {'AP NMS':>7} {'AP50':>6} {'AP50 NMS':>9}"] + [
+        f"{layer:>5} {a['AP'][i]:6.1f} {n['AP'][i]:7.1f} {a['AP50'][i]:6.1f} {n['AP50'][i]:9.1f}"
+        for i, layer in enumerate(results["layers"])
+    ]
     logger.info("AP per decoder layer:\n" + "\n".join(rows))
     logger.info(f"Wrote {json_path} and {plot_path}")
     return results

@@ -5,22 +5,18 @@ torch.export program.
     python tools/export_model.py --config-file configs/detr_r50.yaml --format onnx \\
         --output-dir export/ --sample-image input.jpg MODEL.WEIGHTS detr_r50.pth
 
-writes ``export/model.onnx`` (``model.ts`` for torchscript, ``model.pt2`` for torch_export), then
-reloads it with its own runtime (onnxruntime, ``torch.jit.load``, ``torch.export.load``) and
-compares it with the eager wrapper at the example size and at a second, smaller size with another
-batch size; the exit status is 1 when they differ by more than ``--tolerance``.
+writes ``export/model.onnx`` (``model.ts`` for torchscript, ``model.pt2`` for torch_export),
+reloads it with its own runtime and compares it with the eager wrapper at the example size and
+at a smaller size and batch; the exit status is 1 when they differ by more than ``--tolerance``.
 
-The exported model (see ``detr_d2/export/wrapper.py``) takes ``images`` (B, 3, H, W) float32,
-unnormalized pixels in ``INPUT.FORMAT`` channel order, already resized as for the eager model,
-and ``padding_mask`` (B, H, W) bool, True at padding (bottom / right); batch, H and W are dynamic.
-It returns ``boxes`` (B, N, 4) XYXY in input pixels, ``scores`` (B, N) and ``classes`` (B, N);
-a panoptic model also ``mask_logits`` (B, N, H/4, W/4), see ``detr_d2/export/panoptic.py``.
-
-The example input is ``--sample-image`` after the test-time resize (``INPUT.MIN_SIZE_TEST`` /
-``MAX_SIZE_TEST``), or resized to ``--input-size H W`` if given; without a sample image it is
-random pixels of that size (default 512 x 672). Its content only matters for the check. It is
-batched with a cropped copy of itself: torch.export needs a batch of 2 or more to keep the batch
-dynamic. MODEL.WEIGHTS is required (``--random-weights`` exports random weights, with a WARNING).
+The exported model takes ``images`` (B, 3, H, W) float32, unnormalized resized pixels in
+``INPUT.FORMAT`` order, and ``padding_mask`` (B, H, W) bool, True at padding (bottom / right);
+batch, H and W are dynamic. It returns ``boxes`` (B, N, 4) XYXY in input pixels, ``scores``
+(B, N), ``classes`` (B, N) and for a panoptic model ``mask_logits`` (B, N, H/4, W/4) (see
+``detr_d2/export/``). The example input is ``--sample-image`` after the test-time resize (or
+resized to ``--input-size H W``), else random pixels (default 512 x 672), batched with a cropped
+copy (torch.export keeps a batch of 2 or more dynamic). MODEL.WEIGHTS is required
+(``--random-weights`` exports random weights, with a WARNING).
 """
 
 # ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
@@ -34,13 +30,9 @@ def get_parser():
     parser.set_defaults(output_dir="export")
     parser.add_argument("--sample-image", help="example input (default: random pixels)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
-    parser.add_argument(
-        "--tolerance",
-        type=float,
-        default=1e-4,
-        help="largest accepted difference to eager: of scores, of boxes as a fraction of the "
-        "longer image side, of mask logits relative to their largest magnitude",
-    )
+    tolerance = "largest accepted difference to eager: of scores, of boxes as a fraction of the "
+    tolerance += "longer image side, of mask logits relative to their largest magnitude"
+    parser.add_argument("--tolerance", type=float, default=1e-4, help=tolerance)
     return parser
 
 
@@ -103,22 +95,19 @@ def main(args) -> int:
     module = exportable(load_model(cfg, args.random_weights).eval()).eval()
     image = example_image(cfg, args.sample_image, args.input_size)
     h, w = image.shape[-2:]
-    size_divisibility = cfg.MODEL.DETR.SIZE_DIVISIBILITY
-    inputs = batch_images([image, image[:, : h * 3 // 4, : w * 3 // 4]], size_divisibility)
+    divisibility = cfg.MODEL.DETR.SIZE_DIVISIBILITY
+    inputs = batch_images([image, image[:, : h * 3 // 4, : w * 3 // 4]], divisibility)
 
     os.makedirs(args.output_dir, exist_ok=True)
     path = os.path.join(args.output_dir, FILE_NAMES[args.format])
-    exporter = EXPORTERS[args.format]
-    if args.format == "onnx":
-        exporter(module, inputs, path, opset=args.opset)
-    else:
-        exporter(module, inputs, path)
+    options = dict(opset=args.opset) if args.format == "onnx" else {}
+    EXPORTERS[args.format](module, inputs, path, **options)
     logger.info("exported %s to %s (example input %s)", args.format, path, tuple(inputs[0].shape))
 
     exported = load_exported(path, args.format)
     other = F.interpolate(image[None], scale_factor=0.8, mode="bilinear")[0]
     ok = check(module, exported, *inputs, args.tolerance)
-    ok &= check(module, exported, *batch_images([other], size_divisibility), args.tolerance)
+    ok &= check(module, exported, *batch_images([other], divisibility), args.tolerance)
     return 0 if ok else 1
 
 

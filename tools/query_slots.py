@@ -6,16 +6,11 @@
     python tools/query_slots.py --config-file configs/quickstart/detr_shapes.yaml \\
         --dataset shapes_val --slots 0 1 2 3 --num-images 100 MODEL.WEIGHTS model.pth
 
-All predictions of the last decoder layer count, whatever their score. One scatter per slot in
-``--slots`` (default: the first 20), each point a box centre in the image normalized to the unit
-square: green for small boxes, red for large horizontal ones, blue for large vertical ones.
-Your own COCO-format set: ``--register-coco NAME JSON IMAGE_ROOT --dataset NAME``. Config
+Every prediction of the last decoder layer counts, whatever its class or score. One scatter per
+slot in ``--slots`` (default: the first 20), each point a box centre in the image normalized to
+the unit square: green for small boxes, red for large horizontal ones, blue for large vertical
+ones. Your own COCO-format set: ``--register-coco NAME JSON IMAGE_ROOT --dataset NAME``. Config
 overrides ("KEY VALUE") may come anywhere on the command line.
-
-Every prediction counts, whatever its class or score, as a point at its box centre in the unit
-square, coloured by the box's size and shape as in the paper. The paper finds each slot
-specializing in a few areas and box sizes, and almost all of them also predicting large
-image-wide boxes.
 """
 
 # ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
@@ -34,12 +29,8 @@ def get_parser():
         "--slots", type=int, nargs="+", help="query indices to plot (default: the first 20)"
     )
     parser.add_argument("--columns", type=int, default=5, help="subplots per row")
-    parser.add_argument(
-        "--small-size",
-        type=float,
-        default=SMALL_SIZE,
-        help="a box is small when sqrt(w*h) is below this fraction of the image",
-    )
+    small = "a box is small when sqrt(w*h) is below this fraction of the image"
+    parser.add_argument("--small-size", type=float, default=SMALL_SIZE, help=small)
     return parser
 
 
@@ -47,7 +38,7 @@ ARGS = get_parser().parse_args() if __name__ == "__main__" else None
 
 import logging
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -82,12 +73,11 @@ def collect_slot_boxes(
 
 
 def box_colors(boxes: Tensor, small_size: float = SMALL_SIZE) -> np.ndarray:
-    """(M, 3) RGB colors of (M, 4) normalized cxcywh boxes, after the paper: green when
-    sqrt(w * h) < ``small_size``, else red when w >= h, blue when w < h."""
+    """(M, 3) RGB colors of (M, 4) normalized cxcywh boxes: green when sqrt(w * h) <
+    ``small_size``, else red when w >= h, blue when w < h."""
     w, h = boxes[:, 2].numpy(), boxes[:, 3].numpy()
-    small = np.sqrt(w * h) < small_size
     colors = np.where((w >= h)[:, None], COLORS["horizontal"], COLORS["vertical"])
-    colors[small] = COLORS["small"]
+    colors[np.sqrt(w * h) < small_size] = COLORS["small"]
     return colors
 
 
@@ -98,9 +88,8 @@ def plot_query_slots(
     columns: int = 5,
     small_size: float = SMALL_SIZE,
 ) -> Figure:
-    """One scatter of box centres per slot in ``slots`` (a grid, ``columns`` wide; slots index
-    the N queries of ``boxes`` (I, N, 4) normalized cxcywh), saved to ``output_path`` if given.
-    Returns the figure; its first ``len(slots)`` axes are the slots', in order."""
+    """One scatter of box centres per slot (an index into the N queries of ``boxes`` (I, N, 4)
+    normalized cxcywh), ``columns`` per row, saved to ``output_path`` if given."""
     num_queries = boxes.shape[1]
     bad = [s for s in slots if not 0 <= s < num_queries]
     if bad:
@@ -108,16 +97,12 @@ def plot_query_slots(
     columns = max(1, min(columns, len(slots)))
     rows = (len(slots) + columns - 1) // columns
     fig = Figure(figsize=(2.2 * columns, 2.2 * rows + 0.4))
-    axes: List = list(fig.subplots(rows, columns, squeeze=False).flat)
+    axes = list(fig.subplots(rows, columns, squeeze=False).flat)
     size = float(np.clip(3000 / max(len(boxes), 1), 1, 12))  # fewer images, bigger points
     for ax, slot in zip(axes, slots):
         b = boxes[:, slot]
         ax.scatter(b[:, 0], b[:, 1], s=size, c=box_colors(b, small_size), alpha=0.5, linewidths=0)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(1, 0)  # image coordinates: y down
-        ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xlim=(0, 1), ylim=(1, 0), aspect="equal", xticks=[], yticks=[])  # y down
         ax.set_title(f"slot {slot}", fontsize=9)
     for ax in axes[len(slots) :]:
         fig.delaxes(ax)
@@ -139,7 +124,7 @@ def main(args) -> Dict:
     output = args.output or os.path.join(cfg.OUTPUT_DIR, "query_slots.png")
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     model = load_model(cfg, args.random_weights)
-    slots = args.slots if args.slots else list(range(min(20, cfg.MODEL.DETR.NUM_OBJECT_QUERIES)))
+    slots = args.slots or list(range(min(20, cfg.MODEL.DETR.NUM_OBJECT_QUERIES)))
     boxes = collect_slot_boxes(model, cfg, dataset, args.num_images, args.log_period)
     figure = plot_query_slots(boxes, slots, output, args.columns, args.small_size)
     logger.info(f"Plotted slots {slots} over {len(boxes)} images of {dataset} to {output}")

@@ -3,22 +3,15 @@
 cross-attention per predicted object).
 
     python tools/visualize_attention.py --config-file configs/detr_r50.yaml --input image.jpg \\
-        MODEL.WEIGHTS output/detr_r50/model_final.pth --output-dir attention/
-    python tools/visualize_attention.py --config-file configs/detr_r50.yaml --input image.jpg \\
-        --points 120,200 400,310 --threshold 0.9 MODEL.WEIGHTS model.pth
+        --points 120,200 400,310 --threshold 0.9 MODEL.WEIGHTS model.pth --output-dir attention/
 
 Writes to ``--output-dir`` (default OUTPUT_DIR/attention):
   encoder_attention.png: the last encoder layer's self-attention (heads averaged) of the
-    feature-map position under each reference point, over the image. ``--points x,y ...`` in
-    pixels of the input image (a point outside it is an error); default: the centres of the best
-    detections.
+    feature-map position under each reference point (``--points x,y ...`` in pixels of the
+    input image; default: the centres of the best detections).
   decoder_attention.png: the last decoder layer's cross-attention (heads averaged) of each
     detection's query (at most ``--topk`` above ``--threshold``), with its box.
 Config overrides ("KEY VALUE") may come anywhere on the command line.
-
-The transformer calls its ``nn.MultiheadAttention`` modules with ``need_weights=False`` (the fast
-path): :func:`record_attention` switches chosen modules to returning their weights for the
-duration of a ``with`` block, with hooks, leaving the modeling code as it is.
 """
 
 # ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
@@ -38,12 +31,10 @@ def _point(text: str):
 def get_parser():
     parser = cli.argument_parser(__doc__)
     parser.add_argument("--input", required=True, metavar="IMAGE")
-    parser.add_argument(
-        "--points", type=_point, nargs="+", metavar="X,Y", help="encoder reference points (pixels)"
-    )
-    parser.add_argument(
-        "--num-points", type=int, default=4, help="default points: this many detection centres"
-    )
+    points = "encoder reference points (pixels)"
+    parser.add_argument("--points", type=_point, nargs="+", metavar="X,Y", help=points)
+    num_points = "default points: this many detection centres"
+    parser.add_argument("--num-points", type=int, default=4, help=num_points)
     parser.add_argument("--threshold", type=float, default=0.7, help="detection score threshold")
     parser.add_argument("--topk", type=int, default=6, help="at most this many detections")
     cli.add_flags(parser, "output_dir", "random_weights")
@@ -56,7 +47,7 @@ ARGS = get_parser().parse_args() if __name__ == "__main__" else None
 import contextlib
 import logging
 import os
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -77,31 +68,26 @@ _MHA_ARGS = ("key_padding_mask", "need_weights", "attn_mask", "average_attn_weig
 
 
 @contextlib.contextmanager
-def record_attention(
-    modules: Dict[str, nn.MultiheadAttention], average_heads: bool = True
-) -> Iterator[Dict[str, Tensor]]:
-    """Within the block, each module of ``modules`` also computes its attention weights; the
-    yielded dict maps its name to the weights of its latest call: (B, L, S) with heads averaged,
-    else (B, heads, L, S), for L queries and S keys (each row sums to 1 over the unmasked keys).
-    What the module returns to its caller is unchanged."""
+def record_attention(modules: Dict[str, nn.MultiheadAttention]) -> Iterator[Dict[str, Tensor]]:
+    """Within the block, each module of ``modules`` also computes its attention weights (DETR
+    calls them with ``need_weights=False``); the yielded dict maps its name to the weights of its
+    latest call: (B, L, S), heads averaged. What the modules return is unchanged."""
     records: Dict[str, Tensor] = {}
+    names = {module: name for name, module in modules.items()}
 
     def ask_for_weights(module, args, kwargs):
         kwargs = dict(kwargs, **dict(zip(_MHA_ARGS, args[3:])))
-        kwargs.update(need_weights=True, average_attn_weights=average_heads)
+        kwargs.update(need_weights=True, average_attn_weights=True)
         return args[:3], kwargs
 
-    def keep(name):
-        def hook(module, args, output):
-            records[name] = output[1].detach()
-
-        return hook
+    def keep(module, args, output):
+        records[names[module]] = output[1].detach()
 
     handles = []
     try:
-        for name, module in modules.items():
+        for module in names:
             handles.append(module.register_forward_pre_hook(ask_for_weights, with_kwargs=True))
-            handles.append(module.register_forward_hook(keep(name)))
+            handles.append(module.register_forward_hook(keep))
         yield records
     finally:
         for handle in handles:
@@ -110,16 +96,10 @@ def record_attention(
 
 @torch.no_grad()
 def detr_attention(model: nn.Module, images: ImageList) -> Dict:
-    """Run ``model.forward_raw(images)`` (a Detr in eval mode) recording the last encoder layer's
-    self-attention and the last decoder layer's cross-attention, heads averaged.
-
-    Returns forward_raw's dict plus:
-        "encoder_attention": (B, h*w, h, w): for each query position (row-major over the (h, w)
-            feature map of "memory"), its attention over all positions; sums to 1 over the
-            positions where "mask" is False.
-        "decoder_attention": (B, N, h, w): each object query's attention over the feature map,
-            likewise summing to 1 over the valid positions.
-    """
+    """``model.forward_raw(images)`` (a Detr in eval mode) plus, heads averaged, of the last layers:
+    "encoder_attention" (B, h*w, h, w): each feature position's (row-major) self-attention;
+    "decoder_attention" (B, N, h, w): each query's cross-attention. Both sum to 1 over the
+    positions where "mask" is False."""
     transformer = model.transformer
     modules = {
         "encoder": transformer.encoder.layers[-1].self_attn,
@@ -140,16 +120,9 @@ def image_points_to_feature_indices(
     padded_size: Tuple[int, int],
     feature_size: Tuple[int, int],
 ) -> Tensor:
-    """Flattened feature-map indices (row-major over (h, w)) of points given as (x, y) pixels of
-    the original image.
-
-    Args:
-        image_size: (H, W) of the original image; input_size: (h, w) it was resized to for the
-            network; padded_size: (h, w) of the padded batch tensor; feature_size: (h, w) of the
-            feature map, which spans the padded tensor.
-    Returns:
-        (P,) int64, each point clamped to the feature map.
-    """
+    """(P,) int64 flattened (row-major) feature-map indices of (x, y) pixels of the original
+    image, clamped to the map. Sizes are (h, w) of the original image, the network input, the
+    padded batch and the feature map (which spans the padded batch)."""
     pts = torch.as_tensor(points, dtype=torch.float64).reshape(-1, 2)
     (ih, iw), (nh, nw), (ph, pw), (fh, fw) = image_size, input_size, padded_size, feature_size
     cols = (pts[:, 0] * nw / iw * fw / pw).floor().long().clamp(0, fw - 1)
@@ -163,10 +136,8 @@ def attention_to_image(
     padded_size: Tuple[int, int],
     image_size: Tuple[int, int],
 ) -> np.ndarray:
-    """An (h, w) attention map over the feature map of a padded batch as an (H, W) float32 map
-    over the original image: upsampled to the padded tensor, cut to the network input and
-    resized to ``image_size`` (bilinear). Sizes are as in
-    :func:`image_points_to_feature_indices`."""
+    """An (h, w) feature-map attention as an (H, W) float32 map over the original image:
+    upsampled to the padded batch, cut to the network input, resized to ``image_size``."""
     nh, nw = input_size
     x = F.interpolate(attention[None, None].float(), size=tuple(padded_size), mode="bilinear")
     x = F.interpolate(x[..., :nh, :nw], size=tuple(image_size), mode="bilinear")
@@ -174,8 +145,8 @@ def attention_to_image(
 
 
 def select_detections(scores: torch.Tensor, threshold: float, topk: int) -> torch.Tensor:
-    """Query indices of the best detections: at most ``topk`` scoring above ``threshold``, best
-    first; the single best one (with a warning) when none does."""
+    """Query indices of at most ``topk`` scores above ``threshold``, best first; the single best
+    one (with a warning) when none is."""
     order = scores.argsort(descending=True)
     keep = order[scores[order] > threshold][:topk]
     if len(keep) == 0:
@@ -184,52 +155,38 @@ def select_detections(scores: torch.Tensor, threshold: float, topk: int) -> torc
     return keep
 
 
-def _overlay(ax, image_rgb: np.ndarray, heatmap: np.ndarray, title: str) -> None:
-    ax.imshow(image_rgb)
-    ax.imshow(heatmap, cmap="inferno", alpha=0.6)
-    ax.set_title(title, fontsize=9)
-    ax.axis("off")
-
-
-def _grid(num_panels: int, image_hw: Tuple[int, int], columns: int = 4):
-    columns = min(columns, num_panels)
+def draw_maps(image_rgb, maps, titles, path, suptitle, points=(), boxes=()) -> None:
+    """One panel per attention map over the image, 4 per row; with ``points``, a first panel
+    of the numbered points and each map's point; with ``boxes`` (XYXY pixels), each map's box."""
+    first = 1 if len(points) else 0
+    num_panels = len(maps) + first
+    columns = min(4, num_panels)
     rows = (num_panels + columns - 1) // columns
-    h, w = image_hw
-    panel = 3.0
-    fig = Figure(figsize=(panel * columns, panel * h / w * rows + 0.3 * rows))
+    h, w = image_rgb.shape[:2]
+    fig = Figure(figsize=(3.0 * columns, 3.0 * h / w * rows + 0.3 * rows))
     axes = list(fig.subplots(rows, columns, squeeze=False).flat)
     for ax in axes[num_panels:]:
         fig.delaxes(ax)
-    return fig, axes[:num_panels]
-
-
-def draw_encoder_attention(
-    image_rgb: np.ndarray, points: List[Tuple[float, float]], maps: List[np.ndarray], path: str
-) -> None:
-    """The image with the numbered reference points, then one attention map per point."""
-    fig, axes = _grid(len(points) + 1, image_rgb.shape[:2])
-    axes[0].imshow(image_rgb)
-    axes[0].set_title("reference points", fontsize=9)
-    axes[0].axis("off")
-    for i, ((x, y), heatmap, ax) in enumerate(zip(points, maps, axes[1:]), 1):
-        axes[0].plot(x, y, "o", color="red", markersize=5)
-        axes[0].annotate(str(i), (x, y), color="red", xytext=(4, 4), textcoords="offset points")
-        _overlay(ax, image_rgb, heatmap, f"point {i} ({x:.0f}, {y:.0f})")
-        ax.plot(x, y, "o", color="cyan", markersize=4)
-    fig.suptitle("Encoder self-attention, last layer", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-
-
-def draw_decoder_attention(
-    image_rgb: np.ndarray, boxes: np.ndarray, titles: List[str], maps: List[np.ndarray], path: str
-) -> None:
-    """One attention map per detection, with its box (XYXY pixels)."""
-    fig, axes = _grid(len(maps), image_rgb.shape[:2])
-    for (x0, y0, x1, y1), title, heatmap, ax in zip(boxes, titles, maps, axes):
-        _overlay(ax, image_rgb, heatmap, title)
-        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="cyan", lw=1.5))
-    fig.suptitle("Decoder cross-attention, last layer", fontsize=10)
+    if first:
+        axes[0].imshow(image_rgb)
+        axes[0].set_title("reference points", fontsize=9)
+        axes[0].axis("off")
+    for i, (heatmap, title, ax) in enumerate(zip(maps, titles, axes[first:])):
+        ax.imshow(image_rgb)
+        ax.imshow(heatmap, cmap="inferno", alpha=0.6)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+        if len(points):
+            x, y = points[i]
+            axes[0].plot(x, y, "o", color="red", markersize=5)
+            axes[0].annotate(
+                str(i + 1), (x, y), color="red", xytext=(4, 4), textcoords="offset points"
+            )
+            ax.plot(x, y, "o", color="cyan", markersize=4)
+        if len(boxes):
+            x0, y0, x1, y1 = boxes[i]
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="cyan", lw=1.5))
+    fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -251,47 +208,50 @@ def main(args) -> Dict:
     model = load_model(cfg, args.random_weights)
     predictor = Predictor(cfg, model)
     image_rgb = np.ascontiguousarray(image[:, :, ::-1])
-    image_hw = (h, w)
     images = model.preprocess_image([predictor.inputs(image)])
     out = detr_attention(model, images)
-    input_hw, padded_hw = images.image_sizes[0], tuple(images.tensor.shape[-2:])
-    feature_hw = tuple(out["memory"].shape[-2:])
+    sizes = (images.image_sizes[0], tuple(images.tensor.shape[-2:]))  # network input, padded
 
     scores, labels = out["pred_logits"][0].cpu().softmax(-1)[:, :-1].max(-1)
     boxes = box_convert(out["pred_boxes"][0].cpu(), "cxcywh", "xyxy") * torch.tensor([w, h, w, h])
     queries = select_detections(scores, args.threshold, args.topk)
     names = predictor.metadata.get("thing_classes", None)
-
-    def to_image(attention):
-        return attention_to_image(attention, input_hw, padded_hw, image_hw)
-
     if args.points:
         points = list(args.points)
     else:
         centres = (boxes[queries, :2] + boxes[queries, 2:]) / 2
         points = [tuple(map(float, c)) for c in centres[: args.num_points]]
-    indices = image_points_to_feature_indices(points, image_hw, input_hw, padded_hw, feature_hw)
-    encoder_maps = [to_image(m) for m in out["encoder_attention"][0].cpu()[indices]]
-    encoder_path = os.path.join(output_dir, "encoder_attention.png")
-    draw_encoder_attention(image_rgb, points, encoder_maps, encoder_path)
-
-    decoder_maps = [to_image(m) for m in out["decoder_attention"][0].cpu()[queries]]
-    titles = [
+    feature_hw = tuple(out["memory"].shape[-2:])
+    indices = image_points_to_feature_indices(points, (h, w), *sizes, feature_hw)
+    decoder_titles = [
         f"query {q}: {names[labels[q]] if names else int(labels[q])} {scores[q]:.2f}"
         for q in queries.tolist()
     ]
-    decoder_path = os.path.join(output_dir, "decoder_attention.png")
-    draw_decoder_attention(image_rgb, boxes[queries].numpy(), titles, decoder_maps, decoder_path)
-    logger.info(f"Wrote {encoder_path} ({len(points)} points) and {decoder_path} ({titles})")
-    return {
-        "encoder": np.stack(encoder_maps),
-        "decoder": np.stack(decoder_maps),
-        "points": points,
-        "queries": queries.tolist(),
-        "boxes": boxes[queries].numpy(),
-        "encoder_png": encoder_path,
-        "decoder_png": decoder_path,
+    panels = {  # kind: (attention maps, titles, marks, figure title)
+        "encoder": (
+            out["encoder_attention"][0].cpu()[indices],
+            [f"point {i} ({x:.0f}, {y:.0f})" for i, (x, y) in enumerate(points, 1)],
+            dict(points=points),
+            "Encoder self-attention",
+        ),
+        "decoder": (
+            out["decoder_attention"][0].cpu()[queries],
+            decoder_titles,
+            dict(boxes=boxes[queries].numpy()),
+            "Decoder cross-attention",
+        ),
     }
+    result = {"points": points, "queries": queries.tolist(), "boxes": boxes[queries].numpy()}
+    for kind, (attention, titles, marks, title) in panels.items():
+        maps = [attention_to_image(m, *sizes, (h, w)) for m in attention]
+        path = os.path.join(output_dir, f"{kind}_attention.png")
+        draw_maps(image_rgb, maps, titles, path, f"{title}, last layer", **marks)
+        result.update({kind: np.stack(maps), f"{kind}_png": path})
+    logger.info(
+        f"Wrote {result['encoder_png']} ({len(points)} points) and {result['decoder_png']} "
+        f"({decoder_titles})"
+    )
+    return result
 
 
 if __name__ == "__main__":

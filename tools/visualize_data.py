@@ -9,9 +9,8 @@
 annotation, crowd regions included). ``--source dataloader``: what the model is fed, i.e. the
 images and boxes after the training augmentation of train_net (DetrDatasetMapper for DETR,
 Detectron2's DatasetMapper otherwise), batch by batch from the training data loader. Labels are
-the dataset's class names (its metadata's ``thing_classes``). One PNG per image in
-``--output-dir``, drawn at ``--scale`` (default: small images upscaled to 512 px, so that the
-labels are readable).
+the dataset's class names (``thing_classes``). One PNG per image in ``--output-dir``, drawn at
+``--scale`` (default: small images upscaled to 512 px, so that the labels are readable).
 """
 
 # ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
@@ -20,11 +19,9 @@ import detr_d2_cli as cli
 
 def get_parser():
     parser = cli.argument_parser(__doc__)
+    source = "the dataset's ground truth, or the augmented training inputs"
     parser.add_argument(
-        "--source",
-        choices=["annotation", "dataloader"],
-        required=True,
-        help="the dataset's ground truth, or the augmented training inputs",
+        "--source", choices=["annotation", "dataloader"], required=True, help=source
     )
     cli.add_flags(parser, "output_dir", "num_images", "scale")
     parser.set_defaults(num_images=20, output_dir="output/vis")
@@ -38,12 +35,8 @@ import os
 from typing import List
 
 import numpy as np
-from detectron2.data import (
-    DatasetCatalog,
-    DatasetMapper,
-    MetadataCatalog,
-    build_detection_train_loader,
-)
+from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+from detectron2.data import build_detection_train_loader
 from detectron2.data import detection_utils as utils
 from detectron2.utils.visualizer import Visualizer
 
@@ -53,9 +46,20 @@ from detr_d2.data import DetrDatasetMapper
 logger = logging.getLogger("detr_d2.visualize_data")
 
 
-def _save(vis_image, path: str) -> None:
-    vis_image.save(path)
+def _draw(image_rgb, metadata, scale, path: str, **overlay) -> str:
+    """Draws ``overlay`` (a dataset dict as ``record``, else boxes and labels) and writes it."""
+    vis = Visualizer(image_rgb, metadata, cli.draw_scale(scale, *image_rgb.shape[:2]))
+    if "record" in overlay:
+        vis = vis.draw_dataset_dict(overlay["record"])
+    else:
+        vis = vis.overlay_instances(**overlay)
+    vis.save(path)
     logger.info(f"Wrote {path}")
+    return path
+
+
+def _stem(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
 
 
 def draw_annotations(cfg, output: str, num: int, scale=None) -> List[str]:
@@ -67,11 +71,8 @@ def draw_annotations(cfg, output: str, num: int, scale=None) -> List[str]:
             if len(paths) == num:
                 return paths
             image = utils.read_image(record["file_name"], format="RGB")
-            vis = Visualizer(image, metadata, cli.draw_scale(scale, *image.shape[:2]))
-            vis = vis.draw_dataset_dict(record)
-            stem = os.path.splitext(os.path.basename(record["file_name"]))[0]
-            paths.append(os.path.join(output, f"{name}_{stem}.png"))
-            _save(vis, paths[-1])
+            path = os.path.join(output, f"{name}_{_stem(record['file_name'])}.png")
+            paths.append(_draw(image, metadata, scale, path, record=record))
     return paths
 
 
@@ -79,7 +80,7 @@ def draw_dataloader(cfg, output: str, num: int, scale=None) -> List[str]:
     """The first ``num`` images the training data loader yields, with their augmented boxes."""
     mapper = DetrDatasetMapper(cfg, True) if is_detr_config(cfg) else DatasetMapper(cfg, True)
     metadata = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
-    class_names = metadata.get("thing_classes", None)
+    names = metadata.get("thing_classes", None)
     paths = []
     for batch in build_detection_train_loader(cfg, mapper=mapper):
         for item in batch:
@@ -89,16 +90,10 @@ def draw_dataloader(cfg, output: str, num: int, scale=None) -> List[str]:
             image = item["image"].permute(1, 2, 0).numpy()
             image = utils.convert_image_to_rgb(image, cfg.INPUT.FORMAT).astype(np.uint8)
             instances = item["instances"]
-            labels = [
-                class_names[c] if class_names else str(c) for c in instances.gt_classes.tolist()
-            ]
-            vis = Visualizer(image, metadata, cli.draw_scale(scale, *image.shape[:2]))
-            vis = vis.overlay_instances(
-                boxes=instances.gt_boxes.tensor.numpy(), labels=labels
-            )
-            stem = os.path.splitext(os.path.basename(item["file_name"]))[0]
-            paths.append(os.path.join(output, f"{len(paths):04d}_{stem}.png"))
-            _save(vis, paths[-1])
+            labels = [names[c] if names else str(c) for c in instances.gt_classes.tolist()]
+            path = os.path.join(output, f"{len(paths):04d}_{_stem(item['file_name'])}.png")
+            boxes = instances.gt_boxes.tensor.numpy()
+            paths.append(_draw(image, metadata, scale, path, boxes=boxes, labels=labels))
     return paths
 
 

@@ -1,13 +1,6 @@
-"""Running a model on images and datasets (demo.py and the tools), beside Detectron2's
-``DefaultPredictor``: the model built with its weights (:func:`load_model`), a predictor for one
-image, and a dataset's images mapped as the model sees them.
-
-Images here are numpy (H, W, 3) uint8 in BGR order, as OpenCV reads them. Model inputs are
-detectron2's dicts: "image" a (3, h, w) uint8 tensor in ``INPUT.FORMAT`` at test resolution
-(``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``), "height"/"width" the original size, which the
-model's outputs are scaled back to; for training, "instances" (gt_boxes absolute XYXY,
-gt_classes).
-"""
+"""A model with its weights, a predictor for one image and a dataset's images as the model sees
+them (demo.py and the tools). Images are numpy (H, W, 3) uint8 BGR; model inputs detectron2's
+dicts ("image" (3, h, w) uint8 in ``INPUT.FORMAT`` at test resolution, "height"/"width")."""
 
 import itertools
 import logging
@@ -26,23 +19,15 @@ from detectron2.modeling import build_model
 from .checkpoint import DetrCheckpointer
 from ..data import DetrDatasetMapper, build_test_mapper
 
-__all__ = [
-    "Predictor",
-    "load_model",
-    "dataset_loader",
-    "dataset_inputs",
-    "with_progress",
-]
+__all__ = ["Predictor", "load_model", "dataset_loader", "dataset_inputs", "with_progress"]
 
 logger = logging.getLogger(__name__)
 
 
 def load_model(cfg: CfgNode, random_weights: bool = False) -> torch.nn.Module:
-    """``build_model(cfg)`` with MODEL.WEIGHTS loaded (class head included: its class count must
-    match), the file logged. An empty MODEL.WEIGHTS is an error naming the key, unless
-    ``random_weights`` (a tool's ``--random-weights``): then the random init stays, with a
-    WARNING in capitals. A panoptic config's MODEL.DETR.FROZEN_WEIGHTS that is not a local file
-    is skipped with a warning (its box weights are part of a complete MODEL.WEIGHTS)."""
+    """``build_model(cfg)`` with MODEL.WEIGHTS loaded (class head included). An empty
+    MODEL.WEIGHTS is an error unless ``random_weights`` (then a WARNING). A FROZEN_WEIGHTS that
+    is no local file is skipped: a complete MODEL.WEIGHTS holds its box weights."""
     frozen = cfg.MODEL.DETR.FROZEN_WEIGHTS if hasattr(cfg.MODEL, "DETR") else ""
     if frozen and not os.path.isfile(frozen):
         logger.warning(f"MODEL.DETR.FROZEN_WEIGHTS {frozen!r} is not a local file: not loaded")
@@ -67,25 +52,18 @@ def load_model(cfg: CfgNode, random_weights: bool = False) -> torch.nn.Module:
 
 
 class Predictor:
-    """Detectron2's DefaultPredictor for one image at a time, with the model input exposed
-    (:meth:`inputs`) so that a tool can run ``Detr.forward_raw`` on exactly what the model sees.
-
-    Args:
-        cfg: a config with ``MODEL.DEVICE`` already valid on this machine.
-        model: a built model; None: :func:`load_model` (MODEL.WEIGHTS required).
-    """
+    """Detectron2's DefaultPredictor with the model input exposed (:meth:`inputs`), so that a
+    tool can run ``Detr.forward_raw`` on what the model sees. ``model`` None: :func:`load_model`."""
 
     def __init__(self, cfg: CfgNode, model: Optional[torch.nn.Module] = None):
         self.model = (load_model(cfg) if model is None else model).eval()
         if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be RGB or BGR, got {cfg.INPUT.FORMAT!r}")
         self.input_format = cfg.INPUT.FORMAT
-        # the resize of train_net's test loader (DETR's for DETR models, Detectron2's otherwise;
-        # none for a MIN_SIZE_TEST of 0)
+        # the resize of train_net's test loader
         self.augmentations = build_test_mapper(cfg).augmentations
         # class names and colours of DATASETS.TEST[0]; empty metadata without one
-        names = cfg.DATASETS.TEST
-        self.metadata = MetadataCatalog.get(names[0] if names else "__unused")
+        self.metadata = MetadataCatalog.get((*cfg.DATASETS.TEST, "__unused")[0])
 
     def inputs(self, image: np.ndarray) -> Dict:
         """The model input for one BGR image (H, W, 3) uint8."""
@@ -94,8 +72,7 @@ class Predictor:
             image = image[:, :, ::-1]
         aug_input = T.AugInput(image)
         self.augmentations(aug_input)
-        image = aug_input.image
-        tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        tensor = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
         return {"image": tensor, "height": height, "width": width}
 
     @torch.no_grad()
@@ -108,13 +85,8 @@ class Predictor:
 def dataset_loader(
     cfg: CfgNode, dataset_name: str, num_images: int = 0
 ) -> Tuple[torch.utils.data.DataLoader, List[Dict]]:
-    """A test loader (batch 1, test-time resize, ``DATALOADER.NUM_WORKERS`` workers) over the
-    first ``num_images`` images of a registered dataset (0: all). Returns it with the dataset
-    dicts it reads (their "image_id"s are what an evaluator should be restricted to).
-
-    Unlike :func:`dataset_inputs`, which holds every mapped image in memory, this streams: a
-    pass over COCO val (5k images at 800 px) fits anywhere.
-    """
+    """A streaming test loader (batch 1, test-time resize) over the first ``num_images`` images
+    of a registered dataset (0: all), with the dataset dicts it reads."""
     dicts = DatasetCatalog.get(dataset_name)
     if num_images > 0:
         if len(dicts) < num_images:
@@ -127,8 +99,8 @@ def dataset_loader(
 
 
 def dataset_inputs(cfg: CfgNode, dataset_name: str, num: int, is_train: bool = False) -> List[Dict]:
-    """The first ``num`` images of a registered dataset, mapped as in training (augmentation,
-    instances) or as train_net's test loader (test resolution, DETR's resize rule for DETR)."""
+    """The first ``num`` images of a registered dataset in memory, mapped as in training or as
+    train_net's test loader."""
     if not is_train:
         mapper = build_test_mapper(cfg)
     elif cfg.MODEL.META_ARCHITECTURE == "Detr":
@@ -146,9 +118,8 @@ def with_progress(
     items: Iterable, total: int, what: str = "images", every: int = 50, name: str = ""
 ) -> Iterator:
     """Yields ``items``, logging "name: done/total what, s per item, ETA" every ``every`` items
-    and after the last one (the first ``every`` items include the warm-up)."""
+    and after the last one."""
     start = time.perf_counter()
-    done = 0
     for done, item in enumerate(items, 1):
         yield item
         if every > 0 and (done % every == 0 or done == total):

@@ -1,33 +1,10 @@
-"""Save an export wrapper (``wrapper.py``, ``panoptic.py``) as TorchScript, ONNX or a
-torch.export program, and load it back.
-
-All three take the wrapper's two inputs, ``images`` (B, 3, H, W) float32 and ``padding_mask``
-(B, H, W) bool, with batch, height and width dynamic, and return ``(boxes, scores, classes)``,
-plus ``mask_logits`` for the panoptic model.
-
-- TorchScript: ``torch.jit.trace``. The wrapper has no data-dependent Python control flow, and
-  shapes read during tracing are recorded as ``aten::size`` ops, so the trace runs at other
-  sizes and batch sizes (the tests check this). Traced on CPU: the few tensors created in the
-  graph (``arange`` of the sine encoding) stay on CPU, so run it on CPU.
-- ONNX: ``torch.onnx.export(dynamo=False)``, the TorchScript-based exporter. The dynamo exporter
-  needs ``onnxscript``, which this environment does not have offline, and gains nothing here.
-  What needs care exports as plain ops: ``nn.MultiheadAttention`` (sequence-first, so never the
-  fused fast path) with ``need_weights=False`` reaches ``scaled_dot_product_attention`` with the
-  key padding mask turned into an additive ``attn_mask`` (-inf at padding), which the exporter
-  writes as MatMul / Softmax from opset 14 on; the mask's
-  ``F.interpolate`` to the feature size becomes a ``Resize`` whose sizes come from a ``Shape``
-  of the features; the sine encoding's ``cumsum`` is ``CumSum``. One exporter bug is worked
-  around: with packed q/k/v weights, ``nn.MultiheadAttention`` takes a shortcut when key is
-  value (``POSITION_EMBEDDING_AT: input``, where no encoding is added to the keys), and the
-  exporter writes that shortcut's key length as the constant seen at export, so another image
-  size fails in a ``Reshape``. :func:`unpack_attention_projections` exports a copy whose
-  projections are separate weights, the path DETR's default config takes anyway.
-- torch.export: ``torch.export.export`` with a ``Dim`` for the batch and ``Dim.DYNAMIC`` height
-  and width (the mask's dims must equal the image's: a guard checks it); saved as ``.pt2``. The
-  program's ``range_constraints`` give the smallest accepted size.
-
-The example inputs should have a batch of 2 or more (and H, W > 1): torch.export specializes a
-dimension of size 0 or 1 to that constant.
+"""Save an export wrapper (``wrapper.py``) as TorchScript (``torch.jit.trace``:
+shapes are recorded as ``aten::size`` ops, so the trace runs at other sizes; traced on and for the
+CPU), ONNX (``torch.onnx.export(dynamo=False)``: the dynamo exporter needs ``onnxscript``) or a
+torch.export program (``.pt2``; its ``range_constraints`` give the smallest accepted size), and
+load it back. Inputs ``images`` (B, 3, H, W) float32 and ``padding_mask`` (B, H, W) bool, batch,
+H and W dynamic; the example batch must be 2 or more (torch.export specializes a dimension of
+size 0 or 1). Outputs ``(boxes, scores, classes)``, plus ``mask_logits`` for the panoptic model.
 """
 
 import contextlib
@@ -38,7 +15,7 @@ from typing import Callable, Dict, Tuple
 import torch
 from torch import Tensor, nn
 
-INPUT_NAMES = ("images", "padding_mask")
+INPUT_AXES = {"images": (0, 2, 3), "padding_mask": (0, 1, 2)}  # the batch, height, width dims
 FILE_NAMES = {"torchscript": "model.ts", "onnx": "model.onnx", "torch_export": "model.pt2"}
 
 Outputs = Tuple[Tensor, ...]
@@ -47,9 +24,8 @@ Inputs = Tuple[Tensor, Tensor]
 
 @contextlib.contextmanager
 def known_tracer_warnings():
-    """Silences TracerWarnings inside: the tracer warns that shapes and sizes read in the wrapper
-    may not generalize, but they are recorded as ``aten::size`` ops and the graph runs at other
-    sizes and batch sizes (tests/test_export.py checks it): known and benign here."""
+    """Silences the TracerWarnings that shapes read in the wrapper may not generalize: they are
+    recorded as ``aten::size`` ops (tests/test_export.py runs the graph at other sizes)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         yield
@@ -63,8 +39,9 @@ def export_torchscript(module: nn.Module, inputs: Inputs, path: str) -> None:
 
 def unpack_attention_projections(module: nn.Module) -> nn.Module:
     """A copy of ``module`` whose ``nn.MultiheadAttention`` layers hold separate q, k, v
-    projection weights (same values, same results: the packed weight is split the same way
-    whenever query, key and value differ)."""
+    projection weights (same results). Why: with packed weights and key is value
+    (``POSITION_EMBEDDING_AT: input``), the ONNX exporter writes the shortcut's key length as
+    the constant seen at export, and another image size fails in a ``Reshape``."""
     module = copy.deepcopy(module)
     for attn in module.modules():
         if isinstance(attn, nn.MultiheadAttention) and attn._qkv_same_embed_dim:
@@ -81,8 +58,7 @@ def export_onnx(module: nn.Module, inputs: Inputs, path: str, opset: int = 17) -
     outputs = module.output_axes  # name -> its dynamic axes besides the batch
     module = unpack_attention_projections(module)
     dynamic_axes = {
-        "images": {0: "batch", 2: "height", 3: "width"},
-        "padding_mask": {0: "batch", 1: "height", 2: "width"},
+        n: dict(zip(dims, ("batch", "height", "width"))) for n, dims in INPUT_AXES.items()
     }
     dynamic_axes.update({name: {0: "batch", **axes} for name, axes in outputs.items()})
     with torch.no_grad(), known_tracer_warnings():
@@ -92,21 +68,17 @@ def export_onnx(module: nn.Module, inputs: Inputs, path: str, opset: int = 17) -
             path,
             dynamo=False,
             opset_version=opset,
-            input_names=list(INPUT_NAMES),
+            input_names=list(INPUT_AXES),
             output_names=list(outputs),
             dynamic_axes=dynamic_axes,
         )
 
 
 def export_torch_export(module: nn.Module, inputs: Inputs, path: str) -> None:
-    # Height and width are Dim.DYNAMIC: export derives their range itself (a feature map of at
-    # least 2 x 2, e.g. H, W >= 17 at stride 16), where named Dims with a chosen minimum make it
-    # fail on guards it cannot prove over that range (the mask head's "stride-4 size != 1").
+    # H and W are Dim.DYNAMIC (export derives their range): named Dims with a chosen minimum
+    # fail on guards export cannot prove over it (the mask head's "stride-4 size != 1")
     batch, dynamic = torch.export.Dim("batch", min=1), torch.export.Dim.DYNAMIC
-    shapes = {
-        "images": {0: batch, 2: dynamic, 3: dynamic},
-        "padding_mask": {0: batch, 1: dynamic, 2: dynamic},
-    }
+    shapes = {name: dict(zip(dims, (batch, dynamic, dynamic))) for name, dims in INPUT_AXES.items()}
     with torch.no_grad():
         program = torch.export.export(module.eval(), inputs, dynamic_shapes=shapes)
     torch.export.save(program, path)
@@ -120,9 +92,8 @@ EXPORTERS = {
 
 
 def load_exported(path: str, fmt: str) -> Callable[[Tensor, Tensor], Outputs]:
-    """A function ``(images, padding_mask) -> (boxes, scores, classes[, mask_logits])`` (CPU
-    torch tensors) running the saved model with its format's own runtime (onnxruntime for
-    ONNX)."""
+    """``(images, padding_mask) -> (boxes, scores, classes[, mask_logits])`` (CPU tensors): the
+    saved model run by its format's own runtime (onnxruntime for ONNX)."""
     if fmt == "torchscript":
         return torch.jit.load(path, map_location="cpu")
     if fmt == "torch_export":
@@ -142,7 +113,7 @@ def load_exported(path: str, fmt: str) -> Callable[[Tensor, Tensor], Outputs]:
 
 def output_differences(expected: Outputs, actual: Outputs) -> Dict[str, float]:
     """Largest absolute differences of boxes (pixels), scores and mask logits, and the fraction
-    of queries whose class differs (expected only where two classes' scores nearly tie)."""
+    of queries whose class differs (where two classes' scores nearly tie)."""
     names = ("boxes", "scores", "classes", "mask_logits")
     diff = {name: (e - a).abs().max().item() for name, e, a in zip(names, expected, actual)}
     diff["classes"] = (expected[2] != actual[2]).float().mean().item()
