@@ -25,8 +25,6 @@ from torch.nn.parallel import DistributedDataParallel
 from ..modeling.criterion import effective_batch
 from ..solver import full_model_clipping
 
-__all__ = ["DetrTrainLoop", "amp_dtype", "train_loop_args"]
-
 logger = logging.getLogger(__name__)
 
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -4,8 +4,6 @@ the histories whose name contains "loss", so ``class_error`` (put into the Event
 
 from detectron2.utils.events import CommonMetricPrinter, get_event_storage
 
-__all__ = ["MetricPrinter"]
-
 
 class MetricPrinter(CommonMetricPrinter):
     """``CommonMetricPrinter`` whose line also shows ``metrics`` (their median over the window),

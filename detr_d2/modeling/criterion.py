@@ -10,8 +10,6 @@ from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou_loss
 
-__all__ = ["Normalizers", "SetCriterion", "effective_batch", "loss_normalizers"]
-
 
 class Normalizers(NamedTuple):
     """What the summed losses are divided by, each averaged over processes (DDP averages the

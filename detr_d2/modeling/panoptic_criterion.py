@@ -9,8 +9,6 @@ from torchvision.ops import sigmoid_focal_loss
 
 from .criterion import SetCriterion
 
-__all__ = ["SetCriterionWithMasks", "dice_loss"]
-
 
 def dice_loss(logits: Tensor, targets: Tensor) -> Tensor:
     """1 - DICE coefficient (smoothed by 1) of each mask.
