@@ -1,6 +1,7 @@
 """Deployment: tensor-only wrappers of the models and their TorchScript, ONNX and torch.export
 forms (``tools/export_model.py`` is the command line)."""
 
+# ruff: noqa: F401  (the package's API, re-exported)
 from torch import nn
 
 from ..modeling import Detr, DetrPanoptic
@@ -14,15 +15,3 @@ def exportable(model: Detr) -> nn.Module:
     if isinstance(model, DetrPanoptic):
         return ExportableDetrPanoptic(model)
     return ExportableDetr(model)
-
-
-__all__ = [
-    "ExportableDetr",
-    "ExportableDetrPanoptic",
-    "exportable",
-    "batch_images",
-    "EXPORTERS",
-    "FILE_NAMES",
-    "load_exported",
-    "output_differences",
-]
