@@ -35,29 +35,13 @@ from detectron2.utils.events import CommonMetricPrinter
 
 from detr_d2.config import is_detr_config
 from detr_d2.data import DetrDatasetMapper, DetrPanopticDatasetMapper, build_test_mapper
-from detr_d2.data.dataset_checks import (
-    CheckedMapper,
-    WithoutSkipped,
-    get_checked_dataset_dicts,
-    warn_more_objects_than_queries,
-)
-from detr_d2.data.resumable_loader import (
-    ResumableStream,
-    ResumableTrainLoader,
-    build_resumable_train_loader,
-)
-from detr_d2.engine import (
-    DetrCheckpointer,
-    DetrTrainLoop,
-    NoSaveAfterFailure,
-    NonFiniteLossGuard,
-    amp_dtype,
-    check_num_classes,
-    explain_non_finite,
-    load_weights_for_eval,
-    shut_down_process_group,
-    train_loop_args,
-)
+from detr_d2.data.dataset_checks import CheckedMapper, WithoutSkipped, get_checked_dataset_dicts
+from detr_d2.data.dataset_checks import warn_more_objects_than_queries
+from detr_d2.data.resumable_loader import ResumableStream, ResumableTrainLoader
+from detr_d2.data.resumable_loader import build_resumable_train_loader
+from detr_d2.engine import DetrCheckpointer, DetrTrainLoop, NoSaveAfterFailure, NonFiniteLossGuard
+from detr_d2.engine import amp_dtype, check_num_classes, explain_non_finite, load_weights_for_eval
+from detr_d2.engine import shut_down_process_group, train_loop_args
 from detr_d2.engine.output_dir import hold_output_dir, redirect_eval_output, release_output_dirs
 from detr_d2.engine.preemption import SaveOnSigterm, forward_sigterm_to_workers
 from detr_d2.engine.writers import MetricPrinter
@@ -92,9 +76,8 @@ class Trainer(DefaultTrainer):
             check_num_classes(cfg, cfg.DATASETS.TRAIN)
             return loader
         skip = cfg.DATALOADER.SKIP_BAD_IMAGES
-        dicts = get_checked_dataset_dicts(
-            cfg.DATASETS.TRAIN, skip, cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
-        )
+        filter_empty = cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+        dicts = get_checked_dataset_dicts(cfg.DATASETS.TRAIN, skip, filter_empty)
         check_num_classes(cfg, cfg.DATASETS.TRAIN)  # loading completes lazily filled metadata
         warn_more_objects_than_queries(dicts, cfg.MODEL.DETR.NUM_OBJECT_QUERIES)
         spares = random.Random(0).sample(dicts, min(len(dicts), 16))  # replace unreadable ones
@@ -131,10 +114,9 @@ class Trainer(DefaultTrainer):
 
     def build_writers(self):
         # the log line shows class_error too (MetricPrinter), Detectron2's other writers as they are
-        writers = super().build_writers()
+        printer = MetricPrinter(self.max_iter)
         return [
-            MetricPrinter(self.max_iter) if isinstance(w, CommonMetricPrinter) else w
-            for w in writers
+            printer if isinstance(w, CommonMetricPrinter) else w for w in super().build_writers()
         ]
 
     def run_step(self):

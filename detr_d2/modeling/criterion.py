@@ -90,15 +90,18 @@ class SetCriterion(nn.Module):
         batch = torch.cat([torch.full_like(i, b) for b, (i, _) in enumerate(indices)])
         return batch, torch.cat([i for i, _ in indices])
 
+    @staticmethod
+    def _matched_targets(targets, indices, key: str) -> Tensor:
+        """``targets[b][key]`` of every matched target, in the order of :meth:`_matched`."""
+        return torch.cat([t[key][j] for t, (_, j) in zip(targets, indices)])
+
     def loss_labels(self, outputs, targets, indices, norm: Normalizers) -> Dict[str, Tensor]:
         logits = outputs["pred_logits"]  # (B, N, K+1)
         target_classes = torch.full(
             logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device
         )
-        matched = self._matched(indices)
-        target_classes[matched] = torch.cat(
-            [t["labels"][j] for t, (_, j) in zip(targets, indices)]
-        ).to(logits.device)
+        labels = self._matched_targets(targets, indices, "labels")
+        target_classes[self._matched(indices)] = labels.to(logits.device)
         logits = at_least_float32(logits)
         weight = self.empty_weight.to(logits.dtype)
         loss = F.cross_entropy(logits.transpose(1, 2), target_classes, weight, reduction="sum")
@@ -106,24 +109,20 @@ class SetCriterion(nn.Module):
 
     def loss_boxes(self, outputs, targets, indices, norm: Normalizers) -> Dict[str, Tensor]:
         src = at_least_float32(outputs["pred_boxes"][self._matched(indices)])  # (M, 4) cxcywh
-        tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).to(src)
-        loss_bbox = F.l1_loss(src, tgt, reduction="sum") / norm.num_boxes
-        loss_giou = (
-            generalized_box_iou_loss(
-                box_convert(src, "cxcywh", "xyxy"),
-                box_convert(tgt, "cxcywh", "xyxy"),
-                reduction="sum",
-            )
-            / norm.num_boxes
-        )
-        return {"loss_bbox": loss_bbox, "loss_giou": loss_giou}
+        tgt = self._matched_targets(targets, indices, "boxes").to(src)
+        src_xyxy, tgt_xyxy = box_convert(src, "cxcywh", "xyxy"), box_convert(tgt, "cxcywh", "xyxy")
+        return {
+            "loss_bbox": F.l1_loss(src, tgt, reduction="sum") / norm.num_boxes,
+            "loss_giou": generalized_box_iou_loss(src_xyxy, tgt_xyxy, reduction="sum")
+            / norm.num_boxes,
+        }
 
     @torch.no_grad()
     def metrics(self, outputs, targets, indices) -> Dict[str, float]:
         """class_error: % of matched predictions with the wrong top class; cardinality_error: mean
         |#predictions not classified no-object - #targets| per image."""
         logits = outputs["pred_logits"]
-        labels = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
+        labels = self._matched_targets(targets, indices, "labels")
         hits = logits[self._matched(indices)].argmax(-1) == labels.to(logits.device)
         acc = hits.float().mean().item() * 100 if len(labels) else 100.0
         n_pred = (logits.argmax(-1) != self.num_classes).sum(1).float()
@@ -176,5 +175,4 @@ class SetCriterion(nn.Module):
             storage = get_event_storage()
         except AssertionError:  # not inside a training loop (e.g. a unit test)
             return
-        for k, v in metrics.items():
-            storage.put_scalar(k, v)
+        storage.put_scalars(**metrics)

@@ -2,7 +2,6 @@
 
 from typing import Dict
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import sigmoid_focal_loss
@@ -36,7 +35,7 @@ class SetCriterionWithMasks(SetCriterion):
         if "pred_masks" not in outputs:  # an auxiliary decoder layer
             return {}
         src = outputs["pred_masks"][self._matched(indices)]  # (M, h, w)
-        tgt = torch.cat([t["masks"][j] for t, (_, j) in zip(targets, indices)])  # (M, H, W)
+        tgt = self._matched_targets(targets, indices, "masks")  # (M, H, W)
         if len(src) == 0:  # keep the graph connected, so every parameter gets a gradient
             zero = outputs["pred_masks"].sum() * 0
             return {"loss_mask": zero, "loss_dice": zero}
