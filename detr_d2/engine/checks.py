@@ -23,10 +23,8 @@ class ConfigDatasetMismatchError(ValueError):
     """The config and the datasets disagree (e.g. on the number of classes)."""
 
 
-def num_classes_key(meta_architecture: str) -> Optional[str]:
-    if meta_architecture.startswith("Detr"):
-        return "MODEL.DETR.NUM_CLASSES"
-    return NUM_CLASSES_KEYS.get(meta_architecture)
+def num_classes_key(arch: str) -> Optional[str]:
+    return "MODEL.DETR.NUM_CLASSES" if arch.startswith("Detr") else NUM_CLASSES_KEYS.get(arch)
 
 
 def dataset_num_classes(dataset_name: str, meta_architecture: str = "Detr") -> Optional[int]:

@@ -41,9 +41,8 @@ class SaveOnSigterm(HookBase):
     def _any_rank_requested(self) -> bool:
         if comm.get_world_size() == 1:
             return self._requested
-        flag = torch.tensor([int(self._requested)])  # GLOO and NCCL's CPU fallback: on CPU
-        if dist.get_backend() == "nccl":
-            flag = flag.cuda()
+        device = "cuda" if dist.get_backend() == "nccl" else "cpu"  # GLOO: on CPU
+        flag = torch.tensor([int(self._requested)], device=device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
 

@@ -13,9 +13,8 @@ class HungarianMatcher(nn.Module):
 
     Cost of matching prediction i to target j:
         cost_class * -p_i(c_j) + cost_bbox * ||b_i - b_j||_1 + cost_giou * -GIoU(b_i, b_j)
-    with boxes as normalized cxcywh (L1) and xyxy (GIoU). The matcher's weights are its own; they
-    are not the loss weights. Each image is solved on its own (N, M_i) block, in float32 (inputs
-    of any dtype are cast).
+    with boxes as normalized cxcywh (L1) and xyxy (GIoU); the weights are not the loss weights.
+    Each image is solved on its own (N, M_i) block, in float32.
     """
 
     def __init__(self, cost_class: float = 1.0, cost_bbox: float = 5.0, cost_giou: float = 2.0):
