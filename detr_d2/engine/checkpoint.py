@@ -285,15 +285,12 @@ def _check_complete(incompatible, path: str, model) -> None:
     (``num_batches_tracked``, absent from converted weights and unused, is not counted)."""
     missing = [k for k in incompatible.missing_keys if not k.endswith("num_batches_tracked")]
     missing = _filter_reused_missing_keys(model, missing) if missing else []
+    unexpected, shapes = incompatible.unexpected_keys, incompatible.incorrect_shapes
     problems = []
     if missing:
         problems.append(f"{len(missing)} model keys missing from the file: {_few(missing)}")
-    if incompatible.unexpected_keys:
-        problems.append(
-            f"{len(incompatible.unexpected_keys)} keys of the file not in the "
-            f"model: {_few(incompatible.unexpected_keys)}"
-        )
-    shapes = incompatible.incorrect_shapes
+    if unexpected:
+        problems.append(f"{len(unexpected)} keys of the file not in the model: {_few(unexpected)}")
     if shapes:
         problems.append(
             f"{len(shapes)} tensors of another shape (file -> model): {_format(shapes)}"
