@@ -28,43 +28,20 @@ import weakref
 
 import detectron2.utils.comm as comm
 import torch
-from detectron2.data import (
-    MetadataCatalog,
-    build_detection_test_loader,
-)
+from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import DefaultTrainer, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils.events import CommonMetricPrinter
 
 from detr_d2.config import is_detr_config
-from detr_d2.data import (
-    DetrDatasetMapper,
-    DetrPanopticDatasetMapper,
-    build_test_mapper,
-)
-from detr_d2.data.dataset_checks import (
-    CheckedMapper,
-    WithoutSkipped,
-    get_checked_dataset_dicts,
-    warn_more_objects_than_queries,
-)
-from detr_d2.data.resumable_loader import (
-    ResumableStream,
-    ResumableTrainLoader,
-    build_resumable_train_loader,
-)
-from detr_d2.engine import (
-    DetrCheckpointer,
-    DetrTrainLoop,
-    NoSaveAfterFailure,
-    NonFiniteLossGuard,
-    amp_dtype,
-    check_num_classes,
-    explain_non_finite,
-    load_weights_for_eval,
-    shut_down_process_group,
-    train_loop_args,
-)
+from detr_d2.data import DetrDatasetMapper, DetrPanopticDatasetMapper, build_test_mapper
+from detr_d2.data.dataset_checks import CheckedMapper, WithoutSkipped, get_checked_dataset_dicts
+from detr_d2.data.dataset_checks import warn_more_objects_than_queries
+from detr_d2.data.resumable_loader import ResumableStream, ResumableTrainLoader
+from detr_d2.data.resumable_loader import build_resumable_train_loader
+from detr_d2.engine import DetrCheckpointer, DetrTrainLoop, NoSaveAfterFailure, NonFiniteLossGuard
+from detr_d2.engine import amp_dtype, check_num_classes, explain_non_finite, load_weights_for_eval
+from detr_d2.engine import shut_down_process_group, train_loop_args
 from detr_d2.engine.output_dir import hold_output_dir, redirect_eval_output, release_output_dirs
 from detr_d2.engine.preemption import SaveOnSigterm, forward_sigterm_to_workers
 from detr_d2.engine.writers import MetricPrinter
@@ -75,9 +52,8 @@ logger = logging.getLogger("detr_d2")
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with DETR's data augmentation, optimizer and training step (AMP, gradient
-    accumulation, full-model clipping: DetrTrainLoop), checked data, crash-safe checkpoints and a
-    non-finite-loss guard; Detectron2's otherwise."""
+    """DefaultTrainer with DETR's data, optimizer and training step (DetrTrainLoop), checked data,
+    crash-safe checkpoints and a non-finite-loss guard."""
 
     def __init__(self, cfg):
         loop_args = train_loop_args(cfg)  # a wrong SOLVER.AMP / ACCUM_ITERS fails before any work
@@ -100,16 +76,14 @@ class Trainer(DefaultTrainer):
             check_num_classes(cfg, cfg.DATASETS.TRAIN)
             return loader
         skip = cfg.DATALOADER.SKIP_BAD_IMAGES
-        dicts = get_checked_dataset_dicts(
-            cfg.DATASETS.TRAIN, skip, cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
-        )
+        filter_empty = cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+        dicts = get_checked_dataset_dicts(cfg.DATASETS.TRAIN, skip, filter_empty)
         check_num_classes(cfg, cfg.DATASETS.TRAIN)  # loading completes lazily filled metadata
         warn_more_objects_than_queries(dicts, cfg.MODEL.DETR.NUM_OBJECT_QUERIES)
         spares = random.Random(0).sample(dicts, min(len(dicts), 16))  # replace unreadable ones
         # panoptic data (both panoptic stages): every segment's box and mask from the PNG
-        panoptic = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("evaluator_type") == (
-            "coco_panoptic_seg"
-        )
+        meta = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
+        panoptic = meta.get("evaluator_type") == "coco_panoptic_seg"
         mapper_cls = DetrPanopticDatasetMapper if panoptic else DetrDatasetMapper
         mapper = CheckedMapper(mapper_cls(cfg, True), skip, spares)
         return build_resumable_train_loader(cfg, mapper, dicts)
@@ -127,8 +101,7 @@ class Trainer(DefaultTrainer):
         return build_optimizer(cfg, model)
 
     def build_hooks(self):
-        # DefaultTrainer.__init__ made a DetectionCheckpointer just before calling this: the
-        # hooks and resume_or_load get ours instead
+        # replaces the DetectionCheckpointer DefaultTrainer.__init__ made just before this call
         self.checkpointer = DetrCheckpointer(
             self.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
         )
@@ -141,9 +114,10 @@ class Trainer(DefaultTrainer):
 
     def build_writers(self):
         # the log line shows class_error too (MetricPrinter), Detectron2's other writers as they are
-        writers = super().build_writers()
         printer = MetricPrinter(self.max_iter)
-        return [printer if isinstance(w, CommonMetricPrinter) else w for w in writers]
+        return [
+            printer if isinstance(w, CommonMetricPrinter) else w for w in super().build_writers()
+        ]
 
     def run_step(self):
         with explain_non_finite(self):
@@ -168,8 +142,8 @@ def setup(args):
 
 
 def _hold_output_dir(cfg, args):
-    """Before anything is written to OUTPUT_DIR: one training per folder; --eval-only beside a
-    running training writes to a folder of its own (the message to log, or None)."""
+    """Before anything is written: one training per OUTPUT_DIR; an --eval-only beside a training
+    writes to a folder of its own (returns the message to log, or None)."""
     if args.eval_only:
         return redirect_eval_output(cfg, args.resume)
     if comm.is_main_process():
@@ -207,11 +181,4 @@ def _train_or_evaluate(args):
 if __name__ == "__main__":
     if ARGS.num_gpus * ARGS.num_machines > 1:  # launch starts worker processes
         forward_sigterm_to_workers()
-    launch(
-        main,
-        ARGS.num_gpus,
-        num_machines=ARGS.num_machines,
-        machine_rank=ARGS.machine_rank,
-        dist_url=ARGS.dist_url,
-        args=(ARGS,),
-    )
+    launch(main, ARGS.num_gpus, ARGS.num_machines, ARGS.machine_rank, ARGS.dist_url, args=(ARGS,))

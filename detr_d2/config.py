@@ -8,9 +8,7 @@ from detectron2.config import CfgNode as CN
 
 
 def add_detr_config(cfg):
-    """Add the DETR keys (``MODEL.DETR.*``, ``SOLVER.OPTIMIZER``, ``SOLVER.BACKBONE_MULTIPLIER``,
-    ``INPUT.DETR_CROP_PRE_RESIZE``, ``TEST.*_EVAL_BACKEND``, ...) to a Detectron2 config, in
-    place."""
+    """Add the DETR keys (``MODEL.DETR.*``, ``SOLVER.OPTIMIZER``, ...) to ``cfg``, in place."""
     if hasattr(cfg.MODEL, "DETR"):
         return cfg
     cfg.MODEL.DETR = CN()
@@ -29,9 +27,7 @@ def add_detr_config(cfg):
     d.POSITION_EMBEDDING = "sine"  # spatial positional encoding: "sine" | "learned" | "none"
     # where the spatial encoding is added: "every" attention layer (paper) or encoder "input" only
     d.POSITION_EMBEDDING_AT = "every"
-    d.QUERY_POS_AT = (
-        "every"  # object queries added at "every" decoder layer (paper) or "input" only
-    )
+    d.QUERY_POS_AT = "every"  # object queries added at "every" decoder layer (paper) or "input"
     d.USE_FFN = True  # FFN in each transformer layer (paper Table 4 ablates it)
     d.DEEP_SUPERVISION = True  # auxiliary losses after every decoder layer
     d.BACKBONE_FEATURE = ""  # backbone output the transformer reads; "" = last of OUT_FEATURES
@@ -54,10 +50,9 @@ def add_detr_config(cfg):
     d.TEST_TOPK = 0  # keep at most this many detections per image (0 = all N queries)
     # eval mode: backbone copy with norms folded into convs, channels_last (0.65x time, R50 on CPU)
     d.FAST_INFERENCE = True
-    # DetrPanoptic: checkpoint of the box model (every module but bbox_attention and mask_head)
-    # that stage 2 starts from; the box model is frozen (requires_grad False, BatchNorm in eval
-    # mode). Weights loaded later (MODEL.WEIGHTS, resuming) that hold the whole box model replace
-    # it, so a stage-2 checkpoint needs no FROZEN_WEIGHTS. "" = nothing frozen (joint training)
+    # DetrPanoptic: checkpoint of the box model (all but bbox_attention and mask_head) that stage 2
+    # starts from, frozen (no grad, BatchNorm in eval mode); later weights holding the whole box
+    # model (MODEL.WEIGHTS, resuming) replace it. "" = nothing frozen (joint training)
     d.FROZEN_WEIGHTS = ""
     # Panoptic DETR (META_ARCHITECTURE "DetrPanoptic")
     d.MASK_WEIGHT = 1.0  # weight of the sigmoid focal loss of matched masks (loss_mask)
@@ -82,37 +77,30 @@ def add_detr_config(cfg):
     # iterations as EPOCHS is; 0: the period in iterations as given
     cfg.SOLVER.CHECKPOINT_PERIOD_EPOCHS = 0
     cfg.TEST.EVAL_PERIOD_EPOCHS = 0
-    # Micro-batches of IMS_PER_BATCH images per optimizer step (gradient accumulation): the
-    # effective batch is IMS_PER_BATCH x ACCUM_ITERS, every loss normalized over all of it.
-    # MAX_ITER, STEPS, EPOCHS, CHECKPOINT_PERIOD and EVAL_PERIOD count optimizer steps
+    # Micro-batches of IMS_PER_BATCH images per optimizer step (gradient accumulation; losses
+    # normalized over all of them). MAX_ITER, STEPS and the periods count optimizer steps
     cfg.SOLVER.ACCUM_ITERS = 1
-    # With SOLVER.AMP.ENABLED (Detectron2's key): the autocast dtype of the model's forward,
-    # "bfloat16" (CPU and CUDA, no loss scaling) or "float16" (a GradScaler; steps whose
-    # gradients overflow are skipped and counted). Matching and losses stay in float32
+    # With SOLVER.AMP.ENABLED: the forward's autocast dtype, "bfloat16" (CPU and CUDA, no loss
+    # scaling) or "float16" (GradScaler; overflowing steps skipped, counted). Losses stay float32
     cfg.SOLVER.AMP.DTYPE = "bfloat16"
-    # float16: this many skipped (non-finite) optimizer steps in a row stop training with an
-    # error naming the iteration (the scale has halved each time: 2^16 -> 2^-4 after 20)
+    # float16: this many skipped (non-finite) steps in a row stop training with an error
+    # (the scale halves each time: 2^16 -> 2^-4 after 20)
     cfg.SOLVER.AMP.MAX_CONSECUTIVE_SKIPS = 20
     # DETR's random crop: resize the short side to one of these before cropping (pixels)
     cfg.INPUT.DETR_CROP_PRE_RESIZE = (400, 500, 600)
-    # Training data: resize uint8 RGB images with torchvision's antialiased bilinear resize
-    # (~7x faster than PIL; at most 1 gray level from PIL's pixels per resize, on < 1%). False:
-    # Detectron2's PIL resize. Inference always uses PIL, the original DETR's preprocessing.
+    # Training data: torchvision's antialiased bilinear resize (~7x faster than PIL, at most 1 gray
+    # level off on < 1% of pixels); False: PIL, which inference always uses (as DETR)
     cfg.INPUT.DETR_TENSOR_RESIZE = True
-    # Output size of DETR's shortest-edge resizes (training and test): "detr", the original
-    # implementation's (long side truncated; 640x480 at 800 -> 1066x800), or "detectron2" (rounded:
-    # 1067x800)
+    # Output size of DETR's shortest-edge resizes: "detr" (long side truncated; 640x480 at 800 ->
+    # 1066x800) or "detectron2" (rounded: 1067x800)
     cfg.INPUT.DETR_RESIZE_RULE = "detr"
-    # Training data: skip (with a logged count) images with an unknown category or a missing or
-    # unreadable file, instead of stopping with an error naming them; evaluation: leave
-    # unreadable images out of the metrics (counted, logged)
+    # Skip (counted, logged) images with an unknown category or a missing or unreadable file
+    # instead of stopping with an error naming them; evaluation: leave them out of the metrics
     cfg.DATALOADER.SKIP_BAD_IMAGES = False
-    # COCOeval implementation, same AP: "hotcoco" (Rust, 0.4-1.6 s for 5k images x 100
-    # detections), "faster_coco_eval" (C++), "pycocotools" (the reference, 46-108 s); keypoints:
-    # pycocotools
+    # COCOeval implementation, same AP: "hotcoco" (Rust, 0.4-1.6 s for 5k images x 100 detections),
+    # "faster_coco_eval" (C++), "pycocotools" (the reference, 46-108 s; always for keypoints)
     cfg.TEST.COCO_EVAL_BACKEND = "hotcoco"
-    # PQ implementation of the panoptic evaluator: "hotcoco" (fast, the same PQ / SQ / RQ) or
-    # "panopticapi" (Detectron2's own)
+    # PQ implementation: "hotcoco" (fast, the same PQ / SQ / RQ) or "panopticapi" (Detectron2's)
     cfg.TEST.PANOPTIC_EVAL_BACKEND = "hotcoco"
     return cfg
 
@@ -123,15 +111,12 @@ MODEL_ZOO_PREFIX = "model_zoo://"
 
 
 def is_detr_config(cfg) -> bool:
-    """Whether ``cfg`` builds a DETR model (MODEL.META_ARCHITECTURE Detr or DetrPanoptic): its
-    data goes through DetrDatasetMapper; other models (the Faster R-CNN baselines) keep
-    Detectron2's DatasetMapper."""
+    """Whether ``cfg`` builds a DETR model (META_ARCHITECTURE Detr*), whose data DETR's mappers read."""
     return cfg.MODEL.META_ARCHITECTURE.startswith("Detr")
 
 
 def cap_num_workers(cfg):
-    """DATALOADER.NUM_WORKERS at most the CPUs this process may use (a log line when lowered):
-    more workers than CPUs only compete, and torch warns about them. Before ``cfg.freeze()``."""
+    """Lower DATALOADER.NUM_WORKERS to the usable CPUs (more only compete), before freezing."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if cpus and cfg.DATALOADER.NUM_WORKERS > cpus:
         logging.getLogger(__name__).info(
@@ -142,8 +127,8 @@ def cap_num_workers(cfg):
 
 
 def merge_config_file(cfg, path: str):
-    """``cfg.merge_from_file(path)``, plus ``_BASE_: "model_zoo://..."`` and errors that name the
-    file: an unknown key or a wrongly typed value raises a ``ValueError`` naming both."""
+    """``cfg.merge_from_file(path)`` plus ``_BASE_: "model_zoo://..."``; a bad key or value raises a
+    ``ValueError`` naming the file."""
     import yaml
     from detectron2.model_zoo import get_config_file
 

@@ -5,7 +5,6 @@ import logging
 import math
 from typing import Tuple
 
-
 import torch
 from detectron2.data import DatasetCatalog
 from detectron2.solver import build_optimizer as build_default_optimizer
@@ -17,34 +16,30 @@ logger = logging.getLogger(__name__)
 def detr_param_groups(
     model: torch.nn.Module, base_lr: float, weight_decay: float, backbone_multiplier: float
 ):
-    """Two groups: backbone parameters at ``base_lr * backbone_multiplier``, the rest at
-    ``base_lr``; frozen parameters are left out. Weight decay applies to all, as in DETR."""
+    """Backbone parameters at ``base_lr * backbone_multiplier``, the rest at ``base_lr``, frozen
+    ones left out; weight decay on all, as in DETR."""
     backbone, rest = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (backbone if name.startswith("backbone.") else rest).append(p)
-    groups = [{"params": rest, "lr": base_lr}]
+    groups = [{"params": rest, "lr": base_lr, "weight_decay": weight_decay}]
     if backbone:
-        groups.append({"params": backbone, "lr": base_lr * backbone_multiplier})
-    for g in groups:
-        g["weight_decay"] = weight_decay
+        lr = base_lr * backbone_multiplier
+        groups.append({"params": backbone, "lr": lr, "weight_decay": weight_decay})
     return groups
 
 
 def full_model_clipping(cfg) -> Tuple[float, float]:
-    """(max norm, norm type) of DETR's clipping of all gradients together (SOLVER.CLIP_GRADIENTS
-    with CLIP_TYPE "full_model": CLIP_VALUE, NORM_TYPE); max norm 0 when off. The training loop
-    (DetrTrainLoop) applies it once per optimizer step, to the accumulated, unscaled gradients."""
+    """(max norm, norm type) of SOLVER.CLIP_GRADIENTS CLIP_TYPE "full_model" (max norm 0: off),
+    which DetrTrainLoop applies once per step to the accumulated, unscaled gradients."""
     clip = cfg.SOLVER.CLIP_GRADIENTS
     on = clip.ENABLED and clip.CLIP_TYPE == "full_model"
     return (float(clip.CLIP_VALUE) if on else 0.0), float(clip.NORM_TYPE)
 
 
 def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """SOLVER.OPTIMIZER "SGD" is Detectron2's own optimizer, untouched; "ADAMW" is DETR's
-    (SOLVER.BASE_LR, SOLVER.WEIGHT_DECAY, SOLVER.BACKBONE_MULTIPLIER, Detectron2's per-parameter
-    SOLVER.CLIP_GRADIENTS "value"/"norm" inside its step). CLIP_TYPE "full_model" is not the
-    optimizer's: the training loop clips (see :func:`full_model_clipping`)."""
+    """SOLVER.OPTIMIZER "SGD": Detectron2's own; "ADAMW": DETR's, with BACKBONE_MULTIPLIER and
+    Detectron2's per-parameter CLIP_GRADIENTS "value" / "norm" ("full_model": the loop clips)."""
     name = cfg.SOLVER.OPTIMIZER.upper()
     clip = cfg.SOLVER.CLIP_GRADIENTS
     if name == "SGD":
@@ -64,13 +59,8 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     return optimizer_cls(groups, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
 
 
-# ---- schedule in epochs --------------------------------------------------------------------------
-
-
 def dataset_size(cfg) -> int:
-    """Images one epoch of DATASETS.TRAIN visits: all of them, or with
-    DATALOADER.FILTER_EMPTY_ANNOTATIONS those with a non-crowd annotation (as the train loader).
-    Loads the datasets' dicts."""
+    """Images of DATASETS.TRAIN one epoch visits (FILTER_EMPTY_ANNOTATIONS as the train loader)."""
     total = 0
     for name in cfg.DATASETS.TRAIN:
         dicts = DatasetCatalog.get(name)
@@ -83,17 +73,14 @@ def dataset_size(cfg) -> int:
 
 
 def iters_per_epoch(cfg, dataset_size: int) -> int:
-    """ceil(dataset_size / (SOLVER.IMS_PER_BATCH x SOLVER.ACCUM_ITERS)), in optimizer steps: a
-    partial last batch counts as one, so a 10-image set at batch 4 gives 3 iterations per epoch."""
+    """ceil(dataset_size / (IMS_PER_BATCH x ACCUM_ITERS)) optimizer steps (10 images, batch 4: 3)."""
     if dataset_size <= 0:
         raise ValueError("Cannot convert epochs to iterations: the training set is empty")
     return math.ceil(dataset_size / (cfg.SOLVER.IMS_PER_BATCH * cfg.SOLVER.get("ACCUM_ITERS", 1)))
 
 
 def epochs_to_iters(cfg, dataset_size: int) -> Tuple[int, Tuple[int, ...]]:
-    """(MAX_ITER, STEPS) for ``SOLVER.EPOCHS`` epochs with the learning rate dropped after each
-    of ``SOLVER.LR_DROP_EPOCHS``, at ``SOLVER.IMS_PER_BATCH`` x ``SOLVER.ACCUM_ITERS`` images per iteration (all GPUs;
-    an iteration is an optimizer step)."""
+    """(MAX_ITER, STEPS) of SOLVER.EPOCHS with the lr dropped after each of LR_DROP_EPOCHS."""
     epochs, drops = cfg.SOLVER.EPOCHS, tuple(cfg.SOLVER.LR_DROP_EPOCHS)
     if epochs <= 0:
         raise ValueError(f"SOLVER.EPOCHS must be > 0 to convert, got {epochs}")
@@ -107,10 +94,8 @@ def epochs_to_iters(cfg, dataset_size: int) -> Tuple[int, Tuple[int, ...]]:
 
 
 def apply_epoch_schedule(cfg):
-    """With ``SOLVER.EPOCHS > 0``, set SOLVER.MAX_ITER and SOLVER.STEPS from the epochs and the
-    size of DATASETS.TRAIN, and SOLVER.CHECKPOINT_PERIOD / TEST.EVAL_PERIOD from
-    SOLVER.CHECKPOINT_PERIOD_EPOCHS / TEST.EVAL_PERIOD_EPOCHS where those are > 0; logged. Before ``cfg.freeze()``, after the datasets are registered. A no-op when
-    EPOCHS is 0 or the config has no such key. Returns ``cfg``."""
+    """With SOLVER.EPOCHS > 0 (after registering the datasets, before freezing): set MAX_ITER and
+    STEPS, and CHECKPOINT_PERIOD / EVAL_PERIOD from their ``*_EPOCHS`` where > 0; logged."""
     if cfg.SOLVER.get("EPOCHS", 0) <= 0:
         return cfg
     size = dataset_size(cfg)

@@ -5,10 +5,8 @@ AP and training time.
     python tools/benchmark_amp.py --config-file configs/quickstart/detr_shapes.yaml \\
         --dtypes float32 bfloat16 --output amp.json SOLVER.MAX_ITER 150 SOLVER.STEPS "(120,)"
 
-Each run is ``python train_net.py --config-file ... OPTS`` (trailing KEY VALUE options apply to
-every run) with OUTPUT_DIR ``<--output-dir>/<dtype>``. s/iter is the mean of the training
-iteration times train_net logs to metrics.json (Detectron2's IterationTimer, median per 20
-iterations), so the final evaluation (float32 either way) is not in it; wall s is the whole run.
+Each run is ``train_net.py --config-file ... OPTS`` with OUTPUT_DIR ``<--output-dir>/<dtype>``.
+s/iter: the mean of metrics.json's iteration times (no evaluation in it); wall s: the whole run.
 """
 
 import argparse
@@ -32,12 +30,12 @@ def train_one(args, dtype: str) -> dict:
     wall = time.perf_counter() - start
     lines = [json.loads(x) for x in open(os.path.join(out, "metrics.json"))]
     times = [x["time"] for x in lines if "time" in x]
-    ap = [x for x in lines if "bbox/AP" in x]
+    ap = ([x for x in lines if "bbox/AP" in x] or [{}])[-1]
     return {
         "dtype": dtype,
         "iters": max(x["iteration"] for x in lines if "time" in x) + 1,
-        "AP": ap[-1]["bbox/AP"] if ap else float("nan"),
-        "AP50": ap[-1]["bbox/AP50"] if ap else float("nan"),
+        "AP": ap.get("bbox/AP", float("nan")),
+        "AP50": ap.get("bbox/AP50", float("nan")),
         "s_per_iter": sum(times) / len(times),
         "wall_s": wall,
         "skipped_steps": max((x.get("amp_skipped_steps", 0) for x in lines), default=0),

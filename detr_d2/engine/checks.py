@@ -1,7 +1,7 @@
-"""Checks that turn a silently wrong run into an error before it starts: the number of classes of
-the model against its datasets, and the weights an evaluation loads (present, and matching the
-model key for key and shape for shape)."""
+"""Checks that turn a silently wrong run into an error before it starts: the model's class count
+against its datasets, and the weights an evaluation loads."""
 
+import functools
 import logging
 import os
 from typing import Iterable, Optional
@@ -9,15 +9,6 @@ from typing import Iterable, Optional
 from detectron2.data import MetadataCatalog
 
 from .checkpoint import DetrCheckpointer
-
-__all__ = [
-    "ConfigDatasetMismatchError",
-    "check_num_classes",
-    "check_weights_path",
-    "dataset_num_classes",
-    "metadata_num_classes",
-    "load_weights_for_eval",
-]
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +23,8 @@ class ConfigDatasetMismatchError(ValueError):
     """The config and the datasets disagree (e.g. on the number of classes)."""
 
 
-def num_classes_key(meta_architecture: str) -> Optional[str]:
-    if meta_architecture.startswith("Detr"):
-        return "MODEL.DETR.NUM_CLASSES"
-    return NUM_CLASSES_KEYS.get(meta_architecture)
+def num_classes_key(arch: str) -> Optional[str]:
+    return "MODEL.DETR.NUM_CLASSES" if arch.startswith("Detr") else NUM_CLASSES_KEYS.get(arch)
 
 
 def dataset_num_classes(dataset_name: str, meta_architecture: str = "Detr") -> Optional[int]:
@@ -44,13 +33,9 @@ def dataset_num_classes(dataset_name: str, meta_architecture: str = "Detr") -> O
 
 
 def metadata_num_classes(meta, meta_architecture: str = "Detr") -> Optional[int]:
-    """The number of classes a model of ``meta_architecture`` predicts on a dataset with metadata
-    ``meta``; None while the metadata does not say (a COCO json registered with
-    register_coco_instances fills it when first loaded).
-
-    DETR: ``len(thing_classes)``; on a panoptic dataset (with ``stuff_dataset_id_to_contiguous_id``)
-    the contiguous ids of things and stuff together. R-CNN / RetinaNet: the thing classes.
-    """
+    """The class count a ``meta_architecture`` model predicts on a dataset with metadata ``meta``
+    (None until a lazily registered COCO json is loaded): DETR on panoptic data, the things' and
+    stuff's contiguous ids together; else the thing classes."""
     things = meta.get("thing_dataset_id_to_contiguous_id")
     stuff = meta.get("stuff_dataset_id_to_contiguous_id")
     if meta_architecture.startswith("Detr") and things is not None and stuff is not None:
@@ -62,16 +47,12 @@ def metadata_num_classes(meta, meta_architecture: str = "Detr") -> Optional[int]
 
 
 def check_num_classes(cfg, dataset_names: Iterable[str]) -> None:
-    """Raise :class:`ConfigDatasetMismatchError` naming the key, both numbers and the dataset when
-    the model's number of classes differs from a dataset's. Datasets whose metadata does not yet
-    list their classes are skipped (call again after loading them)."""
+    """:class:`ConfigDatasetMismatchError` naming the key, both counts and the dataset when the
+    model's class count differs from a dataset's (datasets not yet listing classes: skipped)."""
     key = num_classes_key(cfg.MODEL.META_ARCHITECTURE)
     if key is None:
         return
-    node = cfg
-    for part in key.split(".")[:-1]:
-        node = node[part]
-    value = node[key.split(".")[-1]]
+    value = functools.reduce(lambda node, part: node[part], key.split("."), cfg)
     for name in dataset_names:
         n = dataset_num_classes(name, cfg.MODEL.META_ARCHITECTURE)
         if n is not None and n != value:
@@ -84,8 +65,7 @@ def check_num_classes(cfg, dataset_names: Iterable[str]) -> None:
 
 
 def check_weights_path(path: str, key: str = "MODEL.WEIGHTS") -> None:
-    """For evaluation: raise if ``path`` is empty (the model would be random) or is a local file
-    that does not exist. URLs (``detectron2://``, ``https://``) are left to the checkpointer."""
+    """For evaluation: raise if ``path`` is empty or a missing local file (URLs: the checkpointer's)."""
     if not path:
         raise FileNotFoundError(
             f"--eval-only evaluates the weights of {key}, which is empty: the model would be "
@@ -97,9 +77,8 @@ def check_weights_path(path: str, key: str = "MODEL.WEIGHTS") -> None:
 
 
 def load_weights_for_eval(model, cfg, resume: bool = False) -> str:
-    """Load the weights to evaluate into ``model``: the last complete checkpoint of OUTPUT_DIR if
-    ``resume`` and there is one, else MODEL.WEIGHTS. Raises if the file is missing or does not
-    match the model (check_weights_path; DetrCheckpointer, strict). Returns the path loaded."""
+    """Load into ``model`` (strictly) the last complete checkpoint of OUTPUT_DIR if ``resume`` and
+    there is one, else MODEL.WEIGHTS; returns the path loaded."""
     checkpointer = DetrCheckpointer(model, save_dir=cfg.OUTPUT_DIR, strict=True)
     path = checkpointer.get_checkpoint_file() if resume else ""
     key = "the last checkpoint of OUTPUT_DIR" if path else "MODEL.WEIGHTS"
@@ -109,23 +88,15 @@ def load_weights_for_eval(model, cfg, resume: bool = False) -> str:
     return path
 
 
-# ---- MODEL.DETR.NUM_CLASSES from the data (i15: moved here from data/register.py) ----------------
-
 NUM_CLASSES_FROM_DATA = -1  # the MODEL.DETR.NUM_CLASSES value that means "the data's class count"
 
 
 def resolve_num_classes(cfg, opts=(), strict: bool = True):
-    """Set ``MODEL.DETR.NUM_CLASSES`` -1 to the data's class count; check any other value against
-    it. Call after the datasets are registered, before ``cfg.freeze()``; returns ``cfg``.
-
-    The data's count is :func:`dataset_num_classes` of the first dataset of DATASETS.TRAIN, then
-    DATASETS.TEST, that is registered and whose metadata lists its classes (``--register-coco``
-    sets do from registration; a name not registered is logged and left to the data loader's
-    error). A count other than the data's raises ``ValueError`` naming both numbers and where the
-    value came from (``opts``: the command line's KEY VALUE list); with ``strict=False``, as the
-    analysis tools use it, a warning, and -1 without data becomes add_detr_config's 80 (counting
-    FLOPs needs no data). Only DETR meta-architectures are touched.
-    """
+    """DETR only, after registering the datasets, before ``cfg.freeze()``: set NUM_CLASSES -1 to
+    the class count of the first registered DATASETS.TRAIN (then TEST) set listing its classes, and
+    check any other value against it (``ValueError`` naming both and where the value came from,
+    ``opts`` being the command line's KEY VALUE list). ``strict=False`` (tools): a warning, and -1
+    without data becomes 80. Returns ``cfg``."""
     from detectron2.data import DatasetCatalog
 
     from ..config import is_detr_config
@@ -145,9 +116,9 @@ def resolve_num_classes(cfg, opts=(), strict: bool = True):
             )
     counts = [(w, n, dataset_num_classes(n, cfg.MODEL.META_ARCHITECTURE)) for w, n in named]
     counts = [c for c in counts if c[1] in registered and c[2] is not None]
+    where, name, num = counts[0] if counts else (None, None, None)
     if value == NUM_CLASSES_FROM_DATA:
         if counts:
-            where, name, num = counts[0]
             cfg.MODEL.DETR.NUM_CLASSES = num
             logger.info(f"{key} = {num} (-1: from the data), the class count of {where} '{name}'")
             return cfg
@@ -160,8 +131,7 @@ def resolve_num_classes(cfg, opts=(), strict: bool = True):
             raise ConfigDatasetMismatchError(message)
         logger.warning(message + " Using 80.")
         cfg.MODEL.DETR.NUM_CLASSES = 80
-    elif counts and value != counts[0][2]:
-        where, name, num = counts[0]
+    elif counts and value != num:
         origin = "on the command line" if key in list(opts)[0::2] else "in the config file"
         message = (
             f"{key} is {value} ({origin}) but {where} '{name}' has {num} classes. Set "

@@ -1,7 +1,5 @@
-"""Training hooks that stop a failing run cleanly: a non-finite loss stops training before the
-optimizer step, with the iteration, the loss terms and the last good checkpoint in the error; and
-a run that ends by an exception writes no checkpoint afterwards (no ``model_final`` over good
-state)."""
+"""Hooks that stop a failing run cleanly: a non-finite loss stops it before the optimizer step,
+naming the iteration, the loss terms and the last good checkpoint; a failed run saves nothing."""
 
 import contextlib
 import logging
@@ -11,8 +9,6 @@ import torch
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
-__all__ = ["NonFiniteLossError", "NonFiniteLossGuard", "NoSaveAfterFailure", "explain_non_finite"]
-
 logger = logging.getLogger(__name__)
 
 
@@ -21,15 +17,10 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class NonFiniteLossGuard(HookBase):
-    """Checks the loss dict of every training forward pass, on every process, before
-    ``backward()`` and the optimizer step, so the weights never see a non-finite gradient from it.
-
-    detectron2's SimpleTrainer checks only the average over processes, on the main process, and
-    names neither the process nor a checkpoint to go back to.
-    """
+    """Checks every training forward's loss dict on every process before ``backward()``
+    (detectron2 checks only the average, on rank 0, naming neither rank nor checkpoint)."""
 
     def __init__(self, checkpointer):
-        """checkpointer: the trainer's checkpointer; its last complete checkpoint is named."""
         self._checkpointer = checkpointer
         self._handle = None
 
@@ -48,14 +39,9 @@ class NonFiniteLossGuard(HookBase):
         if bool(torch.isfinite(values).all()):
             return
         terms = ", ".join(f"{k}={v:.4g}" for k, v in zip(losses, values.tolist()))
-        bad = [k for k, v in zip(losses, values.tolist()) if not math.isfinite(v)]
-        raise NonFiniteLossError(
-            _message(
-                self.trainer.iter,
-                self._checkpointer,
-                f"{', '.join(bad)} not finite. Loss terms: {terms}",
-            )
-        )
+        bad = ", ".join(k for k, v in zip(losses, values.tolist()) if not math.isfinite(v))
+        what = f"{bad} not finite. Loss terms: {terms}"
+        raise NonFiniteLossError(_message(self.trainer.iter, self._checkpointer, what))
 
 
 def _message(iteration: int, checkpointer, what: str) -> str:
@@ -70,8 +56,7 @@ def _message(iteration: int, checkpointer, what: str) -> str:
 
 @contextlib.contextmanager
 def explain_non_finite(trainer):
-    """Around a training step: a FloatingPointError raised elsewhere (the Hungarian matcher on
-    non-finite predictions, detectron2's check of the averaged loss) becomes a
+    """Around a training step: another FloatingPointError (the matcher's, detectron2's) becomes a
     :class:`NonFiniteLossError` naming the iteration and the last good checkpoint."""
     try:
         yield
@@ -82,9 +67,8 @@ def explain_non_finite(trainer):
 
 
 class NoSaveAfterFailure(HookBase):
-    """Register it first: when training ends by an exception, it turns the checkpointer's saving
-    off before any other hook's ``after_train`` runs, so no hook writes a checkpoint (e.g. a
-    ``model_final`` or ``model_best``) from the state of a failed run."""
+    """Register it first: after an exception it turns saving off before any other hook's
+    ``after_train`` (no ``model_final`` from a failed run)."""
 
     def __init__(self, checkpointer):
         self._checkpointer = checkpointer

@@ -1,17 +1,7 @@
-"""One training run per OUTPUT_DIR.
-
-Two trainings into one folder would overwrite each other's checkpoints and interleave their
-metrics.json, both exiting 0. A training (rank 0) holds an exclusive lock on
-``OUTPUT_DIR/train.lock`` for its whole life: a POSIX record lock (``fcntl.lockf``), which the
-kernel drops when the process ends, however it ends, so a killed run never leaves a stale lock
-(unlike ``flock``, it is not shared with forked dataloader workers, which may outlive a killed
-parent by seconds). The file says who holds it (pid, host, start time), and a second training
-stops at once naming the folder and the holder.
-
-``--eval-only`` takes no lock. While a training holds the folder, an evaluation writes its log,
-config.yaml and results into ``OUTPUT_DIR/eval-<UTC time>/`` instead, so that nothing of the
-training's is touched (with ``--resume`` it evaluates the training's last complete checkpoint).
-"""
+"""One training run per OUTPUT_DIR: rank 0 holds a POSIX record lock (``fcntl.lockf``: dropped
+by the kernel however the process ends, and unlike ``flock`` not shared with forked dataloader
+workers) on ``OUTPUT_DIR/train.lock``, which names its holder. An evaluation beside a running
+training writes to ``OUTPUT_DIR/eval-<UTC time>/`` instead."""
 
 import fcntl
 import os
@@ -23,8 +13,6 @@ import torch
 from detectron2.utils import comm
 
 from .checkpoint import DetrCheckpointer
-
-__all__ = ["OutputDirInUseError", "hold_output_dir", "redirect_eval_output", "release_output_dirs"]
 
 LOCK_NAME = "train.lock"
 _held = {}  # folder -> open lock file of this process, released by release_output_dirs
@@ -43,9 +31,8 @@ def _holder(path: str) -> str:
 
 
 def hold_output_dir(output_dir: str) -> None:
-    """Lock ``output_dir`` for this process's training (creating the folder), or raise
-    :class:`OutputDirInUseError` naming the folder and the run that holds it. Released by
-    :func:`release_output_dirs` or when the process ends. Holding it already: nothing to do."""
+    """Lock ``output_dir`` (created) for this process, or :class:`OutputDirInUseError` naming it
+    and its holder; released by :func:`release_output_dirs` or when the process ends."""
     output_dir = os.path.abspath(output_dir)
     if output_dir in _held:
         return
@@ -91,21 +78,18 @@ def _training_holder(output_dir: str) -> Optional[str]:
 
 
 def redirect_eval_output(cfg, resume: bool) -> Optional[str]:
-    """For ``--eval-only``, before ``cfg.freeze()``: while a training holds cfg.OUTPUT_DIR, move
-    cfg.OUTPUT_DIR to a new ``eval-<time>`` folder inside it (the same on every rank); with
-    ``resume``, MODEL.WEIGHTS becomes the training's last complete checkpoint. Returns the
-    message to log when it moved (the logger writes to the new folder), else None."""
+    """``--eval-only``, before ``cfg.freeze()``: while a training holds cfg.OUTPUT_DIR, move it to
+    a new ``eval-<time>`` folder inside (the same on every rank); with ``resume``, MODEL.WEIGHTS
+    becomes the training's last complete checkpoint. Returns the message to log, or None."""
+    name = time.strftime("eval-%Y%m%d-%H%M%S", time.gmtime())
     holder = _training_holder(cfg.OUTPUT_DIR)
     if comm.get_world_size() > 1:
-        holder = comm.all_gather(holder)[0]  # rank 0 decides for all
+        holder, name = comm.all_gather((holder, name))[0]  # rank 0 decides for all
     if holder is None:
         return
     if resume:
         last = DetrCheckpointer(torch.nn.Module(), cfg.OUTPUT_DIR).get_checkpoint_file()
         cfg.MODEL.WEIGHTS = last or cfg.MODEL.WEIGHTS
-    name = time.strftime("eval-%Y%m%d-%H%M%S", time.gmtime())
-    if comm.get_world_size() > 1:
-        name = comm.all_gather(name)[0]
     training_dir, cfg.OUTPUT_DIR = cfg.OUTPUT_DIR, os.path.join(cfg.OUTPUT_DIR, name)
     return (
         f"OUTPUT_DIR {training_dir} is in use by a training run ({holder}): this evaluation "

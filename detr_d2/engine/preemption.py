@@ -1,13 +1,6 @@
-"""Preemption: SIGTERM (what SLURM and Kubernetes send before a kill) ends a training cleanly.
-
-Without this, SIGTERM kills the run at once and everything since the last periodic checkpoint is
-lost. With :class:`SaveOnSigterm`, the signal only sets a flag; every rank finishes its current
-iteration, the ranks agree (one all-reduce of the flag per iteration, so a signal reaching any
-rank stops all of them at the same iteration), rank 0 writes an atomic checkpoint of that
-iteration, logs one line, and every rank exits with PREEMPTED_EXIT_CODE. ``--resume`` continues
-from that checkpoint. The process that ``launch`` starts the ranks from passes a SIGTERM on to
-them (:func:`forward_sigterm_to_workers`): Kubernetes signals only the container's first process.
-"""
+"""SIGTERM (SLURM's and Kubernetes' warning before a kill) ends a training cleanly: the signal sets
+a flag, the ranks agree on it after each iteration (one all-reduce), rank 0 checkpoints that
+iteration and every rank exits with PREEMPTED_EXIT_CODE; ``--resume`` continues from there."""
 
 import logging
 import multiprocessing
@@ -21,20 +14,13 @@ from detectron2.utils import comm
 
 from .distributed import shut_down_process_group
 
-__all__ = ["PREEMPTED_EXIT_CODE", "SaveOnSigterm", "forward_sigterm_to_workers"]
-
 logger = logging.getLogger(__name__)
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM ended
 
 
 class SaveOnSigterm(HookBase):
-    """Register it last, so that the iteration's other hooks (LR scheduler, writers) have run
-    before the checkpoint is written.
-
-    Args:
-        checkpointer: the trainer's checkpointer (its ``save`` writes on rank 0 only).
-    """
+    """Register it last: the iteration's other hooks (LR scheduler, writers) run before the save."""
 
     def __init__(self, checkpointer):
         self._checkpointer = checkpointer
@@ -55,9 +41,8 @@ class SaveOnSigterm(HookBase):
     def _any_rank_requested(self) -> bool:
         if comm.get_world_size() == 1:
             return self._requested
-        flag = torch.tensor([int(self._requested)])  # GLOO and NCCL's CPU fallback: on CPU
-        if dist.get_backend() == "nccl":
-            flag = flag.cuda()
+        device = "cuda" if dist.get_backend() == "nccl" else "cpu"  # GLOO: on CPU
+        flag = torch.tensor([int(self._requested)], device=device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
 
@@ -78,9 +63,8 @@ class SaveOnSigterm(HookBase):
 
 
 def forward_sigterm_to_workers() -> None:
-    """In the process ``launch`` starts its worker processes from, before ``launch``: a SIGTERM
-    is passed on to the workers (which save and exit, and ``launch`` then exits non-zero)
-    instead of ending this process alone and leaving them training."""
+    """Before ``launch`` starts workers: pass a SIGTERM on to them (Kubernetes signals only the
+    container's first process), instead of ending this one alone and leaving them training."""
 
     def forward(signum, frame):
         for worker in multiprocessing.active_children():

@@ -1,15 +1,11 @@
-"""DETR's training step (DetrTrainLoop): mixed precision on CPU and CUDA, exact gradient
-accumulation, and full-model clipping of the true gradients. Detectron2's AMPTrainer asserts CUDA,
-and a clipping optimizer would clip float16 gradients still multiplied by the loss scale, once per
-micro-batch. One step:
+"""DETR's training step (DetrTrainLoop): mixed precision on CPU and CUDA (Detectron2's AMPTrainer
+asserts CUDA), exact gradient accumulation, and full-model clipping of the true gradients (a
+clipping optimizer would clip float16 gradients still scaled, once per micro-batch). One step:
 
-1. fetch the ``accum_iters`` micro-batches and count their target boxes, so that the criterion
-   normalizes every loss over the whole effective batch (``effective_batch``);
-2. forward (autocast when ``amp_dtype`` is set) and backward each, gradients summed and (DDP)
-   all-reduced in the last backward only;
-3. float16: unscale; clip; optimizer step, which the GradScaler skips when a gradient is not
-   finite: logged, counted (``amp_skipped_steps`` in metrics.json); ``max_consecutive_skips`` in a
-   row are an error naming the iteration.
+1. fetch ``accum_iters`` micro-batches; the criterion normalizes over all their target boxes;
+2. forward (autocast when ``amp_dtype`` is set) and backward each, DDP all-reducing in the last;
+3. float16: unscale; clip; optimizer step, which the GradScaler skips on non-finite gradients
+   (logged, ``amp_skipped_steps`` in metrics.json; ``max_consecutive_skips`` in a row: an error).
 """
 
 import contextlib
@@ -24,8 +20,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..modeling.criterion import effective_batch
 from ..solver import full_model_clipping
-
-__all__ = ["DetrTrainLoop", "amp_dtype", "train_loop_args"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +37,8 @@ def amp_dtype(cfg) -> Optional[torch.dtype]:
 
 
 def train_loop_args(cfg) -> dict:
-    """DetrTrainLoop's keyword arguments from SOLVER.AMP (ENABLED, DTYPE, MAX_CONSECUTIVE_SKIPS),
-    SOLVER.ACCUM_ITERS and SOLVER.CLIP_GRADIENTS ("full_model"), checked: call it before any
-    work is spent."""
+    """DetrTrainLoop's keyword arguments from SOLVER.AMP, ACCUM_ITERS and CLIP_GRADIENTS, checked
+    (call it before any work is spent)."""
     if cfg.SOLVER.ACCUM_ITERS < 1:
         raise ValueError(f"SOLVER.ACCUM_ITERS must be >= 1, got {cfg.SOLVER.ACCUM_ITERS}")
     max_norm, norm_type = full_model_clipping(cfg)
@@ -59,8 +52,19 @@ def train_loop_args(cfg) -> dict:
 
 
 class DetrTrainLoop(SimpleTrainer):
-    """A SimpleTrainer whose ``run_step`` is one optimizer step as described in the module
-    docstring; its state (``state_dict``) adds the GradScaler's to the optimizer's."""
+    """A SimpleTrainer whose ``run_step`` is the module docstring's step; ``state_dict`` adds the
+    GradScaler's to the optimizer's.
+
+    Args:
+        model, data_loader, optimizer: as SimpleTrainer's.
+        amp_dtype: torch.bfloat16 or torch.float16 to autocast the forward; None: off.
+        accum_iters: micro-batches (data loader items) per optimizer step.
+        clip_max_norm, clip_norm_type: clip the norm of all gradients together (0: no).
+        max_consecutive_skips: float16 only, see the module docstring.
+        grad_scaler: float16's GradScaler (default: torch's); given without float16, it scales a
+            loss of any precision.
+        data_loader_iter: an iterator of ``data_loader`` already started; None: start one.
+    """
 
     def __init__(
         self,
@@ -76,18 +80,6 @@ class DetrTrainLoop(SimpleTrainer):
         grad_scaler: Optional[torch.amp.GradScaler] = None,
         data_loader_iter=None,
     ):
-        """
-        Args:
-            model, data_loader, optimizer: as SimpleTrainer's.
-            amp_dtype: torch.bfloat16 or torch.float16 to autocast the forward; None: off.
-            accum_iters: micro-batches (data loader items) per optimizer step.
-            clip_max_norm, clip_norm_type: clip the norm of all gradients together (0: no).
-            max_consecutive_skips: float16 only, see the module docstring.
-            grad_scaler: the GradScaler of float16 (default: torch's, initial scale 2^16); given
-                without float16, it scales a loss of any precision.
-            data_loader_iter: an iterator of ``data_loader`` already started (that of the trainer
-                this one replaces); None: start one.
-        """
         if amp_dtype not in (None, torch.bfloat16, torch.float16) or accum_iters < 1:
             raise ValueError(f"amp_dtype {amp_dtype}, accum_iters {accum_iters}: see the docstring")
         TrainerBase.__init__(self)
@@ -95,8 +87,7 @@ class DetrTrainLoop(SimpleTrainer):
         self.model, self.data_loader, self.optimizer = model, data_loader, optimizer
         # a second iter() would start the loader's workers again
         self._data_loader_iter = iter(data_loader) if data_loader_iter is None else data_loader_iter
-        self.amp_dtype = amp_dtype
-        self.accum_iters = accum_iters
+        self.amp_dtype, self.accum_iters = amp_dtype, accum_iters
         self.clip_max_norm, self.clip_norm_type = clip_max_norm, clip_norm_type
         self.max_consecutive_skips = max_consecutive_skips
         self.device_type = next(model.parameters()).device.type
@@ -144,17 +135,18 @@ class DetrTrainLoop(SimpleTrainer):
         self._write_metrics(loss_dict, data_time)
 
     def _scaled_step(self) -> bool:
-        """GradScaler step and update; False when it skipped the step (non-finite gradients, the
-        same on every process: DDP averaged them)."""
+        """GradScaler step and update; False when it skipped the step (the same on every process)."""
         scale = self.grad_scaler.get_scale()
         self.grad_scaler.step(self.optimizer)
         self.grad_scaler.update()
-        storage = get_event_storage()
         skipped = self.grad_scaler.get_scale() < scale  # the scale backs off only on inf / NaN
         self._consecutive_skips = self._consecutive_skips + 1 if skipped else 0
         self.skipped_steps += skipped
-        storage.put_scalar("amp_scale", self.grad_scaler.get_scale(), smoothing_hint=False)
-        storage.put_scalar("amp_skipped_steps", self.skipped_steps, smoothing_hint=False)
+        get_event_storage().put_scalars(
+            amp_scale=self.grad_scaler.get_scale(),
+            amp_skipped_steps=self.skipped_steps,
+            smoothing_hint=False,
+        )
         if not skipped:
             return True
         logger.warning(

@@ -1,15 +1,11 @@
 """The training log line with DETR's metrics: Detectron2's ``CommonMetricPrinter`` prints only
-the histories whose name contains "loss", so ``class_error`` (put into the EventStorage by
-``SetCriterion``, README: "in the training log and metrics.json") reached metrics.json only."""
+histories named "*loss*", so ``class_error`` reached metrics.json only."""
 
 from detectron2.utils.events import CommonMetricPrinter, get_event_storage
 
-__all__ = ["MetricPrinter"]
-
 
 class MetricPrinter(CommonMetricPrinter):
-    """``CommonMetricPrinter`` whose line also shows ``metrics`` (their median over the window),
-    when the storage has them."""
+    """``CommonMetricPrinter`` whose line also shows the window median of ``metrics``."""
 
     def __init__(self, max_iter, window_size: int = 20, metrics=("class_error",)):
         super().__init__(max_iter, window_size)

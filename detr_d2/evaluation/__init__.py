@@ -1,25 +1,8 @@
 """COCO evaluation with a choice of COCOeval backend (TEST.COCO_EVAL_BACKEND) and of PQ
 implementation (TEST.PANOPTIC_EVAL_BACKEND)."""
 
-from .coco_evaluation import (
-    COCO_EVAL_BACKENDS,
-    COCOEvaluatorWithBackend,
-    build_coco_evaluator,
-    evaluate_predictions_on_coco,
-    has_compiled_cocoeval,
-    load_coco_gt,
-)
+# ruff: noqa: F401  (the package's API, re-exported)
+from .coco_evaluation import COCO_EVAL_BACKENDS, COCOEvaluatorWithBackend, build_coco_evaluator
+from .coco_evaluation import evaluate_predictions_on_coco, has_compiled_cocoeval, load_coco_gt
 from .panoptic import build_panoptic_evaluators
 from .panoptic_backend import PANOPTIC_EVAL_BACKENDS, COCOPanopticEvaluatorWithBackend
-
-__all__ = [
-    "COCO_EVAL_BACKENDS",
-    "COCOEvaluatorWithBackend",
-    "COCOPanopticEvaluatorWithBackend",
-    "PANOPTIC_EVAL_BACKENDS",
-    "build_coco_evaluator",
-    "build_panoptic_evaluators",
-    "evaluate_predictions_on_coco",
-    "has_compiled_cocoeval",
-    "load_coco_gt",
-]

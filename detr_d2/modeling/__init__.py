@@ -1,3 +1,4 @@
+# ruff: noqa: F401  (the package's API, re-exported)
 from .criterion import SetCriterion
 from .detr import MLP, Detr
 from .matcher import HungarianMatcher
@@ -5,15 +6,3 @@ from .panoptic import DetrPanoptic
 from .panoptic_criterion import SetCriterionWithMasks
 from .position_encoding import PositionEmbeddingLearned, PositionEmbeddingSine
 from .transformer import Transformer
-
-__all__ = [
-    "Detr",
-    "DetrPanoptic",
-    "MLP",
-    "HungarianMatcher",
-    "SetCriterion",
-    "SetCriterionWithMasks",
-    "Transformer",
-    "PositionEmbeddingSine",
-    "PositionEmbeddingLearned",
-]

@@ -10,13 +10,10 @@ from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou_loss
 
-__all__ = ["Normalizers", "SetCriterion", "effective_batch", "loss_normalizers"]
-
 
 class Normalizers(NamedTuple):
-    """What the summed losses are divided by, each averaged over processes (DDP averages the
-    gradients): ``num_boxes`` (>= 1) for every box / mask loss, ``class_weight`` for the
-    classification loss."""
+    """Divisors of the summed losses, averaged over processes: ``num_boxes`` (>= 1) for box / mask
+    losses, ``class_weight`` for the classification loss."""
 
     num_boxes: float
     class_weight: float
@@ -25,14 +22,10 @@ class Normalizers(NamedTuple):
 def loss_normalizers(
     num_targets: Sequence[int], num_queries: int, eos_coef: float, device: torch.device
 ) -> Normalizers:
-    """The normalizers of a batch whose images on this process have ``num_targets`` target boxes.
-
-    ``class_weight`` is the sum of the cross-entropy's class weights over every query: the
-    min(N, M_i) matched queries of image i weigh 1, the others ``eos_coef``. At one process it is
-    the denominator of F.cross_entropy's weighted mean (the original DETR's loss); across processes
-    it is summed like ``num_boxes``, so that N processes train like one (the original normalizes
-    by each process's own sum, whose gradient average is not the mean over the whole batch).
-    One all-reduce of 2 numbers."""
+    """Normalizers of a batch whose images on this process have ``num_targets`` boxes (one
+    all-reduce). ``class_weight`` sums the cross-entropy's class weights over all queries (matched:
+    1, others ``eos_coef``): at one process F.cross_entropy's weighted-mean denominator, as the
+    original; summed across processes like ``num_boxes`` so that N processes train like one."""
     m = torch.as_tensor(list(num_targets), dtype=torch.float64).clamp(max=num_queries)
     sums = torch.stack([m.sum(), (m + eos_coef * (num_queries - m)).sum()]).to(device)
     if comm.get_world_size() > 1:
@@ -52,10 +45,9 @@ _EFFECTIVE_BATCH: Optional[Dict] = None  # set by effective_batch()
 
 @contextlib.contextmanager
 def effective_batch(num_targets: Sequence[int]):
-    """Within it, the criterion normalizes every loss over an effective batch of which this
-    process holds images with ``num_targets`` target boxes (all micro-batches of one optimizer
-    step, gradient accumulation) instead of over the batch of each call; so k micro-batches give
-    the gradient of their union. The normalizers are all-reduced once, in the first forward."""
+    """Within it, losses are normalized over the effective batch (all micro-batches of one step,
+    ``num_targets`` boxes per image on this process), not each call's: k micro-batches give their
+    union's gradient. All-reduced once, in the first forward."""
     global _EFFECTIVE_BATCH
     previous, _EFFECTIVE_BATCH = _EFFECTIVE_BATCH, {"num_targets": list(num_targets)}
     try:
@@ -65,19 +57,14 @@ def effective_batch(num_targets: Sequence[int]):
 
 
 class SetCriterion(nn.Module):
-    """Hungarian-matched loss, applied to the final and (optionally) every auxiliary decoder output.
+    """Hungarian-matched loss on the final and (optionally) every auxiliary decoder output.
 
-    Losses (each computed by the function the loss map names, weighted by ``weight_dict``):
-      - "labels": cross-entropy over K+1 classes, the no-object class weighted by ``eos_coef``
-        (key ``loss_ce``), summed and divided by the summed class weights of all queries across
-        all processes (:func:`loss_normalizers`; at one process the original's weighted mean);
-      - "boxes": L1 (``loss_bbox``) and 1 - GIoU (``loss_giou``) of matched boxes, summed and
-        divided by the number of target boxes across all processes.
-    Auxiliary outputs get the same losses with a ``_{i}`` suffix. A loss whose weight is 0 is
-    returned multiplied by 0: it stays in the graph, so the parameters only it reaches get a (zero)
-    gradient, which DDP requires of every parameter (and 1 process trains like N).
-    ``class_error`` and ``cardinality_error`` are metrics: they go to the event storage, never
-    into the returned (summed) loss dict. Losses and matching run in float32, autocast off.
+    Losses (the loss map's functions, weighted by ``weight_dict``): "labels", ``loss_ce``, K+1-class
+    cross-entropy (no-object weighted ``eos_coef``) over :func:`loss_normalizers`' class weight;
+    "boxes", L1 (``loss_bbox``) and 1 - GIoU (``loss_giou``) of matched boxes over the number of
+    target boxes. Auxiliary outputs add a ``_{i}`` suffix. A weight of 0 multiplies its loss by 0,
+    keeping it in the graph (DDP needs a gradient for every parameter). ``class_error`` and
+    ``cardinality_error`` go to the event storage, never into the loss dict. Float32, no autocast.
     """
 
     def __init__(
@@ -90,12 +77,8 @@ class SetCriterion(nn.Module):
         deep_supervision: bool = True,
     ):
         super().__init__()
-        self.num_classes = num_classes
-        self.matcher = matcher
-        self.weight_dict = weight_dict
-        self.eos_coef = eos_coef
-        self.losses = losses
-        self.deep_supervision = deep_supervision
+        self.num_classes, self.matcher, self.weight_dict = num_classes, matcher, weight_dict
+        self.eos_coef, self.losses, self.deep_supervision = eos_coef, losses, deep_supervision
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight, persistent=False)
@@ -107,15 +90,18 @@ class SetCriterion(nn.Module):
         batch = torch.cat([torch.full_like(i, b) for b, (i, _) in enumerate(indices)])
         return batch, torch.cat([i for i, _ in indices])
 
+    @staticmethod
+    def _matched_targets(targets, indices, key: str) -> Tensor:
+        """``targets[b][key]`` of every matched target, in the order of :meth:`_matched`."""
+        return torch.cat([t[key][j] for t, (_, j) in zip(targets, indices)])
+
     def loss_labels(self, outputs, targets, indices, norm: Normalizers) -> Dict[str, Tensor]:
         logits = outputs["pred_logits"]  # (B, N, K+1)
         target_classes = torch.full(
             logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device
         )
-        matched = self._matched(indices)
-        target_classes[matched] = torch.cat(
-            [t["labels"][j] for t, (_, j) in zip(targets, indices)]
-        ).to(logits.device)
+        labels = self._matched_targets(targets, indices, "labels")
+        target_classes[self._matched(indices)] = labels.to(logits.device)
         logits = at_least_float32(logits)
         weight = self.empty_weight.to(logits.dtype)
         loss = F.cross_entropy(logits.transpose(1, 2), target_classes, weight, reduction="sum")
@@ -123,31 +109,22 @@ class SetCriterion(nn.Module):
 
     def loss_boxes(self, outputs, targets, indices, norm: Normalizers) -> Dict[str, Tensor]:
         src = at_least_float32(outputs["pred_boxes"][self._matched(indices)])  # (M, 4) cxcywh
-        tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).to(src)
-        loss_bbox = F.l1_loss(src, tgt, reduction="sum") / norm.num_boxes
-        loss_giou = (
-            generalized_box_iou_loss(
-                box_convert(src, "cxcywh", "xyxy"),
-                box_convert(tgt, "cxcywh", "xyxy"),
-                reduction="sum",
-            )
-            / norm.num_boxes
-        )
-        return {"loss_bbox": loss_bbox, "loss_giou": loss_giou}
+        tgt = self._matched_targets(targets, indices, "boxes").to(src)
+        src_xyxy, tgt_xyxy = box_convert(src, "cxcywh", "xyxy"), box_convert(tgt, "cxcywh", "xyxy")
+        return {
+            "loss_bbox": F.l1_loss(src, tgt, reduction="sum") / norm.num_boxes,
+            "loss_giou": generalized_box_iou_loss(src_xyxy, tgt_xyxy, reduction="sum")
+            / norm.num_boxes,
+        }
 
     @torch.no_grad()
     def metrics(self, outputs, targets, indices) -> Dict[str, float]:
         """class_error: % of matched predictions with the wrong top class; cardinality_error: mean
         |#predictions not classified no-object - #targets| per image."""
         logits = outputs["pred_logits"]
-        matched_logits = logits[self._matched(indices)]
-        labels = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)]).to(
-            logits.device
-        )
-        if len(labels):
-            acc = (matched_logits.argmax(-1) == labels).float().mean().item() * 100
-        else:
-            acc = 100.0
+        labels = self._matched_targets(targets, indices, "labels")
+        hits = logits[self._matched(indices)].argmax(-1) == labels.to(logits.device)
+        acc = hits.float().mean().item() * 100 if len(labels) else 100.0
         n_pred = (logits.argmax(-1) != self.num_classes).sum(1).float()
         n_tgt = torch.as_tensor([float(len(t["labels"])) for t in targets], device=logits.device)
         return {"class_error": 100.0 - acc, "cardinality_error": F.l1_loss(n_pred, n_tgt).item()}
@@ -198,5 +175,4 @@ class SetCriterion(nn.Module):
             storage = get_event_storage()
         except AssertionError:  # not inside a training loop (e.g. a unit test)
             return
-        for k, v in metrics.items():
-            storage.put_scalar(k, v)
+        storage.put_scalars(**metrics)

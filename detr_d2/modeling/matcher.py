@@ -13,18 +13,15 @@ class HungarianMatcher(nn.Module):
 
     Cost of matching prediction i to target j:
         cost_class * -p_i(c_j) + cost_bbox * ||b_i - b_j||_1 + cost_giou * -GIoU(b_i, b_j)
-    with boxes as normalized cxcywh (L1) and xyxy (GIoU). The matcher's weights are its own; they
-    are not the loss weights. Each image is solved on its own (N, M_i) block, in float32 (inputs
-    of any dtype are cast).
+    with boxes as normalized cxcywh (L1) and xyxy (GIoU); the weights are not the loss weights.
+    Each image is solved on its own (N, M_i) block, in float32.
     """
 
     def __init__(self, cost_class: float = 1.0, cost_bbox: float = 5.0, cost_giou: float = 2.0):
         super().__init__()
         if cost_class == 0 and cost_bbox == 0 and cost_giou == 0:
             raise ValueError("MODEL.DETR.COST_CLASS, COST_BBOX and COST_GIOU can't all be 0")
-        self.cost_class = cost_class
-        self.cost_bbox = cost_bbox
-        self.cost_giou = cost_giou
+        self.cost_class, self.cost_bbox, self.cost_giou = cost_class, cost_bbox, cost_giou
 
     @torch.no_grad()
     def cost_matrix(
@@ -33,8 +30,7 @@ class HungarianMatcher(nn.Module):
         """logits: (N, K+1); boxes: (N, 4) cxcywh; labels: (M,); tgt_boxes: (M, 4).
         Returns (N, M)."""
         prob = logits.float().softmax(-1)
-        boxes = boxes.float()
-        tgt_boxes = tgt_boxes.float()
+        boxes, tgt_boxes = boxes.float(), tgt_boxes.float()
         cost = -self.cost_class * prob[:, labels]
         cost = cost + self.cost_bbox * torch.cdist(boxes, tgt_boxes, p=1)
         giou = generalized_box_iou(
@@ -65,13 +61,10 @@ class HungarianMatcher(nn.Module):
         indices = []
         for logits, boxes, target in zip(outputs["pred_logits"], pred_boxes, targets):
             if len(target["labels"]) == 0:
-                empty = torch.empty(0, dtype=torch.int64)
-                indices.append((empty, empty))
-                continue
-            cost = self.cost_matrix(logits, boxes, target["labels"], target["boxes"])
-            if not finite:
-                cost = torch.nan_to_num(cost)
-            i, j = linear_sum_assignment(cost.cpu().numpy())
+                i = j = torch.empty(0, dtype=torch.int64)
+            else:
+                cost = self.cost_matrix(logits, boxes, target["labels"], target["boxes"])
+                i, j = linear_sum_assignment(torch.nan_to_num(cost).cpu().numpy())
             indices.append(
                 (torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64))
             )
