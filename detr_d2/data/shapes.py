@@ -1,12 +1,7 @@
-"""The "shapes" dataset: small synthetic images of coloured shapes, generated on first use.
-
-It lets a small DETR learn something on a CPU in minutes. Each thing class has its own shape *and*
-its own saturated colour (colour being an easy cue, a tiny model reaches a useful box AP quickly),
-drawn over a low-contrast, greyish, smoothly textured background. The panoptic variant adds "stuff"
-regions (sky, ground, water) behind the things.
-
-Output is a pure function of ``(seed, index)`` (a ``numpy.random.Generator`` seeded with both), so a
-split is identical on every machine. On disk it follows COCO's layout, one root per variant::
+"""The "shapes" dataset: synthetic images of coloured shapes (each class its own shape and colour,
+an easy cue, so a tiny DETR learns on a CPU in minutes) over a greyish textured background; the
+panoptic variant adds stuff (sky, ground, water). Generated on first use, a pure function of
+``(seed, index)``, in COCO's layout::
 
     {root}/shapes/{split}/{image_id:06d}.png               images (RGB)
     {root}/shapes/annotations/instances_{split}.json       COCO instances (bbox xywh, RLE masks)
@@ -15,7 +10,7 @@ split is identical on every machine. On disk it follows COCO's layout, one root 
     {root}/shapes_panoptic/annotations/panoptic_{split}.json      COCO panoptic segments_info
     {root}/shapes_panoptic/annotations/instances_{split}.json     the things, as COCO instances
 
-Boxes and masks are those of the *visible* pixels of an object (later objects occlude earlier ones).
+Boxes and masks are those of the *visible* pixels (later objects occlude earlier ones).
 """
 
 import functools
@@ -29,14 +24,6 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 from panopticapi.utils import id2rgb
-
-__all__ = [
-    "THING_CATEGORIES",
-    "STUFF_CATEGORIES",
-    "shapes_paths",
-    "render_shapes_image",
-    "generate_shapes",
-]
 
 logger = logging.getLogger(__name__)
 
@@ -95,12 +82,17 @@ def _unit_polygon(name):
     raise ValueError(f"Unknown shape {name!r}")
 
 
-def _shape_mask(name, size, angle, center, hw):
-    """Bool mask (H, W) of shape ``name`` with extent ``size`` px, rotated ``angle`` degrees
-    (clockwise on screen) and centred at ``center`` = (x, y) in pixels."""
+def _polygon(name, size, angle):
+    """Outline (K, 2) of shape ``name`` of extent ``size`` px rotated ``angle`` degrees (clockwise
+    on screen) about the origin."""
     t = np.deg2rad(angle)
     rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
-    pts = _unit_polygon(name) * (size / 2.0) @ rot.T + np.asarray(center)
+    return _unit_polygon(name) * (size / 2.0) @ rot.T
+
+
+def _shape_mask(name, size, angle, center, hw):
+    """Bool mask (H, W) of :func:`_polygon` centred at ``center`` = (x, y) in pixels."""
+    pts = _polygon(name, size, angle) + np.asarray(center)
     canvas = np.zeros(hw, dtype=np.uint8)
     # shift=4: vertices with 1/16 pixel precision
     cv2.fillPoly(canvas, [np.round(pts * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
@@ -137,18 +129,14 @@ def _box_iou(a, b):
 
 
 def _place_things(rng, hw):
-    """Sample non-overlapping-enough things. Returns a list of (category dict, full mask (H, W)),
-    in drawing order (later ones on top)."""
+    """Things within the overlap limits: (category dict, full mask (H, W)), in drawing order."""
     things = []
     for _ in range(rng.integers(MIN_OBJECTS, MAX_OBJECTS + 1)):
         for _attempt in range(20):
             cat = THING_CATEGORIES[rng.integers(len(THING_CATEGORIES))]
             size = rng.uniform(MIN_OBJECT_SIZE, MAX_OBJECT_SIZE)
             angle = 0.0 if cat["name"] == "circle" else rng.uniform(-MAX_ROTATION, MAX_ROTATION)
-            # keep the whole shape inside the image
-            t = np.deg2rad(angle)
-            rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
-            pts = _unit_polygon(cat["name"]) * (size / 2.0) @ rot.T
+            pts = _polygon(cat["name"], size, angle)  # the whole shape stays inside the image
             lo, hi = pts.min(axis=0), pts.max(axis=0)
             cx = rng.uniform(-lo[0], hw[1] - 1 - hi[0])
             cy = rng.uniform(-lo[1], hw[0] - 1 - hi[1])
@@ -256,12 +244,10 @@ def shapes_paths(root, split, panoptic=False):
 
 
 def _info(split, num_images, seed, panoptic):
-    return {
-        "description": f"detr_d2 synthetic shapes{' panoptic' if panoptic else ''}, split {split}",
-        "num_images": num_images,
-        "seed": seed,
-        "version": GENERATOR_VERSION,
-    }
+    description = f"detr_d2 synthetic shapes{' panoptic' if panoptic else ''}, split {split}"
+    return dict(
+        description=description, num_images=num_images, seed=seed, version=GENERATOR_VERSION
+    )
 
 
 def _is_complete(paths, info):
@@ -281,27 +267,19 @@ def _is_complete(paths, info):
 
 
 def _write_png(path, rgb):
-    """Write an RGB uint8 array (H, W, 3) as a fast-compressed PNG."""
+    """Write an RGB uint8 (H, W, 3) array, fast-compressed."""
     cv2.imwrite(path, rgb[:, :, ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
 
 
 def _instance_annotation(ann_id, image_id, cat, mask):
     rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
     rle["counts"] = rle["counts"].decode("ascii")
-    return {
-        "id": ann_id,
-        "image_id": image_id,
-        "category_id": cat["id"],
-        "bbox": _mask_box(mask),
-        "area": int(mask.sum()),
-        "iscrowd": 0,
-        "segmentation": rle,
-    }
+    return {"id": ann_id, "image_id": image_id, "category_id": cat["id"], "bbox": _mask_box(mask),
+            "area": int(mask.sum()), "iscrowd": 0, "segmentation": rle}  # fmt: skip
 
 
 def _write_split(tmp, split, num_images, seed, panoptic):
-    """Render every image of the split into directory ``tmp``: images/, panoptic/ (if panoptic),
-    instances.json and panoptic.json (if panoptic)."""
+    """Render the split into ``tmp``: images/, instances.json (and panoptic/, panoptic.json)."""
     info = _info(split, num_images, seed, panoptic)
     os.makedirs(os.path.join(tmp, "images"))
     if panoptic:
@@ -337,8 +315,7 @@ def _write_split(tmp, split, num_images, seed, panoptic):
 
 
 def _move_dir(src, dst):
-    """Atomically rename directory ``src`` to ``dst``, unless another process already did (the
-    content is a pure function of the seed, so theirs equals ours)."""
+    """Rename ``src`` to ``dst`` unless another process did (theirs equals ours: same seed)."""
     try:
         os.replace(src, dst)
     except OSError:
@@ -347,21 +324,9 @@ def _move_dir(src, dst):
 
 
 def generate_shapes(root, split, num_images, seed, panoptic=False):
-    """Generate one split of the shapes dataset under ``root`` unless it is already there.
-
-    Safe to call from several processes at once: everything is written to a temporary directory
-    first and renamed into place; the json files, renamed last, mark the split as complete.
-
-    Args:
-        root (str): the Detectron2 datasets root (``$DETECTRON2_DATASETS``).
-        split (str): name of the split, e.g. "train"; also the image directory name.
-        num_images (int): number of images.
-        seed (int): the split's seed; image ``i`` depends only on (seed, i).
-        panoptic (bool): generate the panoptic variant (stuff backgrounds, panoptic PNGs + json).
-
-    Returns:
-        dict: the paths of the split, see :func:`shapes_paths`.
-    """
+    """Generate split ``split`` (also its image folder's name) of ``num_images`` under ``root``
+    (``$DETECTRON2_DATASETS``) unless it is there; returns :func:`shapes_paths`. Safe from several
+    processes at once: written to a temporary folder and renamed, the json files last."""
     paths = shapes_paths(root, split, panoptic)
     info = _info(split, num_images, seed, panoptic)
     if _is_complete(paths, info):
