@@ -1,6 +1,5 @@
 """The DETR meta-architecture: backbone -> transformer -> set predictions (paper Sec. 3.2)."""
 
-import logging
 from typing import Dict, List, Optional
 
 import torch
@@ -18,8 +17,6 @@ from .inference_backbone import InferenceBackboneCache
 from .matcher import HungarianMatcher
 from .position_encoding import build_position_encoding
 from .transformer import Transformer
-
-logger = logging.getLogger(__name__)
 
 
 class MLP(nn.Module):
@@ -112,33 +109,22 @@ class Detr(nn.Module):
         if cfg.MODEL.RESNETS.RES5_DILATION > 1 and d.DC5_TORCHVISION:
             undilate_first_res5_block(backbone)
         transformer = Transformer(
-            d_model=d.HIDDEN_DIM,
-            nhead=d.NHEADS,
-            num_encoder_layers=d.ENC_LAYERS,
-            num_decoder_layers=d.DEC_LAYERS,
-            dim_feedforward=d.DIM_FEEDFORWARD,
-            dropout=d.DROPOUT,
-            normalize_before=d.PRE_NORM,
-            use_ffn=d.USE_FFN,
-            pos_at=d.POSITION_EMBEDDING_AT,
+            d_model=d.HIDDEN_DIM, nhead=d.NHEADS, num_encoder_layers=d.ENC_LAYERS,
+            num_decoder_layers=d.DEC_LAYERS, dim_feedforward=d.DIM_FEEDFORWARD, dropout=d.DROPOUT,
+            normalize_before=d.PRE_NORM, use_ffn=d.USE_FFN, pos_at=d.POSITION_EMBEDDING_AT,
             query_pos_at=d.QUERY_POS_AT,
-        )
+        )  # fmt: skip
         return {
-            "backbone": backbone,
-            "transformer": transformer,
+            "backbone": backbone, "transformer": transformer,
             "position_embedding": build_position_encoding(d.POSITION_EMBEDDING, d.HIDDEN_DIM),
             "criterion": cls.build_criterion(cfg),
-            "num_classes": d.NUM_CLASSES,
-            "num_queries": d.NUM_OBJECT_QUERIES,
-            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
-            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "num_classes": d.NUM_CLASSES, "num_queries": d.NUM_OBJECT_QUERIES,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN, "pixel_std": cfg.MODEL.PIXEL_STD,
             "backbone_feature": d.BACKBONE_FEATURE or None,
-            "deep_supervision": d.DEEP_SUPERVISION,
-            "size_divisibility": d.SIZE_DIVISIBILITY,
-            "test_score_thresh": d.TEST_SCORE_THRESH,
-            "test_topk": d.TEST_TOPK,
+            "deep_supervision": d.DEEP_SUPERVISION, "size_divisibility": d.SIZE_DIVISIBILITY,
+            "test_score_thresh": d.TEST_SCORE_THRESH, "test_topk": d.TEST_TOPK,
             "fast_inference": d.FAST_INFERENCE,
-        }
+        }  # fmt: skip
 
     @classmethod
     def build_criterion(cls, cfg, extra_weights: Optional[Dict[str, float]] = None, **kwargs):
