@@ -109,14 +109,9 @@ class DetrSpec:
     panoptic: bool  # bbox_attention + mask_head on top of the box model
 
     @classmethod
-    def infer(
-        cls,
-        state_dict: Mapping[str, torch.Tensor],
-        args: Optional[argparse.Namespace],
-        panoptic: bool,
-    ) -> "DetrSpec":
-        """From the checkpoint's ``args`` where they say it (so a missing layer is noticed),
-        else from its keys (``detr.`` prefix already stripped)."""
+    def infer(cls, state_dict: Mapping[str, torch.Tensor], args, panoptic: bool) -> "DetrSpec":
+        """From the checkpoint's ``args`` (an argparse.Namespace or None) where they say it (so a
+        missing layer is noticed), else from its keys (``detr.`` prefix already stripped)."""
         args = vars(args) if args is not None else {}
         backbone = [k[len(_BACKBONE) :] for k in state_dict if k.startswith(_BACKBONE)]
         if str(args.get("backbone", "")).startswith("resnet"):
@@ -125,19 +120,14 @@ class DetrSpec:
             depth = infer_resnet_depth(backbone)
 
         def layers(part):
-            found = [
-                int(k.split(".")[3])
-                for k in state_dict
-                if k.startswith(f"transformer.{part}.layers.")
-            ]
+            prefix = f"transformer.{part}.layers."
+            found = [int(k.split(".")[3]) for k in state_dict if k.startswith(prefix)]
             return args.get(f"{part[:3]}_layers", max(found, default=-1) + 1)
 
         position = args.get("position_embedding")
-        learned = (
-            position in ("v3", "learned")
-            if position is not None
-            else _POSITION + "row_embed.weight" in state_dict
-        )
+        learned = position in ("v3", "learned")
+        if position is None:
+            learned = _POSITION + "row_embed.weight" in state_dict
         pre_norm = args.get("pre_norm", "transformer.encoder.norm.weight" in state_dict)
         return cls(depth, layers("encoder"), layers("decoder"), bool(pre_norm), learned, panoptic)
 

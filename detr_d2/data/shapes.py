@@ -101,14 +101,13 @@ def _shape_mask(name, size, angle, center, hw):
 
 @functools.lru_cache(maxsize=None)
 def _upsampling_matrix(n):
-    """(n, 4) float32 weights of bicubic upsampling from 4 samples to n (resizing is linear, so
-    resizing the identity gives its matrix)."""
+    """(n, 4) float32 bicubic upsampling from 4 samples to n (the resized identity)."""
     return cv2.resize(np.eye(4, dtype=np.float32), (4, n), interpolation=cv2.INTER_CUBIC)
 
 
 def _smooth_noise(rng, hw, std):
-    """Low-frequency noise (H, W, 3) float32: a 4x4 random grid upsampled bicubically; mostly
-    brightness (std ``std``), a little colour (std ``std / 4``)."""
+    """Low-frequency noise (H, W, 3) float32: a 4x4 grid upsampled, brightness (std ``std``) and
+    a little colour (``std / 4``)."""
     grid = rng.normal(0.0, std, size=(1, 4, 4)) + rng.normal(0.0, std / 4, size=(3, 4, 4))
     up = _upsampling_matrix(hw[0]) @ grid.astype(np.float32) @ _upsampling_matrix(hw[1]).T
     return up.transpose(1, 2, 0)
@@ -184,7 +183,7 @@ def _stuff_regions(rng, hw):
 
 
 def _stuff_texture(rng, cat, hw):
-    """Texture (H, W, 3) float32 of a stuff class: its colour, jittered, with its own pattern."""
+    """Texture (H, W, 3) float32 of a stuff class: its jittered colour and its own pattern."""
     color = np.asarray(cat["color"], np.float32) + rng.uniform(-10, 10, size=3).astype(np.float32)
     tex = color + _smooth_noise(rng, hw, 8.0)
     if cat["name"] == "ground":
@@ -196,14 +195,9 @@ def _stuff_texture(rng, cat, hw):
 
 
 def render_shapes_image(seed, index, panoptic=False):
-    """Draw image ``index`` of the split seeded with ``seed``.
-
-    Returns:
-        image: uint8 array (H, W, 3), RGB, H = W = IMAGE_SIZE.
-        things: list of (category dict, visible mask bool (H, W)), in drawing order.
-        stuff: list of (category dict, visible mask bool (H, W)); empty unless ``panoptic``.
-            A stuff region with fewer than MIN_STUFF_AREA visible pixels is left out (void).
-    """
+    """Image ``index`` of the split seeded with ``seed``: RGB uint8 (H, W, 3), things and stuff
+    (empty unless ``panoptic``; regions under MIN_STUFF_AREA left out) as lists of (category dict,
+    visible mask bool (H, W)) in drawing order."""
     rng = np.random.default_rng([seed, index])
     hw = (IMAGE_SIZE, IMAGE_SIZE)
     grey = rng.uniform(90, 170) + rng.uniform(-12, 12, size=3)
@@ -230,8 +224,7 @@ def render_shapes_image(seed, index, panoptic=False):
 
 
 def shapes_paths(root, split, panoptic=False):
-    """Paths of one split: dict with image_root and instances_json, plus panoptic_root and
-    panoptic_json when ``panoptic``."""
+    """image_root and instances_json of one split (and panoptic_root, panoptic_json)."""
     base = os.path.join(root, "shapes_panoptic" if panoptic else "shapes")
     paths = {
         "image_root": os.path.join(base, split),

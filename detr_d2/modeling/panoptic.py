@@ -32,7 +32,7 @@ def add_panoptic_config(cfg):
 
 
 def _is_thing_from_metadata(cfg, num_classes: int) -> List[bool]:
-    """Which contiguous classes are things, from the panoptic metadata of the first dataset."""
+    """Which contiguous classes are things, from the first dataset's panoptic metadata."""
     names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
     meta = MetadataCatalog.get(names[0]) if names else None
     if meta is None or not hasattr(meta, "stuff_dataset_id_to_contiguous_id"):
@@ -168,8 +168,8 @@ class DetrPanoptic(Detr):
         )
 
     def load_frozen_weights(self, path: str):
-        """Fill the box model from checkpoint ``path`` (a Detectron2 checkpoint of a ``Detr``, or
-        any file whose state dict, possibly under "model", has all box-model keys)."""
+        """Fill the box model from ``path``, a file whose state dict (maybe under "model") has
+        all box-model keys."""
         checkpoint = torch.load(
             PathManager.get_local_path(path), map_location="cpu", weights_only=True
         )
@@ -230,7 +230,7 @@ class DetrPanoptic(Detr):
 
     def forward_raw(self, images: ImageList) -> Dict:
         """:meth:`Detr.forward_raw` plus "pred_masks": (B, N, H/4, W/4) mask logits over the
-        padded batch (stride of the finest of ``mask_in_features``)."""
+        padded batch."""
         if self.box_model_frozen and not self.box_weights_from:
             raise self._no_box_weights("no weights loaded into the model hold the box model")
         outputs = super().forward_raw(images)
@@ -267,7 +267,7 @@ class DetrPanoptic(Detr):
         self, logits: Tensor, boxes: Tensor, masks: Tensor, padded_hw, image_hw, output_hw
     ) -> Dict:
         """One image: logits (N, K+1), boxes (N, 4) normalized cxcywh, masks (N, h, w) logits
-        over the padded batch. Returns {"panoptic_seg", "instances"}, see the class docstring."""
+        over the padded batch. Returns {"panoptic_seg", "instances"}."""
         probs = logits.softmax(-1)
         # the original's rule: the most likely class, no-object included, is real and above the
         # threshold (for a threshold >= 0.5 the same as the best real class alone)
