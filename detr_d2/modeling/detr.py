@@ -67,16 +67,10 @@ class Detr(nn.Module):
         test_topk: int = 0,
         fast_inference: bool = True,
     ):
-        """
-        Args:
-            backbone_feature: the backbone output read (default: its last).
-            num_classes: K; the class head has K + 1 outputs (last = no object).
-            num_queries: N object queries = predictions per image.
-            size_divisibility: pad batched images to a multiple of this (0: the largest image only).
-            test_score_thresh, test_topk: optional filtering of detections at inference (0 = off).
-            fast_inference: in eval mode, run a copy of the backbone with its norms folded into
-                the convolutions, in channels_last (same outputs within float rounding).
-        """
+        """num_classes K (the class head has K + 1 outputs, last = no object); num_queries N;
+        size_divisibility: pad batches to a multiple of this; test_score_thresh, test_topk:
+        filtering at inference (0 = off); fast_inference: in eval, run a copy of the backbone
+        with its norms folded into the convolutions (same outputs within float rounding)."""
         super().__init__()
         self.backbone = backbone
         self.backbone_feature = backbone_feature or backbone._out_features[-1]

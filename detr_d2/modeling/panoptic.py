@@ -75,16 +75,10 @@ class DetrPanoptic(Detr):
         frozen_weights: str = "",
         **kwargs,
     ):
-        """
-        Args:
-            is_thing: K bools, whether each contiguous class is a thing (else stuff).
-            num_attention_heads: M, the attention maps per query fed to the mask head.
-            mask_in_features: the 3 backbone features the mask head adds, coarse to fine.
-            panoptic_conf_thresh: panoptic inference keeps queries whose most likely class (no
-                object included) is real, with probability above this (0.85 in DETR).
-            panoptic_min_area: see :func:`combine_panoptic`.
-            frozen_weights: checkpoint of the box model to start from, frozen ("": joint).
-            kwargs: the arguments of :class:`Detr`.
+        """is_thing: K bools; num_attention_heads: M maps per query; mask_in_features: 3
+        backbone features, coarse to fine; panoptic_conf_thresh: queries whose most likely class
+        (no object included) is real with probability above this are kept (0.85 in DETR);
+        frozen_weights: the box model's checkpoint ("": joint training); kwargs: :class:`Detr`'s.
         """
         super().__init__(**kwargs)
         if len(is_thing) != self.num_classes:
