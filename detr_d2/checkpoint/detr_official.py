@@ -1,36 +1,15 @@
-"""Official DETR checkpoints (``detr-r50-e632da11.pth`` ...) mapped to the state dict of our
-``Detr`` / panoptic meta-architectures.
+"""Official DETR checkpoints (``detr-r50-e632da11.pth`` ...) -> the state dict of our ``Detr`` /
+``DetrPanoptic``.
 
-Names. The transformer and the heads keep their official names; only the backbone and the learned
-position embedding move:
+Names: ``detr.<name>`` (panoptic files) -> ``<name>``; ``backbone.0.body.<torchvision name>`` ->
+``backbone.<Detectron2 name>`` (torchvision_resnet); ``backbone.1.{row,col}_embed.weight`` ->
+``position_embedding.*``; the transformer and the heads keep their names.
 
-=====================================  ===============================================
-official                               ours
-=====================================  ===============================================
-``detr.<name>`` (panoptic files)       ``<name>`` (the box model sits at the top level)
-``backbone.0.body.<torchvision name>`` ``backbone.<Detectron2 name>`` (torchvision_resnet)
-``backbone.1.{row,col}_embed.weight``  ``position_embedding.{row,col}_embed.weight``
-``transformer.*``, ``input_proj.*``,   unchanged
-``query_embed.*``, ``class_embed.*``,
-``bbox_embed.*``, ``bbox_attention.*``,
-``mask_head.*``
-=====================================  ===============================================
-
-Class rows. The official heads index their rows by dataset category id, ours by Detectron2's
-contiguous id, with "no object" last in both:
-
-* detection, 92 rows: row ``i`` is COCO category id ``i`` (ids 1..90, of which 80 are used; rows
-  0, 12, 26, ... are never trained), row 91 is no-object. Ours has 81 rows: row ``c`` is the COCO
-  id that ``_get_builtin_metadata("coco")["thing_dataset_id_to_contiguous_id"]`` maps to ``c``
-  (id 1 "person" -> 0, ..., id 90 "toothbrush" -> 79), row 80 is official row 91.
-* panoptic, 251 rows (``num_classes = 250``): row ``i`` is COCO panoptic category id ``i`` (things
-  1..90, stuff 92..200), row 250 is no-object. Ours has 134 rows in the order of Detectron2's
-  ``coco_panoptic_standard`` metadata, i.e. ``COCO_CATEGORIES`` sorted by id: the 80 things
-  first (contiguous 0..79, same as detection), then the 53 stuff classes (id 92 "banner" -> 80,
-  ..., id 200 "rug-merged" -> 132); row 133 is official row 250.
-
-Unused official rows are dropped; everything else must map exactly once (``convert_official_detr``
-fails with the list of offending keys otherwise).
+Class rows: the official heads index rows by category id, ours by Detectron2's contiguous id,
+no-object last in both. Detection: 92 rows (COCO ids 1..90, 80 used; 91 no-object) -> 81, in
+the order of ``_get_builtin_metadata("coco")``. Panoptic: 251 rows (ids 1..200; 250 no-object)
+-> 134, in the order of ``coco_panoptic_standard`` (80 things, then 53 stuff). Unused rows are
+dropped; every other key must map exactly once, else the error lists the offending keys.
 """
 
 import argparse
@@ -44,6 +23,7 @@ from .torchvision_resnet import (
     UnknownKeyError,
     detectron2_resnet_keys,
     infer_resnet_depth,
+    rename_keys,
     torchvision_to_detectron2_name,
 )
 
@@ -129,14 +109,9 @@ class DetrSpec:
     panoptic: bool  # bbox_attention + mask_head on top of the box model
 
     @classmethod
-    def infer(
-        cls,
-        state_dict: Mapping[str, torch.Tensor],
-        args: Optional[argparse.Namespace],
-        panoptic: bool,
-    ) -> "DetrSpec":
-        """Read the architecture from the checkpoint's ``args`` where they say it (so a missing
-        layer is noticed), else from its keys (``detr.`` prefix already stripped)."""
+    def infer(cls, state_dict: Mapping[str, torch.Tensor], args, panoptic: bool) -> "DetrSpec":
+        """From the checkpoint's ``args`` (an argparse.Namespace or None) where they say it (so a
+        missing layer is noticed), else from its keys (``detr.`` prefix already stripped)."""
         args = vars(args) if args is not None else {}
         backbone = [k[len(_BACKBONE) :] for k in state_dict if k.startswith(_BACKBONE)]
         if str(args.get("backbone", "")).startswith("resnet"):
@@ -145,36 +120,29 @@ class DetrSpec:
             depth = infer_resnet_depth(backbone)
 
         def layers(part):
-            found = [
-                int(k.split(".")[3])
-                for k in state_dict
-                if k.startswith(f"transformer.{part}.layers.")
-            ]
+            prefix = f"transformer.{part}.layers."
+            found = [int(k.split(".")[3]) for k in state_dict if k.startswith(prefix)]
             return args.get(f"{part[:3]}_layers", max(found, default=-1) + 1)
 
         position = args.get("position_embedding")
-        learned = (
-            position in ("v3", "learned")
-            if position is not None
-            else _POSITION + "row_embed.weight" in state_dict
-        )
+        learned = position in ("v3", "learned")
+        if position is None:
+            learned = _POSITION + "row_embed.weight" in state_dict
         pre_norm = args.get("pre_norm", "transformer.encoder.norm.weight" in state_dict)
         return cls(depth, layers("encoder"), layers("decoder"), bool(pre_norm), learned, panoptic)
 
     def keys(self) -> Set[str]:
         keys = {"backbone." + k for k in detectron2_resnet_keys(self.depth)}
-        for i in range(self.enc_layers):
-            p = f"transformer.encoder.layers.{i}."
-            keys |= {p + "self_attn." + a for a in _ATTN}
-            keys |= {p + f"{m}.{w}" for m in ("linear1", "linear2", "norm1", "norm2") for w in _WB}
-        for i in range(self.dec_layers):
-            p = f"transformer.decoder.layers.{i}."
-            keys |= {p + f"{a}.{w}" for a in ("self_attn", "multihead_attn") for w in _ATTN}
-            keys |= {
-                p + f"{m}.{w}"
-                for m in ("linear1", "linear2", "norm1", "norm2", "norm3")
-                for w in _WB
-            }
+        common = ["linear1", "linear2", "norm1", "norm2"]  # (part, layers, attentions, others)
+        layers = [
+            ("encoder", self.enc_layers, ["self_attn"], common),
+            ("decoder", self.dec_layers, ["self_attn", "multihead_attn"], common + ["norm3"]),
+        ]
+        for part, num, attentions, modules in layers:
+            for i in range(num):
+                p = f"transformer.{part}.layers.{i}."
+                keys |= {p + f"{a}.{w}" for a in attentions for w in _ATTN}
+                keys |= {p + f"{m}.{w}" for m in modules for w in _WB}
         norms = ["transformer.decoder.norm"] + (
             ["transformer.encoder.norm"] if self.pre_norm else []
         )
@@ -198,10 +166,15 @@ class ConvertedDetr:
     dropped: List[str] = field(default_factory=list)  # source keys left out on purpose
 
 
-def _key_report(what: str, keys: Sequence[str], limit: int = 40) -> str:
-    keys = sorted(keys)
-    more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
-    return f"{what} ({len(keys)}): {', '.join(keys[:limit])}{more}"
+def _key_reports(*reports: Tuple[str, Sequence[str]], limit: int = 40) -> str:
+    """ "what (n): key, key, ..." for each (what, keys) with keys, joined by "; "."""
+    parts = []
+    for what, keys in reports:
+        if keys:
+            keys = sorted(keys)
+            more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
+            parts.append(f"{what} ({len(keys)}): {', '.join(keys[:limit])}{more}")
+    return "; ".join(parts)
 
 
 def is_panoptic_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> bool:
@@ -229,38 +202,27 @@ def convert_official_detr(
         entries.append((name, source, value))
     if not_prefixed:
         raise CheckpointConversionError(
-            _key_report("panoptic checkpoint: box-model keys without 'detr.'", not_prefixed)
+            _key_reports(("panoptic checkpoint: box-model keys without 'detr.'", not_prefixed))
         )
 
-    converted, dropped, unknown, twice = {}, [], [], []
-    for name, source, value in entries:
-        try:
-            target = official_to_ours_name(name)
-        except UnknownKeyError:
-            unknown.append(source)
-            continue
-        if target is None:
-            dropped.append(source)
-        elif target in converted:
-            twice.append(f"{source} -> {target}")
-        else:
-            converted[target] = value
+    converted, dropped, unknown, twice = rename_keys(entries, official_to_ours_name)
     if unknown or twice:
-        parts = [_key_report("source keys that map to nothing", unknown)] if unknown else []
-        if twice:
-            parts.append(_key_report("source keys filling an already filled target", twice))
-        raise CheckpointConversionError("; ".join(parts))
+        raise CheckpointConversionError(
+            _key_reports(
+                ("source keys that map to nothing", unknown),
+                ("source keys filling an already filled target", [f"{s} -> {t}" for s, t in twice]),
+            )
+        )
 
     spec = DetrSpec.infer({name: value for name, _, value in entries}, args, panoptic)
     expected = spec.keys()
     missing, unused = expected - converted.keys(), converted.keys() - expected
     if missing or unused:
-        parts = []
-        if missing:
-            parts.append(_key_report("target keys no source key fills", missing))
-        if unused:
-            parts.append(_key_report("source keys (renamed) our model has no place for", unused))
-        raise CheckpointConversionError(f"checkpoint does not match {spec}: " + "; ".join(parts))
+        reports = _key_reports(
+            ("target keys no source key fills", missing),
+            ("source keys (renamed) our model has no place for", unused),
+        )
+        raise CheckpointConversionError(f"checkpoint does not match {spec}: {reports}")
 
     num_rows = converted["class_embed.weight"].shape[0]
     kind, rows_fn = CLASS_HEADS.get(num_rows, (None, None))
@@ -288,15 +250,14 @@ def check_against_model(
         for k in sorted(wanted & converted.keys())
         if converted[k].shape != target[k].shape
     ]
-    parts = []
-    if missing:
-        parts.append(_key_report("model keys missing from the converted checkpoint", missing))
-    if unexpected:
-        parts.append(_key_report("converted keys the model does not have", unexpected))
-    if shapes:
-        parts.append(_key_report("shape mismatches", shapes))
-    if parts:
-        raise CheckpointConversionError("; ".join(parts))
+    if missing or unexpected or shapes:
+        raise CheckpointConversionError(
+            _key_reports(
+                ("model keys missing from the converted checkpoint", missing),
+                ("converted keys the model does not have", unexpected),
+                ("shape mismatches", shapes),
+            )
+        )
 
 
 def load_official_checkpoint(

@@ -1,22 +1,8 @@
-"""Names of a torchvision ResNet (as in ``resnet50-0676ba61.pth`` or DETR's ``backbone.0.body``)
-mapped to Detectron2's ``ResNet`` from ``build_resnet_backbone``.
-
-======================================  ==========================================
-torchvision                             Detectron2
-======================================  ==========================================
-``conv1.weight``                        ``stem.conv1.weight``
-``bn1.{weight,bias,running_*}``         ``stem.conv1.norm.*``
-``layer{s}.{i}.conv{k}.weight``         ``res{s+1}.{i}.conv{k}.weight``
-``layer{s}.{i}.bn{k}.*``                ``res{s+1}.{i}.conv{k}.norm.*``
-``layer{s}.{i}.downsample.0.weight``    ``res{s+1}.{i}.shortcut.weight``
-``layer{s}.{i}.downsample.1.*``         ``res{s+1}.{i}.shortcut.norm.*``
-``fc.*``, ``*.num_batches_tracked``     dropped (classifier; FrozenBN has no counter)
-======================================  ==========================================
-
-torchvision puts the stride of a bottleneck in its 3x3 conv, so the Detectron2 model must use
-``MODEL.RESNETS.STRIDE_IN_1X1 = False``; both use BatchNorm eps 1e-5. torchvision weights expect RGB
-input normalized with the ImageNet mean/std (``INPUT.FORMAT "RGB"``, ``MODEL.PIXEL_MEAN
-[123.675, 116.28, 103.53]``, ``MODEL.PIXEL_STD [58.395, 57.12, 57.375]``).
+"""Names of a torchvision ResNet (``resnet50-0676ba61.pth``, DETR's ``backbone.0.body``) -> those of
+Detectron2's ``build_resnet_backbone``: ``conv1`` / ``bn1`` -> ``stem.conv1[.norm]``,
+``layer{s}.{i}.conv{k}`` / ``bn{k}`` -> ``res{s+1}.{i}.conv{k}[.norm]``, ``downsample.0`` / ``.1``
+-> ``shortcut[.norm]``; ``fc.*`` and ``num_batches_tracked`` are dropped. torchvision strides in
+the 3x3 conv (``MODEL.RESNETS.STRIDE_IN_1X1 False``) and expects RGB with the ImageNet mean/std.
 """
 
 import re
@@ -34,6 +20,26 @@ _BLOCK = re.compile(r"^layer([1-4])\.(\d+)\.(conv[1-3]|bn[1-3]|downsample\.[01])
 
 class UnknownKeyError(KeyError):
     """A state-dict key that no mapping rule covers."""
+
+
+def rename_keys(entries, rename) -> Tuple[dict, List[str], List[str], List[Tuple[str, str]]]:
+    """(name, source key, value) entries -> (``rename(name)``: value, sources ``rename`` drops
+    (None), sources it does not know (UnknownKeyError), (source, target) of a target filled twice).
+    """
+    converted, dropped, unknown, twice = {}, [], [], []
+    for name, source, value in entries:
+        try:
+            target = rename(name)
+        except UnknownKeyError:
+            unknown.append(source)
+            continue
+        if target is None:
+            dropped.append(source)
+        elif target in converted:
+            twice.append((source, target))
+        else:
+            converted[target] = value
+    return converted, dropped, unknown, twice
 
 
 def torchvision_to_detectron2_name(name: str) -> Optional[str]:
@@ -67,12 +73,7 @@ def detectron2_resnet_keys(depth: int) -> List[str]:
     keys = ["stem.conv1.weight"] + [f"stem.conv1.norm.{p}" for p in _BN_PARAMS]
     for stage, num_blocks in enumerate(BLOCKS_PER_STAGE[depth], start=2):
         for block in range(num_blocks):
-            convs = (
-                ["shortcut", "conv1", "conv2", "conv3"]
-                if block == 0
-                else ["conv1", "conv2", "conv3"]
-            )
-            for conv in convs:
+            for conv in ["shortcut"] * (block == 0) + ["conv1", "conv2", "conv3"]:
                 keys.append(f"res{stage}.{block}.{conv}.weight")
                 keys += [f"res{stage}.{block}.{conv}.norm.{p}" for p in _BN_PARAMS]
     return keys
@@ -101,19 +102,10 @@ def convert_torchvision_resnet(
     Fails with :class:`UnknownKeyError` listing every unknown source key, and with a ``KeyError``
     listing the Detectron2 keys of the inferred depth that no source key filled (or filled twice).
     """
-    converted, dropped, unknown = {}, [], []
-    for name, value in state_dict.items():
-        try:
-            target = torchvision_to_detectron2_name(name)
-        except UnknownKeyError:
-            unknown.append(name)
-            continue
-        if target is None:
-            dropped.append(name)
-        elif out_prefix + target in converted:
-            unknown.append(f"{name} (second source of {target})")
-        else:
-            converted[out_prefix + target] = value
+    entries = ((name, name, value) for name, value in state_dict.items())
+    converted, dropped, unknown, twice = rename_keys(entries, torchvision_to_detectron2_name)
+    unknown += [f"{name} (second source of {target})" for name, target in twice]
+    converted = {out_prefix + k: v for k, v in converted.items()}
     if unknown:
         raise UnknownKeyError(f"not torchvision ResNet keys: {unknown}")
     expected = {out_prefix + k for k in detectron2_resnet_keys(infer_resnet_depth(state_dict))}

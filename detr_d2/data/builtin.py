@@ -1,15 +1,6 @@
-"""Registers the generated "shapes" datasets on import. (detectron2's own COCO datasets are
-registered by detectron2 itself, under the same ``$DETECTRON2_DATASETS`` root.)
-
-Names (split, images):
-    shapes_train (2000), shapes_val (200), shapes_tiny_train (64), shapes_tiny_val (32):
-        COCO instances, 6 thing classes, evaluator_type "coco".
-    shapes_panoptic_train (2000), shapes_panoptic_val (200), shapes_panoptic_tiny_train (64),
-    shapes_panoptic_tiny_val (32): COCO panoptic, "standard" format (like detectron2's
-        ``coco_2017_*_panoptic``), 6 things + 3 stuff, evaluator_type "coco_panoptic_seg".
-
-A split is generated on disk the first time its DatasetCatalog function runs (a few seconds).
-"""
+"""Registers the generated "shapes" datasets on import (generated on first load, a few seconds):
+shapes_* (COCO instances, 6 things) and shapes_panoptic_* (COCO panoptic "standard" format like
+detectron2's ``coco_2017_*_panoptic``, 6 things + 3 stuff)."""
 
 import json
 import os
@@ -18,14 +9,6 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
 from .shapes import STUFF_CATEGORIES, THING_CATEGORIES, generate_shapes, shapes_paths
-
-__all__ = [
-    "SHAPES_SPLITS",
-    "SHAPES_PANOPTIC_SPLITS",
-    "register_shapes_instances",
-    "register_shapes_panoptic",
-    "register_all_shapes",
-]
 
 # dataset name -> (split directory, number of images, seed)
 SHAPES_SPLITS = {
@@ -51,8 +34,8 @@ def _instances_metadata():
 
 
 def _panoptic_metadata():
-    """Detectron2's "standard" panoptic metadata: contiguous ids run over things and stuff together
-    (things 0..5, stuff 6..8), and thing_/stuff_classes both list all of them."""
+    """Detectron2's "standard" panoptic metadata: contiguous ids over things (0..5) and stuff
+    (6..8) together; thing_/stuff_classes both list all of them."""
     categories = THING_CATEGORIES + STUFF_CATEGORIES
     names = [c["name"] for c in categories]
     colors = [c["color"] for c in categories]
@@ -88,14 +71,8 @@ def register_shapes_instances(name, root, split, num_images, seed):
 
 
 def load_shapes_panoptic_json(json_file, image_root, panoptic_root, meta):
-    """Like detectron2's ``load_coco_panoptic_json``, but takes each image's file name (PNG) from
-    the json instead of assuming ".jpg".
-
-    Returns:
-        list[dict]: one per image, with file_name, image_id, height, width, pan_seg_file_name and
-            segments_info (list of dict: id, category_id (contiguous), isthing, area,
-            bbox [x, y, w, h] absolute, iscrowd).
-    """
+    """Detectron2's ``load_coco_panoptic_json``, but the image file names (PNG) come from the json
+    instead of assuming ".jpg"; segments_info category ids are contiguous."""
     with open(json_file) as f:
         data = json.load(f)
     images = {im["id"]: im for im in data["images"]}
@@ -110,21 +87,16 @@ def load_shapes_panoptic_json(json_file, image_root, panoptic_root, meta):
             cat = (things if isthing else stuff)[seg["category_id"]]
             segments.append(dict(seg, category_id=cat, isthing=isthing))
         dicts.append(
-            {
-                "file_name": os.path.join(image_root, image["file_name"]),
-                "image_id": image["id"],
-                "height": image["height"],
-                "width": image["width"],
-                "pan_seg_file_name": os.path.join(panoptic_root, ann["file_name"]),
-                "segments_info": segments,
-            }
-        )
+            {"file_name": os.path.join(image_root, image["file_name"]), "image_id": image["id"],
+             "height": image["height"], "width": image["width"],
+             "pan_seg_file_name": os.path.join(panoptic_root, ann["file_name"]),
+             "segments_info": segments}
+        )  # fmt: skip
     return dicts
 
 
 def register_shapes_panoptic(name, root, split, num_images, seed):
-    """Register the panoptic shapes split ``split`` under ``root`` as dataset ``name``, with the
-    metadata detectron2's COCOPanopticEvaluator reads."""
+    """Register panoptic shapes split ``split`` under ``root`` as dataset ``name``."""
     paths = shapes_paths(root, split, panoptic=True)
     meta = _panoptic_metadata()
 

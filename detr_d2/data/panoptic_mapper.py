@@ -11,27 +11,13 @@ from panopticapi.utils import rgb2id
 
 from .detr_dataset_mapper import DetrDatasetMapper
 
-__all__ = ["DetrPanopticDatasetMapper"]
-
 
 class DetrPanopticDatasetMapper(DetrDatasetMapper):
-    """Maps one Detectron2 panoptic dataset dict (``coco_2017_*_panoptic`` format: "file_name",
-    "pan_seg_file_name" (RGB-encoded segment ids), "segments_info" with "id", contiguous
-    "category_id", "iscrowd") to a DETR input. Same augmentation as :class:`DetrDatasetMapper`
-    (its config, its crop branch); the panoptic PNG follows the image through the same transforms
-    with nearest interpolation (``apply_segmentation``).
-
-    Output in training: the input dict's fields plus "image" (uint8 (C, H, W)) and "instances":
-    :class:`Instances` of (H, W) with, for each non-crowd segment still visible after the
-    augmentation (things and stuff alike):
-
-    * ``gt_masks``: :class:`BitMasks` (M, H, W), the segment's pixels;
-    * ``gt_boxes``: :class:`Boxes` absolute XYXY, the mask's inclusive pixel extents
-      (x0 = first column, x1 = last column + 1, as COCO's [x, y, w, h] with w = columns spanned);
-    * ``gt_classes``: int64 (M,), contiguous class ids.
-
-    Crowd segments are dropped (their pixels are in no mask). At test time: the image only.
-    """
+    """Maps a ``coco_2017_*_panoptic``-format dict to a DETR input with :class:`DetrDatasetMapper`'s
+    augmentation, the panoptic PNG following the image (nearest). In training "instances" holds,
+    per non-crowd segment still visible (things and stuff alike), ``gt_masks`` (BitMasks (M, H, W)),
+    ``gt_boxes`` (absolute XYXY of the mask's pixel extents, x1 = last column + 1) and
+    ``gt_classes`` (int64 (M,), contiguous). At test time: the image only."""
 
     def __call__(self, dataset_dict):
         if not self.is_train:

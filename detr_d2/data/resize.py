@@ -1,11 +1,6 @@
-"""The shortest-edge resize of DETR's data pipeline, as a Detectron2 augmentation.
-
-The original DETR (datasets/transforms.py) and Detectron2 pick the same short side but round the
-long side differently: DETR truncates it (640x480 to short side 800: 1066 wide; Detectron2: 1067)
-and, when the long side would pass ``max_size``, first rounds the short side
-(``round(max_size * short / long)``) and derives the long side from it. With ``rule="detr"``
-the images, and so the outputs, are the original implementation's.
-"""
+"""The shortest-edge resize of DETR's data pipeline. The original DETR truncates the long side
+(640x480 to short side 800: 1066 wide; Detectron2: 1067) and, past ``max_size``, rounds the short
+side first; with ``rule="detr"`` the images, and so the outputs, are the original's."""
 
 import sys
 from typing import Tuple
@@ -16,16 +11,13 @@ from PIL import Image
 
 from .tensor_resize import to_tensor_resize
 
-__all__ = ["ResizeShortestEdge", "detr_output_shape", "test_resize"]
-
 RULES = ("detr", "detectron2")
 
 
 def detr_output_shape(h: int, w: int, short_edge_length: int, max_size: int) -> Tuple[int, int]:
-    """(new_h, new_w) of an (h, w) image by the original DETR's rule: the short side becomes
-    ``short_edge_length``, lowered to ``round(max_size * short / long)`` when the long side would
-    exceed ``max_size``; the long side is truncated (``int``); a short side already at that length
-    keeps the image size."""
+    """(new_h, new_w) by the original DETR's rule: the short side becomes ``short_edge_length``
+    (``round(max_size * short / long)`` when the long side would exceed ``max_size``), the long
+    side is truncated; a short side already at that length keeps the image size."""
     size = short_edge_length
     short, long = float(min(h, w)), float(max(h, w))
     if long / short * size > max_size:
@@ -38,16 +30,9 @@ def detr_output_shape(h: int, w: int, short_edge_length: int, max_size: int) -> 
 
 
 class ResizeShortestEdge(T.ResizeShortestEdge):
-    """Detectron2's ``ResizeShortestEdge`` (same sampling of the short side, same random draws)
-    with
-
-    * ``rule``: "detr" (default), the original DETR's output size (:func:`detr_output_shape`), or
-      "detectron2", Detectron2's;
-    * no side resized to 0 pixels: an image of extreme aspect ratio (1 x 1000 with max_size 128)
-      keeps a side of 1 pixel;
-    * ``tensor_resize``: uint8 RGB images are resized by torchvision
-      (:class:`TensorResizeTransform`: ~7x faster, within 1 gray level of PIL).
-    """
+    """Detectron2's ``ResizeShortestEdge`` (same random draws) with ``rule`` "detr" (default,
+    :func:`detr_output_shape`) or "detectron2", no side resized to 0 pixels, and ``tensor_resize``
+    (uint8 RGB images resized by torchvision: ~7x faster, within 1 gray level of PIL)."""
 
     def __init__(
         self,

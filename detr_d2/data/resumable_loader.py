@@ -1,23 +1,16 @@
-"""The DETR training stream as a function of (seed, position), so --resume continues it exactly.
+"""The training stream as a function of (seed, position), so --resume continues it exactly
+(Detectron2's sampler restarts, and its augmentations draw from each worker's global RNGs).
 
-Detectron2's TrainingSampler restarts its stream on --resume, and its augmentations draw from each
-dataloader worker's global NumPy / ``random`` state, so a resumed run sees other images and other
-augmentations than an uninterrupted one. Here:
+* position p counts images over all processes; epoch p // N is a permutation seeded by
+  (seed, epoch), grouped by orientation with aspect-ratio grouping (:func:`epoch_order`);
+* batch t from start P holds, on rank r of W, positions P + t * B + r + k * W (k < B / W): the
+  same B images at any process count;
+* image p is mapped with NumPy's and Python's global RNGs seeded from (seed, p), then restored;
+* batch t is built by worker t mod num_workers: the stream does not depend on the worker count.
 
-* position p = 0, 1, 2, ... counts images over all processes. Epoch e = p // N (N images) is the
-  permutation ``torch.randperm(N)`` seeded by (seed, e); with aspect-ratio grouping that
-  permutation is reordered so that each global batch holds images of one orientation (see
-  :func:`epoch_order`);
-* the t-th batch from start position P holds, on rank r of W, the positions
-  P + t * B + r + k * W (k < B / W, B the total batch): the same B images at any process count;
-* the image at position p is mapped with NumPy's and Python's global RNGs seeded from (seed, p)
-  (Detectron2's augmentations and the DETR mappers draw from them), then restored;
-* batch t is built by dataloader worker t mod num_workers, whose outputs the DataLoader returns in
-  turn: the stream does not depend on the worker count either.
-
-:class:`ResumableStream` checkpoints (seed, P) with the trainer, in images (not iterations), so a
-checkpoint resumes at another process count; it also reseeds torch (dropout) before every step.
-Not covered: CheckedMapper's replacement of unreadable images draws from each worker's own pool.
+:class:`ResumableStream` checkpoints (seed, P) in images (so a checkpoint resumes at another
+process count) and reseeds torch before every step. Not covered: CheckedMapper's replacement of
+unreadable images draws from each worker's own pool.
 """
 
 import itertools
@@ -32,13 +25,6 @@ from detectron2.data.common import DatasetFromList
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-
-__all__ = [
-    "ResumableStream",
-    "ResumableTrainLoader",
-    "build_resumable_train_loader",
-    "epoch_order",
-]
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +50,10 @@ def seeded_global_rngs(seed: int):
 def epoch_order(
     num_images: int, seed: int, epoch: int, group_size: int = 0, wide: Optional[List[bool]] = None
 ) -> List[int]:
-    """The dataset indices of one epoch, in order: a permutation seeded by (seed, epoch).
-
-    With ``group_size`` B > 0 and ``wide`` (per image: width >= height, from the dataset dicts),
-    images go into one bucket per orientation in permutation order, and a full bucket of B is
-    emitted; the leftovers close the epoch. Batches line up with the epoch's runs of B when N is a
-    multiple of B; otherwise the batches across an epoch's start mix both orientations.
-    (Detectron2's grouping buffers across the stream by the augmented size: a restart cannot
-    restore its buffers.)
-    """
+    """The dataset indices of one epoch: a permutation seeded by (seed, epoch). With
+    ``group_size`` B > 0 and ``wide`` (per image: width >= height), images fill one bucket per
+    orientation and each full bucket of B is emitted; the leftovers close the epoch (batches line
+    up when N is a multiple of B)."""
     generator = torch.Generator().manual_seed(mix_seed(seed, epoch))
     perm = torch.randperm(num_images, generator=generator).tolist()
     if group_size <= 0 or wide is None:
@@ -88,8 +69,8 @@ def epoch_order(
 
 
 class _BatchStream(IterableDataset):
-    """This rank's batches from ``start`` on (see the module docstring), endless; each dataloader
-    worker builds every num_workers-th batch."""
+    """This rank's batches from ``start`` on, endless; each worker builds every
+    num_workers-th batch."""
 
     def __init__(self, dicts, mapper, *, seed, start, total_batch_size, rank, world_size, wide):
         self.dicts, self.mapper, self.seed, self.start = dicts, mapper, seed, start
@@ -122,10 +103,8 @@ def _as_is(batch):
 
 
 class ResumableTrainLoader:
-    """An endless iterator of this rank's training batches (lists of mapped dicts), whose position
-    and seed are a state: :meth:`state_dict` / :meth:`load_state_dict` (see the module docstring).
-
-    Its worker processes start at the first ``next()`` and restart after a ``load_state_dict``.
+    """An endless iterator of this rank's training batches (lists of mapped dicts) whose seed and
+    position are its state; workers start at the first ``next()`` and after ``load_state_dict``.
     """
 
     def __init__(
@@ -140,15 +119,8 @@ class ResumableTrainLoader:
         rank: Optional[int] = None,
         world_size: Optional[int] = None,
     ):
-        """
-        Args:
-            dicts: the training dataset dicts; mapper: maps one of them to a model input.
-            total_batch_size: images per step over all processes (SOLVER.IMS_PER_BATCH).
-            seed: the stream's seed (the same on every process).
-            num_workers: dataloader worker processes (0: map in this process).
-            aspect_ratio_grouping: batches of one orientation, from the dicts' width / height.
-            rank, world_size: this process's place (default: from the process group).
-        """
+        """total_batch_size: images per step over all processes; seed: the same on every
+        process; rank, world_size: default from the process group."""
         self.rank = comm.get_rank() if rank is None else rank
         self.world_size = comm.get_world_size() if world_size is None else world_size
         if total_batch_size % self.world_size:
@@ -196,9 +168,8 @@ class ResumableTrainLoader:
 
 
 class ResumableStream(HookBase):
-    """Makes the trainer checkpoint the loader's (seed, position) (hooks' state goes into the
-    checkpoint) and seeds torch before every step from (seed, iteration, rank), so dropout draws
-    after --resume are those of an uninterrupted run."""
+    """Checkpoints the loader's (seed, position) with the trainer and seeds torch before every
+    step from (seed, iteration, rank): dropout after --resume is that of an uninterrupted run."""
 
     def __init__(self, loader: ResumableTrainLoader):
         self.loader = loader
@@ -222,8 +193,7 @@ class ResumableStream(HookBase):
 
 
 def build_resumable_train_loader(cfg, mapper, dicts: List[Dict]) -> ResumableTrainLoader:
-    """The loader of ``cfg`` (SOLVER.IMS_PER_BATCH, DATALOADER.NUM_WORKERS and
-    ASPECT_RATIO_GROUPING); its seed is SEED, or with SEED < 0 one drawn by rank 0 and shared."""
+    """The loader of ``cfg``; its seed is SEED, or with SEED < 0 one drawn by rank 0 and shared."""
     seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
     return ResumableTrainLoader(
         dicts, mapper, total_batch_size=cfg.SOLVER.IMS_PER_BATCH, seed=seed,

@@ -1,12 +1,7 @@
-"""The "shapes" dataset: small synthetic images of coloured shapes, generated on first use.
-
-It lets a small DETR learn something on a CPU in minutes. Each thing class has its own shape *and*
-its own saturated colour (colour being an easy cue, a tiny model reaches a useful box AP quickly),
-drawn over a low-contrast, greyish, smoothly textured background. The panoptic variant adds "stuff"
-regions (sky, ground, water) behind the things.
-
-Output is a pure function of ``(seed, index)`` (a ``numpy.random.Generator`` seeded with both), so a
-split is identical on every machine. On disk it follows COCO's layout, one root per variant::
+"""The "shapes" dataset: synthetic images of coloured shapes (each class its own shape and colour,
+an easy cue, so a tiny DETR learns on a CPU in minutes) over a greyish textured background; the
+panoptic variant adds stuff (sky, ground, water). Generated on first use, a pure function of
+``(seed, index)``, in COCO's layout::
 
     {root}/shapes/{split}/{image_id:06d}.png               images (RGB)
     {root}/shapes/annotations/instances_{split}.json       COCO instances (bbox xywh, RLE masks)
@@ -15,7 +10,7 @@ split is identical on every machine. On disk it follows COCO's layout, one root 
     {root}/shapes_panoptic/annotations/panoptic_{split}.json      COCO panoptic segments_info
     {root}/shapes_panoptic/annotations/instances_{split}.json     the things, as COCO instances
 
-Boxes and masks are those of the *visible* pixels of an object (later objects occlude earlier ones).
+Boxes and masks are those of the *visible* pixels (later objects occlude earlier ones).
 """
 
 import functools
@@ -29,14 +24,6 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 from panopticapi.utils import id2rgb
-
-__all__ = [
-    "THING_CATEGORIES",
-    "STUFF_CATEGORIES",
-    "shapes_paths",
-    "render_shapes_image",
-    "generate_shapes",
-]
 
 logger = logging.getLogger(__name__)
 
@@ -95,12 +82,17 @@ def _unit_polygon(name):
     raise ValueError(f"Unknown shape {name!r}")
 
 
-def _shape_mask(name, size, angle, center, hw):
-    """Bool mask (H, W) of shape ``name`` with extent ``size`` px, rotated ``angle`` degrees
-    (clockwise on screen) and centred at ``center`` = (x, y) in pixels."""
+def _polygon(name, size, angle):
+    """Outline (K, 2) of shape ``name`` of extent ``size`` px rotated ``angle`` degrees (clockwise
+    on screen) about the origin."""
     t = np.deg2rad(angle)
     rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
-    pts = _unit_polygon(name) * (size / 2.0) @ rot.T + np.asarray(center)
+    return _unit_polygon(name) * (size / 2.0) @ rot.T
+
+
+def _shape_mask(name, size, angle, center, hw):
+    """Bool mask (H, W) of :func:`_polygon` centred at ``center`` = (x, y) in pixels."""
+    pts = _polygon(name, size, angle) + np.asarray(center)
     canvas = np.zeros(hw, dtype=np.uint8)
     # shift=4: vertices with 1/16 pixel precision
     cv2.fillPoly(canvas, [np.round(pts * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
@@ -109,14 +101,13 @@ def _shape_mask(name, size, angle, center, hw):
 
 @functools.lru_cache(maxsize=None)
 def _upsampling_matrix(n):
-    """(n, 4) float32 weights of bicubic upsampling from 4 samples to n (resizing is linear, so
-    resizing the identity gives its matrix)."""
+    """(n, 4) float32 bicubic upsampling from 4 samples to n (the resized identity)."""
     return cv2.resize(np.eye(4, dtype=np.float32), (4, n), interpolation=cv2.INTER_CUBIC)
 
 
 def _smooth_noise(rng, hw, std):
-    """Low-frequency noise (H, W, 3) float32: a 4x4 random grid upsampled bicubically; mostly
-    brightness (std ``std``), a little colour (std ``std / 4``)."""
+    """Low-frequency noise (H, W, 3) float32: a 4x4 grid upsampled, brightness (std ``std``) and
+    a little colour (``std / 4``)."""
     grid = rng.normal(0.0, std, size=(1, 4, 4)) + rng.normal(0.0, std / 4, size=(3, 4, 4))
     up = _upsampling_matrix(hw[0]) @ grid.astype(np.float32) @ _upsampling_matrix(hw[1]).T
     return up.transpose(1, 2, 0)
@@ -137,18 +128,14 @@ def _box_iou(a, b):
 
 
 def _place_things(rng, hw):
-    """Sample non-overlapping-enough things. Returns a list of (category dict, full mask (H, W)),
-    in drawing order (later ones on top)."""
+    """Things within the overlap limits: (category dict, full mask (H, W)), in drawing order."""
     things = []
     for _ in range(rng.integers(MIN_OBJECTS, MAX_OBJECTS + 1)):
         for _attempt in range(20):
             cat = THING_CATEGORIES[rng.integers(len(THING_CATEGORIES))]
             size = rng.uniform(MIN_OBJECT_SIZE, MAX_OBJECT_SIZE)
             angle = 0.0 if cat["name"] == "circle" else rng.uniform(-MAX_ROTATION, MAX_ROTATION)
-            # keep the whole shape inside the image
-            t = np.deg2rad(angle)
-            rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
-            pts = _unit_polygon(cat["name"]) * (size / 2.0) @ rot.T
+            pts = _polygon(cat["name"], size, angle)  # the whole shape stays inside the image
             lo, hi = pts.min(axis=0), pts.max(axis=0)
             cx = rng.uniform(-lo[0], hw[1] - 1 - hi[0])
             cy = rng.uniform(-lo[1], hw[0] - 1 - hi[1])
@@ -196,7 +183,7 @@ def _stuff_regions(rng, hw):
 
 
 def _stuff_texture(rng, cat, hw):
-    """Texture (H, W, 3) float32 of a stuff class: its colour, jittered, with its own pattern."""
+    """Texture (H, W, 3) float32 of a stuff class: its jittered colour and its own pattern."""
     color = np.asarray(cat["color"], np.float32) + rng.uniform(-10, 10, size=3).astype(np.float32)
     tex = color + _smooth_noise(rng, hw, 8.0)
     if cat["name"] == "ground":
@@ -208,14 +195,9 @@ def _stuff_texture(rng, cat, hw):
 
 
 def render_shapes_image(seed, index, panoptic=False):
-    """Draw image ``index`` of the split seeded with ``seed``.
-
-    Returns:
-        image: uint8 array (H, W, 3), RGB, H = W = IMAGE_SIZE.
-        things: list of (category dict, visible mask bool (H, W)), in drawing order.
-        stuff: list of (category dict, visible mask bool (H, W)); empty unless ``panoptic``.
-            A stuff region with fewer than MIN_STUFF_AREA visible pixels is left out (void).
-    """
+    """Image ``index`` of the split seeded with ``seed``: RGB uint8 (H, W, 3), things and stuff
+    (empty unless ``panoptic``; regions under MIN_STUFF_AREA left out) as lists of (category dict,
+    visible mask bool (H, W)) in drawing order."""
     rng = np.random.default_rng([seed, index])
     hw = (IMAGE_SIZE, IMAGE_SIZE)
     grey = rng.uniform(90, 170) + rng.uniform(-12, 12, size=3)
@@ -242,8 +224,7 @@ def render_shapes_image(seed, index, panoptic=False):
 
 
 def shapes_paths(root, split, panoptic=False):
-    """Paths of one split: dict with image_root and instances_json, plus panoptic_root and
-    panoptic_json when ``panoptic``."""
+    """image_root and instances_json of one split (and panoptic_root, panoptic_json)."""
     base = os.path.join(root, "shapes_panoptic" if panoptic else "shapes")
     paths = {
         "image_root": os.path.join(base, split),
@@ -256,12 +237,10 @@ def shapes_paths(root, split, panoptic=False):
 
 
 def _info(split, num_images, seed, panoptic):
-    return {
-        "description": f"detr_d2 synthetic shapes{' panoptic' if panoptic else ''}, split {split}",
-        "num_images": num_images,
-        "seed": seed,
-        "version": GENERATOR_VERSION,
-    }
+    description = f"detr_d2 synthetic shapes{' panoptic' if panoptic else ''}, split {split}"
+    return dict(
+        description=description, num_images=num_images, seed=seed, version=GENERATOR_VERSION
+    )
 
 
 def _is_complete(paths, info):
@@ -281,27 +260,19 @@ def _is_complete(paths, info):
 
 
 def _write_png(path, rgb):
-    """Write an RGB uint8 array (H, W, 3) as a fast-compressed PNG."""
+    """Write an RGB uint8 (H, W, 3) array, fast-compressed."""
     cv2.imwrite(path, rgb[:, :, ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
 
 
 def _instance_annotation(ann_id, image_id, cat, mask):
     rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
     rle["counts"] = rle["counts"].decode("ascii")
-    return {
-        "id": ann_id,
-        "image_id": image_id,
-        "category_id": cat["id"],
-        "bbox": _mask_box(mask),
-        "area": int(mask.sum()),
-        "iscrowd": 0,
-        "segmentation": rle,
-    }
+    return {"id": ann_id, "image_id": image_id, "category_id": cat["id"], "bbox": _mask_box(mask),
+            "area": int(mask.sum()), "iscrowd": 0, "segmentation": rle}  # fmt: skip
 
 
 def _write_split(tmp, split, num_images, seed, panoptic):
-    """Render every image of the split into directory ``tmp``: images/, panoptic/ (if panoptic),
-    instances.json and panoptic.json (if panoptic)."""
+    """Render the split into ``tmp``: images/, instances.json (and panoptic/, panoptic.json)."""
     info = _info(split, num_images, seed, panoptic)
     os.makedirs(os.path.join(tmp, "images"))
     if panoptic:
@@ -337,8 +308,7 @@ def _write_split(tmp, split, num_images, seed, panoptic):
 
 
 def _move_dir(src, dst):
-    """Atomically rename directory ``src`` to ``dst``, unless another process already did (the
-    content is a pure function of the seed, so theirs equals ours)."""
+    """Rename ``src`` to ``dst`` unless another process did (theirs equals ours: same seed)."""
     try:
         os.replace(src, dst)
     except OSError:
@@ -347,21 +317,9 @@ def _move_dir(src, dst):
 
 
 def generate_shapes(root, split, num_images, seed, panoptic=False):
-    """Generate one split of the shapes dataset under ``root`` unless it is already there.
-
-    Safe to call from several processes at once: everything is written to a temporary directory
-    first and renamed into place; the json files, renamed last, mark the split as complete.
-
-    Args:
-        root (str): the Detectron2 datasets root (``$DETECTRON2_DATASETS``).
-        split (str): name of the split, e.g. "train"; also the image directory name.
-        num_images (int): number of images.
-        seed (int): the split's seed; image ``i`` depends only on (seed, i).
-        panoptic (bool): generate the panoptic variant (stuff backgrounds, panoptic PNGs + json).
-
-    Returns:
-        dict: the paths of the split, see :func:`shapes_paths`.
-    """
+    """Generate split ``split`` (also its image folder's name) of ``num_images`` under ``root``
+    (``$DETECTRON2_DATASETS``) unless it is there; returns :func:`shapes_paths`. Safe from several
+    processes at once: written to a temporary folder and renamed, the json files last."""
     paths = shapes_paths(root, split, panoptic)
     info = _info(split, num_images, seed, panoptic)
     if _is_complete(paths, info):

@@ -1,12 +1,6 @@
-"""Resizing uint8 training images with torchvision instead of PIL.
-
-Detectron2's ``ResizeTransform`` resizes a uint8 image through PIL (``Image.resize``, bilinear).
-torchvision's antialiased bilinear resize of a uint8 tensor computes the same filter with integer
-arithmetic. Measured here on a 640x480 image resized to 1066x800 (1 thread): at most 1 gray level
-from PIL's output, on 0.07% of the values (< 1% at small sizes), in 1.0 ms instead of 7.5 ms; see
-tools/benchmark_speed.py for the whole data-loading path. DETR's crop branch resizes twice, so
-its output can differ from Detectron2's by 2 gray levels.
-"""
+"""Resizing uint8 training images with torchvision's antialiased bilinear filter instead of PIL's:
+640x480 to 1066x800 (1 thread) in 1.0 ms instead of 7.5 ms, at most 1 gray level from PIL on 0.07%
+of the values (2 after DETR's crop branch, which resizes twice)."""
 
 import logging
 import warnings
@@ -22,18 +16,13 @@ try:  # torchvision >= 0.16 (setup.sh installs 0.29)
 except ImportError:  # older torchvision: its v1 tensor resize is slower than PIL, so use PIL
     resize_image = None
 
-__all__ = ["TensorResizeTransform", "to_tensor_resize"]
-
 
 class TensorResizeTransform(T.ResizeTransform):
     """Detectron2's ``ResizeTransform`` whose bilinear resize of a uint8 (H, W, 3) image runs in
-    torchvision (antialiased, within 1 gray level of PIL). Everything else is inherited: box
-    coordinates, the inverse, segmentation (nearest, through PIL: ids are never blended) and
-    images of other types or channel counts."""
+    torchvision; everything else (boxes, segmentation through PIL's nearest) is inherited."""
 
     def apply_image(self, img: np.ndarray, interp=None) -> np.ndarray:
-        """img: (H, W, 3) uint8, any strides (a BGR or flipped view). Returns (new_h, new_w, 3)
-        uint8; other inputs go to Detectron2's implementation."""
+        """img: (H, W, 3) uint8, any strides. Returns (new_h, new_w, 3) uint8."""
         interp = self.interp if interp is None else interp
         if interp != Image.BILINEAR or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
             return super().apply_image(img, interp)
@@ -57,8 +46,7 @@ class TensorResizeTransform(T.ResizeTransform):
 
 
 def to_tensor_resize(transform: T.Transform) -> T.Transform:
-    """``transform`` as a :class:`TensorResizeTransform` if it is a plain ``ResizeTransform``;
-    any other transform unchanged."""
+    """``transform`` as a :class:`TensorResizeTransform` if it is a plain ``ResizeTransform``."""
     if type(transform) is T.ResizeTransform:
         t = transform
         return TensorResizeTransform(t.h, t.w, t.new_h, t.new_w, t.interp)

@@ -4,8 +4,7 @@ from detectron2.data import MetadataCatalog
 
 
 def build_evaluator(cfg, dataset_name: str, output_folder: str):
-    """ "coco" -> COCO box AP (backend TEST.COCO_EVAL_BACKEND); "coco_panoptic_seg" -> PQ and COCO
-    AP of the things in one pass. Any other type is an error naming the dataset."""
+    """ "coco" -> COCO box AP; "coco_panoptic_seg" -> PQ and COCO AP of the things."""
     evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
     if evaluator_type == "coco":
         from .coco_evaluation import build_coco_evaluator

@@ -1,5 +1,4 @@
-"""Evaluators of a panoptic dataset (evaluator_type "coco_panoptic_seg"): PQ and COCO AP in one
-pass."""
+"""Evaluators of a "coco_panoptic_seg" dataset: PQ and COCO AP in one pass."""
 
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators
@@ -7,13 +6,10 @@ from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators
 from .coco_evaluation import build_coco_evaluator
 from .panoptic_backend import COCOPanopticEvaluatorWithBackend
 
-__all__ = ["ThingInstancesOnly", "build_panoptic_evaluators", "things_metadata_name"]
-
 
 class ThingInstancesOnly(DatasetEvaluator):
-    """Passes to ``evaluator`` only the predicted instances of thing classes: COCO's instance
-    annotations (and Detectron2's COCOEvaluator id mapping) know things only, while a DETR trained
-    on panoptic boxes also predicts stuff."""
+    """Passes to ``evaluator`` only the instances of thing classes: COCO's instance annotations
+    know things only, while a DETR trained on panoptic boxes also predicts stuff."""
 
     def __init__(self, evaluator: DatasetEvaluator, thing_ids):
         self._evaluator = evaluator
@@ -37,10 +33,9 @@ class ThingInstancesOnly(DatasetEvaluator):
 
 
 def things_metadata_name(dataset_name: str) -> str:
-    """Name of a metadata entry with the things of panoptic dataset ``dataset_name`` only, which
-    Detectron2's COCOEvaluator needs (the "standard" panoptic metadata lists things and stuff in
-    ``thing_classes``). Registered on first use; things must have contiguous ids 0..T-1 (they do
-    in COCO panoptic and the shapes datasets: things come first)."""
+    """Name of a metadata entry (registered on first use) with the things of ``dataset_name``
+    only, for COCOEvaluator ("standard" panoptic metadata lists stuff in ``thing_classes`` too);
+    things must have contiguous ids 0..T-1 (as in COCO panoptic and shapes)."""
     name = dataset_name + "_things"
     if name in MetadataCatalog.list():
         return name
@@ -60,11 +55,9 @@ def things_metadata_name(dataset_name: str) -> str:
 
 
 def build_panoptic_evaluators(cfg, dataset_name, output_folder=None) -> DatasetEvaluator:
-    """PQ / SQ / RQ (all, things, stuff) with Detectron2's COCOPanopticEvaluator (PQ computed by
-    TEST.PANOPTIC_EVAL_BACKEND), and COCO AP of
-    the thing instances ("bbox", plus "segm" when MODEL.MASK_ON) on the dataset's instances json
-    (metadata ``json_file``), in one inference pass. A box model trained on panoptic boxes
-    (MODEL.MASK_ON False) produces no "panoptic_seg": it gets the COCO box AP only."""
+    """PQ (TEST.PANOPTIC_EVAL_BACKEND) and COCO AP of the thing instances ("bbox", plus "segm")
+    on the metadata's ``json_file``, in one pass; with MODEL.MASK_ON False (a box model, no
+    "panoptic_seg") the box AP only."""
     things = things_metadata_name(dataset_name)
     tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
     coco = ThingInstancesOnly(

@@ -1,6 +1,5 @@
 """The DETR meta-architecture: backbone -> transformer -> set predictions (paper Sec. 3.2)."""
 
-import logging
 from typing import Dict, List, Optional
 
 import torch
@@ -18,8 +17,6 @@ from .inference_backbone import InferenceBackboneCache
 from .matcher import HungarianMatcher
 from .position_encoding import build_position_encoding
 from .transformer import Transformer
-
-logger = logging.getLogger(__name__)
 
 
 class MLP(nn.Module):
@@ -44,14 +41,10 @@ def absolute_xyxy(boxes: Tensor, hw) -> Tensor:
 
 @META_ARCH_REGISTRY.register()
 class Detr(nn.Module):
-    """DETR for Detectron2.
-
-    Input: Detectron2's list of dicts ("image": (3, H, W) uint8 or float tensor in
-    ``input_format``; in training "instances" with gt_boxes absolute XYXY in the image and
-    gt_classes). Output in eval: a list of {"instances": Instances} with ``pred_boxes`` (XYXY in the
-    original image, per "height"/"width"), ``scores`` and ``pred_classes``; in training: the
-    weighted loss dict.
-    """
+    """DETR for Detectron2. Input: Detectron2's list of dicts ("image" (3, H, W); in training
+    "instances" with gt_boxes absolute XYXY and gt_classes). Output in eval: per image
+    {"instances"} with ``pred_boxes`` (XYXY in the original "height"/"width"), ``scores``,
+    ``pred_classes``; in training: the weighted loss dict."""
 
     criterion_class = SetCriterion  # what build_criterion builds
 
@@ -74,19 +67,10 @@ class Detr(nn.Module):
         test_topk: int = 0,
         fast_inference: bool = True,
     ):
-        """
-        Args:
-            backbone: a Detectron2 backbone; ``backbone_feature`` (default: its last output) is
-                read.
-            transformer / position_embedding / criterion: see their modules.
-            num_classes: K object classes; the class head has K + 1 outputs (last = no object).
-            num_queries: N object queries = predictions per image.
-            pixel_mean, pixel_std: per-channel normalization, in the input format's channel order.
-            size_divisibility: pad batched images to a multiple of this (0: the largest image only).
-            test_score_thresh, test_topk: optional filtering of detections at inference (0 = off).
-            fast_inference: in eval mode, run a copy of the backbone with its norms folded into
-                the convolutions, in channels_last (same outputs within float rounding).
-        """
+        """num_classes K (the class head has K + 1 outputs, last = no object); num_queries N;
+        size_divisibility: pad batches to a multiple of this; test_score_thresh, test_topk:
+        filtering at inference (0 = off); fast_inference: in eval, run a copy of the backbone
+        with its norms folded into the convolutions (same outputs within float rounding)."""
         super().__init__()
         self.backbone = backbone
         self.backbone_feature = backbone_feature or backbone._out_features[-1]
@@ -98,14 +82,10 @@ class Detr(nn.Module):
         self.query_embed = nn.Embedding(num_queries, hidden_dim)
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
-        self.criterion = criterion
-        self.num_classes = num_classes
-        self.num_queries = num_queries
-        self.deep_supervision = deep_supervision
-        self.size_divisibility = size_divisibility
-        self.test_score_thresh = test_score_thresh
-        self.test_topk = test_topk
-        self.fast_inference = fast_inference
+        self.criterion, self.deep_supervision = criterion, deep_supervision
+        self.num_classes, self.num_queries = num_classes, num_queries
+        self.size_divisibility, self.fast_inference = size_divisibility, fast_inference
+        self.test_score_thresh, self.test_topk = test_score_thresh, test_topk
         self._inference_backbone = InferenceBackboneCache()
         self._register_load_state_dict_pre_hook(lambda *args: self._inference_backbone.clear())
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
@@ -123,39 +103,27 @@ class Detr(nn.Module):
         if cfg.MODEL.RESNETS.RES5_DILATION > 1 and d.DC5_TORCHVISION:
             undilate_first_res5_block(backbone)
         transformer = Transformer(
-            d_model=d.HIDDEN_DIM,
-            nhead=d.NHEADS,
-            num_encoder_layers=d.ENC_LAYERS,
-            num_decoder_layers=d.DEC_LAYERS,
-            dim_feedforward=d.DIM_FEEDFORWARD,
-            dropout=d.DROPOUT,
-            normalize_before=d.PRE_NORM,
-            use_ffn=d.USE_FFN,
-            pos_at=d.POSITION_EMBEDDING_AT,
+            d_model=d.HIDDEN_DIM, nhead=d.NHEADS, num_encoder_layers=d.ENC_LAYERS,
+            num_decoder_layers=d.DEC_LAYERS, dim_feedforward=d.DIM_FEEDFORWARD, dropout=d.DROPOUT,
+            normalize_before=d.PRE_NORM, use_ffn=d.USE_FFN, pos_at=d.POSITION_EMBEDDING_AT,
             query_pos_at=d.QUERY_POS_AT,
-        )
+        )  # fmt: skip
         return {
-            "backbone": backbone,
-            "transformer": transformer,
+            "backbone": backbone, "transformer": transformer,
             "position_embedding": build_position_encoding(d.POSITION_EMBEDDING, d.HIDDEN_DIM),
             "criterion": cls.build_criterion(cfg),
-            "num_classes": d.NUM_CLASSES,
-            "num_queries": d.NUM_OBJECT_QUERIES,
-            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
-            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "num_classes": d.NUM_CLASSES, "num_queries": d.NUM_OBJECT_QUERIES,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN, "pixel_std": cfg.MODEL.PIXEL_STD,
             "backbone_feature": d.BACKBONE_FEATURE or None,
-            "deep_supervision": d.DEEP_SUPERVISION,
-            "size_divisibility": d.SIZE_DIVISIBILITY,
-            "test_score_thresh": d.TEST_SCORE_THRESH,
-            "test_topk": d.TEST_TOPK,
+            "deep_supervision": d.DEEP_SUPERVISION, "size_divisibility": d.SIZE_DIVISIBILITY,
+            "test_score_thresh": d.TEST_SCORE_THRESH, "test_topk": d.TEST_TOPK,
             "fast_inference": d.FAST_INFERENCE,
-        }
+        }  # fmt: skip
 
     @classmethod
     def build_criterion(cls, cfg, extra_weights: Optional[Dict[str, float]] = None, **kwargs):
-        """The set loss of MODEL.DETR: Hungarian matcher (COST_*), loss weights (*_WEIGHT, plus
-        ``extra_weights``), no-object weight, deep supervision; ``kwargs`` override the
-        criterion's keyword arguments. Subclasses with more losses set ``criterion_class``."""
+        """The set loss of MODEL.DETR (COST_*, *_WEIGHT plus ``extra_weights``); ``kwargs``
+        override the criterion's keyword arguments."""
         d = cfg.MODEL.DETR
         matcher = HungarianMatcher(d.COST_CLASS, d.COST_BBOX, d.COST_GIOU)
         weight_dict = {
@@ -193,8 +161,8 @@ class Detr(nn.Module):
         return mask
 
     def forward_raw(self, images: ImageList) -> Dict:
-        """:meth:`forward_tensors` of a normalized, padded batch (``images.tensor`` (B, 3, H, W)),
-        through the folded backbone copy in eval mode when ``fast_inference``."""
+        """:meth:`forward_tensors` of a normalized, padded batch (B, 3, H, W), through the
+        folded backbone copy in eval mode when ``fast_inference``."""
         x, backbone = images.tensor, None
         if self.fast_inference and not self.training:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -204,23 +172,16 @@ class Detr(nn.Module):
     def forward_tensors(
         self, x: Tensor, padding_mask: Tensor, backbone: Optional[nn.Module] = None
     ) -> Dict:
-        """
-        Args:
-            x: (B, 3, H, W) normalized images, zero-padded at the bottom/right.
-            padding_mask: (B, H, W) bool, True at padding.
-            backbone: the module to run instead of ``self.backbone`` (its folded copy).
-        Returns:
-            "pred_logits" (B, N, K+1), "pred_boxes" (B, N, 4) normalized cxcywh of the unpadded
-            image, "aux_outputs" (L-1 such dicts, earlier decoder layers first), "memory"
-            (B, d, h, w) with its padding mask "mask" (B, h, w), "hs" (L, B, N, d) the decoder
-            outputs, "projected" (B, d, h, w) the transformer's input, and "backbone_features"
-            (the backbone's output dict, for the mask head).
-        """
+        """x: (B, 3, H, W) normalized images, zero-padded at the bottom/right; padding_mask:
+        (B, H, W) bool, True at padding; backbone: run instead of ``self.backbone``. Returns
+        "pred_logits" (B, N, K+1), "pred_boxes" (B, N, 4) normalized cxcywh of the unpadded image,
+        "aux_outputs" (L-1 such dicts, earlier layers first), "memory" (B, d, h, w) with its mask
+        "mask" (B, h, w), "hs" (L, B, N, d), "projected" (B, d, h, w) the transformer's input and
+        "backbone_features" (the backbone's output dict)."""
         backbone_features = (self.backbone if backbone is None else backbone)(x)
         features = backbone_features[self.backbone_feature]
         # the feature size comes from the tensor, so exporters keep it symbolic
-        mask = F.interpolate(padding_mask[None].float(), size=features.shape[-2:])
-        mask = mask.to(torch.bool)[0]
+        mask = F.interpolate(padding_mask[None].float(), size=features.shape[-2:]).to(torch.bool)[0]
         pos = self.position_embedding(mask).to(features.dtype)
         projected = self.input_proj(features)
         hs, memory = self.transformer(projected, mask, self.query_embed.weight, pos)
@@ -240,8 +201,8 @@ class Detr(nn.Module):
         }
 
     def forward(self, batched_inputs: List[Dict]):
-        """Training: the weighted loss dict of :meth:`prepare_targets`; eval: :meth:`postprocess`.
-        Subclasses change these two (and :meth:`forward_raw`'s outputs), not this method."""
+        """Training: the weighted loss dict; eval: :meth:`postprocess`. Subclasses change
+        :meth:`prepare_targets`, :meth:`postprocess` and :meth:`forward_raw`, not this."""
         images = self.preprocess_image(batched_inputs)
         outputs = self.forward_raw(images)
         if self.training:
@@ -252,7 +213,7 @@ class Detr(nn.Module):
 
     def prepare_targets(self, batched_inputs: List[Dict], images: ImageList) -> List[Dict]:
         """Ground truth as "labels" (M,) and "boxes" (M, 4) cxcywh normalized by the image size
-        (``images``, the padded batch, is for subclasses' targets over it)."""
+        (``images``, the padded batch, is for subclasses)."""
         targets = []
         for x in batched_inputs:
             inst = x["instances"].to(self.device)
@@ -263,8 +224,7 @@ class Detr(nn.Module):
         return targets
 
     def postprocess(self, outputs: Dict, batched_inputs: List[Dict], images: ImageList):
-        """Eval output of :meth:`forward_raw`'s ``outputs``: per image {"instances"} in the
-        coordinates of its "height" / "width" (default: the network input's size)."""
+        """Per image {"instances"} in its "height" / "width" (default: the network input's)."""
         results = self.inference(outputs["pred_logits"], outputs["pred_boxes"], images.image_sizes)
         return [
             {"instances": detector_postprocess(r, x.get("height", hw[0]), x.get("width", hw[1]))}
@@ -272,8 +232,8 @@ class Detr(nn.Module):
         ]
 
     def select_detections(self, scores: Tensor, keep: Optional[Tensor] = None) -> Tensor:
-        """Indices of the queries to output, of those ``keep`` (N,) bool marks (default: all):
-        above ``test_score_thresh`` if it is > 0, then the ``test_topk`` best if it is > 0."""
+        """Indices of the queries ``keep`` (N,) bool marks (default: all) above
+        ``test_score_thresh``, then the ``test_topk`` best (each if > 0)."""
         keep = torch.ones_like(scores, dtype=torch.bool) if keep is None else keep
         if self.test_score_thresh > 0:
             keep = keep & (scores > self.test_score_thresh)
@@ -284,10 +244,8 @@ class Detr(nn.Module):
 
     def inference(self, logits: Tensor, boxes: Tensor, image_sizes) -> List[Instances]:
         """Score each query by its best real class (no-object excluded: +2 AP, see the paper).
-
         logits: (B, N, K+1); boxes: (B, N, 4) normalized cxcywh; image_sizes: B (h, w) of the
-        unpadded network input. Returns Instances in those input coordinates.
-        """
+        unpadded network input. Returns Instances in those input coordinates."""
         scores, labels = logits.softmax(-1)[..., :-1].max(-1)
         results = []
         for s, c, b, hw in zip(scores, labels, boxes, image_sizes):

@@ -1,20 +1,12 @@
-"""DC5 as torchvision builds it, for the official DETR-DC5 weights.
-
-With ``replace_stride_with_dilation=[False, False, True]`` torchvision keeps the first res5 block's
-3x3 conv at dilation 1 and dilates the later blocks by 2; Detectron2's ``RES5_DILATION: 2``
-dilates every res5 block. The weights are the same shapes either way, but outputs differ (on
-converted DETR-DC5 R50 weights: logits by 0.1-0.2).
-"""
+"""DC5 as torchvision builds it, for the official DETR-DC5 weights: torchvision keeps the first res5
+block's 3x3 conv at dilation 1, Detectron2's ``RES5_DILATION: 2`` dilates every res5 block (same
+weights, outputs differ: logits by 0.1-0.2 on converted DETR-DC5 R50 weights)."""
 
 from torch import nn
 
-__all__ = ["undilate_first_res5_block"]
-
 
 def undilate_first_res5_block(backbone: nn.Module) -> None:
-    """Set the 3x3 conv of the first block of ``backbone.res5`` (a Detectron2 ResNet stage) to
-    dilation 1, padding 1, in place. Raises ValueError naming MODEL.DETR.DC5_TORCHVISION when the
-    backbone has no such block."""
+    """Set the 3x3 conv of ``backbone.res5[0]`` (a Detectron2 ResNet) to dilation 1, in place."""
     res5 = getattr(backbone, "res5", None)
     conv = getattr(res5[0], "conv2", None) if isinstance(res5, nn.Sequential) else None
     if not isinstance(conv, nn.Conv2d) or conv.kernel_size != (3, 3):

@@ -19,24 +19,21 @@ from .panoptic_criterion import SetCriterionWithMasks
 from .panoptic_inference import combine_panoptic, resize_mask_logits
 from .segmentation import MaskHead, MultiHeadAttentionMap
 
-__all__ = ["DetrPanoptic", "add_panoptic_config", "combine_panoptic", "resize_mask_logits"]
-
 logger = logging.getLogger(__name__)
 
-# Modules that DetrPanoptic adds to the box model; everything else is "the box model", which
-# MODEL.DETR.FROZEN_WEIGHTS fills and freezes.
+# Modules DetrPanoptic adds; everything else is "the box model" (MODEL.DETR.FROZEN_WEIGHTS)
 MASK_MODULES = ("bbox_attention.", "mask_head.")
 
 
 def add_panoptic_config(cfg):
-    """The panoptic keys are part of ``add_detr_config``; kept so older scripts still run."""
+    """The panoptic keys are in ``add_detr_config``; kept for older scripts."""
     from ..config import add_detr_config
 
     return add_detr_config(cfg)
 
 
 def _is_thing_from_metadata(cfg, num_classes: int) -> List[bool]:
-    """Which contiguous classes are things, from the panoptic metadata of the first dataset."""
+    """Which contiguous classes are things, from the first dataset's panoptic metadata."""
     names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
     meta = MetadataCatalog.get(names[0]) if names else None
     if meta is None or not hasattr(meta, "stuff_dataset_id_to_contiguous_id"):
@@ -54,21 +51,16 @@ def _is_thing_from_metadata(cfg, num_classes: int) -> List[bool]:
 class DetrPanoptic(Detr):
     """DETR with a mask head (``bbox_attention``, ``mask_head``: the official names).
 
-    Input: as :class:`Detr`; in training each "instances" also has ``gt_masks`` (BitMasks of the
-    image size). Output in eval, per image (coordinates of the original "height"/"width"):
+    Input: as :class:`Detr`, with ``gt_masks`` (BitMasks) in training. Output in eval, per image
+    (in the original "height"/"width"): "panoptic_seg" (see :func:`combine_panoptic`) and
+    "instances": every query whose best real class is a thing, with ``pred_masks`` (bool
+    (T, H, W), sigmoid > 0.5), ``pred_boxes`` (XYXY), ``scores``, ``pred_classes``.
 
-    * "panoptic_seg": (int32 (H, W) segment ids, segments_info), see :func:`combine_panoptic`;
-    * "instances": every query whose best real class is a thing (as DETR's box output), with
-      ``pred_masks`` (bool (T, H, W), sigmoid > 0.5), ``pred_boxes`` (XYXY), ``scores``,
-      ``pred_classes``, for COCO box and mask AP.
-
-    With ``frozen_weights`` (MODEL.DETR.FROZEN_WEIGHTS, stage 2 of the paper's recipe) the box
-    model (every module but the two above) is frozen: its parameters get ``requires_grad=False``
-    and its BatchNorm layers stay in eval mode; only the mask losses are computed. Its weights
-    come from the weights the model is loaded with when those hold the whole box model (a
-    stage-2 checkpoint, given by MODEL.WEIGHTS or resumed, is self-contained), else from
-    ``frozen_weights``, read when the model is built (to start stage 2 from a box model) if the
-    file exists; see :meth:`load_state_dict`.
+    With ``frozen_weights`` (stage 2 of the paper's recipe) the box model (every module but the
+    two above) is frozen (``requires_grad=False``, BatchNorm in eval mode) and only the mask
+    losses are computed. Its weights come from the loaded weights when those hold the whole box
+    model (a stage-2 checkpoint is self-contained), else from ``frozen_weights``, read at
+    construction if the file exists; see :meth:`load_state_dict`.
     """
 
     @configurable
@@ -84,26 +76,16 @@ class DetrPanoptic(Detr):
         frozen_weights: str = "",
         **kwargs,
     ):
-        """
-        Args:
-            is_thing: K bools, whether each contiguous class is a thing (else stuff).
-            num_attention_heads: M, the attention maps per query fed to the mask head.
-            mask_in_features: the 3 backbone features the mask head adds, coarse to fine.
-            mask_head_groups: GroupNorm groups of the mask head.
-            panoptic_conf_thresh: panoptic inference keeps queries whose best real-class
-                probability is above this (0.85 in DETR; for a threshold >= 0.5 this equals
-                DETR's "argmax is not no-object and its probability is above").
-            panoptic_min_area: see :func:`combine_panoptic`.
-            frozen_weights: checkpoint of the box model to start from, frozen ("": nothing
-                frozen, joint training).
-            kwargs: the arguments of :class:`Detr`.
+        """is_thing: K bools; num_attention_heads: M maps per query; mask_in_features: 3
+        backbone features, coarse to fine; panoptic_conf_thresh: queries whose most likely class
+        (no object included) is real with probability above this are kept (0.85 in DETR);
+        frozen_weights: the box model's checkpoint ("": joint training); kwargs: :class:`Detr`'s.
         """
         super().__init__(**kwargs)
         if len(is_thing) != self.num_classes:
             raise ValueError(f"is_thing has {len(is_thing)} entries for {self.num_classes} classes")
         shapes = self.backbone.output_shape()
-        absent = [f for f in mask_in_features if f not in shapes]
-        if absent:
+        if absent := [f for f in mask_in_features if f not in shapes]:
             raise ValueError(
                 f"The mask head needs backbone features {absent}: add them to "
                 f"MODEL.RESNETS.OUT_FEATURES (has {list(shapes)})"
@@ -113,8 +95,7 @@ class DetrPanoptic(Detr):
         channels = [shapes[f].channels for f in mask_in_features]
         self.mask_head = MaskHead(d + num_attention_heads, channels, d, mask_head_groups)
         self.mask_in_features = list(mask_in_features)
-        self.panoptic_conf_thresh = panoptic_conf_thresh
-        self.panoptic_min_area = panoptic_min_area
+        self.panoptic_conf_thresh, self.panoptic_min_area = panoptic_conf_thresh, panoptic_min_area
         self.register_buffer("is_thing", torch.as_tensor(list(is_thing), dtype=torch.bool), False)
         self.frozen_weights = frozen_weights
         self.box_model_frozen = bool(frozen_weights)
@@ -136,9 +117,8 @@ class DetrPanoptic(Detr):
 
     @classmethod
     def build_criterion(cls, cfg):
-        """Detr's set loss plus the mask losses; with a frozen box model (FROZEN_WEIGHTS) only
-        the mask losses, on the final layer: the box model gets no gradient, so its class / box
-        losses would be constants."""
+        """Detr's set loss plus the mask losses; with a frozen box model only the mask losses,
+        on the final layer (the box losses would be constants)."""
         d = cfg.MODEL.DETR
         frozen = bool(d.FROZEN_WEIGHTS)
         return super().build_criterion(
@@ -150,21 +130,19 @@ class DetrPanoptic(Detr):
 
     @classmethod
     def from_config(cls, cfg):
-        args = super().from_config(cfg)
         d = cfg.MODEL.DETR
-        args["deep_supervision"] = d.DEEP_SUPERVISION and not d.FROZEN_WEIGHTS
-        args.update(
+        frozen = d.FROZEN_WEIGHTS
+        return dict(
+            super().from_config(cfg),
+            deep_supervision=d.DEEP_SUPERVISION and not frozen,
             is_thing=_is_thing_from_metadata(cfg, d.NUM_CLASSES),
             num_attention_heads=d.NHEADS,
             mask_in_features=d.MASK_HEAD_IN_FEATURES,
             mask_head_groups=d.MASK_HEAD_GROUPS,
             panoptic_conf_thresh=d.PANOPTIC_CONF_THRESH,
             panoptic_min_area=d.PANOPTIC_MIN_AREA,
-            frozen_weights=d.FROZEN_WEIGHTS,
+            frozen_weights=frozen,
         )
-        return args
-
-    # ---- the frozen box model ------------------------------------------------------------------
 
     @staticmethod
     def in_box_model(name: str) -> bool:
@@ -172,8 +150,8 @@ class DetrPanoptic(Detr):
         return not (name + ".").startswith(MASK_MODULES)
 
     def _box_keys(self) -> List[str]:
-        """State-dict keys of the box model; BatchNorm's ``num_batches_tracked`` (absent from
-        converted weights, unused by a frozen model) is not required."""
+        """State-dict keys of the box model but ``num_batches_tracked`` (absent from converted
+        weights, unused by a frozen model)."""
         keys = [k for k in nn.Module.state_dict(self) if self.in_box_model(k)]
         return [k for k in keys if not k.endswith("num_batches_tracked")]
 
@@ -185,8 +163,8 @@ class DetrPanoptic(Detr):
         )
 
     def load_frozen_weights(self, path: str):
-        """Fill the box model from checkpoint ``path`` (a Detectron2 checkpoint of a ``Detr``, or
-        any file whose state dict, possibly under "model", has all box-model keys)."""
+        """Fill the box model from ``path``, a file whose state dict (maybe under "model") has
+        all box-model keys."""
         checkpoint = load_checkpoint_safely(PathManager.get_local_path(path))
         state = checkpoint.get("model", checkpoint)
         box_keys = self._box_keys()
@@ -202,10 +180,9 @@ class DetrPanoptic(Detr):
         logger.info(f"Box model loaded from {path} and frozen ({len(box_keys)} tensors)")
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """As ``nn.Module.load_state_dict``. With a frozen box model: a ``state_dict`` holding the
-        whole box model loads as a whole (a stage-2 checkpoint needs no FROZEN_WEIGHTS); one
-        holding part of it (e.g. an ImageNet backbone) or none loads only the mask head, the box
-        model keeping FROZEN_WEIGHTS, whose box-model keys are then not reported missing."""
+        """With a frozen box model: a ``state_dict`` holding the whole box model loads as a whole;
+        one holding part of it (e.g. an ImageNet backbone) or none loads only the mask head, the
+        box model keeping FROZEN_WEIGHTS (its keys are then not reported missing)."""
         box_keys = self._box_keys() if self.box_model_frozen else []
         held = [k for k in box_keys if k in state_dict]
         if len(held) == len(box_keys):  # nothing frozen, or the whole box model
@@ -244,11 +221,9 @@ class DetrPanoptic(Detr):
                     m.eval()
         return self
 
-    # ---- forward -------------------------------------------------------------------------------
-
     def forward_raw(self, images: ImageList) -> Dict:
         """:meth:`Detr.forward_raw` plus "pred_masks": (B, N, H/4, W/4) mask logits over the
-        padded batch (stride of the finest of ``mask_in_features``)."""
+        padded batch."""
         if self.box_model_frozen and not self.box_weights_from:
             raise self._no_box_weights("no weights loaded into the model hold the box model")
         outputs = super().forward_raw(images)
@@ -271,8 +246,7 @@ class DetrPanoptic(Detr):
         return targets
 
     def postprocess(self, outputs: Dict, batched_inputs: List[Dict], images: ImageList):
-        """Per image {"panoptic_seg", "instances"} (see the class docstring) of
-        :meth:`panoptic_inference`."""
+        """Per image {"panoptic_seg", "instances"} of :meth:`panoptic_inference`."""
         per_image = zip(outputs["pred_logits"], outputs["pred_boxes"], outputs["pred_masks"])
         padded_hw = tuple(images.tensor.shape[-2:])
         return [
@@ -286,11 +260,10 @@ class DetrPanoptic(Detr):
         self, logits: Tensor, boxes: Tensor, masks: Tensor, padded_hw, image_hw, output_hw
     ) -> Dict:
         """One image: logits (N, K+1), boxes (N, 4) normalized cxcywh, masks (N, h, w) logits
-        over the padded batch. Returns {"panoptic_seg", "instances"}, see the class docstring."""
+        over the padded batch. Returns {"panoptic_seg", "instances"}."""
         probs = logits.softmax(-1)
-        # the original's rule: a query's most likely class, no-object included, is a real class
-        # with probability above the threshold (the same as the best real class alone for any
-        # threshold of at least 0.5)
+        # the original's rule: the most likely class, no-object included, is real and above the
+        # threshold (for a threshold >= 0.5 the same as the best real class alone)
         top_scores, top_classes = probs.max(-1)
         keep = (top_classes != probs.shape[-1] - 1) & (top_scores > self.panoptic_conf_thresh)
         mask_logits = resize_mask_logits(masks[keep], padded_hw, image_hw, image_hw)

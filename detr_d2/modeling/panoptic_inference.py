@@ -1,17 +1,11 @@
-"""Panoptic DETR's post-processing: from the confident queries' mask logits to non-overlapping
-segments, as the original implementation does it (models/segmentation.py, PostProcessPanoptic),
-so that a converted model gives the original's panoptic output:
+"""Panoptic DETR's post-processing, as the original's PostProcessPanoptic: (1) every pixel goes to
+the query of highest mask logit; (2) queries of one stuff class fold into the first of them; (3)
+the query map is resized to the output with PIL's nearest filter; (4) queries of at most
+``min_area`` pixels are removed and steps 1 and 3 redone until none is that small.
 
-1. every pixel of the network input goes to the query of highest mask logit;
-2. queries of the same stuff class are folded into the first of them;
-3. the map of query indices is resized to the output image with PIL's nearest filter;
-4. queries of at most ``min_area`` output pixels are removed, and steps 1 and 3 are redone (not
-   step 2: the folded duplicates, of area 0, are removed by now) until none is that small.
-
-Differences: mask logits are upsampled to the padded batch and cropped to each image (the
-original stretches the padded masks over the unpadded image, which shifts them in batches of
-images of different sizes; a single image is the same either way); segment ids start at 1
-(Detectron2's ``panoptic_seg``, 0 = void) where the original's start at 0.
+Differences: mask logits are upsampled to the padded batch and cropped to each image (the original
+stretches the padded masks over the image, shifting them in batches of mixed sizes); segment ids
+start at 1 (Detectron2's ``panoptic_seg``, 0 = void), the original's at 0.
 """
 
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -22,17 +16,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-__all__ = ["combine_panoptic", "resize_mask_logits"]
-
 
 def resize_mask_logits(
     masks: Tensor, padded_hw: Tuple[int, int], image_hw: Tuple[int, int], output_hw: Tuple[int, int]
 ) -> Tensor:
-    """Mask logits (Q, h, w) over a padded batch -> (Q, *output_hw) over the output image.
-
-    Upsampled (bilinear) to the padded input size ``padded_hw``, cropped to the image's own
-    ``image_hw`` (its size in the network input), then resized (bilinear) to ``output_hw``.
-    """
+    """Mask logits (Q, h, w) over a padded batch -> (Q, *output_hw): upsampled (bilinear) to
+    ``padded_hw``, cropped to the image's ``image_hw``, resized (bilinear) to ``output_hw``."""
     if len(masks) == 0:
         return masks.new_zeros((0, *output_hw))
     x = F.interpolate(masks[None].float(), size=padded_hw, mode="bilinear", align_corners=False)
@@ -59,21 +48,18 @@ def combine_panoptic(
     min_area: int,
     output_hw: Optional[Tuple[int, int]] = None,
 ) -> Tuple[Tensor, List[Dict]]:
-    """Non-overlapping panoptic segments from the masks of the kept queries (steps in the module
-    docstring).
+    """Non-overlapping segments of the kept queries (the module docstring's steps).
 
     Args:
-        scores: (Q,) confidence of each kept query.
-        classes: (Q,) its contiguous class id.
-        mask_logits: (Q, h, w) its mask logits over the image at network-input resolution.
+        scores, classes: (Q,) confidence and contiguous class id of each kept query.
+        mask_logits: (Q, h, w) their mask logits over the image at network-input resolution.
         is_thing: for each contiguous class id, whether it is a thing.
         min_area: queries covering at most this many output pixels are removed.
         output_hw: (H, W) of the output; default (h, w).
     Returns:
-        Detectron2's ``panoptic_seg``: an int32 (H, W) map of segment ids on ``mask_logits``'
-        device (0 = void: only where no query is kept) and, per segment (one per remaining
-        query, in query order), {"id" (1..S), "category_id" (contiguous), "isthing", "score",
-        "area" (pixels)}.
+        Detectron2's ``panoptic_seg``: int32 (H, W) segment ids on ``mask_logits``' device
+        (0 = void, where no query is kept) and per segment (in query order) {"id" (1..S),
+        "category_id" (contiguous), "isthing", "score", "area" (pixels)}.
     """
     num = len(scores)
     output_hw = tuple(output_hw or mask_logits.shape[-2:])

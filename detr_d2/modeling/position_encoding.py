@@ -1,8 +1,5 @@
-"""Spatial positional encodings of the feature map (paper Sec. 3.2 / appendix A.4).
-
-All encodings map a padding mask ``(B, H, W)`` (True = padded pixel) to ``(B, d, H, W)``. Channel
-order follows the original DETR so converted weights line up: sine is (y, x), learned is (x, y).
-"""
+"""Spatial positional encodings (paper appendix A.4): padding mask (B, H, W) (True = padded) ->
+(B, d, H, W). Channel order as the original's: sine is (y, x), learned is (x, y)."""
 
 import math
 
@@ -11,10 +8,8 @@ from torch import nn
 
 
 class PositionEmbeddingSine(nn.Module):
-    """Fixed 2-D sine encoding. Coordinates are the running count of valid (non-padded) pixels,
-    so the encoding of an image does not depend on how much it was padded; with ``normalize`` they
-    are rescaled to (0, scale] over the valid extent of each image.
-    """
+    """Fixed 2-D sine encoding of the running count of valid pixels (independent of the padding),
+    with ``normalize`` rescaled to (0, scale] over each image's valid extent."""
 
     def __init__(
         self,
@@ -30,9 +25,9 @@ class PositionEmbeddingSine(nn.Module):
         self.scale = scale
 
     def forward(self, mask: torch.Tensor) -> torch.Tensor:
-        """mask: (B, H, W) bool, True at padding. Returns (B, 2 * num_pos_feats, H, W) float32."""
+        """Returns (B, 2 * num_pos_feats, H, W) float32."""
         valid = (~mask).to(torch.float32)
-        y = valid.cumsum(1)  # (B, H, W) 1-based row index among valid pixels
+        y = valid.cumsum(1)  # 1-based row index among valid pixels
         x = valid.cumsum(2)
         if self.normalize:
             eps = 1e-6
@@ -62,7 +57,7 @@ class PositionEmbeddingLearned(nn.Module):
         nn.init.uniform_(self.col_embed.weight)
 
     def forward(self, mask: torch.Tensor) -> torch.Tensor:
-        """mask: (B, H, W). Returns (B, 2 * num_pos_feats, H, W); rows/cols beyond max_size fail."""
+        """Returns (B, 2 * num_pos_feats, H, W); rows/cols beyond max_size fail."""
         b, h, w = mask.shape
         cols = self.col_embed(torch.arange(w, device=mask.device))  # (W, F)
         rows = self.row_embed(torch.arange(h, device=mask.device))  # (H, F)

@@ -7,15 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MultiHeadAttentionMap", "MaskHead"]
-
 
 class MultiHeadAttentionMap(nn.Module):
-    """Attention weights (no values) of each query over every spatial position, for M heads.
-
-    Submodule names (``q_linear``, ``k_linear``) are the official ones, so released panoptic
-    weights load unchanged.
-    """
+    """Attention weights (no values) of each query over every position, for M heads (the
+    official submodule names)."""
 
     def __init__(self, query_dim: int, hidden_dim: int, num_heads: int, dropout: float = 0.0):
         super().__init__()
@@ -31,15 +26,9 @@ class MultiHeadAttentionMap(nn.Module):
             nn.init.xavier_uniform_(layer.weight)
 
     def forward(self, query: Tensor, memory: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        """
-        Args:
-            query: (B, N, d) the final decoder output of each object query.
-            memory: (B, d, h, w) the encoder output.
-            mask: (B, h, w) bool, True at padding (gets zero weight).
-        Returns:
-            (B, N, M, h, w) weights. As in the released model, one softmax normalizes each query's
-            weights over heads *and* positions jointly (they sum to 1 over (M, h, w), not per head).
-        """
+        """query: (B, N, d) final decoder outputs; memory: (B, d, h, w); mask: (B, h, w) bool, True
+        at padding (zero weight). Returns (B, N, M, h, w) weights; as in the released model one
+        softmax normalizes each query's weights over heads *and* positions jointly."""
         b, n, _ = query.shape
         h, w = memory.shape[-2:]
         q = self.q_linear(query).view(b, n, self.num_heads, -1)
@@ -54,28 +43,18 @@ class MultiHeadAttentionMap(nn.Module):
 
 
 class MaskHead(nn.Module):
-    """FPN-like head turning (projected features, attention maps) into a mask logit per query.
+    """FPN-like head: the projected features (repeated per query) and each query's M attention
+    maps go through two conv-GN-ReLU blocks (``lay1``, ``lay2``), then three times: upsample
+    (nearest) to the next finer backbone feature, add it through a 1x1 ``adapter``, conv-GN-ReLU
+    (``lay3``..``lay5``); ``out_lay`` predicts 1 channel. Widths halve from d / 2 to d / 16.
 
-    The input at the transformer's resolution is the projected backbone feature map (d channels,
-    repeated for every query) concatenated with the query's M attention maps. Two conv-GN-ReLU
-    blocks (``lay1``, ``lay2``); then three times: upsample (nearest) to the next finer backbone
-    feature, add that feature through a 1x1 ``adapter``, conv-GN-ReLU (``lay3``..``lay5``);
-    ``out_lay`` predicts 1 channel. Widths halve from ``context_dim / 2`` down to
-    ``context_dim / 16``; names are the official ones.
+    Args: in_channels d + M; fpn_channels: the 3 backbone features' channels, coarse to fine;
+    context_dim d; num_groups: GroupNorm groups (8 in DETR; d / 16 must be a multiple of it).
     """
 
     def __init__(
         self, in_channels: int, fpn_channels: List[int], context_dim: int, num_groups: int = 8
     ):
-        """
-        Args:
-            in_channels: d + M (projected features + attention maps).
-            fpn_channels: channels of the 3 backbone features added, coarse to fine
-                (res4, res3, res2 of a ResNet-50: 1024, 512, 256).
-            context_dim: d, the transformer width.
-            num_groups: GroupNorm groups of every block (8 in DETR; context_dim / 16 must be a
-                multiple of it).
-        """
         super().__init__()
         if len(fpn_channels) != 3:
             raise ValueError(f"MaskHead adds exactly 3 backbone features, got {len(fpn_channels)}")
@@ -95,14 +74,8 @@ class MaskHead(nn.Module):
         return F.relu(getattr(self, f"gn{i}")(getattr(self, f"lay{i}")(x)))
 
     def forward(self, features: Tensor, attention: Tensor, fpn_features: List[Tensor]) -> Tensor:
-        """
-        Args:
-            features: (B, d, h, w) projected backbone features (the transformer's input).
-            attention: (B, N, M, h, w) attention maps of every query.
-            fpn_features: 3 backbone maps (B, C_i, H_i, W_i), coarse to fine.
-        Returns:
-            (B, N, H_3, W_3) mask logits at the finest feature's resolution (stride 4).
-        """
+        """features: (B, d, h, w) the transformer's input; attention: (B, N, M, h, w);
+        fpn_features: 3 maps (B, C_i, H_i, W_i), coarse to fine. Returns (B, N, H_3, W_3)."""
         b, n = attention.shape[:2]
         x = torch.cat([features.repeat_interleave(n, dim=0), attention.flatten(0, 1)], dim=1)
         x = self._block(2, self._block(1, x))

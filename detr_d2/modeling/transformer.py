@@ -1,10 +1,5 @@
-"""DETR's encoder-decoder transformer (paper Sec. 3.2 and appendix A.3).
-
-Post-norm layers by default; spatial positional encodings are added to the queries and keys of
-every attention layer over the image, object queries (``query_pos``) to the queries and keys of
-decoder self-attention and the queries of cross-attention. Sequences are ``(S, B, d)`` (sequence
-first, as ``nn.MultiheadAttention``'s default), so submodule names and weights match the original.
-"""
+"""DETR's encoder-decoder transformer (paper Sec. 3.2, appendix A.3). Sequences are (S, B, d),
+``nn.MultiheadAttention``'s default, so submodule names and weights match the original."""
 
 import copy
 from typing import Optional
@@ -19,16 +14,14 @@ def _with_pos(x: Tensor, pos: Optional[Tensor]) -> Tensor:
 
 
 def _residual(x: Tensor, norm: nn.Module, dropout: nn.Module, sublayer, pre: bool) -> Tensor:
-    """One residual sub-layer: ``x + dropout(sublayer(norm(x)))`` (pre-norm) or
-    ``norm(x + dropout(sublayer(x)))`` (post-norm, the paper)."""
+    """One residual sub-layer, pre-norm or post-norm (the paper)."""
     if pre:
         return x + dropout(sublayer(norm(x)))
     return norm(x + dropout(sublayer(x)))
 
 
 def _feed_forward_modules(d_model: int, dim_feedforward: int, dropout: float):
-    """The modules of the feed-forward sub-layer both layer types end with: ``linear1``, its
-    ``dropout``, ``linear2``, then the residual's LayerNorm and dropout."""
+    """``linear1``, ``dropout``, ``linear2``, then the residual's LayerNorm and dropout."""
     return (
         nn.Linear(d_model, dim_feedforward),
         nn.Dropout(dropout),
@@ -45,8 +38,7 @@ def _feed_forward(layer: nn.Module, x: Tensor) -> Tensor:
 
 class TransformerEncoderLayer(nn.Module):
     """Self-attention, then (unless ``use_ffn`` is False, paper Table 4) the feed-forward
-    network, each with its residual, LayerNorm (``norm1``, ``norm2``) and dropout. The
-    arguments are :class:`Transformer`'s."""
+    network, each with its residual, LayerNorm and dropout."""
 
     def __init__(self, d_model, nhead, dim_feedforward, dropout, normalize_before, use_ffn):
         super().__init__()
@@ -77,9 +69,8 @@ class TransformerEncoderLayer(nn.Module):
 
 
 class TransformerDecoderLayer(nn.Module):
-    """Self-attention among the queries, cross-attention to the encoder memory, then (unless
-    ``use_ffn`` is False) the feed-forward network, each with its residual, LayerNorm
-    (``norm1``, ``norm2``, ``norm3``) and dropout. The arguments are :class:`Transformer`'s."""
+    """Self-attention among the queries, cross-attention to the memory, then (unless ``use_ffn``
+    is False) the feed-forward network, each with its residual, LayerNorm and dropout."""
 
     def __init__(self, d_model, nhead, dim_feedforward, dropout, normalize_before, use_ffn):
         super().__init__()
@@ -121,50 +112,24 @@ class TransformerDecoderLayer(nn.Module):
         return tgt
 
 
-class TransformerEncoder(nn.Module):
-    def __init__(self, layer: nn.Module, num_layers: int, norm: Optional[nn.Module] = None):
+class LayerStack(nn.Module):
+    """``num_layers`` copies of ``layer`` and a LayerNorm (the encoder's: final, pre-norm only;
+    the decoder's: applied to every layer's output), run by :class:`Transformer`."""
+
+    def __init__(self, layer: nn.Module, num_layers: int, norm: Optional[nn.Module]):
         super().__init__()
         self.layers = nn.ModuleList([copy.deepcopy(layer) for _ in range(num_layers)])
-        self.norm = norm  # only with pre-norm layers
-
-    def forward(
-        self, src: Tensor, key_padding_mask: Optional[Tensor], pos: Optional[Tensor]
-    ) -> Tensor:
-        for layer in self.layers:
-            src = layer(src, key_padding_mask, pos)
-        return src if self.norm is None else self.norm(src)
-
-
-class TransformerDecoder(nn.Module):
-    def __init__(self, layer: nn.Module, num_layers: int, norm: nn.Module):
-        super().__init__()
-        self.layers = nn.ModuleList([copy.deepcopy(layer) for _ in range(num_layers)])
-        self.norm = norm  # shared final LayerNorm, applied to every layer's output
-
-    def forward(
-        self,
-        tgt: Tensor,
-        memory: Tensor,
-        memory_key_padding_mask: Optional[Tensor],
-        pos: Optional[Tensor],
-        query_pos: Optional[Tensor],
-    ) -> Tensor:
-        """Returns (L, N, B, d): the normalized output of each of the L layers."""
-        outputs = []
-        for layer in self.layers:
-            tgt = layer(tgt, memory, memory_key_padding_mask, pos, query_pos)
-            outputs.append(self.norm(tgt))
-        return torch.stack(outputs)
+        self.norm = norm
 
 
 class Transformer(nn.Module):
     """Encoder-decoder over a flattened feature map, decoding N object queries in parallel.
 
     Args:
-        pos_at: "every" adds the spatial encoding at every attention layer (paper), "input" only
-            to the encoder input (paper Table 3).
-        query_pos_at: "every" adds the object queries at every decoder layer (paper), "input"
-            feeds them only as the decoder's initial input.
+        pos_at: "every" adds the spatial encoding to the queries and keys of every attention
+            layer over the image (paper), "input" only to the encoder input (paper Table 3).
+        query_pos_at: "every" adds the object queries to the queries (and self-attention keys) of
+            every decoder layer (paper), "input" feeds them only as the decoder's input.
     """
 
     def __init__(
@@ -185,32 +150,23 @@ class Transformer(nn.Module):
             if value not in ("every", "input"):
                 raise ValueError(f"MODEL.DETR.{key} must be 'every' or 'input', got {value!r}")
         args = (d_model, nhead, dim_feedforward, dropout, normalize_before, use_ffn)
-        self.encoder = TransformerEncoder(
+        self.encoder = LayerStack(
             TransformerEncoderLayer(*args),
             num_encoder_layers,
             nn.LayerNorm(d_model) if normalize_before else None,
         )
-        self.decoder = TransformerDecoder(
+        self.decoder = LayerStack(
             TransformerDecoderLayer(*args), num_decoder_layers, nn.LayerNorm(d_model)
         )
-        self.d_model = d_model
-        self.pos_at = pos_at
-        self.query_pos_at = query_pos_at
+        self.d_model, self.pos_at, self.query_pos_at = d_model, pos_at, query_pos_at
         for p in self.parameters():
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
 
     def forward(self, src: Tensor, mask: Tensor, query_embed: Tensor, pos_embed: Tensor):
-        """
-        Args:
-            src: (B, d, H, W) projected backbone features.
-            mask: (B, H, W) bool, True at padding.
-            query_embed: (N, d) learned object queries.
-            pos_embed: (B, d, H, W) spatial positional encoding.
-        Returns:
-            hs: (L, B, N, d) decoder outputs of every layer (after the shared LayerNorm).
-            memory: (B, d, H, W) encoder output.
-        """
+        """src: (B, d, H, W) projected features; mask: (B, H, W) bool, True at padding;
+        query_embed: (N, d); pos_embed: (B, d, H, W). Returns hs (L, B, N, d), every decoder
+        layer's output, and the memory (B, d, H, W)."""
         b, c, h, w = src.shape
         src = src.flatten(2).permute(2, 0, 1)  # (HW, B, d)
         pos = pos_embed.flatten(2).permute(2, 0, 1)
@@ -222,6 +178,13 @@ class Transformer(nn.Module):
             tgt, query_pos = query, None
         else:
             tgt, query_pos = torch.zeros_like(query), query
-        memory = self.encoder(src, mask, pos)
-        hs = self.decoder(tgt, memory, mask, pos, query_pos)
-        return hs.transpose(1, 2), memory.permute(1, 2, 0).view(b, c, h, w)
+        memory = src
+        for layer in self.encoder.layers:
+            memory = layer(memory, mask, pos)
+        if self.encoder.norm is not None:
+            memory = self.encoder.norm(memory)
+        hs = []
+        for layer in self.decoder.layers:
+            tgt = layer(tgt, memory, mask, pos, query_pos)
+            hs.append(self.decoder.norm(tgt))
+        return torch.stack(hs).transpose(1, 2), memory.permute(1, 2, 0).view(b, c, h, w)
