@@ -24,6 +24,7 @@ ARGS = argument_parser().parse_args() if __name__ == "__main__" else None
 import logging
 import os
 import random
+import warnings
 import weakref
 
 import detectron2.utils.comm as comm
@@ -57,7 +58,9 @@ class Trainer(DefaultTrainer):
 
     def __init__(self, cfg):
         loop_args = train_loop_args(cfg)  # a wrong SOLVER.AMP / ACCUM_ITERS fails before any work
-        super().__init__(cfg)
+        with warnings.catch_warnings():  # its AMPTrainer (replaced below) warns without CUDA
+            warnings.filterwarnings("ignore", "torch.cuda.amp.GradScaler is enabled, but CUDA")
+            super().__init__(cfg)
         plain = self._trainer  # SimpleTrainer / AMPTrainer: its model, optimizer and data
         self._trainer = DetrTrainLoop(
             plain.model, plain.data_loader, plain.optimizer,

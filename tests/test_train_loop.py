@@ -6,6 +6,8 @@ padding never differs between batchings; it has no dropout and FrozenBN (no batc
 import copy
 import math
 
+import warnings
+
 import pytest
 import torch
 from detectron2.modeling import build_model
@@ -234,7 +236,11 @@ def test_float16_train_net_logs_skips_and_resume_restores_the_grad_scaler(tmp_pa
         t.resume_or_load(resume=resume)
         return t
 
-    first = trainer(2, resume=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = trainer(2, resume=False)
+    # Detectron2's AMPTrainer, replaced by DetrTrainLoop, must not warn about CUDA on a CPU run
+    assert not [w for w in caught if "GradScaler is enabled, but CUDA" in str(w.message)]
     first.train()
     saved = first._trainer.grad_scaler.state_dict()
     assert saved["scale"] < 2.0**16  # the first float16 steps overflowed and were skipped
