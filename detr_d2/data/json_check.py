@@ -11,7 +11,7 @@ import logging
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from .dataset_checks import _listing, classify_box, write_temporary_json
 
@@ -308,17 +308,19 @@ def _count_box(report: CocoJsonReport, ann: dict, image: dict, tol: float) -> No
     report.fit_as_xyxy += -tol <= x < w <= width + tol and -tol <= y < h <= height + tol
 
 
-def ground_truth_without_malformed_boxes(json_file: str) -> str:
+def ground_truth_without_malformed_boxes(json_file: str, data: Optional[Dict] = None) -> str:
     """The json evaluation should read: ``json_file``, or, when some of its boxes are malformed
     (training drops them; the COCO evaluators fail on them naming no file), a temporary copy
-    without those annotations, logged."""
-    with open(json_file) as f:
-        data = json.load(f)
+    without those annotations, logged. ``data``: the file's content if already loaded (not
+    modified)."""
+    if data is None:
+        with open(json_file) as f:
+            data = json.load(f)
     bad = [a for a in data["annotations"] if classify_box(a.get("bbox"))[0] == "malformed"]
     if not bad:
         return json_file
     dropped = {id(a) for a in bad}
-    data["annotations"] = [a for a in data["annotations"] if id(a) not in dropped]
+    data = dict(data, annotations=[a for a in data["annotations"] if id(a) not in dropped])
     examples = _listing([f"annotation {a.get('id')} bbox {a.get('bbox')!r}" for a in bad])
     logger.warning(
         f"Evaluating against {json_file} without its {len(bad)} malformed boxes, which training "

@@ -94,6 +94,7 @@ class DetrTrainLoop(SimpleTrainer):
         if grad_scaler is None and amp_dtype == torch.float16:
             grad_scaler = torch.amp.GradScaler(self.device_type)
         self.grad_scaler = grad_scaler
+        self._params = [p for g in optimizer.param_groups for p in g["params"]]  # clipped together
         self.skipped_steps = 0  # float16 steps skipped for non-finite gradients, in this run
         self._consecutive_skips = 0
 
@@ -126,8 +127,7 @@ class DetrTrainLoop(SimpleTrainer):
         if self.grad_scaler is not None:
             self.grad_scaler.unscale_(self.optimizer)  # clip true gradients
         if self.clip_max_norm > 0:
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.clip_max_norm, self.clip_norm_type)
+            torch.nn.utils.clip_grad_norm_(self._params, self.clip_max_norm, self.clip_norm_type)
         if self.grad_scaler is None:
             self.optimizer.step()
         elif not self._scaled_step():

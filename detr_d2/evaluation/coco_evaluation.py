@@ -118,7 +118,8 @@ class COCOEvaluatorWithBackend(COCOEvaluator):
         self._backend_coco_gt = None  # the backend's copy of the ground truth, loaded on first use
         # the boxes training drops are not ground truth here either (and would crash COCOeval)
         json_file = PathManager.get_local_path(self._metadata.json_file)
-        self._gt_json = ground_truth_without_malformed_boxes(json_file)
+        # the json COCOEvaluator has just loaded (pycocotools keeps it as read): not read again
+        self._gt_json = ground_truth_without_malformed_boxes(json_file, self._coco_api.dataset)
         if self._gt_json != json_file:
             self._coco_api = load_coco_gt(self._gt_json, "pycocotools")
 

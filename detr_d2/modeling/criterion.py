@@ -82,6 +82,7 @@ class SetCriterion(nn.Module):
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight, persistent=False)
+        self._eos_weight = empty_weight[-1].item()  # as the loss weighs it (float32-rounded)
         self.loss_map = {"labels": self.loss_labels, "boxes": self.loss_boxes}
 
     @staticmethod
@@ -139,7 +140,7 @@ class SetCriterion(nn.Module):
 
     def normalizers(self, targets: List[Dict], num_queries: int, device) -> Normalizers:
         """Those of the effective batch (see :func:`effective_batch`), else of ``targets``."""
-        eos_coef = self.empty_weight[-1].item()  # as the loss weighs it (float32-rounded)
+        eos_coef = self._eos_weight  # read once: .item() of the buffer is a device sync
         if _EFFECTIVE_BATCH is None:
             counts = [len(t["labels"]) for t in targets]
             return loss_normalizers(counts, num_queries, eos_coef, device)
