@@ -3,6 +3,7 @@
 import contextlib
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from detectron2.utils import comm
@@ -82,7 +83,7 @@ class SetCriterion(nn.Module):
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight, persistent=False)
-        self._eos_weight = empty_weight[-1].item()  # as the loss weighs it (float32-rounded)
+        self._eos_weight = float(np.float32(eos_coef))  # as the float32 loss weighs it
         self.loss_map = {"labels": self.loss_labels, "boxes": self.loss_boxes}
 
     @staticmethod
