@@ -48,11 +48,8 @@ logger = logging.getLogger("detr_d2.analyze_model")
 
 def _quiet(analysis):
     """Unsupported ops are logged once for all inputs, not per trace."""
-    return (
-        analysis.unsupported_ops_warnings(False)
-        .uncalled_modules_warnings(False)
-        .tracer_warnings("none")
-    )
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    return analysis.tracer_warnings("none")
 
 
 def do_flop(model: torch.nn.Module, inputs: List[Dict], input_desc: str) -> Dict:
@@ -110,10 +107,8 @@ def main(args) -> Dict[str, Dict]:
     elif needs_inputs:
         dataset = args.dataset or cfg.DATASETS.TEST[0]
         inputs = dataset_inputs(cfg, dataset, args.num_images)
-        input_desc = (
-            f"first {len(inputs)} images of {dataset} at test size "
-            f"{cfg.INPUT.MIN_SIZE_TEST}/{cfg.INPUT.MAX_SIZE_TEST}"
-        )
+        size = f"{cfg.INPUT.MIN_SIZE_TEST}/{cfg.INPUT.MAX_SIZE_TEST}"
+        input_desc = f"first {len(inputs)} images of {dataset} at test size {size}"
     for task, do in (("flop", do_flop), ("activation", do_activation)):
         if task in args.tasks:
             results[task] = do(model, inputs, input_desc)

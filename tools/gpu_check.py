@@ -169,7 +169,7 @@ def train_detr(
     from detectron2.utils.events import EventStorage
 
     import train_net
-    from detr_d2.utils.timing import summarize, time_iterations
+    from detr_d2.utils.timing import alternating_times, summarize
 
     class SyntheticDataTrainer(train_net.Trainer):
         @classmethod
@@ -188,12 +188,12 @@ def train_detr(
             torch.cuda.reset_peak_memory_stats()
         with EventStorage(0) as storage:
 
-            def step(_):
+            def step():
                 trainer.iter = storage.iter
                 trainer.run_step()
                 storage.step()
 
-            times = time_iterations(step, [None], iters - warmup, warmup, device)
+            times = alternating_times({"train": step}, iters - warmup, warmup, device, 10)["train"]
             loss = storage.history("total_loss").latest()
     memory = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
     result = {"images_per_s": summarize(times, size)["median_per_s"], "final_loss": loss,
