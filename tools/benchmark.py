@@ -4,18 +4,16 @@ several per run (``--task A B ...``):
 
   inference  images/s, the model in eval mode (batch ``--batch-size``)
   train      iterations/s and s/iteration: forward, backward, optimizer step
-  variants   DETR's inference with every optimization off (the explicit softmax attention of the
-             original nn.MultiheadAttention), FAST_INFERENCE off (SDPA attention) and on (norms
-             folded into convs, channels_last): ratios, output difference, each over the floor
+  variants   DETR's inference with every optimization off (the original's explicit attention),
+             FAST_INFERENCE off (SDPA) and on: ratios, output difference, each over the floor
   floor      the compute floor: the model's FLOPs (fvcore) over this machine's fp32 GEMM rate
   matcher    Hungarian matching, per-image cost blocks vs one batch matrix split afterwards
   data       image decoding (Detectron2's PIL vs detr_d2's torchvision.io) and the training
              mapper (PIL decode + resize vs torchvision decode + tensor resize), 1 thread
   eval       COCO bbox evaluation of a generated set per TEST.COCO_EVAL_BACKEND, vs pycocotools
   pq         PQ of a generated panoptic set: panopticapi vs hotcoco
-  amp        one train_net.py run of the config and overrides per ``--dtypes`` (SOLVER.AMP), in
-             ``--output-dir``/<dtype>: box AP, s/iter (mean of metrics.json's iteration times, no
-             evaluation in it), wall s (the whole run), AMP skipped steps
+  amp        train_net.py per ``--dtypes`` (SOLVER.AMP) in ``--output-dir``/<dtype>: box AP, s/iter
+             (metrics.json's mean, no evaluation), wall s (the whole run), AMP skipped steps
 
     python tools/benchmark.py --config-file configs/detr_r50.yaml --task inference \\
         --device cuda --iters 100 --warmup 10 --output-dir output/detr_r50
@@ -280,20 +278,13 @@ def bench_data(cfg, args, rows: List, notes: List, calls: int = 20) -> Dict:
         ramp = np.linspace(0, 255, 640)[None, :, None] * np.ones((480, 1, 3))
         noise = np.random.default_rng(0).normal(0, 20, ramp.shape)
         Image.fromarray((ramp + noise).clip(0, 255).astype(np.uint8)).save(path, quality=90)
-        decoders = {
-            "pil": partial(utils.read_image, path, "BGR"),
-            "torchvision": partial(read_image, path, "BGR"),
-        }
+        decoders = {"pil": partial(utils.read_image, path, "BGR")}
+        decoders["torchvision"] = partial(read_image, path, "BGR")
         same = np.array_equal(decoders["pil"](), decoders["torchvision"]())
         decode = _per_call(decoders, args.iters, calls)
-        boxes = [[40 + 60 * i, 30 + 40 * i, 120, 90] for i in range(7)]
-        record = {
-            "file_name": path, "image_id": 1, "height": 480, "width": 640,
-            "annotations": [
-                {"bbox": b, "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0, "iscrowd": 0}
-                for b in boxes
-            ],
-        }  # fmt: skip
+        record = {"file_name": path, "image_id": 1, "height": 480, "width": 640, "annotations": [
+            {"bbox": [40 + 60 * i, 30 + 40 * i, 120, 90], "bbox_mode": BoxMode.XYWH_ABS,
+             "category_id": 0, "iscrowd": 0} for i in range(7)]}  # fmt: skip
 
         def call(name, seed):
             np.random.seed(seed)
@@ -307,13 +298,12 @@ def bench_data(cfg, args, rows: List, notes: List, calls: int = 20) -> Dict:
         seeds = {n: itertools.count() for n in mappers}  # both see the same seeds in turn
         fns = {n: (lambda n=n: call(n, next(seeds[n]))) for n in mappers}
         mapper = _per_call(fns, args.iters, calls)
+    ms = partial(_row, unit="ms")
     rows += [
-        _row("image read 640x480 JPEG, PIL (Detectron2), 1 thread", decode["pil"], "ms"),
-        _row("image read, torchvision.io (ours), 1 thread", decode["torchvision"], "ms"),
-        _row(
-            "training mapper, PIL read + resize (Detectron2), 1 thread", mapper["detectron2"], "ms"
-        ),
-        _row("training mapper, torchvision read + tensor resize (ours)", mapper["ours"], "ms"),
+        ms("image read 640x480 JPEG, PIL (Detectron2), 1 thread", decode["pil"]),
+        ms("image read, torchvision.io (ours), 1 thread", decode["torchvision"]),
+        ms("training mapper, PIL read + resize (Detectron2), 1 thread", mapper["detectron2"]),
+        ms("training mapper, torchvision read + tensor resize (ours)", mapper["ours"]),
     ]
     ratio = _ratio(decode["torchvision"], decode["pil"])
     notes.append(f"image read ratio (ours / PIL): {ratio:.2f}  (identical pixels: {same})")

@@ -178,30 +178,28 @@ def train_detr(
 
     amp = ["SOLVER.AMP.ENABLED", str(dtype != "float32")]
     amp += ["SOLVER.AMP.DTYPE", dtype] if dtype != "float32" else []
-    with tempfile.TemporaryDirectory() as out:
-        size = len(batches[0])
+    size = len(batches[0])
+    with tempfile.TemporaryDirectory() as out, EventStorage(0) as storage:
         opts = [*opts, "SOLVER.IMS_PER_BATCH", str(size), "OUTPUT_DIR", out, "SEED", "0", *amp]
         torch.manual_seed(0)
         trainer = SyntheticDataTrainer(_cfg(config, opts))
         device = trainer.model.device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        with EventStorage(0) as storage:
 
-            def step():
-                trainer.iter = storage.iter
-                trainer.run_step()
-                storage.step()
+        def step():
+            trainer.iter = storage.iter
+            trainer.run_step()
+            storage.step()
 
-            times = alternating_times({"train": step}, iters - warmup, warmup, device, 10)["train"]
-            loss = storage.history("total_loss").latest()
+        times = alternating_times({"train": step}, iters - warmup, warmup, device, 10)["train"]
+        loss = storage.history("total_loss").latest()
     memory = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
-    result = {"images_per_s": summarize(times, size)["median_per_s"], "final_loss": loss,
-              "peak_memory_mib": memory}  # fmt: skip
-    trainer = None  # the model's memory is freed before the next run
+    trainer = step = None  # the model's memory is freed before the next run
     gc.collect()
     torch.cuda.empty_cache()  # a no-op without CUDA
-    return result
+    return {"images_per_s": summarize(times, size)["median_per_s"], "final_loss": loss,
+            "peak_memory_mib": memory}  # fmt: skip
 
 
 def inference(config, paths, inputs, opts=(), iters=INFER_ITERS, warmup=INFER_WARMUP, sizes=(1, 8)):
