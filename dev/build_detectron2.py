@@ -28,6 +28,7 @@ SDIST_FILE = f"{SDIST_NAME}-{SDIST_VERSION}.tar.gz"
 SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
 # Marker written into the installed package so a re-run recognises its own build.
 BUILD_TAG = "detr_d2-python-only-build-1"
+PIP = [sys.executable, "-m", "pip"]
 
 # Runtime dependencies of detectron2 v0.6, without its dead or broken pins (black==21.4b2, future,
 # pydot are only used by caffe2 export / code formatting).
@@ -150,9 +151,8 @@ def download_sdist(cache_dir: Path) -> Path:
     if not (target.exists() and sha256(target) == SDIST_SHA256):
         log(f"downloading {SDIST_NAME}=={SDIST_VERSION} with pip")
         # --no-build-isolation: pip prepares the sdist's metadata, whose setup.py imports torch.
-        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation"]
-        pip += ["--no-binary", ":all:", "-q", "-d", str(cache_dir)]
-        subprocess.check_call(pip + [f"{SDIST_NAME}=={SDIST_VERSION}"])
+        pip = [*PIP, "download", "--no-deps", "--no-build-isolation", "--no-binary", ":all:"]
+        subprocess.check_call([*pip, "-q", "-d", str(cache_dir), f"{SDIST_NAME}=={SDIST_VERSION}"])
     digest = sha256(target)
     if digest != SDIST_SHA256:
         raise SystemExit(f"sha256 mismatch for {target}: got {digest}, expected {SDIST_SHA256}")
@@ -196,20 +196,18 @@ def main():
         return
 
     sdist = download_sdist(Path(args.cache_dir))
-    with tempfile.TemporaryDirectory() as tmp:
-        with tarfile.open(sdist) as tar:
-            tar.extractall(tmp, filter="data")
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(sdist) as tar:
+        tar.extractall(tmp, filter="data")
         root = Path(tmp) / f"{SDIST_NAME}-{SDIST_VERSION}"
         shutil.rmtree(root / "pb1_detectron2.egg-info", ignore_errors=True)
         patch_tree(root)
         if args.wheel_dir:
             log(f"writing a detectron2 (python-only) wheel to {args.wheel_dir}")
+            pip = [*PIP, "wheel", "--no-deps", "-w", args.wheel_dir]
         else:
             log("installing detectron2 (python-only)")
-        pip = ["wheel", "--no-deps", "-w", args.wheel_dir] if args.wheel_dir else ["install"]
-        subprocess.check_call(
-            [sys.executable, "-m", "pip", *pip, "-q", "--no-build-isolation", str(root)]
-        )
+            pip = [*PIP, "install"]
+        subprocess.check_call([*pip, "-q", "--no-build-isolation", str(root)])
     log("done")
 
 
