@@ -159,7 +159,6 @@ def compute_floor(model, image: torch.Tensor, n: int = 2048) -> Dict[str, float]
     attention handles (element-wise ops and norms not counted): a time below the floor needs
     fewer operations, not better kernels."""
     analysis = flop_count_analysis(model.eval(), [{"image": image}])
-    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     with torch.no_grad():
         gflop = 2 * analysis.total() / 1e9
     a, b = (torch.randn(n, n, device=model.device) for _ in range(2))

@@ -64,8 +64,11 @@ def flop_count_analysis(model, inputs: List[Dict], attention: bool = True) -> Fl
     """Detectron2's FlopCountAnalysis of ``model`` (in eval mode) on ``inputs`` (a detectron2
     batch), with the attention handles unless ``attention`` is False. Batch norm is not counted
     (it folds into the convolution at inference): detectron2 lists it among its ignored ops, but
-    ``set_op_handle(None)`` cannot drop a default fvcore handle, hence one that counts nothing."""
-    analysis = FlopCountAnalysis(model, inputs)
+    ``set_op_handle(None)`` cannot drop a default fvcore handle, hence one that counts nothing.
+    Its warnings are off: the caller reports unsupported ops (once for all inputs, not per trace).
+    """
+    analysis = FlopCountAnalysis(model, inputs).tracer_warnings("none")
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     analysis.set_op_handle("aten::batch_norm", lambda *_: Counter())
     if attention:
         analysis.set_op_handle(**ATTENTION_FLOP_HANDLES)
@@ -74,8 +77,9 @@ def flop_count_analysis(model, inputs: List[Dict], attention: bool = True) -> Fl
 
 def activation_count_analysis(model, inputs: List[Dict]) -> ActivationCountAnalysis:
     """fvcore's ActivationCountAnalysis of a detectron2 model: output elements of each counted op,
-    attention included."""
+    attention included; warnings off, as above."""
     wrapper = TracingAdapter(model, inputs, allow_non_tensor=True)
     handles = ("scaled_dot_product_attention", "baddbmm", "_native_multi_head_attention")
-    analysis = ActivationCountAnalysis(wrapper, wrapper.flattened_inputs)
+    analysis = ActivationCountAnalysis(wrapper, wrapper.flattened_inputs).tracer_warnings("none")
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     return analysis.set_op_handle(**{f"aten::{op}": generic_activation_jit() for op in handles})
