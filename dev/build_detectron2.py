@@ -1,13 +1,10 @@
 #!/usr/bin/env python
-"""Build and install a Python-only detectron2 v0.6 from the registry sdist ``pb1-detectron2==0.6``.
-
-Official detectron2 is not on the package index; ``pb1-detectron2`` has the v0.6 Python sources and
-model-zoo configs but not ``detectron2/layers/csrc``, so its own setup.py cannot build. This script
-downloads it (into ``--cache-dir``, sha256 checked), applies exact source edits for today's Pillow /
-NumPy / setuptools / PyTorch (an edit that does not apply the expected number of times stops the
-build), writes a stand-in ``detectron2/_C`` whose compiled-only ops raise a clear error, and installs
-the result with its runtime dependencies (or writes a wheel into ``--wheel-dir``). A detectron2 that
-is not this build is kept; re-running after a build is a no-op.
+"""Build and install a Python-only detectron2 v0.6 from the registry sdist ``pb1-detectron2==0.6``
+(official detectron2 is not on the package index; this sdist has the Python sources and model-zoo
+configs but not ``layers/csrc``): sha256 checked, exact source edits for today's Pillow / NumPy /
+setuptools / PyTorch (one that does not apply the expected number of times stops the build), a
+stand-in ``detectron2/_C`` whose compiled-only ops raise a clear error (docs/setup.md). A
+detectron2 that is not this build is kept; re-running after a build is a no-op.
 """
 
 import argparse
