@@ -168,10 +168,9 @@ def compute_floor(model, image: torch.Tensor, n: int = 2048) -> Dict[str, float]
 
 
 def bench_variants(model, image, args, floor_s: float, rows: List, notes: List) -> Dict:
-    """Seconds per image of "reference" (every optimization off), "off" (FAST_INFERENCE off) and
-    "on", and the largest output difference from the reference. The reference's attention is the
-    original DETR's: ``nn.MultiheadAttention`` with its default ``need_weights=True``, which
-    computes the softmax matrix explicitly instead of calling ``scaled_dot_product_attention``."""
+    """Seconds per image of "reference" (every optimization off; attention as the original DETR's
+    ``nn.MultiheadAttention`` with ``need_weights=True``: the softmax matrix computed explicitly),
+    "off" (FAST_INFERENCE off) and "on", and the largest output difference from the reference."""
     model.eval()
     images = model.preprocess_image([{"image": image}])
     outputs, mha = {}, F.multi_head_attention_forward  # what nn.MultiheadAttention.forward calls
@@ -261,10 +260,8 @@ def _per_call(fns: Dict[str, Callable], iters: int, calls: int) -> Dict[str, Lis
 
 def bench_data(cfg, args, rows: List, notes: List, calls: int = 20) -> Dict:
     """Per-image seconds of decoding a 640x480 JPEG ("pil", "torchvision") and of the training
-    mapper of ``cfg`` ("detectron2": PIL decode and resize; "ours": torchvision decode, tensor
-    resize), with whether the decoded pixels are equal and the largest pixel difference of the
-    mappers' outputs over ``calls`` identically seeded images (NumPy re-seeded: same
-    augmentations)."""
+    mapper ("detectron2": PIL decode and resize; "ours": torchvision decode, tensor resize), if the
+    decoded pixels are equal, and the mappers' largest pixel difference over ``calls`` images."""
     mappers = {}
     for name, fast in (("detectron2", False), ("ours", True)):
         c = cfg.clone()
@@ -408,9 +405,8 @@ def bench_amp(args, rows: List, notes: List) -> List[Dict]:
 
 
 def main(args) -> Dict:
-    """Runs the tasks; prints a table of every figure and returns them: "inference" / "train" with
-    the timing statistics (detr_d2.utils.timing.summarize), the device and the input; the other
-    tasks' seconds, ratios and differences."""
+    """Runs the tasks; prints every figure and returns them ("inference" / "train": the statistics
+    of detr_d2.utils.timing.summarize, the device and the input)."""
     tasks = set(args.task)
     if args.threads:
         torch.set_num_threads(args.threads)
