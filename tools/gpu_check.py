@@ -97,11 +97,9 @@ def check_bundle(folder):
         with zipfile.ZipFile(os.path.join(folder, f)) as z:
             meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
             msg = Parser().parsestr(z.read(meta).decode())
-        name, reqs = canonicalize_name(msg["Name"]), msg.get_all("Requires-Dist") or []
-        versions[name] = msg["Version"]  # and the requirements on Linux, Python 3.12, no extras
-        requires[name] = [
-            r for r in map(Requirement, reqs) if not r.marker or r.marker.evaluate(env)
-        ]
+        name, versions[name] = canonicalize_name(msg["Name"]), msg["Version"]
+        reqs = [Requirement(line) for line in msg.get_all("Requires-Dist") or []]
+        requires[name] = [r for r in reqs if not r.marker or r.marker.evaluate(env)]  # on the GPU
     available = dict(GPU_PROVIDED, **versions)
     for name, reqs in requires.items():
         for req in [] if name in NO_DEPS else reqs:
@@ -119,7 +117,7 @@ def check_bundle(folder):
 
 
 def make_bundle(folder):
-    """Fill ``folder`` with the wheels and requirements.txt; returns the install line."""
+    """Fill ``folder`` with the wheels and requirements.txt; prints the install line."""
     os.makedirs(folder, exist_ok=True)
     _pip("download", "--no-deps", *PLATFORM, "-d", folder, *BINARY)
     _pip("wheel", "--no-deps", "--no-binary", ":all:", "-w", folder, *SOURCE_ONLY)
