@@ -1,21 +1,16 @@
 #!/usr/bin/env python
-"""Build and install a Python-only detectron2 v0.6 from the registry sdist ``pb1-detectron2==0.6``.
-
-Official detectron2 is not on the package index; ``pb1-detectron2`` carries the v0.6 Python
-sources and model-zoo configs but not ``detectron2/layers/csrc``, so its own setup.py cannot build.
-This script downloads it (into ``--cache-dir``, sha256 checked), applies exact source edits for
-today's Pillow / NumPy / setuptools / PyTorch (an edit that does not apply the expected number of
-times stops the build: a silent half-patch is worse than none), writes a stand-in
-``detectron2/_C`` whose compiled-only ops raise a clear error, and installs the result as
-``detectron2`` with its runtime dependencies (or, with ``--wheel-dir DIR``, writes a wheel there).
-A detectron2 that is not this build is kept; re-running after a build is a no-op.
-
-Usage: python dev/build_detectron2.py [--cache-dir DIR] [--force] [--wheel-dir DIR]
+"""Build and install a Python-only detectron2 v0.6 from the registry sdist ``pb1-detectron2==0.6``
+(official detectron2 is not on the package index; this sdist has the Python sources and model-zoo
+configs but not ``layers/csrc``): sha256 checked, exact source edits for today's Pillow / NumPy /
+setuptools / PyTorch (one that does not apply the expected number of times stops the build), a
+stand-in ``detectron2/_C`` whose compiled-only ops raise a clear error (docs/setup.md). A
+detectron2 that is not this build is kept; re-running after a build is a no-op.
 """
 
 import argparse
 import hashlib
 import importlib.util
+import pprint
 import re
 import shutil
 import subprocess
@@ -30,6 +25,7 @@ SDIST_FILE = f"{SDIST_NAME}-{SDIST_VERSION}.tar.gz"
 SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
 # Marker written into the installed package so a re-run recognises its own build.
 BUILD_TAG = "detr_d2-python-only-build-1"
+PIP = [sys.executable, "-m", "pip"]
 
 # Runtime dependencies of detectron2 v0.6, without its dead or broken pins (black==21.4b2, future,
 # pydot are only used by caffe2 export / code formatting).
@@ -72,45 +68,35 @@ EDITS = [
 
 # NumPy 1.24 removed the aliases np.int/float/bool/str/object: (file, expected count).
 NUMPY_ALIAS_FILES = {
-    "detectron2/data/build.py": 2,
-    "detectron2/data/datasets/pascal_voc.py": 1,
+    "detectron2/data/build.py": 2, "detectron2/data/datasets/pascal_voc.py": 1,
     "detectron2/evaluation/pascal_voc_evaluation.py": 2,
-    "detectron2/evaluation/sem_seg_evaluation.py": 7,
-    "detectron2/structures/masks.py": 3,
-    "detectron2/utils/visualizer.py": 3,
-    "detectron2/utils/video_visualizer.py": 1,
-}
+    "detectron2/evaluation/sem_seg_evaluation.py": 7, "detectron2/structures/masks.py": 3,
+    "detectron2/utils/visualizer.py": 3, "detectron2/utils/video_visualizer.py": 1,
+}  # fmt: skip
 NUMPY_ALIAS = re.compile(r"\bnp\.(int|float|bool|str|object)\b(?![0-9_])")  # -> the builtin
 
-STANDIN_C = '''"""Stand-in for detectron2's compiled extension (not built: the sdist has no C++ sources).
-
-Importing works; calling a compiled-only op raises a clear error naming the op and the alternative.
-"""
+# The stand-in detectron2/_C: the compiled-only ops (with the alternative each names) raise.
+COMPILED_ONLY = {
+    "rotated boxes are not supported in this build": [
+        "box_iou_rotated", "roi_align_rotated_forward", "roi_align_rotated_backward"],
+    "deformable convolution: use torchvision.ops.deform_conv2d": [
+        "deform_conv_forward", "deform_conv_backward_input", "deform_conv_backward_filter",
+        "modulated_deform_conv_forward", "modulated_deform_conv_backward"],
+    "fast COCOeval: build COCOEvaluator with use_fast_impl=False": [
+        "InstanceAnnotation", "COCOevalEvaluateImages", "COCOevalAccumulate"],
+}  # fmt: skip
+ALTERNATIVES = {op: why for why, ops in COMPILED_ONLY.items() for op in ops}
+STANDIN_C = f'''"""Stand-in for detectron2's compiled extension (the sdist has no C++ sources)."""
 
 IS_STANDIN = True
-
-_ALTERNATIVES = {
-    **dict.fromkeys(
-        ["box_iou_rotated", "roi_align_rotated_forward", "roi_align_rotated_backward"],
-        "rotated boxes are not supported in this build",
-    ),
-    **dict.fromkeys(
-        ["deform_conv_forward", "deform_conv_backward_input", "deform_conv_backward_filter",
-         "modulated_deform_conv_forward", "modulated_deform_conv_backward"],
-        "deformable convolution: use torchvision.ops.deform_conv2d",
-    ),
-    **dict.fromkeys(
-        ["InstanceAnnotation", "COCOevalEvaluateImages", "COCOevalAccumulate"],
-        "fast COCOeval: build COCOEvaluator with use_fast_impl=False",
-    ),
-}
+_ALTERNATIVES = {pprint.pformat(ALTERNATIVES, width=100)}
 
 
 def _unavailable(name):
     def op(*args, **kwargs):
         raise NotImplementedError(
-            f"detectron2._C.{name} is a compiled op, and this detectron2 is a Python-only build "
-            f"(dev/build_detectron2.py); {_ALTERNATIVES[name]}. Build detectron2 from source "
+            f"detectron2._C.{{name}} is a compiled op, and this detectron2 is a Python-only build "
+            f"(dev/build_detectron2.py); {{_ALTERNATIVES[name]}}. Build detectron2 from source "
             "for the compiled ops."
         )
 
@@ -120,31 +106,21 @@ def _unavailable(name):
 
 for _name in _ALTERNATIVES:
     globals()[_name] = _unavailable(_name)
-
-
-def get_compiler_version():
-    return "none (python-only build)"
-
-
-def get_cuda_version():
-    return "none (python-only build)"
-
-
-def has_cuda():
-    return False
+get_compiler_version = get_cuda_version = lambda: "none (python-only build)"  # noqa: E731
+has_cuda = lambda: False  # noqa: E731
 '''
 
-SETUP_PY = """from setuptools import find_packages, setup
+SETUP_PY = f"""from setuptools import find_packages, setup
 
 setup(
     name="detectron2",
-    version="{version}",
+    version="{SDIST_VERSION}",
     description="detectron2 v0.6, Python-only build (dev/build_detectron2.py of detr_d2)",
     packages=find_packages(include=["detectron2", "detectron2.*"]),
     package_data={{"detectron2.model_zoo": ["configs/**/*.yaml", "configs/*.yaml", "configs/**/*.py"],
                   "detectron2": ["BUILD_TAG"]}},
     python_requires=">=3.7",
-    install_requires={requires!r},
+    install_requires={RUNTIME_REQUIRES!r},
 )
 """
 
@@ -154,21 +130,16 @@ def log(msg):
 
 
 def installed_detectron2():
-    """Return (importable, is_ours) for the detectron2 visible to this interpreter."""
+    """(importable, is_ours) of the detectron2 visible to this interpreter."""
     spec = importlib.util.find_spec("detectron2")
     if spec is None or not spec.submodule_search_locations:
         return False, False
-    pkg_dir = Path(list(spec.submodule_search_locations)[0])
-    tag = pkg_dir / "BUILD_TAG"
+    tag = Path(list(spec.submodule_search_locations)[0]) / "BUILD_TAG"
     return True, tag.exists() and tag.read_text().strip() == BUILD_TAG
 
 
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()  # a 0.5 MB file
 
 
 def download_sdist(cache_dir: Path) -> Path:
@@ -177,9 +148,8 @@ def download_sdist(cache_dir: Path) -> Path:
     if not (target.exists() and sha256(target) == SDIST_SHA256):
         log(f"downloading {SDIST_NAME}=={SDIST_VERSION} with pip")
         # --no-build-isolation: pip prepares the sdist's metadata, whose setup.py imports torch.
-        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation"]
-        pip += ["--no-binary", ":all:", "-q", "-d", str(cache_dir)]
-        subprocess.check_call(pip + [f"{SDIST_NAME}=={SDIST_VERSION}"])
+        pip = [*PIP, "download", "--no-deps", "--no-build-isolation", "--no-binary", ":all:"]
+        subprocess.check_call([*pip, "-q", "-d", str(cache_dir), f"{SDIST_NAME}=={SDIST_VERSION}"])
     digest = sha256(target)
     if digest != SDIST_SHA256:
         raise SystemExit(f"sha256 mismatch for {target}: got {digest}, expected {SDIST_SHA256}")
@@ -196,24 +166,15 @@ def patch_tree(root: Path):
     for rel, count in NUMPY_ALIAS_FILES.items():
         text = (root / rel).read_text()
         # hits in comments count too: the expected counts were read off v0.6
-        found = len(NUMPY_ALIAS.findall(text))
-        if found != count:
-            raise SystemExit(
-                f"numpy alias edit no longer applies to {rel}: {found} hits, expected {count}"
-            )
+        if (found := len(NUMPY_ALIAS.findall(text))) != count:
+            raise SystemExit(f"numpy alias edit: {rel} has {found} hits, expected {count}")
         (root / rel).write_text(NUMPY_ALIAS.sub(r"\1", text))
-    leftovers = [
-        str(p.relative_to(root))
-        for p in (root / "detectron2").rglob("*.py")
-        if NUMPY_ALIAS.search(p.read_text())
-    ]
-    if leftovers:
-        raise SystemExit(f"numpy aliases left in: {leftovers}")
+    left = [p for p in root.glob("detectron2/**/*.py") if NUMPY_ALIAS.search(p.read_text())]
+    if left:
+        raise SystemExit(f"numpy aliases left in: {[str(p.relative_to(root)) for p in left]}")
     (root / "detectron2" / "_C.py").write_text(STANDIN_C)
     (root / "detectron2" / "BUILD_TAG").write_text(BUILD_TAG + "\n")
-    (root / "setup.py").write_text(
-        SETUP_PY.format(version=SDIST_VERSION, requires=RUNTIME_REQUIRES)
-    )
+    (root / "setup.py").write_text(SETUP_PY)
     for extra in ("setup.cfg", "pyproject.toml"):
         (root / extra).unlink(missing_ok=True)
 
@@ -226,29 +187,24 @@ def main():
     args = parser.parse_args()
 
     importable, ours = installed_detectron2()
-    if importable and not ours and not args.force and not args.wheel_dir:
-        log("a detectron2 that is not this build is importable; keeping it")
-        return
-    if ours and not args.force and not args.wheel_dir:
-        log("detectron2 (python-only build) already installed")
+    if importable and not (args.force or args.wheel_dir):
+        kept = "a detectron2 that is not this build is importable; keeping it"
+        log("detectron2 (python-only build) already installed" if ours else kept)
         return
 
     sdist = download_sdist(Path(args.cache_dir))
-    with tempfile.TemporaryDirectory() as tmp:
-        with tarfile.open(sdist) as tar:
-            tar.extractall(tmp, filter="data")
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(sdist) as tar:
+        tar.extractall(tmp, filter="data")
         root = Path(tmp) / f"{SDIST_NAME}-{SDIST_VERSION}"
         shutil.rmtree(root / "pb1_detectron2.egg-info", ignore_errors=True)
         patch_tree(root)
         if args.wheel_dir:
             log(f"writing a detectron2 (python-only) wheel to {args.wheel_dir}")
-            pip = ["wheel", "--no-deps", "-w", args.wheel_dir]
+            pip = [*PIP, "wheel", "--no-deps", "-w", args.wheel_dir]
         else:
             log("installing detectron2 (python-only)")
-            pip = ["install"]
-        subprocess.check_call(
-            [sys.executable, "-m", "pip", *pip, "-q", "--no-build-isolation", str(root)]
-        )
+            pip = [*PIP, "install"]
+        subprocess.check_call([*pip, "-q", "--no-build-isolation", str(root)])
     log("done")
 
 

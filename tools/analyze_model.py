@@ -46,20 +46,11 @@ from detr_d2.utils.testing import synthetic_inputs
 logger = logging.getLogger("detr_d2.analyze_model")
 
 
-def _quiet(analysis):
-    """Unsupported ops are logged once for all inputs, not per trace."""
-    return (
-        analysis.unsupported_ops_warnings(False)
-        .uncalled_modules_warnings(False)
-        .tracer_warnings("none")
-    )
-
-
 def do_flop(model: torch.nn.Module, inputs: List[Dict], input_desc: str) -> Dict:
     """Average GFLOPs (multiply-adds) over ``inputs``, one image per forward."""
     totals, by_operator, unsupported = [], Counter(), Counter()
     for i, x in enumerate(inputs, 1):
-        analysis = _quiet(flop_count_analysis(model.eval(), [x]))
+        analysis = flop_count_analysis(model.eval(), [x])
         totals.append(analysis.total())
         by_operator.update(analysis.by_operator())
         unsupported.update(analysis.unsupported_ops())
@@ -84,7 +75,7 @@ def do_flop(model: torch.nn.Module, inputs: List[Dict], input_desc: str) -> Dict
 
 def do_activation(model: torch.nn.Module, inputs: List[Dict], input_desc: str) -> Dict:
     """Average activations (output elements of conv/linear/matmul/attention), in millions."""
-    totals = [_quiet(activation_count_analysis(model.eval(), [x])).total() / 1e6 for x in inputs]
+    totals = [activation_count_analysis(model.eval(), [x]).total() / 1e6 for x in inputs]
     mean, std = float(np.mean(totals)), float(np.std(totals))
     logger.info(f"Total activations (M): {mean:.1f} ± {std:.1f} over {len(inputs)} input(s)")
     return {"mega_activations": mean, "input": input_desc, "num_inputs": len(inputs)}
@@ -110,10 +101,8 @@ def main(args) -> Dict[str, Dict]:
     elif needs_inputs:
         dataset = args.dataset or cfg.DATASETS.TEST[0]
         inputs = dataset_inputs(cfg, dataset, args.num_images)
-        input_desc = (
-            f"first {len(inputs)} images of {dataset} at test size "
-            f"{cfg.INPUT.MIN_SIZE_TEST}/{cfg.INPUT.MAX_SIZE_TEST}"
-        )
+        size = f"{cfg.INPUT.MIN_SIZE_TEST}/{cfg.INPUT.MAX_SIZE_TEST}"
+        input_desc = f"first {len(inputs)} images of {dataset} at test size {size}"
     for task, do in (("flop", do_flop), ("activation", do_activation)):
         if task in args.tasks:
             results[task] = do(model, inputs, input_desc)

@@ -4,20 +4,23 @@ several per run (``--task A B ...``):
 
   inference  images/s, the model in eval mode (batch ``--batch-size``)
   train      iterations/s and s/iteration: forward, backward, optimizer step
-  variants   DETR's inference with every optimization off (the explicit softmax attention of the
-             original nn.MultiheadAttention), FAST_INFERENCE off (SDPA attention) and on (norms
-             folded into convs, channels_last): ratios, output difference, each over the floor
+  variants   DETR's inference with every optimization off (the original's explicit attention),
+             FAST_INFERENCE off (SDPA) and on: ratios, output difference, each over the floor
   floor      the compute floor: the model's FLOPs (fvcore) over this machine's fp32 GEMM rate
   matcher    Hungarian matching, per-image cost blocks vs one batch matrix split afterwards
   data       image decoding (Detectron2's PIL vs detr_d2's torchvision.io) and the training
              mapper (PIL decode + resize vs torchvision decode + tensor resize), 1 thread
   eval       COCO bbox evaluation of a generated set per TEST.COCO_EVAL_BACKEND, vs pycocotools
   pq         PQ of a generated panoptic set: panopticapi vs hotcoco
+  amp        train_net.py per ``--dtypes`` (SOLVER.AMP) in ``--output-dir``/<dtype>: box AP, s/iter
+             (metrics.json's mean, no evaluation), wall s (the whole run), AMP skipped steps
 
     python tools/benchmark.py --config-file configs/detr_r50.yaml --task inference \\
         --device cuda --iters 100 --warmup 10 --output-dir output/detr_r50
     python tools/benchmark.py --config-file configs/detr_r50.yaml --threads 2 --iters 9 \\
         --task variants matcher data eval pq train --input-size 800 1216
+    python tools/benchmark.py --config-file configs/quickstart/detr_shapes.yaml --task amp \\
+        --dtypes float32 bfloat16 SOLVER.MAX_ITER 150 SOLVER.STEPS "(120,)"
 
 Inputs are the first images of the test (inference) or training (train, augmented) dataset, or
 random images of ``--input-size H W`` (variants, floor: 800x1216 by default), in memory and
@@ -29,7 +32,7 @@ for tools/compare.py. Without a local MODEL.WEIGHTS the model keeps its random i
 # ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
 import detr_d2_cli as cli
 
-TASKS = ("inference", "train", "variants", "floor", "matcher", "data", "eval", "pq")
+TASKS = ("inference", "train", "variants", "floor", "matcher", "data", "eval", "pq", "amp")
 
 
 def get_parser():
@@ -47,6 +50,7 @@ def get_parser():
     parser.add_argument("--dets-per-image", type=int, default=100, help="eval: detections")
     parser.add_argument("--eval-repeats", type=int, default=3, help="eval, pq: timed runs")
     parser.add_argument("--pq-images", type=int, default=500, help="pq: generated images")
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], help="amp")
     return parser
 
 
@@ -59,6 +63,8 @@ import json
 import logging
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from functools import partial
@@ -82,13 +88,13 @@ from detr_d2.evaluation.panoptic_backend import pq_compute
 from detr_d2.modeling import HungarianMatcher
 from detr_d2.solver import build_optimizer
 from detr_d2.utils.flops import flop_count_analysis
-from detr_d2.utils.records import update_analysis
+from detr_d2.utils.records import read_metrics, update_analysis
 from detr_d2.utils.testing import make_synthetic_coco, synthetic_inputs, write_synthetic_panoptic
-from detr_d2.utils.timing import alternating_times, benchmark_inference, benchmark_train
-from detr_d2.utils.timing import summarize, time_iterations
+from detr_d2.utils.timing import alternating_times, benchmark_inference, benchmark_train, summarize
 
 logger = logging.getLogger("detr_d2.benchmark")
 CPU = torch.device("cpu")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _row(name: str, seconds: List[float], unit: str = "s") -> str:
@@ -110,13 +116,8 @@ def device_description(device: torch.device) -> Dict:
         with open("/proc/cpuinfo") as f:
             cpus = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
         name = cpus[0] if cpus else name
-    threads = torch.get_num_threads()
-    return {
-        "device": str(device),
-        "torch": torch.__version__,
-        "threads": threads,
-        "device_name": name,
-    }
+    return {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "device_name": name}  # fmt: skip
 
 
 def load_batches(cfg, args, is_train: bool) -> Tuple[List[List[Dict]], str]:
@@ -158,38 +159,29 @@ def compute_floor(model, image: torch.Tensor, n: int = 2048) -> Dict[str, float]
     attention handles (element-wise ops and norms not counted): a time below the floor needs
     fewer operations, not better kernels."""
     analysis = flop_count_analysis(model.eval(), [{"image": image}])
-    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     with torch.no_grad():
         gflop = 2 * analysis.total() / 1e9
     a, b = (torch.randn(n, n, device=model.device) for _ in range(2))
-    seconds = time_iterations(lambda _: torch.mm(a, b), [None], 5, 1, model.device, log_period=0)
+    seconds = alternating_times({"gemm": lambda: torch.mm(a, b)}, 5, 1, model.device, 0)["gemm"]
     rate = 2 * n**3 / min(seconds) / 1e9
     return {"gflop": gflop, "gemm_gflops_per_s": rate, "floor_s": gflop / rate}
 
 
-def explicit_attention():
-    """Attention as the original DETR ran it: ``nn.MultiheadAttention`` with its default
-    ``need_weights=True``, which computes the softmax matrix explicitly (and averages it over
-    heads) instead of calling ``scaled_dot_product_attention``. Same outputs."""
-    sdpa_path = F.multi_head_attention_forward  # what nn.MultiheadAttention.forward calls
-
-    def explicit(*args, **kwargs):
-        return sdpa_path(*args, **dict(kwargs, need_weights=True))
-
-    return mock.patch.object(F, "multi_head_attention_forward", explicit)
-
-
 def bench_variants(model, image, args, floor_s: float, rows: List, notes: List) -> Dict:
-    """Seconds per image of "reference" (every optimization off), "off" (FAST_INFERENCE off) and
-    "on", and the largest output difference from the reference."""
+    """Seconds per image of "reference" (every optimization off; attention as the original DETR's
+    ``nn.MultiheadAttention`` with ``need_weights=True``: the softmax matrix computed explicitly),
+    "off" (FAST_INFERENCE off) and "on", and the largest output difference from the reference."""
     model.eval()
     images = model.preprocess_image([{"image": image}])
-    outputs = {}
+    outputs, mha = {}, F.multi_head_attention_forward  # what nn.MultiheadAttention.forward calls
+
+    def explicit(*args, **kwargs):
+        return mha(*args, **dict(kwargs, need_weights=True))
 
     def run(name):
         model.fast_inference = name == "on"
-        explicit = explicit_attention() if name == "reference" else contextlib.nullcontext()
-        with torch.no_grad(), explicit:
+        patch = mock.patch.object(F, "multi_head_attention_forward", explicit)
+        with torch.no_grad(), patch if name == "reference" else contextlib.nullcontext():
             outputs[name] = model.forward_raw(images)
 
     variants = {
@@ -199,11 +191,8 @@ def bench_variants(model, image, args, floor_s: float, rows: List, notes: List) 
     }
     fns = {n: partial(run, n) for n in variants}
     times = alternating_times(fns, args.iters, args.warmup, model.device)
-    diff = max(
-        (outputs[n][k] - outputs["reference"][k]).abs().max().item()
-        for n in ("off", "on")
-        for k in ("pred_logits", "pred_boxes")
-    )
+    ref, keys = outputs["reference"], ("pred_logits", "pred_boxes")
+    diff = max((outputs[n][k] - ref[k]).abs().max().item() for n in ("off", "on") for k in keys)
     h, w = image.shape[1:]
     rows += [_row(f"inference {h}x{w}, {what}", times[n]) for n, what in variants.items()]
     med, f = {k: float(np.median(v)) for k, v in times.items()}, floor_s
@@ -269,36 +258,29 @@ def _per_call(fns: Dict[str, Callable], iters: int, calls: int) -> Dict[str, Lis
     return {n: [t / calls for t in ts] for n, ts in times.items()}
 
 
-def bench_data(cfg, iters: int, rows: List, notes: List, calls: int = 20) -> Dict:
+def bench_data(cfg, args, rows: List, notes: List, calls: int = 20) -> Dict:
     """Per-image seconds of decoding a 640x480 JPEG ("pil", "torchvision") and of the training
-    mapper of ``cfg`` ("detectron2": PIL decode and resize; "ours": torchvision decode, tensor
-    resize), with whether the decoded pixels are equal and the largest pixel difference of the
-    mappers' outputs over ``calls`` identically seeded images (NumPy re-seeded: same
-    augmentations)."""
+    mapper ("detectron2": PIL decode and resize; "ours": torchvision decode, tensor resize), if the
+    decoded pixels are equal, and the mappers' largest pixel difference over ``calls`` images."""
     mappers = {}
     for name, fast in (("detectron2", False), ("ours", True)):
         c = cfg.clone()
         c.defrost()
         c.INPUT.DETR_TENSOR_RESIZE = fast
         mappers[name] = DetrDatasetMapper(c, is_train=True)
-    readers = {"detectron2": lambda f, fmt: utils.read_image(f, format=fmt), "ours": read_image}
+    readers = {"detectron2": utils.read_image, "ours": read_image}
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "image.jpg")  # photo-like: colour ramps plus noise, quality 90
         ramp = np.linspace(0, 255, 640)[None, :, None] * np.ones((480, 1, 3))
         noise = np.random.default_rng(0).normal(0, 20, ramp.shape)
         Image.fromarray((ramp + noise).clip(0, 255).astype(np.uint8)).save(path, quality=90)
-        decoders = {"pil": partial(utils.read_image, path, format="BGR")}
+        decoders = {"pil": partial(utils.read_image, path, "BGR")}
         decoders["torchvision"] = partial(read_image, path, "BGR")
         same = np.array_equal(decoders["pil"](), decoders["torchvision"]())
-        decode = _per_call(decoders, iters, calls)
-        boxes = [[40 + 60 * i, 30 + 40 * i, 120, 90] for i in range(7)]
-        record = {
-            "file_name": path, "image_id": 1, "height": 480, "width": 640,
-            "annotations": [
-                {"bbox": b, "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0, "iscrowd": 0}
-                for b in boxes
-            ],
-        }  # fmt: skip
+        decode = _per_call(decoders, args.iters, calls)
+        record = {"file_name": path, "image_id": 1, "height": 480, "width": 640, "annotations": [
+            {"bbox": [40 + 60 * i, 30 + 40 * i, 120, 90], "bbox_mode": BoxMode.XYWH_ABS,
+             "category_id": 0, "iscrowd": 0} for i in range(7)]}  # fmt: skip
 
         def call(name, seed):
             np.random.seed(seed)
@@ -311,14 +293,14 @@ def bench_data(cfg, iters: int, rows: List, notes: List, calls: int = 20) -> Dic
         )
         seeds = {n: itertools.count() for n in mappers}  # both see the same seeds in turn
         fns = {n: (lambda n=n: call(n, next(seeds[n]))) for n in mappers}
-        mapper = _per_call(fns, iters, calls)
-    for name, seconds in (
-        ("image read 640x480 JPEG, PIL (Detectron2), 1 thread", decode["pil"]),
-        ("image read, torchvision.io (ours), 1 thread", decode["torchvision"]),
-        ("training mapper, PIL read + resize (Detectron2), 1 thread", mapper["detectron2"]),
-        ("training mapper, torchvision read + tensor resize (ours)", mapper["ours"]),
-    ):
-        rows.append(_row(name, seconds, "ms"))
+        mapper = _per_call(fns, args.iters, calls)
+    ms = partial(_row, unit="ms")
+    rows += [
+        ms("image read 640x480 JPEG, PIL (Detectron2), 1 thread", decode["pil"]),
+        ms("image read, torchvision.io (ours), 1 thread", decode["torchvision"]),
+        ms("training mapper, PIL read + resize (Detectron2), 1 thread", mapper["detectron2"]),
+        ms("training mapper, torchvision read + tensor resize (ours)", mapper["ours"]),
+    ]
     ratio = _ratio(decode["torchvision"], decode["pil"])
     notes.append(f"image read ratio (ours / PIL): {ratio:.2f}  (identical pixels: {same})")
     notes.append(
@@ -344,14 +326,14 @@ def bench_eval(args, rows: List, notes: List) -> Dict[str, Dict]:
             coco_gt = load_coco_gt(gt_json, backend)
             load_s, evals = time.perf_counter() - start, []
 
-            def run(_):
+            def run():
                 with contextlib.redirect_stdout(io.StringIO()):
                     evals.append(
                         evaluate_predictions_on_coco(coco_gt, dets, "bbox", backend=backend)
                     )
 
             runs = 1 if backend == "pycocotools" else args.eval_repeats
-            times = time_iterations(run, [None], runs, 0, CPU, log_period=0)
+            times = alternating_times({backend: run}, runs, 0, CPU, 0)[backend]
             stats = np.asarray(evals[-1].stats, dtype=np.float64)
             measured[backend] = {"load_s": load_s, "eval_s": times, "stats": stats}
     n, ref = f"{args.eval_images} images x {args.dets_per_image}", measured["pycocotools"]
@@ -395,10 +377,36 @@ def bench_pq(args, rows: List, notes: List) -> Dict:
     return dict(times, difference=float(diff))
 
 
+def bench_amp(args, rows: List, notes: List) -> List[Dict]:
+    """Per dtype of ``--dtypes`` ("float32": AMP off), a train_net.py run and its figures."""
+    results, base = [], args.output_dir or "output/benchmark_amp"
+    cmd = [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file", args.config_file]
+    for dtype in args.dtypes:
+        out = os.path.join(base, dtype)
+        amp = ["SOLVER.AMP.ENABLED", str(dtype != "float32")]
+        amp += ["SOLVER.AMP.DTYPE", dtype] if dtype != "float32" else []
+        start = time.perf_counter()
+        subprocess.run(cmd + args.opts + amp + ["OUTPUT_DIR", out], check=True)
+        wall, lines = time.perf_counter() - start, read_metrics(os.path.join(out, "metrics.json"))
+        timed = [x for x in lines if "time" in x]
+        ap = ([x for x in lines if "bbox/AP" in x] or [{}])[-1]
+        results.append({
+            "dtype": dtype, "iters": max(x["iteration"] for x in timed) + 1,
+            "AP": ap.get("bbox/AP", float("nan")), "AP50": ap.get("bbox/AP50", float("nan")),
+            "s_per_iter": float(np.mean([x["time"] for x in timed])), "wall_s": wall,
+            "skipped_steps": max((x.get("amp_skipped_steps", 0) for x in lines), default=0),
+        })  # fmt: skip
+    notes += ["dtype       iters     AP   AP50  s/iter  wall s skipped"] + [
+        f"{r['dtype']:<10} {r['iters']:>6} {r['AP']:>6.1f} {r['AP50']:>6.1f} "
+        f"{r['s_per_iter']:>7.3f} {r['wall_s']:>7.0f} {r['skipped_steps']:>7}"
+        for r in results
+    ]
+    return results
+
+
 def main(args) -> Dict:
-    """Runs the tasks; prints a table of every figure and returns them: "inference" / "train" with
-    the timing statistics (detr_d2.utils.timing.summarize), the device and the input; the other
-    tasks' seconds, ratios and differences."""
+    """Runs the tasks; prints every figure and returns them ("inference" / "train": the statistics
+    of detr_d2.utils.timing.summarize, the device and the input)."""
     tasks = set(args.task)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -434,14 +442,10 @@ def main(args) -> Dict:
         )
     if "variants" in tasks:
         results["variants"] = bench_variants(model, image, args, floor["floor_s"], rows, notes)
-    if "matcher" in tasks:
-        results["matcher"] = bench_matcher(args, rows, notes)
-    if "data" in tasks:
-        results["data"] = bench_data(cfg, args.iters, rows, notes)
-    if "eval" in tasks:
-        results["eval"] = bench_eval(args, rows, notes)
-    if "pq" in tasks:
-        results["pq"] = bench_pq(args, rows, notes)
+    benches = {"matcher": bench_matcher, "data": lambda *a: bench_data(cfg, *a)}
+    benches.update(eval=bench_eval, pq=bench_pq, amp=bench_amp)
+    for task in [t for t in benches if t in tasks]:
+        results[task] = benches[task](args, rows, notes)
 
     throughput = {t: results[t] for t in ("inference", "train") if t in results}
     if throughput:

@@ -27,24 +27,15 @@ ARGS = get_parser().parse_args() if __name__ == "__main__" else None
 import csv
 import os
 import sys
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional
+
+from tabulate import tabulate
 
 from detr_d2.utils.records import read_analysis, read_metrics
 
 COLUMNS = ["Model", "GFLOPs/FPS", "FPS on", "#params", "AP", "AP50", "AP75", "APs", "APm", "APl"]
 AP_COLUMNS = COLUMNS[4:]
 MISSING = "-"
-
-
-def last_eval(output_dir: str) -> Dict[str, float]:
-    """{"AP": ..., "AP50": ..., ...} of the last line of OUTPUT_DIR/metrics.json with "bbox/AP";
-    {} if there is none."""
-    path = os.path.join(output_dir, "metrics.json")
-    records = read_metrics(path) if os.path.isfile(path) else []
-    for record in reversed(records):
-        if "bbox/AP" in record:
-            return {c: record[f"bbox/{c}"] for c in AP_COLUMNS if f"bbox/{c}" in record}
-    return {}
 
 
 def _number(value: Optional[float], digits: int) -> str:
@@ -54,35 +45,26 @@ def _number(value: Optional[float], digits: int) -> str:
 def table_row(output_dir: str, name: Optional[str] = None) -> Dict[str, str]:
     """One formatted row: "GFLOPs/FPS" as in the paper but with two decimals of GFLOPs
     ("86.21/28"; "-" if neither is known), the device of the FPS, #params in millions ("41.5M"),
-    AP values with one decimal."""
+    the AP values of the last evaluation in metrics.json with one decimal."""
     analysis = read_analysis(output_dir)
     gflops = analysis.get("flop", {}).get("gflops")
     inference = analysis.get("benchmark", {}).get("inference", {})
     fps, params = inference.get("median_per_s"), analysis.get("parameter", {}).get("total")
     speed = f"{_number(gflops, 2)}/{_number(fps, 0)}"
-    row = {
+    metrics = os.path.join(output_dir, "metrics.json")
+    records = read_metrics(metrics) if os.path.isfile(metrics) else []
+    ap = next((r for r in reversed(records) if "bbox/AP" in r), {})
+    return {
         "Model": name or os.path.basename(os.path.normpath(output_dir)),
         "GFLOPs/FPS": MISSING if gflops is None and fps is None else speed,
         "FPS on": inference.get("device_name", MISSING) if fps is not None else MISSING,
         "#params": MISSING if params is None else f"{params / 1e6:.1f}M",
+        **{c: _number(ap.get(f"bbox/{c}"), 1) for c in AP_COLUMNS},
     }
-    ap = last_eval(output_dir)
-    row.update({c: _number(ap.get(c), 1) for c in AP_COLUMNS})
-    return row
-
-
-def format_markdown(rows: Sequence[Dict[str, str]]) -> str:
-    """A GitHub-markdown table with the COLUMNS, names left-aligned, numbers right."""
-    widths = [max(len(c), *(len(r[c]) for r in rows)) for c in COLUMNS]
-    rule = [":" + "-" * (w - 1) for w in widths[:3]] + ["-" * (w - 1) + ":" for w in widths[3:]]
-    aligned = [str.ljust] * 3 + [str.rjust] * (len(COLUMNS) - 3)
-    lines = [[c.ljust(w) for c, w in zip(COLUMNS, widths)], rule]
-    lines += [[a(r[c], w) for a, c, w in zip(aligned, COLUMNS, widths)] for r in rows]
-    return "".join("| " + " | ".join(cells) + " |\n" for cells in lines)
 
 
 def main(args) -> str:
-    """Prints the markdown table and returns it."""
+    """Prints the markdown table (names left-aligned, numbers right) and returns it."""
     names = args.names or [None] * len(args.output_dirs)
     if len(names) != len(args.output_dirs):
         raise SystemExit(f"--names has {len(names)} names for {len(args.output_dirs)} OUTDIRs")
@@ -90,7 +72,9 @@ def main(args) -> str:
     if missing:
         raise SystemExit(f"No such output folder: {', '.join(missing)}")
     rows = [table_row(d, n) for d, n in zip(args.output_dirs, names)]
-    table = format_markdown(rows)
+    align = ["left"] * 3 + ["right"] * (len(COLUMNS) - 3)
+    cells = [[r[c] for c in COLUMNS] for r in rows]
+    table = tabulate(cells, COLUMNS, "pipe", colalign=align, disable_numparse=True) + "\n"
     sys.stdout.write(table)  # the table is the tool's output, not a log message
     if args.output:
         with open(args.output, "w") as f:

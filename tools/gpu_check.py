@@ -1,18 +1,12 @@
 #!/usr/bin/env python
 """One prepared check for a GPU machine: the tests on CUDA, DETR R50 training in fp32 / bf16 / fp16
 and inference (fp32 eager, fast path, bf16), Faster R-CNN R50-FPN inference, and the ratios of
-issue 16, in one run (< 8 minutes); prints one table and writes one JSON.
+issue 16, in one run (< 8 minutes); prints one table and writes one JSON (docs/gpu.md):
 
-Here, with the package registries (fills an ignored folder, < 64 MiB):
-
-    python tools/gpu_check.py --bundle gpu_bundle
-
-On the GPU machine (Python 3.12 with its own torch, no registry), from the repository root:
-
-    python3 -m pip install -q --no-index --find-links gpu_bundle -r gpu_bundle/requirements.txt \\
-      && python3 -m pip install -q --no-index --find-links gpu_bundle --no-deps \\
-         -r gpu_bundle/requirements-no-deps.txt \\
-      && PYTHONPATH=. python3 tools/gpu_check.py --output gpu_check.json
+    python tools/gpu_check.py --bundle gpu_bundle  # here: the GPU machine's wheels (< 64 MiB)
+    # on the GPU machine (Python 3.12, its own torch, no registry): the install line --bundle
+    # prints, then from the repository root
+    PYTHONPATH=. python3 tools/gpu_check.py --output gpu_check.json
 
 Inputs: generated 800x1066 images with 7 boxes each, in memory. Training runs train_net's Trainer
 (SOLVER.AMP.*) for 50 iterations at batch 8, timing the last 40. Weights are random: the losses
@@ -33,9 +27,7 @@ from email.parser import Parser
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLE_LIMIT_MIB = 64  # what a device run may carry
-# cp312 manylinux wheels of what the GPU machine lacks (its image has torch, numpy, Pillow,
-# matplotlib, PyYAML, tqdm, tabulate, tensorboard, cloudpickle, portalocker, packaging, pytest,
-# onnx, onnxruntime: see the device tool's KINDS.md)
+# cp312 manylinux wheels of what the GPU machine lacks (it has GPU_PROVIDED)
 BINARY = [
     "iopath==0.1.9", "yacs==0.1.8", "pycocotools==2.0.11", "hotcoco==1.3.0",
     "panopticapi-lite==0.2.0", "termcolor==3.3.0", "omegaconf==2.3.1", "hydra-core==1.3.8",
@@ -46,10 +38,10 @@ SOURCE_ONLY = ["fvcore==0.1.5.post20221221", "antlr4-python3-runtime==4.9.3"]  #
 # scikit-image, which its code (rgb2id / id2rgb, pq_compute) does not need
 NO_DEPS = ["panopticapi-lite"]
 # what the GPU machine has, with the versions KINDS.md gives (None: version not listed)
-GPU_PROVIDED = dict.fromkeys([
-    "pillow", "matplotlib", "pyyaml", "tqdm", "tabulate", "tensorboard", "cloudpickle",
-    "portalocker", "packaging", "scipy", "pytest", "opencv-python-headless",
-])  # fmt: skip
+GPU_PROVIDED = dict.fromkeys(
+    "pillow matplotlib pyyaml tqdm tabulate tensorboard cloudpickle portalocker packaging scipy "
+    "pytest opencv-python-headless".split()
+)
 GPU_PROVIDED.update(numpy="2.5.2", torch="2.11.0", torchvision="0.26.0", onnx="1.23.1",
                     onnxruntime="1.30.0")  # fmt: skip
 REQUIREMENT_FILES = ("requirements.txt", "requirements-no-deps.txt")
@@ -84,45 +76,33 @@ def _size_mib(folder):
     return sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)) / 2**20
 
 
-def wheel_metadata(path):
-    """(name, version, requirements) of a wheel file: its normalized name, its version and the
-    Requirements that apply on Linux with Python 3.12 (extras left out)."""
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-
-    with zipfile.ZipFile(path) as z:
-        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
-        msg = Parser().parsestr(z.read(meta).decode())
-    env = {"python_version": "3.12", "sys_platform": "linux", "platform_system": "Linux",
-           "extra": ""}  # fmt: skip
-    requires = [Requirement(line) for line in msg.get_all("Requires-Dist") or []]
-    requires = [r for r in requires if r.marker is None or r.marker.evaluate(env)]
-    return canonicalize_name(msg["Name"]), msg["Version"], requires
-
-
 def check_bundle(folder):
     """Problems of a bundle (an empty list: it installs on the GPU machine): a wheel that is not
     for CPython 3.12 on manylinux x86_64, a requirement neither in the bundle nor on the machine,
     a name of requirements.txt without its wheel, or a size over the limit."""
-    from packaging.tags import Tag, compatible_tags, cpython_tags
+    from packaging.requirements import Requirement
+    from packaging.tags import compatible_tags, cpython_tags
     from packaging.utils import canonicalize_name, parse_wheel_filename
 
     platforms = [f"manylinux_2_{minor}_x86_64" for minor in range(28, 4, -1)]
     platforms += ["manylinux2014_x86_64", "linux_x86_64"]
     supported = set(cpython_tags((3, 12), platforms=platforms))
     supported |= set(compatible_tags((3, 12), "cp312", platforms))
-    wheels = sorted(f for f in os.listdir(folder) if f.endswith(".whl"))
+    env = {"python_version": "3.12", "sys_platform": "linux", "platform_system": "Linux",
+           "extra": ""}  # fmt: skip
     problems, versions, requires = [], {}, {}
-    for f in wheels:
-        tags = parse_wheel_filename(f)[3]
-        if not any(Tag(t.interpreter, t.abi, t.platform) in supported for t in tags):
+    for f in sorted(f for f in os.listdir(folder) if f.endswith(".whl")):
+        if not parse_wheel_filename(f)[3] & supported:
             problems.append(f"{f}: not installable on CPython 3.12 manylinux x86_64")
-        name, versions[name], requires[name] = wheel_metadata(os.path.join(folder, f))
+        with zipfile.ZipFile(os.path.join(folder, f)) as z:
+            meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+            msg = Parser().parsestr(z.read(meta).decode())
+        name, versions[name] = canonicalize_name(msg["Name"]), msg["Version"]
+        reqs = [Requirement(line) for line in msg.get_all("Requires-Dist") or []]
+        requires[name] = [r for r in reqs if not r.marker or r.marker.evaluate(env)]  # on the GPU
     available = dict(GPU_PROVIDED, **versions)
     for name, reqs in requires.items():
-        if name in NO_DEPS:
-            continue
-        for req in reqs:
+        for req in [] if name in NO_DEPS else reqs:
             have = available.get(canonicalize_name(req.name), "missing")
             if have == "missing" or (have is not None and have not in req.specifier):
                 where = "not in the bundle nor on the GPU" if have == "missing" else f"has {have}"
@@ -136,21 +116,13 @@ def check_bundle(folder):
     return problems
 
 
-def install_line(folder):
-    """The GPU machine's offline install of a bundle."""
-    pip = f"python3 -m pip install -q --no-index --find-links {folder}"
-    with_deps, no_deps = (os.path.join(folder, f) for f in REQUIREMENT_FILES)
-    return f"{pip} -r {with_deps} && {pip} --no-deps -r {no_deps}"
-
-
 def make_bundle(folder):
-    """Fill ``folder`` with the wheels and requirements.txt; returns the install line."""
+    """Fill ``folder`` with the wheels and requirements.txt; prints the install line."""
     os.makedirs(folder, exist_ok=True)
     _pip("download", "--no-deps", *PLATFORM, "-d", folder, *BINARY)
     _pip("wheel", "--no-deps", "--no-binary", ":all:", "-w", folder, *SOURCE_ONLY)
-    subprocess.check_call(
-        [sys.executable, os.path.join(ROOT, "dev", "build_detectron2.py"), "--wheel-dir", folder]
-    )
+    build = os.path.join(ROOT, "dev", "build_detectron2.py")
+    subprocess.check_call([sys.executable, build, "--wheel-dir", folder])
     from packaging.utils import canonicalize_name
 
     names = ["detectron2"] + [canonicalize_name(r.split("==")[0]) for r in BINARY + SOURCE_ONLY]
@@ -158,13 +130,13 @@ def make_bundle(folder):
     for file_name, listed in zip(REQUIREMENT_FILES, (names, NO_DEPS)):
         with open(os.path.join(folder, file_name), "w") as f:
             f.write("\n".join(listed) + "\n")
-    problems = check_bundle(folder)
-    if problems:
+    if problems := check_bundle(folder):
         raise SystemExit("The bundle is not installable:\n  " + "\n  ".join(problems))
-    line = install_line(folder)
+    pip = f"python3 -m pip install -q --no-index --find-links {folder}"
+    with_deps, no_deps = (os.path.join(folder, f) for f in REQUIREMENT_FILES)
+    line = f"{pip} -r {with_deps} && {pip} --no-deps -r {no_deps}"  # the GPU machine's install
     wheels = len(os.listdir(folder)) - 2
     print(f"{folder}: {wheels} wheels, {_size_mib(folder):.1f} MiB. On the GPU machine:\n{line}")
-    return line
 
 
 # --- the check (runs on the GPU machine) -------------------------------------------------------
@@ -195,7 +167,7 @@ def train_detr(
     from detectron2.utils.events import EventStorage
 
     import train_net
-    from detr_d2.utils.timing import summarize, time_iterations
+    from detr_d2.utils.timing import alternating_times, summarize
 
     class SyntheticDataTrainer(train_net.Trainer):
         @classmethod
@@ -204,31 +176,28 @@ def train_detr(
 
     amp = ["SOLVER.AMP.ENABLED", str(dtype != "float32")]
     amp += ["SOLVER.AMP.DTYPE", dtype] if dtype != "float32" else []
-    with tempfile.TemporaryDirectory() as out:
-        size = len(batches[0])
+    size = len(batches[0])
+    with tempfile.TemporaryDirectory() as out, EventStorage(0) as storage:
         opts = [*opts, "SOLVER.IMS_PER_BATCH", str(size), "OUTPUT_DIR", out, "SEED", "0", *amp]
         torch.manual_seed(0)
         trainer = SyntheticDataTrainer(_cfg(config, opts))
         device = trainer.model.device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        with EventStorage(0) as storage:
 
-            def step(_):
-                trainer.iter = storage.iter
-                trainer.run_step()
-                storage.step()
+        def step():
+            trainer.iter = storage.iter
+            trainer.run_step()
+            storage.step()
 
-            times = time_iterations(step, [None], iters - warmup, warmup, device)
-            loss = storage.history("total_loss").latest()
+        times = alternating_times({"train": step}, iters - warmup, warmup, device, 10)["train"]
+        loss = storage.history("total_loss").latest()
     memory = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
-    result = {"images_per_s": summarize(times, size)["median_per_s"], "final_loss": loss,
-              "peak_memory_mib": memory}  # fmt: skip
-    trainer = None  # the model's memory is freed before the next run
+    trainer = step = None  # the model's memory is freed before the next run
     gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return result
+    torch.cuda.empty_cache()  # a no-op without CUDA
+    return {"images_per_s": summarize(times, size)["median_per_s"], "final_loss": loss,
+            "peak_memory_mib": memory}  # fmt: skip
 
 
 def inference(config, paths, inputs, opts=(), iters=INFER_ITERS, warmup=INFER_WARMUP, sizes=(1, 8)):
@@ -282,11 +251,8 @@ def ratios(report):
 
 
 def format_table(report):
-    rows = [
-        "| measurement | value |",
-        "|:--|--:|",
-        f"| tests on CUDA | {report['tests']['summary']} |",
-    ]
+    rows = ["| measurement | value |", "|:--|--:|"]
+    rows.append(f"| tests on CUDA | {report['tests']['summary']} |")
     for dtype, r in report["train"].items():
         rows.append(
             f"| DETR R50 train b{TRAIN_BATCH} {dtype} | {r['images_per_s']:.1f} img/s, "
@@ -309,10 +275,7 @@ def run_check(output):
     import torch
 
     if not torch.cuda.is_available():
-        raise SystemExit(
-            "tools/gpu_check.py needs a CUDA GPU (torch.cuda.is_available() is False); on a "
-            "machine without one, only --bundle runs."
-        )
+        raise SystemExit("tools/gpu_check.py needs a CUDA GPU; without one, only --bundle runs.")
     from detectron2.utils.logger import setup_logger
 
     setup_logger(name="detr_d2")

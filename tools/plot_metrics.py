@@ -27,7 +27,7 @@ def get_parser():
 ARGS = get_parser().parse_args() if __name__ == "__main__" else None
 
 import logging
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 # A bare Figure renders with Agg when saved, without pyplot's global backend state.
 from matplotlib.figure import Figure
@@ -45,37 +45,30 @@ def metric_series(records: List[Dict], key: str) -> Tuple[List[int], List[float]
     return iters, [by_iter[i] for i in iters]
 
 
-def plot_curves(metrics_path: str, output_path: str, keys: Sequence[str], columns=2) -> List[str]:
-    """One subplot per key found in ``metrics_path``, saved as an image to ``output_path``.
-    Returns the keys plotted; raises ValueError if none of ``keys`` is in the file."""
-    records = read_metrics(metrics_path)
-    series = {k: s for k in keys if (s := metric_series(records, k))[0]}
+def main(args, columns: int = 2) -> List[str]:
+    """One subplot per key of ``--keys`` found in the metrics file, saved to ``--output``. Returns
+    the keys plotted; raises ValueError if none is in the file."""
+    records = read_metrics(args.metrics)
+    series = {k: s for k in args.keys if (s := metric_series(records, k))[0]}
     if not series:
-        raise ValueError(f"none of {list(keys)} in {metrics_path}")
+        raise ValueError(f"none of {list(args.keys)} in {args.metrics}")
+    if skipped := [k for k in args.keys if k not in series]:
+        logger.warning(f"Not in {args.metrics}: {skipped}")
     rows = (len(series) + columns - 1) // columns
     fig = Figure(figsize=(5 * columns, 3 * rows))
     axes = fig.subplots(rows, columns, squeeze=False)
     for ax, (key, (iters, values)) in zip(axes.flat, series.items()):
         ax.plot(iters, values, marker="o" if len(iters) < 20 else None, markersize=3)
-        ax.set_title(key)
-        ax.set_xlabel("iteration")
+        ax.set(title=key, xlabel="iteration")
         ax.grid(alpha=0.3)
         if key.startswith("loss") or key == "total_loss":
             ax.set_yscale("log" if min(values) > 0 else "linear")
     for ax in list(axes.flat)[len(series) :]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(output_path, dpi=100)
+    fig.savefig(args.output, dpi=100)
+    logger.info(f"Plotted {list(series)} to {args.output}")
     return list(series)
-
-
-def main(args) -> List[str]:
-    """Returns the keys plotted."""
-    plotted = plot_curves(args.metrics, args.output, args.keys)
-    if skipped := [k for k in args.keys if k not in plotted]:
-        logger.warning(f"Not in {args.metrics}: {skipped}")
-    logger.info(f"Plotted {plotted} to {args.output}")
-    return plotted
 
 
 if __name__ == "__main__":

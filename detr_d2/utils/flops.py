@@ -13,7 +13,7 @@ import torch
 from detectron2.export import TracingAdapter
 from detectron2.utils.analysis import FlopCountAnalysis
 from fvcore.nn import ActivationCountAnalysis
-from fvcore.nn.jit_handles import generic_activation_jit, get_shape
+from fvcore.nn.jit_handles import bmm_flop_jit, generic_activation_jit, get_shape
 
 __all__ = ["ATTENTION_FLOP_HANDLES", "flop_count_analysis", "activation_count_analysis"]
 
@@ -28,13 +28,6 @@ def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
     """``aten::scaled_dot_product_attention(query, key, value, attn_mask, ...)``."""
     q, k, v = (get_shape(x) for x in inputs[:3])
     return Counter({"attention": attention_macs(q, k, v)})
-
-
-def baddbmm_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
-    """``aten::baddbmm(self, batch1 (B, n, k), batch2 (B, k, m), beta, alpha)``: B*n*k*m (the
-    scaled addition of ``self`` is elementwise)."""
-    b, n, k = get_shape(inputs[1])
-    return b * n * k * get_shape(inputs[2])[-1]
 
 
 def matmul_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
@@ -60,32 +53,33 @@ def native_mha_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
 
 ATTENTION_FLOP_HANDLES = {
     "aten::scaled_dot_product_attention": sdpa_flop_jit,
-    "aten::baddbmm": baddbmm_flop_jit,
+    # baddbmm(self, batch1, batch2, beta, alpha): bmm's count (the addition is elementwise)
+    "aten::baddbmm": lambda inputs, outputs: bmm_flop_jit(inputs[1:3], outputs),
     "aten::matmul": matmul_flop_jit,
     "aten::_native_multi_head_attention": native_mha_flop_jit,
 }
 
 
-def flop_count_analysis(
-    model: torch.nn.Module, inputs: List[Dict], attention: bool = True
-) -> FlopCountAnalysis:
+def flop_count_analysis(model, inputs: List[Dict], attention: bool = True) -> FlopCountAnalysis:
     """Detectron2's FlopCountAnalysis of ``model`` (in eval mode) on ``inputs`` (a detectron2
     batch), with the attention handles unless ``attention`` is False. Batch norm is not counted
     (it folds into the convolution at inference): detectron2 lists it among its ignored ops, but
-    ``set_op_handle(None)`` cannot drop a default fvcore handle, hence one that counts nothing."""
-    analysis = FlopCountAnalysis(model, inputs)
+    ``set_op_handle(None)`` cannot drop a default fvcore handle, hence one that counts nothing.
+    Its warnings are off: the caller reports unsupported ops (once for all inputs, not per trace).
+    """
+    analysis = FlopCountAnalysis(model, inputs).tracer_warnings("none")
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     analysis.set_op_handle("aten::batch_norm", lambda *_: Counter())
     if attention:
         analysis.set_op_handle(**ATTENTION_FLOP_HANDLES)
     return analysis
 
 
-def activation_count_analysis(
-    model: torch.nn.Module, inputs: List[Dict]
-) -> ActivationCountAnalysis:
+def activation_count_analysis(model, inputs: List[Dict]) -> ActivationCountAnalysis:
     """fvcore's ActivationCountAnalysis of a detectron2 model: output elements of each counted op,
-    attention included."""
+    attention included; warnings off, as above."""
     wrapper = TracingAdapter(model, inputs, allow_non_tensor=True)
     handles = ("scaled_dot_product_attention", "baddbmm", "_native_multi_head_attention")
-    analysis = ActivationCountAnalysis(wrapper, wrapper.flattened_inputs)
+    analysis = ActivationCountAnalysis(wrapper, wrapper.flattened_inputs).tracer_warnings("none")
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     return analysis.set_op_handle(**{f"aten::{op}": generic_activation_jit() for op in handles})

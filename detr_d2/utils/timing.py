@@ -10,8 +10,7 @@ from typing import Callable, Dict, List, Sequence
 import numpy as np
 import torch
 
-__all__ = ["summarize", "time_iterations", "alternating_times", "benchmark_inference"]
-__all__ += ["benchmark_train"]
+__all__ = ["summarize", "alternating_times", "benchmark_inference", "benchmark_train"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,71 +38,50 @@ def _timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def time_iterations(
-    step: Callable[[object], None],
-    batches: List,
-    iters: int,
-    warmup: int,
-    device: torch.device,
-    log_period: int = 10,
-    name: str = "",
-) -> List[float]:
-    """Run ``step(batch)`` ``warmup`` + ``iters`` times, cycling over ``batches``; returns the
-    wall-clock seconds of the ``iters`` timed calls. Logs progress every ``log_period`` calls."""
-    times, total, start = [], warmup + iters, time.perf_counter()
-    for done, batch in enumerate(itertools.islice(itertools.cycle(batches), total), 1):
-        seconds = _timed(lambda: step(batch), device)
-        if done > warmup:
-            times.append(seconds)
-        if log_period > 0 and (done % log_period == 0 or done == total):
-            elapsed = time.perf_counter() - start
-            eta = elapsed / done * (total - done)
-            phase = "warm-up" if done <= warmup else "timed"
-            logger.info(f"{name} {done}/{total} ({phase}), {elapsed:.1f}s elapsed, ETA {eta:.1f}s")
-    return times
-
-
-def alternating_times(
-    fns: Dict[str, Callable], iters: int, warmup: int, device: torch.device
-) -> Dict[str, List[float]]:
-    """Seconds of each function of ``fns``, run in turn within every round, so that a change of
-    machine load weighs on all alike."""
-    times = {name: [] for name in fns}
-    for r in range(warmup + iters):
+def alternating_times(fns: Dict[str, Callable], iters: int, warmup: int, device, log_period=1):
+    """Seconds of each function of ``fns`` in the ``iters`` timed rounds after ``warmup`` untimed
+    ones; the functions run in turn within every round, so that a change of machine load weighs
+    on all alike. Logs progress every ``log_period`` rounds (0: never)."""
+    times, total, start = {name: [] for name in fns}, warmup + iters, time.perf_counter()
+    for done in range(1, total + 1):
         seconds = {name: _timed(fn, device) for name, fn in fns.items()}
-        if r >= warmup:
+        if done > warmup:
             for name, s in seconds.items():
                 times[name].append(s)
+        if log_period > 0 and (done % log_period == 0 or done == total):
+            elapsed, phase = time.perf_counter() - start, "warm-up" if done <= warmup else "timed"
             runs = ", ".join(f"{name} {s:.4f} s" for name, s in seconds.items())
-            logger.info(f"  {r - warmup + 1}/{iters}: {runs}")
+            eta = elapsed / done * (total - done)
+            logger.info(f"{done}/{total} ({phase}) {runs}; {elapsed:.1f}s elapsed, ETA {eta:.1f}s")
     return times
 
 
 def benchmark_inference(
     model: torch.nn.Module, batches: List[List[Dict]], iters: int, warmup: int, log_period: int = 10
 ) -> Dict[str, float]:
-    """Images/s of ``model`` in eval mode without autograd (``median_per_s`` etc.)."""
+    """Images/s of ``model`` in eval mode without autograd (``median_per_s`` etc.), cycling over
+    ``batches``."""
     model.eval()
+    cycle = itertools.cycle(batches)
 
-    def step(batch):
+    def inference():
         with torch.no_grad():
-            model(batch)
+            model(next(cycle))
 
-    times = time_iterations(step, batches, iters, warmup, model.device, log_period, "inference")
-    return summarize(times, items_per_iter=len(batches[0]))
+    times = alternating_times({"inference": inference}, iters, warmup, model.device, log_period)
+    return summarize(times["inference"], items_per_iter=len(batches[0]))
 
 
-def benchmark_train(
-    model, optimizer, batches, iters: int, warmup: int, log_period: int = 10
-) -> Dict:
+def benchmark_train(model, optimizer, batches, iters: int, warmup: int, log_period=10) -> Dict:
     """Training iterations/s: forward, the sum of the loss dict, backward and optimizer step."""
     model.train()
+    cycle = itertools.cycle(batches)
 
-    def step(batch):
-        losses = sum(model(batch).values())
+    def train():
+        losses = sum(model(next(cycle)).values())
         optimizer.zero_grad()
         losses.backward()
         optimizer.step()
 
-    times = time_iterations(step, batches, iters, warmup, model.device, log_period, "train")
-    return summarize(times, items_per_iter=1)
+    times = alternating_times({"train": train}, iters, warmup, model.device, log_period)
+    return summarize(times["train"])
