@@ -9,6 +9,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 from detectron2.structures import Boxes, Instances
+from panopticapi.utils import id2rgb
 from PIL import Image
 
 __all__ = ["synthetic_inputs", "make_synthetic_coco", "write_synthetic_panoptic"]
@@ -101,11 +102,6 @@ def make_synthetic_coco(num_images=5000, dets_per_image=100, seed=0, mean_gt_per
     return {"images": images, "annotations": annotations, "categories": categories}, results
 
 
-def _to_png(ids: np.ndarray, path: str):
-    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 256**2], axis=-1).astype(np.uint8)
-    Image.fromarray(rgb).save(path)
-
-
 def _segments(ids: np.ndarray, categories: Dict[int, int], crowd: set) -> list:
     """segments_info of the id map ``ids`` (0 = void) with each id's category."""
     segments = []
@@ -173,14 +169,11 @@ def write_synthetic_panoptic(root: str, num_images: int = 100, seed: int = 0) ->
             pred_cat[i] = int(rng.choice(COCO_CATEGORY_IDS))
         file_name = f"{image_id:06d}.png"
         images.append({"id": image_id, "width": w, "height": h, "file_name": f"{image_id:06d}.jpg"})
-        _to_png(gt, os.path.join(gt_dir, file_name))
-        _to_png(pred, os.path.join(pred_dir, file_name))
+        Image.fromarray(id2rgb(gt)).save(os.path.join(gt_dir, file_name))
+        Image.fromarray(id2rgb(pred)).save(os.path.join(pred_dir, file_name))
         segments = _segments(gt, gt_cat, crowd)
         gt_anns.append({"image_id": image_id, "file_name": file_name, "segments_info": segments})
-        segments = [
-            {"id": s["id"], "category_id": s["category_id"]}
-            for s in _segments(pred, pred_cat, set())
-        ]
+        segments = [{"id": i, "category_id": pred_cat[i]} for i in np.unique(pred).tolist() if i]
         pred_anns.append({"image_id": image_id, "file_name": file_name, "segments_info": segments})
     categories = [{"id": c, "name": f"thing{c}", "isthing": 1} for c in COCO_CATEGORY_IDS]
     categories += [{"id": c, "name": f"stuff{c}", "isthing": 0} for c in STUFF_CATEGORY_IDS]
