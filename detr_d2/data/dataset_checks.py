@@ -26,20 +26,6 @@ from PIL import Image
 
 from detr_d2.engine.checks import metadata_num_classes
 
-__all__ = [
-    "BadImageError",
-    "CheckedMapper",
-    "DatasetError",
-    "check_dataset_dicts",
-    "classify_box",
-    "get_checked_dataset_dicts",
-    "load_dataset_dicts",
-    "pop_skipped_image_ids",
-    "warn_more_objects_than_queries",
-    "WithoutSkipped",
-    "write_temporary_json",
-]
-
 logger = logging.getLogger(__name__)
 
 SKIP_HINT = "set DATALOADER.SKIP_BAD_IMAGES True to skip such images"
@@ -66,10 +52,6 @@ def _where(d: Dict) -> str:
 def _listing(items: Sequence[str], n: int = 5) -> str:
     more = f"; ... ({len(items) - n} more)" if len(items) > n else ""
     return "; ".join(items[:n]) + more
-
-
-def _is_real(v) -> bool:
-    return isinstance(v, Real) and not isinstance(v, bool)  # numpy scalars too
 
 
 def _raise_or_skip(message: str, fix: str, count: int, skip: bool, cause=None) -> None:
@@ -100,17 +82,13 @@ def classify_box(bbox, mode=BoxMode.XYWH_ABS, height=None, width=None, tolerance
     """
     if mode not in (BoxMode.XYXY_ABS, BoxMode.XYWH_ABS):
         return "ok", bbox
-    if (
-        isinstance(bbox, (str, bytes))
-        or not hasattr(bbox, "__len__")
-        or len(bbox) != 4
-        or not all(type(v) in (int, float) or _is_real(v) for v in bbox)  # fast path: json
-    ):
+    if isinstance(bbox, (str, bytes)) or not hasattr(bbox, "__len__") or len(bbox) != 4:
         return "malformed", bbox
-    values = [float(v) for v in bbox]
-    if not all(math.isfinite(v) for v in values):
+    # int / float first (json's fast path), numpy scalars too; a bool is no number
+    real = (type(v) in (int, float) or isinstance(v, Real) and type(v) is not bool for v in bbox)
+    if not all(real) or not all(math.isfinite(float(v)) for v in bbox):
         return "malformed", bbox
-    x0, y0, x1, y1 = values
+    x0, y0, x1, y1 = (float(v) for v in bbox)
     if mode == BoxMode.XYWH_ABS:  # by hand: BoxMode.convert costs ~30 us a box (torch)
         x1, y1 = x0 + x1, y0 + y1
     if x1 <= x0 or y1 <= y0:
