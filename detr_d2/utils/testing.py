@@ -4,7 +4,7 @@ COCO panoptic set with a flawed prediction (the same for PQ)."""
 
 import json
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -20,13 +20,7 @@ STUFF_CATEGORY_IDS = list(range(92, 101))  # 9 stuff classes, ids after COCO's t
 
 
 def synthetic_inputs(
-    height: int,
-    width: int,
-    num: int,
-    num_classes: int = 1,
-    with_instances: bool = False,
-    seed: int = 0,
-    boxes_per_image: Optional[int] = None,
+    height, width, num, num_classes=1, with_instances=False, seed=0, boxes_per_image=None
 ) -> List[Dict]:
     """``num`` random uint8 images of exactly (height, width), the network's input size (no
     resize). With ``with_instances``, each gets ``boxes_per_image`` (default: 1 to 4) random
