@@ -268,13 +268,9 @@ class CheckedMapper:
     POOL_SIZE = 64
     MAX_ATTEMPTS = 16
 
-    def __init__(
-        self, mapper, skip_bad_images: bool = False, spares: Sequence[Dict] = (), replace=True
-    ):
+    def __init__(self, mapper, skip_bad_images=False, spares: Sequence[Dict] = (), replace=True):
         # replace=False for evaluation: a skipped image becomes a marker WithoutSkipped drops
-        self.mapper = mapper
-        self.skip_bad_images = skip_bad_images
-        self.replace = replace
+        self.mapper, self.skip_bad_images, self.replace = mapper, skip_bad_images, replace
         self.bad_files = set()
         self._pool = list(spares)
         self._rng = random.Random(0)
