@@ -104,17 +104,9 @@ class ResumableTrainLoader:
     """
 
     def __init__(
-        self,
-        dicts: List[Dict],
-        mapper,
-        *,
-        total_batch_size: int,
-        seed: int,
-        num_workers: int = 0,
-        aspect_ratio_grouping: bool = True,
-        rank: Optional[int] = None,
-        world_size: Optional[int] = None,
-    ):
+        self, dicts: List[Dict], mapper, *, total_batch_size: int, seed: int, num_workers=0,
+        aspect_ratio_grouping=True, rank: Optional[int] = None, world_size: Optional[int] = None,
+    ):  # fmt: skip
         """total_batch_size: images per step over all processes; seed: the same on every
         process; rank, world_size: default from the process group."""
         self.rank = comm.get_rank() if rank is None else rank
