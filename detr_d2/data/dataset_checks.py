@@ -74,12 +74,10 @@ def write_temporary_json(data, prefix: str) -> str:
 def classify_box(bbox, mode=BoxMode.XYWH_ABS, height=None, width=None, tolerance=0.0):
     """The one classification of a box, for the json report and the training data alike:
     ("ok" | "clipped" | "malformed" | "degenerate" | "outside", the box to keep, in ``mode``).
-
     malformed: not 4 finite numbers; degenerate: width or height <= 0; outside: nothing of it
     inside the (height, width) image; clipped: partly outside by more than ``tolerance`` pixels,
-    returned clipped. Without an image size only the first two are told. Modes other than
-    XYXY_ABS / XYWH_ABS are not checked.
-    """
+    returned clipped. Without an image size only the first two are told; modes other than
+    XYXY_ABS / XYWH_ABS are not checked."""
     if mode not in (BoxMode.XYXY_ABS, BoxMode.XYWH_ABS):
         return "ok", bbox
     if isinstance(bbox, (str, bytes)) or not hasattr(bbox, "__len__") or len(bbox) != 4:

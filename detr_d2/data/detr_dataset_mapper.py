@@ -21,18 +21,16 @@ logger = logging.getLogger(__name__)
 
 
 class DetrDatasetMapper:
-    """Maps one Detectron2 dataset dict to the input of a DETR model.
-
-    Training augmentation as in the DETR paper: with probability ``crop_prob`` the
-    ``crop_augmentations`` (flip, resize to a random short side, random crop, resize again)
-    instead of ``augmentations`` (flip, multi-scale resize). None: never.
+    """Maps one Detectron2 dataset dict to the input of a DETR model. Training augmentation as
+    in the DETR paper: with probability ``crop_prob`` the ``crop_augmentations`` (flip, resize to
+    a random short side, random crop, resize again) instead of ``augmentations`` (flip,
+    multi-scale resize). None: never.
 
     Output: the input dict (``height`` / ``width`` stay the original size, for post-processing)
     plus ``image``, uint8 (C, H, W) in ``image_format``, and in training ``instances`` of image
     size (H, W): ``gt_boxes`` (absolute XYXY pixels of the augmented image) and ``gt_classes``
     (int64 (K,), contiguous ids). Crowd boxes and boxes empty after cropping are removed (the
-    dataset's bad boxes were dropped by ``dataset_checks``); K may be 0.
-    """
+    dataset's bad boxes were dropped by ``dataset_checks``); K may be 0."""
 
     @configurable
     def __init__(

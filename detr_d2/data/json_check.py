@@ -3,8 +3,7 @@
 :class:`CocoJsonError` for what no later step can repair (not JSON, a BOM, values of the wrong
 type, shared ids); a :class:`CocoJsonReport` counting what training would drop quietly or learn
 wrong: bad boxes (classified by ``dataset_checks.classify_box``, as training does), boxes that look
-like [x1, y1, x2, y2], empty categories, unknown image / category ids, missing or repeated files.
-"""
+like [x1, y1, x2, y2], empty categories, unknown image / category ids, missing or repeated files."""
 
 import json
 import logging
@@ -27,9 +26,9 @@ class CocoJsonError(ValueError):
 
 @dataclass
 class CocoJsonReport:
-    """Counts over one COCO instances json. Box counts are over non-crowd annotations only; a box
-    counts in at most one of ``malformed_boxes``, ``non_positive_boxes``, ``boxes_outside_image``.
-    """
+    """Counts over one COCO instances json. Box counts are over non-crowd annotations only; a
+    box counts in at most one of ``malformed_boxes``, ``non_positive_boxes``,
+    ``boxes_outside_image``."""
 
     json_file: str
     image_root: str
@@ -65,11 +64,9 @@ class CocoJsonReport:
     @property
     def looks_like_xyxy(self) -> bool:
         """Most boxes overflow as [x, y, w, h]; or many do and (nearly) all fit as corners.
-
         Corner boxes near the top-left still fit when misread as [x, y, w, h], so "most
         overflow" alone misses xyxy data whose objects sit left or high; the second rule catches
-        it. Real [x, y, w, h] data overflows only by annotation error, a few percent at most.
-        """
+        it. Real [x, y, w, h] data overflows only by annotation error, a few percent at most."""
         sized = self.sized_boxes
         if sized <= 0:
             return False
@@ -190,19 +187,11 @@ def _entry_problems(data: dict) -> List[str]:
 
 
 def check_coco_json(json_file: str, image_root: str, tolerance: float = 1.0) -> CocoJsonReport:
-    """Check a COCO instances json and count its problems (see the module docstring).
-
-    Args:
-        json_file: the annotation file ("images", "annotations", "categories").
-        image_root: the folder the images' ``file_name`` are relative to.
-        tolerance: pixels a box may extend beyond the image before it counts as outside (COCO's
-            own boxes overshoot by rounding).
-
-    Raises:
-        CocoJsonError (a ValueError): empty, a BOM, not JSON (line and column), not an object
-            with the three lists, or entries with values of the wrong type or shared ids; names
-            the file and the first entries.
-    """
+    """The problems of the COCO instances ``json_file`` whose images' ``file_name`` are relative
+    to ``image_root``; ``tolerance``: pixels a box may extend beyond its image before it counts as
+    outside (COCO's own boxes overshoot by rounding). :class:`CocoJsonError` (a ValueError) naming
+    the file and the first entries: empty, a BOM, not JSON (line and column), not an object with
+    the three lists, values of the wrong type or shared ids."""
     with open(json_file, "rb") as f:
         raw = f.read()
     if not raw.strip():

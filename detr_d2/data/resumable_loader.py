@@ -99,9 +99,9 @@ class _BatchStream(IterableDataset):
 
 
 class ResumableTrainLoader:
-    """An endless iterator of this rank's training batches (lists of mapped dicts) whose seed and
-    position are its state; workers start at the first ``next()`` and after ``load_state_dict``.
-    """
+    """An endless iterator of this rank's training batches (lists of mapped dicts) whose seed
+    and position are its state; workers start at the first ``next()`` and after
+    ``load_state_dict``."""
 
     def __init__(
         self, dicts: List[Dict], mapper, *, total_batch_size: int, seed: int, num_workers=0,

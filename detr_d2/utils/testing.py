@@ -12,8 +12,6 @@ from detectron2.structures import Boxes, Instances
 from panopticapi.utils import id2rgb
 from PIL import Image
 
-__all__ = ["synthetic_inputs", "make_synthetic_coco", "write_synthetic_panoptic"]
-
 # The 80 official COCO category ids: non-contiguous, so a contiguous-id bug cannot hide.
 COCO_CATEGORY_IDS = [c for c in range(1, 91) if c not in {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}]
 STUFF_CATEGORY_IDS = list(range(92, 101))  # 9 stuff classes, ids after COCO's things
@@ -115,11 +113,8 @@ def write_synthetic_panoptic(root: str, num_images: int = 100, seed: int = 0) ->
     """Write under ``root`` a ground truth (``gt.json`` + ``gt/``) and a prediction (``pred.json``
     + ``pred/``) of ``num_images`` images of 320-640 px: 1-3 stuff regions (horizontal bands,
     possibly with a void gap) and 0-12 thing rectangles each, some crowd. The prediction misses,
-    shifts, shrinks and relabels segments and adds false ones.
-
-    Returns:
-        (gt_json, pred_json, gt_folder, pred_folder), the arguments of ``pq_compute``.
-    """
+    shifts, shrinks and relabels segments and adds false ones. Returns (gt_json, pred_json,
+    gt_folder, pred_folder), the arguments of ``pq_compute``."""
     rng = np.random.default_rng(seed)
     gt_dir, pred_dir = os.path.join(root, "gt"), os.path.join(root, "pred")
     os.makedirs(gt_dir, exist_ok=True)
