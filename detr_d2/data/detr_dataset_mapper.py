@@ -125,18 +125,14 @@ class DetrPanopticDatasetMapper(DetrDatasetMapper):
         segment_ids = rgb2id(transforms.apply_segmentation(pan_seg))
 
         segments = [s for s in dataset_dict.pop("segments_info") if not s.get("iscrowd", 0)]
-        masks = [segment_ids == s["id"] for s in segments]
-        visible = [i for i, m in enumerate(masks) if m.any()]
+        masks = np.array([segment_ids == s["id"] for s in segments], dtype=bool)
+        masks = masks.reshape(-1, *segment_ids.shape)  # (M, H, W), also for M = 0
+        visible = masks.any(axis=(1, 2))
         instances = Instances(image.shape[:2])
-        instances.gt_masks = BitMasks(
-            torch.from_numpy(np.stack([masks[i] for i in visible]))
-            if visible
-            else torch.zeros((0, *image.shape[:2]), dtype=torch.bool)
-        )
+        instances.gt_masks = BitMasks(torch.from_numpy(masks[visible]))
         instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
-        instances.gt_classes = torch.tensor(
-            [segments[i]["category_id"] for i in visible], dtype=torch.int64
-        )
+        classes = [s["category_id"] for s, v in zip(segments, visible) if v]
+        instances.gt_classes = torch.tensor(classes, dtype=torch.int64)
         dataset_dict["instances"] = instances
         return dataset_dict
 
