@@ -205,19 +205,16 @@ def check_coco_json(json_file: str, image_root: str, tolerance: float = 1.0) -> 
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CocoJsonError(f"{json_file} is not valid JSON: {e}.") from None
-    if not isinstance(data, dict) or not all(
-        isinstance(data.get(k), list) for k in ("images", "annotations", "categories")
-    ):
+    lists = ("images", "annotations", "categories")
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in lists):
         raise CocoJsonError(
             f"{json_file} is not a COCO instances json: it needs the lists "
             '"images", "annotations" and "categories"'
         )
     problems = _entry_problems(data)
     if problems:
-        raise CocoJsonError(
-            f"{json_file}: {len(problems)} entries cannot be used: "
-            + _listing(problems, MAX_EXAMPLES)
-        )
+        listing = _listing(problems, MAX_EXAMPLES)
+        raise CocoJsonError(f"{json_file}: {len(problems)} entries cannot be used: {listing}")
     report = CocoJsonReport(json_file=json_file, image_root=image_root)
     categories = sorted(data["categories"], key=lambda c: c["id"])
     report.categories = [c["name"] for c in categories]

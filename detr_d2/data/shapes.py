@@ -241,13 +241,6 @@ def _write_png(path, rgb):
     cv2.imwrite(path, rgb[:, :, ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
 
 
-def _instance_annotation(ann_id, image_id, cat, mask):
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return {"id": ann_id, "image_id": image_id, "category_id": cat["id"], "bbox": _mask_box(mask),
-            "area": int(mask.sum()), "iscrowd": 0, "segmentation": rle}  # fmt: skip
-
-
 def _write_split(tmp, info, panoptic):
     """Render the split of ``info`` into ``tmp``: images/, instances.json (panoptic/, ...)."""
     num_images, seed = info["num_images"], info["seed"]
@@ -263,7 +256,13 @@ def _write_split(tmp, info, panoptic):
         images.append({"id": image_id, "file_name": file_name, "height": image.shape[0],
                        "width": image.shape[1]})  # fmt: skip
         for cat, mask in things:
-            annotations.append(_instance_annotation(len(annotations) + 1, image_id, cat, mask))
+            rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+            rle["counts"] = rle["counts"].decode("ascii")
+            annotations.append(
+                {"id": len(annotations) + 1, "image_id": image_id, "category_id": cat["id"],
+                 "bbox": _mask_box(mask), "area": int(mask.sum()), "iscrowd": 0,
+                 "segmentation": rle}
+            )  # fmt: skip
         if panoptic:
             segment_ids = np.zeros(image.shape[:2], dtype=np.int64)  # 0 = void
             segments = []
