@@ -103,9 +103,7 @@ def classify_box(bbox, mode=BoxMode.XYWH_ABS, height=None, width=None, tolerance
     return "clipped", clipped
 
 
-def check_dataset_dicts(
-    dicts: List[Dict], metadata, dataset_name: str, skip_bad_images: bool = False
-) -> List[Dict]:
+def check_dataset_dicts(dicts: List[Dict], metadata, dataset_name: str, skip_bad_images=False):
     """The images of ``dicts`` (Detectron2 dataset dicts, contiguous category ids bounded by
     ``metadata``'s classes) that are kept, a new dict where boxes changed (the input is not
     modified). An unknown category or a missing file raises :class:`DatasetError`, or with
@@ -216,9 +214,7 @@ def load_dataset_dicts(dataset_name: str, skip_bad_images: bool = False) -> List
     return load_coco_json(filtered, meta.image_root, dataset_name)
 
 
-def get_checked_dataset_dicts(
-    names: Sequence[str], skip_bad_images: bool = False, filter_empty: bool = False
-) -> List[Dict]:
+def get_checked_dataset_dicts(names: Sequence[str], skip_bad_images=False, filter_empty=False):
     """Like detectron2's ``get_detection_dataset_dicts`` (no proposals, no keypoint filter), with
     every dataset loaded by ``load_dataset_dicts`` and checked by ``check_dataset_dicts``."""
     dicts = []

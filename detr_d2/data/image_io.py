@@ -37,7 +37,5 @@ def read_image(file_name: str, image_format: str) -> np.ndarray:
     if not kind[1].startswith("I"):
         return utils.read_image(file_name, format=image_format)
     raw = utils.read_image(file_name)  # (H, W) integers in [0, 65535], EXIF orientation applied
-    gray = (np.clip(raw, 0, 65535) >> 8).astype(np.uint8)
-    if image_format == "L":
-        return gray[:, :, None]
-    return np.repeat(gray[:, :, None], 3, axis=2)  # gray in RGB or BGR
+    gray = (np.clip(raw, 0, 65535) >> 8).astype(np.uint8)[:, :, None]
+    return gray if image_format == "L" else np.repeat(gray, 3, axis=2)  # gray in RGB or BGR

@@ -48,9 +48,7 @@ def seeded_global_rngs(seed: int):
         random.setstate(py_state)
 
 
-def epoch_order(
-    num_images: int, seed: int, epoch: int, group_size: int = 0, wide: Optional[List[bool]] = None
-) -> List[int]:
+def epoch_order(num_images: int, seed: int, epoch: int, group_size=0, wide=None) -> List[int]:
     """The dataset indices of one epoch: a permutation seeded by (seed, epoch). With
     ``group_size`` B > 0 and ``wide`` (per image: width >= height), images fill one bucket per
     orientation and each full bucket of B is emitted; the leftovers close the epoch (batches line
@@ -155,8 +153,7 @@ class ResumableStream(HookBase):
     step from (seed, iteration, rank): dropout after --resume is that of an uninterrupted run."""
 
     def __init__(self, loader: ResumableTrainLoader):
-        self.loader = loader
-        self._loaded = False
+        self.loader, self._loaded = loader, False
 
     def before_train(self):
         if not self._loaded and self.trainer.start_iter > 0:  # a checkpoint of before this hook
