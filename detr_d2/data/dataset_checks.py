@@ -55,8 +55,7 @@ def _listing(items: Sequence[str], n: int = 5) -> str:
 
 
 def _raise_or_skip(message: str, fix: str, count: int, skip: bool, cause=None) -> None:
-    """Raise :class:`DatasetError` with ``message``, or with ``skip`` log that ``count`` images
-    were skipped."""
+    """Raise :class:`DatasetError` with ``message``, or with ``skip`` log ``count`` skipped."""
     if not skip:
         raise DatasetError(f"{message} Fix the {fix}, or {SKIP_HINT}.") from cause
     logger.warning(f"{message} Skipped these {count} images (DATALOADER.SKIP_BAD_IMAGES is True).")
@@ -110,10 +109,8 @@ def check_dataset_dicts(dicts: List[Dict], metadata, dataset_name: str, skip_bad
     ``skip_bad_images`` leaves the image out (logged with a count)."""
     num_classes = metadata_num_classes(metadata)
     boxes = Counter()  # box status -> count
-    box_examples = []
-    bad_images = []  # descriptions of images with an unknown category or a missing file
-    empty = crowd_only = 0
-    kept = []
+    # bad_images: descriptions of images with an unknown category or a missing file
+    kept, bad_images, box_examples, empty, crowd_only = [], [], [], 0, 0
     for d in dicts:
         problems = [
             f"missing file {d[k]}"
