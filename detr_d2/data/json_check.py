@@ -253,10 +253,8 @@ def check_coco_json(json_file: str, image_root: str, tolerance: float = 1.0) -> 
             report.xywh_overflow += x + w > width + tol or y + h > height + tol
             # read as corners (x1, y1, x2, y2) = (x, y, w, h): a proper box inside the image?
             report.fit_as_xyxy += -tol <= x < w <= width + tol and -tol <= y < h <= height + tol
-    report.unknown_categories, report.unknown_category_examples = (
-        len(unknown),
-        unknown[:MAX_EXAMPLES],
-    )
+    report.unknown_categories = len(unknown)
+    report.unknown_category_examples = unknown[:MAX_EXAMPLES]
     report.malformed_boxes, report.malformed_examples = len(malformed), malformed[:MAX_EXAMPLES]
 
     report.empty_categories = [c["name"] for c in categories if per_category[c["id"]] == 0]
