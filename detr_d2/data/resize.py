@@ -102,10 +102,8 @@ class ResizeShortestEdge(T.ResizeShortestEdge):
             size = np.random.choice(self.short_edge_length)
         if size == 0:
             return T.NoOpTransform()
-        if self.rule == "detr":
-            new_h, new_w = detr_output_shape(h, w, int(size), self.max_size)
-        else:
-            new_h, new_w = T.ResizeShortestEdge.get_output_shape(h, w, size, self.max_size)
+        shape = detr_output_shape if self.rule == "detr" else T.ResizeShortestEdge.get_output_shape
+        new_h, new_w = shape(h, w, int(size), self.max_size)
         t = T.ResizeTransform(h, w, max(new_h, 1), max(new_w, 1), self.interp)
         return to_tensor_resize(t) if self.tensor_resize else t
 
