@@ -29,6 +29,7 @@ from detr_d2.engine.checks import metadata_num_classes
 logger = logging.getLogger(__name__)
 
 SKIP_HINT = "set DATALOADER.SKIP_BAD_IMAGES True to skip such images"
+FILES = ("file_name", "pan_seg_file_name", "sem_seg_file_name")  # dataset dict keys of files
 SKIPPED = "_skipped_unreadable"  # marks what CheckedMapper returns for an image left out
 # image ids WithoutSkipped left out in this process, until an evaluator takes them
 _skipped_image_ids = set()
@@ -112,11 +113,7 @@ def check_dataset_dicts(dicts: List[Dict], metadata, dataset_name: str, skip_bad
     # bad_images: descriptions of images with an unknown category or a missing file
     kept, bad_images, box_examples, empty, crowd_only = [], [], [], 0, 0
     for d in dicts:
-        problems = [
-            f"missing file {d[k]}"
-            for k in ("file_name", "pan_seg_file_name", "sem_seg_file_name")
-            if k in d and not os.path.exists(d[k])
-        ]
+        problems = [f"missing file {d[k]}" for k in FILES if k in d and not os.path.exists(d[k])]
         annotations = d.get("annotations")
         ids = [obj.get("category_id") for obj in annotations or []]
         ids += [seg.get("category_id") for seg in d.get("segments_info", [])]
