@@ -76,11 +76,10 @@ class _BatchStream(IterableDataset):
         self._epoch, self._order = None, None
 
     def _index(self, position: int) -> int:
-        loader = self.loader
-        epoch, j = divmod(position, len(loader.dicts))
+        loader, n = self.loader, len(self.loader.dicts)
+        epoch, j = divmod(position, n)
         if epoch != self._epoch:
-            n, batch = len(loader.dicts), loader.total_batch_size
-            self._order = epoch_order(n, loader.seed, epoch, batch, loader.wide)
+            self._order = epoch_order(n, loader.seed, epoch, loader.total_batch_size, loader.wide)
             self._epoch = epoch
         return self._order[j]
 
