@@ -14,7 +14,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
-from detr_d2.data.builtin import register_shapes_instances
+from detr_d2.data.builtin import register_shapes
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 DATASET = "paper_tools_shapes"
@@ -39,7 +39,7 @@ def shapes_dataset(tmp_path_factory):
     """3 generated 128 px shapes images, registered as a COCO instances dataset."""
     if DATASET not in DatasetCatalog.list():
         root = str(tmp_path_factory.mktemp("datasets"))
-        register_shapes_instances(DATASET, root, "paper_tools", num_images=3, seed=7)
+        register_shapes(DATASET, root, "paper_tools", num_images=3, seed=7)
     return DATASET
 
 

@@ -36,8 +36,8 @@ def _files(directory):
 def registered(tmp_path):
     """Registers instance and panoptic test splits under tmp_path; removes them afterwards."""
     names = {"instances": "test_shapes_instances", "panoptic": "test_shapes_panoptic"}
-    builtin.register_shapes_instances(names["instances"], str(tmp_path), "t", NUM_IMAGES, 5)
-    builtin.register_shapes_panoptic(names["panoptic"], str(tmp_path), "t", NUM_IMAGES, 6)
+    builtin.register_shapes(names["instances"], str(tmp_path), "t", NUM_IMAGES, 5)
+    builtin.register_shapes(names["panoptic"], str(tmp_path), "t", NUM_IMAGES, 6, panoptic=True)
     yield names
     for name in names.values():
         DatasetCatalog.remove(name)

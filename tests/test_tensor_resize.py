@@ -10,7 +10,7 @@ from PIL import Image
 
 from detr_d2.config import add_detr_config
 from detr_d2.data import DetrDatasetMapper
-from detr_d2.data.tensor_resize import TensorResizeTransform, to_tensor_resize
+from detr_d2.data.resize import TensorResizeTransform, to_tensor_resize
 
 
 def _photo_like(h, w, seed=0):
@@ -70,7 +70,7 @@ def test_other_inputs_are_detectron2s():
 
 def test_without_torchvisions_v2_resize_it_is_pils(monkeypatch):
     """An older torchvision (no v2 ``resize_image``): Detectron2's PIL resize, same pixels."""
-    import detr_d2.data.tensor_resize as module
+    import detr_d2.data.resize as module
 
     img = _photo_like(97, 131)
     pil = T.ResizeTransform(97, 131, 64, 86).apply_image(img)

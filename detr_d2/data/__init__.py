@@ -2,7 +2,6 @@
 
 # ruff: noqa: F401  (the package's API, re-exported)
 from . import builtin  # registers shapes_* in DatasetCatalog / MetadataCatalog
-from .detr_dataset_mapper import DetrDatasetMapper, build_test_mapper
+from .detr_dataset_mapper import DetrDatasetMapper, DetrPanopticDatasetMapper, build_test_mapper
 from .image_io import read_image
-from .panoptic_mapper import DetrPanopticDatasetMapper
-from .tensor_resize import TensorResizeTransform
+from .resize import TensorResizeTransform

@@ -17,57 +17,26 @@ SHAPES_SPLITS = {
     "shapes_tiny_train": ("tiny_train", 64, 2),
     "shapes_tiny_val": ("tiny_val", 32, 3),
 }
+# the same splits, panoptic, seeded 10 higher: shapes_panoptic_train, ...
 SHAPES_PANOPTIC_SPLITS = {
-    "shapes_panoptic_train": ("train", 2000, 10),
-    "shapes_panoptic_val": ("val", 200, 11),
-    "shapes_panoptic_tiny_train": ("tiny_train", 64, 12),
-    "shapes_panoptic_tiny_val": ("tiny_val", 32, 13),
+    name.replace("shapes_", "shapes_panoptic_"): (split, n, seed + 10)
+    for name, (split, n, seed) in SHAPES_SPLITS.items()
 }
 
 
-def _instances_metadata():
-    return {
-        "thing_classes": [c["name"] for c in THING_CATEGORIES],
-        "thing_colors": [c["color"] for c in THING_CATEGORIES],
-        "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(THING_CATEGORIES)},
-    }
-
-
-def _panoptic_metadata():
-    """Detectron2's "standard" panoptic metadata: contiguous ids over things (0..5) and stuff
-    (6..8) together; thing_/stuff_classes both list all of them."""
-    categories = THING_CATEGORIES + STUFF_CATEGORIES
-    names = [c["name"] for c in categories]
-    colors = [c["color"] for c in categories]
-    return {
-        "thing_classes": names,
-        "thing_colors": colors,
-        "stuff_classes": names,
-        "stuff_colors": colors,
-        "thing_dataset_id_to_contiguous_id": {
-            c["id"]: i for i, c in enumerate(categories) if c["isthing"]
-        },
-        "stuff_dataset_id_to_contiguous_id": {
-            c["id"]: i for i, c in enumerate(categories) if not c["isthing"]
-        },
-    }
-
-
-def register_shapes_instances(name, root, split, num_images, seed):
-    """Register shapes split ``split`` under ``root`` as COCO instances dataset ``name``."""
-    paths = shapes_paths(root, split)
-
-    def load():
-        generate_shapes(root, split, num_images, seed)
-        return load_coco_json(paths["instances_json"], paths["image_root"], name)
-
-    DatasetCatalog.register(name, load)
-    MetadataCatalog.get(name).set(
-        json_file=paths["instances_json"],
-        image_root=paths["image_root"],
-        evaluator_type="coco",
-        **_instances_metadata(),
-    )
+def _metadata(categories):
+    """Detectron2's metadata of ``categories``; with stuff its "standard" panoptic metadata:
+    contiguous ids over things (0..5) and stuff (6..8) together, thing_/stuff_classes both list
+    all of them."""
+    names, colors = [c["name"] for c in categories], [c["color"] for c in categories]
+    things = {c["id"]: i for i, c in enumerate(categories) if c["isthing"]}
+    meta = {"thing_classes": names, "thing_colors": colors}
+    meta["thing_dataset_id_to_contiguous_id"] = things
+    stuff = {c["id"]: i for i, c in enumerate(categories) if not c["isthing"]}
+    if stuff:
+        meta.update(stuff_classes=names, stuff_colors=colors)
+        meta["stuff_dataset_id_to_contiguous_id"] = stuff
+    return meta
 
 
 def load_shapes_panoptic_json(json_file, image_root, panoptic_root, meta):
@@ -95,36 +64,36 @@ def load_shapes_panoptic_json(json_file, image_root, panoptic_root, meta):
     return dicts
 
 
-def register_shapes_panoptic(name, root, split, num_images, seed):
-    """Register panoptic shapes split ``split`` under ``root`` as dataset ``name``."""
-    paths = shapes_paths(root, split, panoptic=True)
-    meta = _panoptic_metadata()
+def register_shapes(name, root, split, num_images, seed, panoptic=False):
+    """Register shapes split ``split`` under ``root`` as dataset ``name``: COCO instances, or with
+    ``panoptic`` COCO panoptic (its things as COCO instances in ``json_file``)."""
+    paths = shapes_paths(root, split, panoptic)
+    meta = _metadata(THING_CATEGORIES + (STUFF_CATEGORIES if panoptic else []))
 
     def load():
-        generate_shapes(root, split, num_images, seed, panoptic=True)
+        generate_shapes(root, split, num_images, seed, panoptic)
+        if not panoptic:
+            return load_coco_json(paths["instances_json"], paths["image_root"], name)
         return load_shapes_panoptic_json(
             paths["panoptic_json"], paths["image_root"], paths["panoptic_root"], meta
         )
 
     DatasetCatalog.register(name, load)
+    kind = {"evaluator_type": "coco"}
+    if panoptic:
+        kind = dict(evaluator_type="coco_panoptic_seg", ignore_label=255, label_divisor=1000)
+        kind.update(panoptic_root=paths["panoptic_root"], panoptic_json=paths["panoptic_json"])
     MetadataCatalog.get(name).set(
-        panoptic_root=paths["panoptic_root"],
-        image_root=paths["image_root"],
-        panoptic_json=paths["panoptic_json"],
-        json_file=paths["instances_json"],
-        evaluator_type="coco_panoptic_seg",
-        ignore_label=255,
-        label_divisor=1000,
-        **meta,
+        json_file=paths["instances_json"], image_root=paths["image_root"], **kind, **meta
     )
 
 
 def register_all_shapes(root):
     """Register every dataset of SHAPES_SPLITS and SHAPES_PANOPTIC_SPLITS under ``root``."""
     for name, (split, num_images, seed) in SHAPES_SPLITS.items():
-        register_shapes_instances(name, root, split, num_images, seed)
+        register_shapes(name, root, split, num_images, seed)
     for name, (split, num_images, seed) in SHAPES_PANOPTIC_SPLITS.items():
-        register_shapes_panoptic(name, root, split, num_images, seed)
+        register_shapes(name, root, split, num_images, seed, panoptic=True)
 
 
 register_all_shapes(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")))

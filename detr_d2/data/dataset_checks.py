@@ -26,23 +26,10 @@ from PIL import Image
 
 from detr_d2.engine.checks import metadata_num_classes
 
-__all__ = [
-    "BadImageError",
-    "CheckedMapper",
-    "DatasetError",
-    "check_dataset_dicts",
-    "classify_box",
-    "get_checked_dataset_dicts",
-    "load_dataset_dicts",
-    "pop_skipped_image_ids",
-    "warn_more_objects_than_queries",
-    "WithoutSkipped",
-    "write_temporary_json",
-]
-
 logger = logging.getLogger(__name__)
 
 SKIP_HINT = "set DATALOADER.SKIP_BAD_IMAGES True to skip such images"
+FILES = ("file_name", "pan_seg_file_name", "sem_seg_file_name")  # dataset dict keys of files
 SKIPPED = "_skipped_unreadable"  # marks what CheckedMapper returns for an image left out
 # image ids WithoutSkipped left out in this process, until an evaluator takes them
 _skipped_image_ids = set()
@@ -68,13 +55,8 @@ def _listing(items: Sequence[str], n: int = 5) -> str:
     return "; ".join(items[:n]) + more
 
 
-def _is_real(v) -> bool:
-    return isinstance(v, Real) and not isinstance(v, bool)  # numpy scalars too
-
-
 def _raise_or_skip(message: str, fix: str, count: int, skip: bool, cause=None) -> None:
-    """Raise :class:`DatasetError` with ``message``, or with ``skip`` log that ``count`` images
-    were skipped."""
+    """Raise :class:`DatasetError` with ``message``, or with ``skip`` log ``count`` skipped."""
     if not skip:
         raise DatasetError(f"{message} Fix the {fix}, or {SKIP_HINT}.") from cause
     logger.warning(f"{message} Skipped these {count} images (DATALOADER.SKIP_BAD_IMAGES is True).")
@@ -92,25 +74,19 @@ def write_temporary_json(data, prefix: str) -> str:
 def classify_box(bbox, mode=BoxMode.XYWH_ABS, height=None, width=None, tolerance=0.0):
     """The one classification of a box, for the json report and the training data alike:
     ("ok" | "clipped" | "malformed" | "degenerate" | "outside", the box to keep, in ``mode``).
-
     malformed: not 4 finite numbers; degenerate: width or height <= 0; outside: nothing of it
     inside the (height, width) image; clipped: partly outside by more than ``tolerance`` pixels,
-    returned clipped. Without an image size only the first two are told. Modes other than
-    XYXY_ABS / XYWH_ABS are not checked.
-    """
+    returned clipped. Without an image size only the first two are told; modes other than
+    XYXY_ABS / XYWH_ABS are not checked."""
     if mode not in (BoxMode.XYXY_ABS, BoxMode.XYWH_ABS):
         return "ok", bbox
-    if (
-        isinstance(bbox, (str, bytes))
-        or not hasattr(bbox, "__len__")
-        or len(bbox) != 4
-        or not all(type(v) in (int, float) or _is_real(v) for v in bbox)  # fast path: json
-    ):
+    if isinstance(bbox, (str, bytes)) or not hasattr(bbox, "__len__") or len(bbox) != 4:
         return "malformed", bbox
-    values = [float(v) for v in bbox]
-    if not all(math.isfinite(v) for v in values):
+    # int / float first (json's fast path), numpy scalars too; a bool is no number
+    real = (type(v) in (int, float) or isinstance(v, Real) and type(v) is not bool for v in bbox)
+    if not all(real) or not all(math.isfinite(float(v)) for v in bbox):
         return "malformed", bbox
-    x0, y0, x1, y1 = values
+    x0, y0, x1, y1 = (float(v) for v in bbox)
     if mode == BoxMode.XYWH_ABS:  # by hand: BoxMode.convert costs ~30 us a box (torch)
         x1, y1 = x0 + x1, y0 + y1
     if x1 <= x0 or y1 <= y0:
@@ -127,25 +103,17 @@ def classify_box(bbox, mode=BoxMode.XYWH_ABS, height=None, width=None, tolerance
     return "clipped", clipped
 
 
-def check_dataset_dicts(
-    dicts: List[Dict], metadata, dataset_name: str, skip_bad_images: bool = False
-) -> List[Dict]:
+def check_dataset_dicts(dicts: List[Dict], metadata, dataset_name: str, skip_bad_images=False):
     """The images of ``dicts`` (Detectron2 dataset dicts, contiguous category ids bounded by
     ``metadata``'s classes) that are kept, a new dict where boxes changed (the input is not
     modified). An unknown category or a missing file raises :class:`DatasetError`, or with
     ``skip_bad_images`` leaves the image out (logged with a count)."""
     num_classes = metadata_num_classes(metadata)
     boxes = Counter()  # box status -> count
-    box_examples = []
-    bad_images = []  # descriptions of images with an unknown category or a missing file
-    empty = crowd_only = 0
-    kept = []
+    # bad_images: descriptions of images with an unknown category or a missing file
+    kept, bad_images, box_examples, empty, crowd_only = [], [], [], 0, 0
     for d in dicts:
-        problems = [
-            f"missing file {d[k]}"
-            for k in ("file_name", "pan_seg_file_name", "sem_seg_file_name")
-            if k in d and not os.path.exists(d[k])
-        ]
+        problems = [f"missing file {d[k]}" for k in FILES if k in d and not os.path.exists(d[k])]
         annotations = d.get("annotations")
         ids = [obj.get("category_id") for obj in annotations or []]
         ids += [seg.get("category_id") for seg in d.get("segments_info", [])]
@@ -240,9 +208,7 @@ def load_dataset_dicts(dataset_name: str, skip_bad_images: bool = False) -> List
     return load_coco_json(filtered, meta.image_root, dataset_name)
 
 
-def get_checked_dataset_dicts(
-    names: Sequence[str], skip_bad_images: bool = False, filter_empty: bool = False
-) -> List[Dict]:
+def get_checked_dataset_dicts(names: Sequence[str], skip_bad_images=False, filter_empty=False):
     """Like detectron2's ``get_detection_dataset_dicts`` (no proposals, no keypoint filter), with
     every dataset loaded by ``load_dataset_dicts`` and checked by ``check_dataset_dicts``."""
     dicts = []
@@ -290,13 +256,9 @@ class CheckedMapper:
     POOL_SIZE = 64
     MAX_ATTEMPTS = 16
 
-    def __init__(
-        self, mapper, skip_bad_images: bool = False, spares: Sequence[Dict] = (), replace=True
-    ):
+    def __init__(self, mapper, skip_bad_images=False, spares: Sequence[Dict] = (), replace=True):
         # replace=False for evaluation: a skipped image becomes a marker WithoutSkipped drops
-        self.mapper = mapper
-        self.skip_bad_images = skip_bad_images
-        self.replace = replace
+        self.mapper, self.skip_bad_images, self.replace = mapper, skip_bad_images, replace
         self.bad_files = set()
         self._pool = list(spares)
         self._rng = random.Random(0)

@@ -1,4 +1,5 @@
-"""DetrDatasetMapper: reads an image and its boxes and applies DETR's training augmentation."""
+"""DetrDatasetMapper: reads an image and its boxes and applies DETR's training augmentation;
+DetrPanopticDatasetMapper: every panoptic segment (thing or stuff) as a box and a mask."""
 
 import copy
 import logging
@@ -9,29 +10,27 @@ from detectron2.config import configurable
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
+from detectron2.structures import BitMasks, Instances
+from panopticapi.utils import rgb2id
 
 from ..config import is_detr_config
 from .image_io import read_image
 from .resize import ResizeShortestEdge, test_resize
 
-__all__ = ["DetrDatasetMapper", "ResizeShortestEdge", "build_test_mapper", "read_image"]
-
 logger = logging.getLogger(__name__)
 
 
 class DetrDatasetMapper:
-    """Maps one Detectron2 dataset dict to the input of a DETR model.
-
-    Training augmentation as in the DETR paper: with probability ``crop_prob`` the
-    ``crop_augmentations`` (flip, resize to a random short side, random crop, resize again)
-    instead of ``augmentations`` (flip, multi-scale resize). None: never.
+    """Maps one Detectron2 dataset dict to the input of a DETR model. Training augmentation as
+    in the DETR paper: with probability ``crop_prob`` the ``crop_augmentations`` (flip, resize to
+    a random short side, random crop, resize again) instead of ``augmentations`` (flip,
+    multi-scale resize). None: never.
 
     Output: the input dict (``height`` / ``width`` stay the original size, for post-processing)
     plus ``image``, uint8 (C, H, W) in ``image_format``, and in training ``instances`` of image
     size (H, W): ``gt_boxes`` (absolute XYXY pixels of the augmented image) and ``gt_classes``
     (int64 (K,), contiguous ids). Crowd boxes and boxes empty after cropping are removed (the
-    dataset's bad boxes were dropped by ``dataset_checks``); K may be 0.
-    """
+    dataset's bad boxes were dropped by ``dataset_checks``); K may be 0."""
 
     @configurable
     def __init__(
@@ -106,6 +105,35 @@ class DetrDatasetMapper:
         ]
         instances = utils.annotations_to_instances(annotations, image_shape)
         dataset_dict["instances"] = utils.filter_empty_instances(instances)
+        return dataset_dict
+
+
+class DetrPanopticDatasetMapper(DetrDatasetMapper):
+    """Maps a ``coco_2017_*_panoptic``-format dict to a DETR input with :class:`DetrDatasetMapper`'s
+    augmentation, the panoptic PNG following the image (nearest). In training "instances" holds,
+    per non-crowd segment still visible (things and stuff alike), ``gt_masks`` (BitMasks (M, H, W)),
+    ``gt_boxes`` (absolute XYXY of the mask's pixel extents, x1 = last column + 1) and
+    ``gt_classes`` (int64 (M,), contiguous). At test time: the image only."""
+
+    def __call__(self, dataset_dict):
+        if not self.is_train:
+            return super().__call__(dataset_dict)
+        dataset_dict = copy.deepcopy(dataset_dict)
+        pan_seg = utils.read_image(dataset_dict.pop("pan_seg_file_name"), "RGB")
+        image, transforms = self.read_and_augment(dataset_dict)
+        # the RGB encoding is uint8, so resizing uses PIL's nearest: no id is ever blended
+        segment_ids = rgb2id(transforms.apply_segmentation(pan_seg))
+
+        segments = [s for s in dataset_dict.pop("segments_info") if not s.get("iscrowd", 0)]
+        masks = np.array([segment_ids == s["id"] for s in segments], dtype=bool)
+        masks = masks.reshape(-1, *segment_ids.shape)  # (M, H, W), also for M = 0
+        visible = masks.any(axis=(1, 2))
+        instances = Instances(image.shape[:2])
+        instances.gt_masks = BitMasks(torch.from_numpy(masks[visible]))
+        instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
+        classes = [s["category_id"] for s, v in zip(segments, visible) if v]
+        instances.gt_classes = torch.tensor(classes, dtype=torch.int64)
+        dataset_dict["instances"] = instances
         return dataset_dict
 
 

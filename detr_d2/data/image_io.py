@@ -10,8 +10,6 @@ from detectron2.utils.file_io import PathManager
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
 
-__all__ = ["read_image"]
-
 # what torchvision decodes to the same pixels as PIL: (PIL format, PIL mode) of the file
 _TORCHVISION_DECODES = {("JPEG", "RGB"), ("JPEG", "L"), ("PNG", "RGB"), ("PNG", "L")}
 _READ_MODE = {"RGB": ImageReadMode.RGB, "BGR": ImageReadMode.RGB, "L": ImageReadMode.GRAY}
@@ -19,11 +17,9 @@ _READ_MODE = {"RGB": ImageReadMode.RGB, "BGR": ImageReadMode.RGB, "L": ImageRead
 
 def read_image(file_name: str, image_format: str) -> np.ndarray:
     """Detectron2's ``read_image`` (same pixels, same errors): uint8 (H, W, C) in ``image_format``.
-
     An 8-bit RGB or gray JPEG / PNG is decoded by ``torchvision.io``, except an RGB file read as
     "L"; every other file, and one torchvision cannot decode, goes through PIL, so a bad file
-    raises PIL's error. A 16-bit gray image is scaled to 8 bits (PIL's conversion clips at 255).
-    """
+    raises PIL's error. A 16-bit gray image is scaled to 8 bits (PIL's conversion clips at 255)."""
     with PathManager.open(file_name, "rb") as f:
         data = f.read()
     with Image.open(io.BytesIO(data)) as im:  # parses the header only
@@ -41,7 +37,5 @@ def read_image(file_name: str, image_format: str) -> np.ndarray:
     if not kind[1].startswith("I"):
         return utils.read_image(file_name, format=image_format)
     raw = utils.read_image(file_name)  # (H, W) integers in [0, 65535], EXIF orientation applied
-    gray = (np.clip(raw, 0, 65535) >> 8).astype(np.uint8)
-    if image_format == "L":
-        return gray[:, :, None]
-    return np.repeat(gray[:, :, None], 3, axis=2)  # gray in RGB or BGR
+    gray = (np.clip(raw, 0, 65535) >> 8).astype(np.uint8)[:, :, None]
+    return gray if image_format == "L" else np.repeat(gray, 3, axis=2)  # gray in RGB or BGR

@@ -3,24 +3,16 @@
 :class:`CocoJsonError` for what no later step can repair (not JSON, a BOM, values of the wrong
 type, shared ids); a :class:`CocoJsonReport` counting what training would drop quietly or learn
 wrong: bad boxes (classified by ``dataset_checks.classify_box``, as training does), boxes that look
-like [x1, y1, x2, y2], empty categories, unknown image / category ids, missing or repeated files.
-"""
+like [x1, y1, x2, y2], empty categories, unknown image / category ids, missing or repeated files."""
 
 import json
 import logging
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 from .dataset_checks import _listing, classify_box, write_temporary_json
-
-__all__ = [
-    "CocoJsonError",
-    "CocoJsonReport",
-    "check_coco_json",
-    "ground_truth_without_malformed_boxes",
-]
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +26,9 @@ class CocoJsonError(ValueError):
 
 @dataclass
 class CocoJsonReport:
-    """Counts over one COCO instances json. Box counts are over non-crowd annotations only; a box
-    counts in at most one of ``malformed_boxes``, ``non_positive_boxes``, ``boxes_outside_image``.
-    """
+    """Counts over one COCO instances json. Box counts are over non-crowd annotations only; a
+    box counts in at most one of ``malformed_boxes``, ``non_positive_boxes``,
+    ``boxes_outside_image``."""
 
     json_file: str
     image_root: str
@@ -72,11 +64,9 @@ class CocoJsonReport:
     @property
     def looks_like_xyxy(self) -> bool:
         """Most boxes overflow as [x, y, w, h]; or many do and (nearly) all fit as corners.
-
         Corner boxes near the top-left still fit when misread as [x, y, w, h], so "most
         overflow" alone misses xyxy data whose objects sit left or high; the second rule catches
-        it. Real [x, y, w, h] data overflows only by annotation error, a few percent at most.
-        """
+        it. Real [x, y, w, h] data overflows only by annotation error, a few percent at most."""
         sized = self.sized_boxes
         if sized <= 0:
             return False
@@ -86,15 +76,9 @@ class CocoJsonReport:
     @property
     def has_problems(self) -> bool:
         """Anything worth a warning; images without annotations are not (background images)."""
-        return bool(
-            self.invalid_boxes
-            or self.empty_categories
-            or self.unknown_image_ids
-            or self.unknown_categories
-            or self.missing_images
-            or self.duplicate_files
-            or self.looks_like_xyxy
-        )
+        counts = self.invalid_boxes + self.unknown_image_ids + self.unknown_categories
+        counts += self.missing_images + len(self.empty_categories) + len(self.duplicate_files)
+        return bool(counts or self.looks_like_xyxy)
 
     def format(self) -> str:
         """The report as one multi-line block, for a single log call."""
@@ -145,12 +129,7 @@ class CocoJsonReport:
 
 # Parsed JSON holds int, float, str, bool, None, list and dict only: exact types (bool is not an
 # int here) are what to check, and 5x faster than the numbers ABCs on 860k annotations.
-def _is_int(v) -> bool:
-    return type(v) is int
-
-
-def _is_number(v) -> bool:
-    return type(v) in (int, float)
+NUMBER = (int, float)
 
 
 def _get(entry, key) -> str:
@@ -161,7 +140,7 @@ def _entry_problems(data: dict) -> List[str]:
     """What makes the entries of a COCO json unusable, one description each; [] when none."""
     problems = []
     for i, c in enumerate(data["categories"]):
-        if not isinstance(c, dict) or not _is_int(c.get("id")):
+        if not isinstance(c, dict) or type(c.get("id")) is not int:
             problems.append(f'categories[{i}]: "id" {_get(c, "id")} is not an integer')
         elif not isinstance(c.get("name"), str) or not c["name"]:
             problems.append(f'categories[{i}] (id {c["id"]}): no "name" (a string)')
@@ -175,9 +154,9 @@ def _entry_problems(data: dict) -> List[str]:
                 f"images[{i}]: image {im.get('id', im.get('file_name', '?'))} has no "
                 f"{', '.join(absent)}; every image needs id, file_name, width, height"
             )
-        elif not _is_int(im["id"]):
+        elif type(im["id"]) is not int:
             problems.append(f'images[{i}] ({im["file_name"]}): "id" {im["id"]!r} is not an integer')
-        elif not all(_is_number(im[k]) and im[k] > 0 for k in ("width", "height")):
+        elif not all(type(im[k]) in NUMBER and im[k] > 0 for k in ("width", "height")):
             problems.append(
                 f"images[{i}] (id {im['id']}): width {im['width']!r} and height "
                 f"{im['height']!r} must be positive numbers"
@@ -188,16 +167,16 @@ def _entry_problems(data: dict) -> List[str]:
             continue
         where = f"annotations[{i}]" + (f" (id {a['id']})" if "id" in a else "")
         for key in ("id", "image_id", "category_id"):
-            if not _is_int(a.get(key)):
+            if type(a.get(key)) is not int:
                 problems.append(f'{where}: "{key}" {_get(a, key)} is not an integer')
         bbox = a.get("bbox", [0])  # no "bbox" at all: dropped like a malformed one
-        numbers_or_null = isinstance(bbox, list) and all(_is_number(v) or v is None for v in bbox)
-        if not bbox or not numbers_or_null:
+        numbers = isinstance(bbox, list) and all(type(v) in NUMBER or v is None for v in bbox)
+        if not bbox or not numbers:  # None: a malformed box, not a malformed entry
             problems.append(f'{where}: "bbox" {bbox!r} is not a list of numbers [x, y, w, h]')
     for kind, name in (("categories", ""), ("images", "file_name"), ("annotations", "")):
         where = defaultdict(list)  # id -> the entries of kind under it
         for i, e in enumerate(data[kind]):
-            if isinstance(e, dict) and _is_int(e.get("id")):
+            if isinstance(e, dict) and type(e.get("id")) is int:
                 where[e["id"]].append(f"{kind}[{i}]" + (f" ({e.get(name)})" if name else ""))
         problems += [
             f"{' and '.join(at)} share the id {i}: ids must be unique"
@@ -208,19 +187,11 @@ def _entry_problems(data: dict) -> List[str]:
 
 
 def check_coco_json(json_file: str, image_root: str, tolerance: float = 1.0) -> CocoJsonReport:
-    """Check a COCO instances json and count its problems (see the module docstring).
-
-    Args:
-        json_file: the annotation file ("images", "annotations", "categories").
-        image_root: the folder the images' ``file_name`` are relative to.
-        tolerance: pixels a box may extend beyond the image before it counts as outside (COCO's
-            own boxes overshoot by rounding).
-
-    Raises:
-        CocoJsonError (a ValueError): empty, a BOM, not JSON (line and column), not an object
-            with the three lists, or entries with values of the wrong type or shared ids; names
-            the file and the first entries.
-    """
+    """The problems of the COCO instances ``json_file`` whose images' ``file_name`` are relative
+    to ``image_root``; ``tolerance``: pixels a box may extend beyond its image before it counts as
+    outside (COCO's own boxes overshoot by rounding). :class:`CocoJsonError` (a ValueError) naming
+    the file and the first entries: empty, a BOM, not JSON (line and column), not an object with
+    the three lists, values of the wrong type or shared ids."""
     with open(json_file, "rb") as f:
         raw = f.read()
     if not raw.strip():
@@ -234,19 +205,16 @@ def check_coco_json(json_file: str, image_root: str, tolerance: float = 1.0) -> 
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CocoJsonError(f"{json_file} is not valid JSON: {e}.") from None
-    if not isinstance(data, dict) or not all(
-        isinstance(data.get(k), list) for k in ("images", "annotations", "categories")
-    ):
+    lists = ("images", "annotations", "categories")
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in lists):
         raise CocoJsonError(
             f"{json_file} is not a COCO instances json: it needs the lists "
             '"images", "annotations" and "categories"'
         )
     problems = _entry_problems(data)
     if problems:
-        raise CocoJsonError(
-            f"{json_file}: {len(problems)} entries cannot be used: "
-            + _listing(problems, MAX_EXAMPLES)
-        )
+        listing = _listing(problems, MAX_EXAMPLES)
+        raise CocoJsonError(f"{json_file}: {len(problems)} entries cannot be used: {listing}")
     report = CocoJsonReport(json_file=json_file, image_root=image_root)
     categories = sorted(data["categories"], key=lambda c: c["id"])
     report.categories = [c["name"] for c in categories]
@@ -259,63 +227,49 @@ def check_coco_json(json_file: str, image_root: str, tolerance: float = 1.0) -> 
     report.duplicate_files = [(f, ids) for f, ids in ids_of_file.items() if len(ids) > 1]
 
     per_category = {c["id"]: 0 for c in categories}
+    unknown, malformed, tol = [], [], tolerance
     for ann in data["annotations"]:
         image = images.get(ann["image_id"])
         if image is None:
             report.unknown_image_ids += 1
             continue
-        if ann["category_id"] not in per_category:
-            report.unknown_categories += 1
-            if len(report.unknown_category_examples) < MAX_EXAMPLES:
-                report.unknown_category_examples.append(
-                    (ann["id"], image["id"], image["file_name"], ann["category_id"])
-                )
-        else:
+        if ann["category_id"] in per_category:
             per_category[ann["category_id"]] += 1
+        else:
+            unknown.append((ann["id"], image["id"], image["file_name"], ann["category_id"]))
         if ann.get("iscrowd", 0):
             report.num_crowd += 1
+            continue
+        width, height = image["width"], image["height"]
+        status, _ = classify_box(ann.get("bbox"), height=height, width=width, tolerance=tol)
+        if status == "malformed":
+            malformed.append((ann["id"], ann["image_id"], ann.get("bbox")))
+        elif status == "degenerate":
+            report.non_positive_boxes += 1
         else:
-            _count_box(report, ann, image, tolerance)
+            report.sized_boxes += 1
+            report.boxes_outside_image += status in ("clipped", "outside")
+            x, y, w, h = ann["bbox"]
+            report.xywh_overflow += x + w > width + tol or y + h > height + tol
+            # read as corners (x1, y1, x2, y2) = (x, y, w, h): a proper box inside the image?
+            report.fit_as_xyxy += -tol <= x < w <= width + tol and -tol <= y < h <= height + tol
+    report.unknown_categories = len(unknown)
+    report.unknown_category_examples = unknown[:MAX_EXAMPLES]
+    report.malformed_boxes, report.malformed_examples = len(malformed), malformed[:MAX_EXAMPLES]
 
     report.empty_categories = [c["name"] for c in categories if per_category[c["id"]] == 0]
     annotated = images.keys() & {a["image_id"] for a in data["annotations"]}
     report.images_without_annotations = len(images) - len(annotated)
-    for image in images.values():
-        path = os.path.join(image_root, image["file_name"])
-        if not os.path.isfile(path):
-            report.missing_images += 1
-            if len(report.missing_image_examples) < MAX_EXAMPLES:
-                report.missing_image_examples.append(path)
+    paths = [os.path.join(image_root, image["file_name"]) for image in images.values()]
+    missing = [path for path in paths if not os.path.isfile(path)]
+    report.missing_images, report.missing_image_examples = len(missing), missing[:MAX_EXAMPLES]
     return report
 
 
-def _count_box(report: CocoJsonReport, ann: dict, image: dict, tol: float) -> None:
-    width, height = image["width"], image["height"]
-    status, _ = classify_box(ann.get("bbox"), height=height, width=width, tolerance=tol)
-    if status == "malformed":
-        report.malformed_boxes += 1
-        if len(report.malformed_examples) < MAX_EXAMPLES:
-            report.malformed_examples.append((ann["id"], ann["image_id"], ann.get("bbox")))
-        return
-    if status == "degenerate":
-        report.non_positive_boxes += 1
-        return
-    report.sized_boxes += 1
-    report.boxes_outside_image += status in ("clipped", "outside")
-    x, y, w, h = ann["bbox"]
-    report.xywh_overflow += x + w > width + tol or y + h > height + tol
-    # read as corners (x1, y1, x2, y2) = (x, y, w, h): a proper box inside the image?
-    report.fit_as_xyxy += -tol <= x < w <= width + tol and -tol <= y < h <= height + tol
-
-
-def ground_truth_without_malformed_boxes(json_file: str, data: Optional[Dict] = None) -> str:
+def ground_truth_without_malformed_boxes(json_file: str, data: Dict) -> str:
     """The json evaluation should read: ``json_file``, or, when some of its boxes are malformed
     (training drops them; the COCO evaluators fail on them naming no file), a temporary copy
-    without those annotations, logged. ``data``: the file's content if already loaded (not
-    modified)."""
-    if data is None:
-        with open(json_file) as f:
-            data = json.load(f)
+    without those annotations, logged. ``data``: the file's content (not modified)."""
     bad = [a for a in data["annotations"] if classify_box(a.get("bbox"))[0] == "malformed"]
     if not bad:
         return json_file

@@ -3,10 +3,8 @@
 The json is checked once (``json_check``) and its class names go into the metadata right away, so
 the class count is known before any data is loaded."""
 
-import argparse
 import logging
 import os
-from typing import List, Optional
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
@@ -14,18 +12,12 @@ from detectron2.data.datasets import register_coco_instances
 from detr_d2_cli import REGISTER_COCO as FLAG
 from detr_d2_cli import add_register_coco_argument  # noqa: F401  (the flag lives with the parser)
 
-from .json_check import CocoJsonReport, check_coco_json
-
-__all__ = [
-    "add_register_coco_argument",
-    "register_coco_from_args",
-    "register_coco_dataset",
-]
+from .json_check import check_coco_json
 
 logger = logging.getLogger(__name__)
 
 
-def register_coco_from_args(args: argparse.Namespace) -> List[str]:
+def register_coco_from_args(args) -> list:
     """Register every ``--register-coco`` set of ``args`` (the catalogs are per process); returns
     their names. ``ValueError`` when the flag came after the KEY VALUE options (read as options)."""
     opts = getattr(args, "opts", None) or []
@@ -40,7 +32,7 @@ def register_coco_from_args(args: argparse.Namespace) -> List[str]:
     return [name for name, _, _ in sets]
 
 
-def register_coco_dataset(name: str, json_file: str, image_root: str) -> Optional[CocoJsonReport]:
+def register_coco_dataset(name: str, json_file: str, image_root: str):
     """Register a COCO instances json as dataset ``name`` with ``thing_classes`` (names sorted by
     id) and ``thing_dataset_id_to_contiguous_id`` set now; returns the logged json report.
 
@@ -48,11 +40,8 @@ def register_coco_dataset(name: str, json_file: str, image_root: str) -> Optiona
     files raises ``ValueError``."""
     json_file, image_root = os.path.abspath(json_file), os.path.abspath(image_root)
     if name in DatasetCatalog.list():
-        meta = MetadataCatalog.get(name)
-        old = tuple(
-            p if p is None else os.path.abspath(p)
-            for p in (meta.get("json_file"), meta.get("image_root"))
-        )
+        old = [MetadataCatalog.get(name).get(k) for k in ("json_file", "image_root")]
+        old = tuple(p if p is None else os.path.abspath(p) for p in old)
         if old == (json_file, image_root):
             return None
         raise ValueError(
@@ -68,15 +57,14 @@ def register_coco_dataset(name: str, json_file: str, image_root: str) -> Optiona
     report = check_coco_json(json_file, image_root)
     log = logger.warning if report.has_problems else logger.info
     log(f"Dataset '{name}': " + report.format())
-    ids = report.category_ids
-    if not ids:
+    if not report.category_ids:
         raise ValueError(
             f'{json_file} lists no categories: a COCO json needs "categories": '
             '[{"id": 1, "name": "..."}, ...]'
         )
 
     # the values load_coco_json sets when the set is loaded (it asserts they do not change)
-    contiguous = {cat_id: i for i, cat_id in enumerate(ids)}
+    contiguous = {cat_id: i for i, cat_id in enumerate(report.category_ids)}
     metadata = {"thing_classes": report.categories, "thing_dataset_id_to_contiguous_id": contiguous}
     register_coco_instances(name, metadata, json_file, image_root)
     return report

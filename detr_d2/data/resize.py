@@ -1,17 +1,62 @@
 """The shortest-edge resize of DETR's data pipeline. The original DETR truncates the long side
 (640x480 to short side 800: 1066 wide; Detectron2: 1067) and, past ``max_size``, rounds the short
-side first; with ``rule="detr"`` the images, and so the outputs, are the original's."""
+side first; with ``rule="detr"`` the images, and so the outputs, are the original's.
 
+``tensor_resize``: uint8 images resized with torchvision's antialiased bilinear filter instead of
+PIL's: 640x480 to 1066x800 (1 thread) in 1.0 ms instead of 7.5 ms, at most 1 gray level from PIL
+on 0.07% of the values (2 after DETR's crop branch, which resizes twice)."""
+
+import logging
 import sys
+import warnings
 from typing import Tuple
 
 import numpy as np
+import torch
 from detectron2.data import transforms as T
+from detectron2.utils.logger import log_first_n
 from PIL import Image
 
-from .tensor_resize import to_tensor_resize
+try:  # torchvision >= 0.16 (setup.sh installs 0.29)
+    from torchvision.transforms.v2.functional import resize_image
+except ImportError:  # older torchvision: its v1 tensor resize is slower than PIL, so use PIL
+    resize_image = None
 
-RULES = ("detr", "detectron2")
+
+class TensorResizeTransform(T.ResizeTransform):
+    """Detectron2's ``ResizeTransform`` whose bilinear resize of a uint8 (H, W, 3) image runs in
+    torchvision; everything else (boxes, segmentation through PIL's nearest) is inherited."""
+
+    def apply_image(self, img: np.ndarray, interp=None) -> np.ndarray:
+        """img: (H, W, 3) uint8, any strides. Returns (new_h, new_w, 3) uint8."""
+        interp = self.interp if interp is None else interp
+        if interp != Image.BILINEAR or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            return super().apply_image(img, interp)
+        if resize_image is None:
+            log_first_n(
+                logging.WARNING,
+                "INPUT.DETR_TENSOR_RESIZE needs torchvision >= 0.16: resizing with PIL instead",
+            )
+            return super().apply_image(img, interp)
+        assert img.shape[:2] == (self.h, self.w), (img.shape, (self.h, self.w))
+        if any(s < 0 for s in img.strides):  # torch cannot view negative strides
+            img = np.ascontiguousarray(img)
+        with warnings.catch_warnings():  # a read-only array (np.asarray of a PIL image): the
+            warnings.simplefilter("ignore", UserWarning)  # resize only reads it
+            chw = torch.from_numpy(img).permute(2, 0, 1)  # a view: channels last in memory
+        out = resize_image(chw, [self.new_h, self.new_w], antialias=True)
+        return out.permute(1, 2, 0).numpy()
+
+    def inverse(self) -> T.Transform:
+        return TensorResizeTransform(self.new_h, self.new_w, self.h, self.w, self.interp)
+
+
+def to_tensor_resize(transform: T.Transform) -> T.Transform:
+    """``transform`` as a :class:`TensorResizeTransform` if it is a plain ``ResizeTransform``."""
+    if type(transform) is T.ResizeTransform:
+        t = transform
+        return TensorResizeTransform(t.h, t.w, t.new_h, t.new_w, t.interp)
+    return transform
 
 
 def detr_output_shape(h: int, w: int, short_edge_length: int, max_size: int) -> Tuple[int, int]:
@@ -42,10 +87,10 @@ class ResizeShortestEdge(T.ResizeShortestEdge):
         interp=Image.BILINEAR,
         tensor_resize=False,
         rule="detr",
-    ):
+    ):  # spelt out: Augmentation's __repr__ (logged by the mapper) prints them
         super().__init__(short_edge_length, max_size, sample_style, interp)
-        if rule not in RULES:
-            raise ValueError(f"INPUT.DETR_RESIZE_RULE must be one of {RULES}, got {rule!r}")
+        if rule not in ("detr", "detectron2"):
+            raise ValueError(f"INPUT.DETR_RESIZE_RULE must be 'detr' or 'detectron2', not {rule!r}")
         self.tensor_resize = tensor_resize
         self.rule = rule
 
@@ -57,10 +102,8 @@ class ResizeShortestEdge(T.ResizeShortestEdge):
             size = np.random.choice(self.short_edge_length)
         if size == 0:
             return T.NoOpTransform()
-        if self.rule == "detr":
-            new_h, new_w = detr_output_shape(h, w, int(size), self.max_size)
-        else:
-            new_h, new_w = T.ResizeShortestEdge.get_output_shape(h, w, size, self.max_size)
+        shape = detr_output_shape if self.rule == "detr" else T.ResizeShortestEdge.get_output_shape
+        new_h, new_w = shape(h, w, int(size), self.max_size)
         t = T.ResizeTransform(h, w, max(new_h, 1), max(new_w, 1), self.interp)
         return to_tensor_resize(t) if self.tensor_resize else t
 

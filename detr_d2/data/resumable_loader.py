@@ -21,6 +21,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import torch
+from detectron2.data.build import trivial_batch_collator
 from detectron2.data.common import DatasetFromList
 from detectron2.engine import HookBase
 from detectron2.utils import comm
@@ -47,9 +48,7 @@ def seeded_global_rngs(seed: int):
         random.setstate(py_state)
 
 
-def epoch_order(
-    num_images: int, seed: int, epoch: int, group_size: int = 0, wide: Optional[List[bool]] = None
-) -> List[int]:
+def epoch_order(num_images: int, seed: int, epoch: int, group_size=0, wide=None) -> List[int]:
     """The dataset indices of one epoch: a permutation seeded by (seed, epoch). With
     ``group_size`` B > 0 and ``wide`` (per image: width >= height), images fill one bucket per
     orientation and each full bucket of B is emitted; the leftovers close the epoch (batches line
@@ -69,56 +68,42 @@ def epoch_order(
 
 
 class _BatchStream(IterableDataset):
-    """This rank's batches from ``start`` on, endless; each worker builds every
-    num_workers-th batch."""
+    """The batches of ``loader`` (a :class:`ResumableTrainLoader`) on its rank from its current
+    position on, endless; each worker builds every num_workers-th batch."""
 
-    def __init__(self, dicts, mapper, *, seed, start, total_batch_size, rank, world_size, wide):
-        self.dicts, self.mapper, self.seed, self.start = dicts, mapper, seed, start
-        self.batch, self.rank, self.world_size = total_batch_size, rank, world_size
-        self.wide = wide
+    def __init__(self, loader):
+        self.loader, self.start = loader, loader.position
         self._epoch, self._order = None, None
 
     def _index(self, position: int) -> int:
-        epoch, j = divmod(position, len(self.dicts))
+        loader, n = self.loader, len(self.loader.dicts)
+        epoch, j = divmod(position, n)
         if epoch != self._epoch:
-            group = self.batch if self.wide is not None else 0
-            self._order = epoch_order(len(self.dicts), self.seed, epoch, group, self.wide)
+            self._order = epoch_order(n, loader.seed, epoch, loader.total_batch_size, loader.wide)
             self._epoch = epoch
         return self._order[j]
 
     def __iter__(self):
-        info = get_worker_info()
+        info, loader = get_worker_info(), self.loader
         worker, num_workers = (0, 1) if info is None else (info.id, info.num_workers)
         for t in itertools.count(worker, num_workers):
-            first = self.start + t * self.batch  # this step's first image, over all ranks
+            first = self.start + t * loader.total_batch_size  # this step's first image, all ranks
             batch = []
-            for p in range(first + self.rank, first + self.batch, self.world_size):
-                with seeded_global_rngs(mix_seed(self.seed, p)):
-                    batch.append(self.mapper(self.dicts[self._index(p)]))
+            for p in range(first + loader.rank, first + loader.total_batch_size, loader.world_size):
+                with seeded_global_rngs(mix_seed(loader.seed, p)):
+                    batch.append(loader.mapper(loader.dicts[self._index(p)]))
             yield batch
 
 
-def _as_is(batch):
-    return batch
-
-
 class ResumableTrainLoader:
-    """An endless iterator of this rank's training batches (lists of mapped dicts) whose seed and
-    position are its state; workers start at the first ``next()`` and after ``load_state_dict``.
-    """
+    """An endless iterator of this rank's training batches (lists of mapped dicts) whose seed
+    and position are its state; workers start at the first ``next()`` and after
+    ``load_state_dict``."""
 
     def __init__(
-        self,
-        dicts: List[Dict],
-        mapper,
-        *,
-        total_batch_size: int,
-        seed: int,
-        num_workers: int = 0,
-        aspect_ratio_grouping: bool = True,
-        rank: Optional[int] = None,
-        world_size: Optional[int] = None,
-    ):
+        self, dicts: List[Dict], mapper, *, total_batch_size: int, seed: int, num_workers=0,
+        aspect_ratio_grouping=True, rank: Optional[int] = None, world_size: Optional[int] = None,
+    ):  # fmt: skip
         """total_batch_size: images per step over all processes; seed: the same on every
         process; rank, world_size: default from the process group."""
         self.rank = comm.get_rank() if rank is None else rank
@@ -142,17 +127,12 @@ class ResumableTrainLoader:
 
     def __next__(self) -> List[Dict]:
         if self._iter is None:
-            stream = _BatchStream(
-                self.dicts, self.mapper, seed=self.seed, start=self.position,
-                total_batch_size=self.total_batch_size, rank=self.rank,
-                world_size=self.world_size, wide=self.wide,
-            )  # fmt: skip
             # its own generator: starting the iterator draws worker seeds, which from torch's
             # global RNG would shift the dropout draws of the step that (re)starts the stream
             generator = torch.Generator().manual_seed(mix_seed(self.seed, self.position))
             loader = DataLoader(
-                stream, batch_size=None, num_workers=self.num_workers, collate_fn=_as_is,
-                generator=generator,
+                _BatchStream(self), batch_size=None, num_workers=self.num_workers,
+                collate_fn=trivial_batch_collator, generator=generator,
             )  # fmt: skip
             self._iter = iter(loader)
         batch = next(self._iter)
@@ -172,8 +152,7 @@ class ResumableStream(HookBase):
     step from (seed, iteration, rank): dropout after --resume is that of an uninterrupted run."""
 
     def __init__(self, loader: ResumableTrainLoader):
-        self.loader = loader
-        self._loaded = False
+        self.loader, self._loaded = loader, False
 
     def before_train(self):
         if not self._loaded and self.trainer.start_iter > 0:  # a checkpoint of before this hook

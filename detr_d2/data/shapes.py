@@ -56,30 +56,23 @@ STUFF_CATEGORIES = [
 ]
 
 
-def _unit_polygon(name):
-    """Outline of a shape of extent 2 centred at the origin: float (K, 2) of (x, y), y down."""
-    if name == "circle":
-        t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
-        return np.stack([np.cos(t), np.sin(t)], axis=1)
-    if name == "square":
-        return np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=np.float64)
-    if name == "triangle":  # equilateral, pointing up; its centroid is the origin
-        t = np.deg2rad([-90, 30, 150])
-        return np.stack([np.cos(t), np.sin(t)], axis=1)
-    if name == "diamond":  # a rhombus taller than wide
-        return np.array([[0, -1], [0.65, 0], [0, 1], [-0.65, 0]], dtype=np.float64)
-    if name == "cross":  # a plus sign, arms 0.6 wide
-        a = 0.3
-        return np.array(
-            [[-a, -1], [a, -1], [a, -a], [1, -a], [1, a], [a, a],
-             [a, 1], [-a, 1], [-a, a], [-1, a], [-1, -a], [-a, -a]],
-            dtype=np.float64,
-        )  # fmt: skip
-    if name == "star":  # five points, inner radius 0.45
-        t = np.deg2rad(-90 + 36 * np.arange(10))
-        r = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
-        return np.stack([r * np.cos(t), r * np.sin(t)], axis=1)
-    raise ValueError(f"Unknown shape {name!r}")
+def _ring(angles, radius=1.0):
+    """Points at ``angles`` (radians) and ``radius`` about the origin: float (K, 2) of (x, y)."""
+    return np.stack([radius * np.cos(angles), radius * np.sin(angles)], axis=1)
+
+
+# Outlines of extent 2 centred at the origin: float (K, 2) of (x, y), y down.
+# fmt: off
+UNIT_POLYGONS = {
+    "circle": _ring(np.linspace(0, 2 * np.pi, 48, endpoint=False)),
+    "square": np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=np.float64),
+    "triangle": _ring(np.deg2rad([-90, 30, 150])),  # equilateral, pointing up, centroid at 0
+    "diamond": np.array([[0, -1], [0.65, 0], [0, 1], [-0.65, 0]], dtype=np.float64),  # tall
+    "cross": np.array([[-0.3, -1], [0.3, -1], [0.3, -0.3], [1, -0.3], [1, 0.3], [0.3, 0.3],
+                       [0.3, 1], [-0.3, 1], [-0.3, 0.3], [-1, 0.3], [-1, -0.3], [-0.3, -0.3]]),
+    "star": _ring(np.deg2rad(-90 + 36 * np.arange(10)), np.where(np.arange(10) % 2, 0.45, 1.0)),
+}
+# fmt: on
 
 
 def _polygon(name, size, angle):
@@ -87,7 +80,7 @@ def _polygon(name, size, angle):
     on screen) about the origin."""
     t = np.deg2rad(angle)
     rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
-    return _unit_polygon(name) * (size / 2.0) @ rot.T
+    return UNIT_POLYGONS[name] * (size / 2.0) @ rot.T
 
 
 def _shape_mask(name, size, angle, center, hw):
@@ -119,14 +112,6 @@ def _mask_box(mask):
     return [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)]
 
 
-def _box_iou(a, b):
-    """IoU of two [x, y, w, h] boxes."""
-    iw = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
-    ih = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
-    inter = max(iw, 0) * max(ih, 0)
-    return inter / float(a[2] * a[3] + b[2] * b[3] - inter)
-
-
 def _place_things(rng, hw):
     """Things within the overlap limits: (category dict, full mask (H, W)), in drawing order."""
     things = []
@@ -150,7 +135,7 @@ def _fits(mask, things):
     """Whether a new thing ``mask`` drawn on top of ``things`` keeps the overlap limits."""
     box = _mask_box(mask)
     for i, (_, other) in enumerate(things):
-        if _box_iou(box, _mask_box(other)) > MAX_BOX_IOU:
+        if mask_util.iou([box], [_mask_box(other)], [0])[0, 0] > MAX_BOX_IOU:  # xywh boxes
             return False
         visible = other.copy()
         for _, above in things[i + 1 :]:
@@ -209,9 +194,8 @@ def render_shapes_image(seed, index, panoptic=False):
             image[region] = _stuff_texture(rng, cat, hw)[region]
             stuff = [(c, m & ~region) for c, m in stuff] + [(cat, region)]
 
-    placed = _place_things(rng, hw)
     things = []
-    for cat, mask in placed:
+    for cat, mask in _place_things(rng, hw):
         color = np.asarray(cat["color"]) + rng.integers(-COLOR_JITTER, COLOR_JITTER + 1, size=3)
         image[mask] = color
         things = [(c, m & ~mask) for c, m in things] + [(cat, mask)]
@@ -236,13 +220,6 @@ def shapes_paths(root, split, panoptic=False):
     return paths
 
 
-def _info(split, num_images, seed, panoptic):
-    description = f"detr_d2 synthetic shapes{' panoptic' if panoptic else ''}, split {split}"
-    return dict(
-        description=description, num_images=num_images, seed=seed, version=GENERATOR_VERSION
-    )
-
-
 def _is_complete(paths, info):
     """True when the split's json files exist (they are written last) and match ``info``."""
     jsons = [paths[k] for k in ("instances_json", "panoptic_json") if k in paths]
@@ -264,16 +241,9 @@ def _write_png(path, rgb):
     cv2.imwrite(path, rgb[:, :, ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
 
 
-def _instance_annotation(ann_id, image_id, cat, mask):
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return {"id": ann_id, "image_id": image_id, "category_id": cat["id"], "bbox": _mask_box(mask),
-            "area": int(mask.sum()), "iscrowd": 0, "segmentation": rle}  # fmt: skip
-
-
-def _write_split(tmp, split, num_images, seed, panoptic):
-    """Render the split into ``tmp``: images/, instances.json (and panoptic/, panoptic.json)."""
-    info = _info(split, num_images, seed, panoptic)
+def _write_split(tmp, info, panoptic):
+    """Render the split of ``info`` into ``tmp``: images/, instances.json (panoptic/, ...)."""
+    num_images, seed = info["num_images"], info["seed"]
     os.makedirs(os.path.join(tmp, "images"))
     if panoptic:
         os.makedirs(os.path.join(tmp, "panoptic"))
@@ -286,7 +256,13 @@ def _write_split(tmp, split, num_images, seed, panoptic):
         images.append({"id": image_id, "file_name": file_name, "height": image.shape[0],
                        "width": image.shape[1]})  # fmt: skip
         for cat, mask in things:
-            annotations.append(_instance_annotation(len(annotations) + 1, image_id, cat, mask))
+            rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+            rle["counts"] = rle["counts"].decode("ascii")
+            annotations.append(
+                {"id": len(annotations) + 1, "image_id": image_id, "category_id": cat["id"],
+                 "bbox": _mask_box(mask), "area": int(mask.sum()), "iscrowd": 0,
+                 "segmentation": rle}
+            )  # fmt: skip
         if panoptic:
             segment_ids = np.zeros(image.shape[:2], dtype=np.int64)  # 0 = void
             segments = []
@@ -321,7 +297,9 @@ def generate_shapes(root, split, num_images, seed, panoptic=False):
     (``$DETECTRON2_DATASETS``) unless it is there; returns :func:`shapes_paths`. Safe from several
     processes at once: written to a temporary folder and renamed, the json files last."""
     paths = shapes_paths(root, split, panoptic)
-    info = _info(split, num_images, seed, panoptic)
+    kind = " panoptic" if panoptic else ""
+    info = dict(description=f"detr_d2 synthetic shapes{kind}, split {split}",
+                num_images=num_images, seed=seed, version=GENERATOR_VERSION)  # fmt: skip
     if _is_complete(paths, info):
         return paths
     base = os.path.dirname(paths["image_root"])
@@ -329,7 +307,7 @@ def generate_shapes(root, split, num_images, seed, panoptic=False):
     logger.info(f"Generating {num_images} shapes images ({info['description']}) in {base} ...")
     tmp = tempfile.mkdtemp(prefix=f".tmp_{split}_", dir=base)
     try:
-        _write_split(tmp, split, num_images, seed, panoptic)
+        _write_split(tmp, info, panoptic)
         _move_dir(os.path.join(tmp, "images"), paths["image_root"])
         if panoptic:
             _move_dir(os.path.join(tmp, "panoptic"), paths["panoptic_root"])

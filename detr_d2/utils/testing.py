@@ -4,14 +4,13 @@ COCO panoptic set with a flawed prediction (the same for PQ)."""
 
 import json
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
 from detectron2.structures import Boxes, Instances
+from panopticapi.utils import id2rgb
 from PIL import Image
-
-__all__ = ["synthetic_inputs", "make_synthetic_coco", "write_synthetic_panoptic"]
 
 # The 80 official COCO category ids: non-contiguous, so a contiguous-id bug cannot hide.
 COCO_CATEGORY_IDS = [c for c in range(1, 91) if c not in {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}]
@@ -19,13 +18,7 @@ STUFF_CATEGORY_IDS = list(range(92, 101))  # 9 stuff classes, ids after COCO's t
 
 
 def synthetic_inputs(
-    height: int,
-    width: int,
-    num: int,
-    num_classes: int = 1,
-    with_instances: bool = False,
-    seed: int = 0,
-    boxes_per_image: Optional[int] = None,
+    height, width, num, num_classes=1, with_instances=False, seed=0, boxes_per_image=None
 ) -> List[Dict]:
     """``num`` random uint8 images of exactly (height, width), the network's input size (no
     resize). With ``with_instances``, each gets ``boxes_per_image`` (default: 1 to 4) random
@@ -101,11 +94,6 @@ def make_synthetic_coco(num_images=5000, dets_per_image=100, seed=0, mean_gt_per
     return {"images": images, "annotations": annotations, "categories": categories}, results
 
 
-def _to_png(ids: np.ndarray, path: str):
-    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 256**2], axis=-1).astype(np.uint8)
-    Image.fromarray(rgb).save(path)
-
-
 def _segments(ids: np.ndarray, categories: Dict[int, int], crowd: set) -> list:
     """segments_info of the id map ``ids`` (0 = void) with each id's category."""
     segments = []
@@ -125,11 +113,8 @@ def write_synthetic_panoptic(root: str, num_images: int = 100, seed: int = 0) ->
     """Write under ``root`` a ground truth (``gt.json`` + ``gt/``) and a prediction (``pred.json``
     + ``pred/``) of ``num_images`` images of 320-640 px: 1-3 stuff regions (horizontal bands,
     possibly with a void gap) and 0-12 thing rectangles each, some crowd. The prediction misses,
-    shifts, shrinks and relabels segments and adds false ones.
-
-    Returns:
-        (gt_json, pred_json, gt_folder, pred_folder), the arguments of ``pq_compute``.
-    """
+    shifts, shrinks and relabels segments and adds false ones. Returns (gt_json, pred_json,
+    gt_folder, pred_folder), the arguments of ``pq_compute``."""
     rng = np.random.default_rng(seed)
     gt_dir, pred_dir = os.path.join(root, "gt"), os.path.join(root, "pred")
     os.makedirs(gt_dir, exist_ok=True)
@@ -173,14 +158,11 @@ def write_synthetic_panoptic(root: str, num_images: int = 100, seed: int = 0) ->
             pred_cat[i] = int(rng.choice(COCO_CATEGORY_IDS))
         file_name = f"{image_id:06d}.png"
         images.append({"id": image_id, "width": w, "height": h, "file_name": f"{image_id:06d}.jpg"})
-        _to_png(gt, os.path.join(gt_dir, file_name))
-        _to_png(pred, os.path.join(pred_dir, file_name))
+        Image.fromarray(id2rgb(gt)).save(os.path.join(gt_dir, file_name))
+        Image.fromarray(id2rgb(pred)).save(os.path.join(pred_dir, file_name))
         segments = _segments(gt, gt_cat, crowd)
         gt_anns.append({"image_id": image_id, "file_name": file_name, "segments_info": segments})
-        segments = [
-            {"id": s["id"], "category_id": s["category_id"]}
-            for s in _segments(pred, pred_cat, set())
-        ]
+        segments = [{"id": i, "category_id": pred_cat[i]} for i in np.unique(pred).tolist() if i]
         pred_anns.append({"image_id": image_id, "file_name": file_name, "segments_info": segments})
     categories = [{"id": c, "name": f"thing{c}", "isthing": 1} for c in COCO_CATEGORY_IDS]
     categories += [{"id": c, "name": f"stuff{c}", "isthing": 0} for c in STUFF_CATEGORY_IDS]
