@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 import torch
+from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
 
 from .safe_load import load_checkpoint_safely
 from .torchvision_resnet import (
@@ -32,15 +33,8 @@ _POSITION = "backbone.1."
 _PANOPTIC_BOX_MODEL = "detr."
 _MASK_PARTS = ("bbox_attention.", "mask_head.")  # top level in panoptic files, beside "detr."
 # Top-level modules whose names are the same in both models.
-_SAME_NAME = (
-    "transformer.",
-    "input_proj.",
-    "query_embed.",
-    "class_embed.",
-    "bbox_embed.",
-    "bbox_attention.",
-    "mask_head.",
-)
+_SAME_NAME = ("transformer.", "input_proj.", "query_embed.", "class_embed.", "bbox_embed.")
+_SAME_NAME += _MASK_PARTS
 # Our buffers that come from the config, never from a checkpoint (DetectionCheckpointer also
 # tolerates their absence).
 CONFIG_OWNED_KEYS = ("pixel_mean", "pixel_std")
@@ -53,35 +47,20 @@ class CheckpointConversionError(ValueError):
     """The source checkpoint does not fill the target model exactly; the message lists the keys."""
 
 
-def _builtin_metadata(name: str) -> dict:
-    from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
-
-    return _get_builtin_metadata(name)
-
-
 def coco_detection_class_rows() -> List[int]:
     """For each of our 81 class rows, the row of the official 92-row head it comes from."""
-    id_to_contiguous = _builtin_metadata("coco")["thing_dataset_id_to_contiguous_id"]
+    id_to_contiguous = _get_builtin_metadata("coco")["thing_dataset_id_to_contiguous_id"]
     return sorted(id_to_contiguous, key=id_to_contiguous.get) + [91]
 
 
 def coco_panoptic_class_rows() -> List[int]:
     """For each of our 134 class rows, the row of the official 251-row panoptic head."""
-    meta = _builtin_metadata("coco_panoptic_standard")
-    id_to_contiguous = {
-        **meta["thing_dataset_id_to_contiguous_id"],
-        **meta["stuff_dataset_id_to_contiguous_id"],
-    }
+    meta = _get_builtin_metadata("coco_panoptic_standard")
+    id_to_contiguous = meta["thing_dataset_id_to_contiguous_id"]
+    id_to_contiguous = {**id_to_contiguous, **meta["stuff_dataset_id_to_contiguous_id"]}
     rows = sorted(id_to_contiguous, key=id_to_contiguous.get)
     assert [id_to_contiguous[i] for i in rows] == list(range(len(rows))), "non-contiguous metadata"
     return rows + [250]
-
-
-# official row count -> (what it is, our rows in terms of official rows)
-CLASS_HEADS = {
-    92: ("COCO detection", coco_detection_class_rows),
-    251: ("COCO panoptic", coco_panoptic_class_rows),
-}
 
 
 def official_to_ours_name(name: str) -> Optional[str]:
@@ -113,21 +92,21 @@ class DetrSpec:
         """From the checkpoint's ``args`` (an argparse.Namespace or None) where they say it (so a
         missing layer is noticed), else from its keys (``detr.`` prefix already stripped)."""
         args = vars(args) if args is not None else {}
-        backbone = [k[len(_BACKBONE) :] for k in state_dict if k.startswith(_BACKBONE)]
-        if str(args.get("backbone", "")).startswith("resnet"):
-            depth = int(args["backbone"][len("resnet") :])
+        backbone = str(args.get("backbone", ""))
+        if backbone.startswith("resnet"):
+            depth = int(backbone[len("resnet") :])
         else:
-            depth = infer_resnet_depth(backbone)
+            depth = infer_resnet_depth(
+                k[len(_BACKBONE) :] for k in state_dict if k.startswith(_BACKBONE)
+            )
 
         def layers(part):
             prefix = f"transformer.{part}.layers."
             found = [int(k.split(".")[3]) for k in state_dict if k.startswith(prefix)]
             return args.get(f"{part[:3]}_layers", max(found, default=-1) + 1)
 
-        position = args.get("position_embedding")
-        learned = position in ("v3", "learned")
-        if position is None:
-            learned = _POSITION + "row_embed.weight" in state_dict
+        learned = args.get("position_embedding", _POSITION + "row_embed.weight" in state_dict)
+        learned = learned in ("v3", "learned", True)
         pre_norm = args.get("pre_norm", "transformer.encoder.norm.weight" in state_dict)
         return cls(depth, layers("encoder"), layers("decoder"), bool(pre_norm), learned, panoptic)
 
@@ -143,10 +122,8 @@ class DetrSpec:
                 p = f"transformer.{part}.layers.{i}."
                 keys |= {p + f"{a}.{w}" for a in attentions for w in _ATTN}
                 keys |= {p + f"{m}.{w}" for m in modules for w in _WB}
-        norms = ["transformer.decoder.norm"] + (
-            ["transformer.encoder.norm"] if self.pre_norm else []
-        )
-        heads = norms + ["input_proj", "class_embed"] + [f"bbox_embed.layers.{i}" for i in range(3)]
+        heads = ["transformer.decoder.norm"] + ["transformer.encoder.norm"] * self.pre_norm
+        heads += ["input_proj", "class_embed"] + [f"bbox_embed.layers.{i}" for i in range(3)]
         if self.panoptic:
             heads += ["bbox_attention.q_linear", "bbox_attention.k_linear", "mask_head.out_lay"]
             heads += [f"mask_head.{m}{i}" for m in ("lay", "gn") for i in range(1, 6)]
@@ -177,11 +154,6 @@ def _key_reports(*reports: Tuple[str, Sequence[str]], limit: int = 40) -> str:
     return "; ".join(parts)
 
 
-def is_panoptic_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> bool:
-    """A panoptic checkpoint has a mask head (its box model is then under ``detr.``)."""
-    return any(k.startswith(_MASK_PARTS) for k in state_dict)
-
-
 def convert_official_detr(
     state_dict: Mapping[str, torch.Tensor], args: Optional[argparse.Namespace] = None
 ) -> ConvertedDetr:
@@ -190,7 +162,7 @@ def convert_official_detr(
     Raises :class:`CheckpointConversionError` naming every source key that maps nowhere or
     twice, every key our model needs that stays empty, and a class head of unknown size.
     """
-    panoptic = is_panoptic_checkpoint(state_dict)
+    panoptic = any(k.startswith(_MASK_PARTS) for k in state_dict)  # box model under "detr."
     entries, not_prefixed = [], []  # entries: (name without "detr.", name in the file, tensor)
     for source, value in state_dict.items():
         name = source
@@ -225,14 +197,13 @@ def convert_official_detr(
         raise CheckpointConversionError(f"checkpoint does not match {spec}: {reports}")
 
     num_rows = converted["class_embed.weight"].shape[0]
-    kind, rows_fn = CLASS_HEADS.get(num_rows, (None, None))
-    if kind is None or (kind == "COCO panoptic") != panoptic:
+    if num_rows != (251 if panoptic else 92):
         raise CheckpointConversionError(
             f"class_embed has {num_rows} rows; expected 92 (COCO detection) or 251 (COCO "
             f"panoptic, only with a mask head), and this is a "
             f"{'panoptic' if panoptic else 'detection'} checkpoint"
         )
-    class_rows = rows_fn()
+    class_rows = coco_panoptic_class_rows() if panoptic else coco_detection_class_rows()
     for name in ("class_embed.weight", "class_embed.bias"):
         converted[name] = converted[name][class_rows].clone()
     return ConvertedDetr(converted, spec, class_rows, sorted(dropped))
@@ -272,7 +243,6 @@ def load_official_checkpoint(
             f"{path}: expected a dict with a 'model' entry, got {found}"
         )
     args = checkpoint.get("args")
-    if args is not None and not isinstance(args, argparse.Namespace):
-        args = None
+    args = args if isinstance(args, argparse.Namespace) else None
     others = sorted(k for k in checkpoint if k not in ("model", "args"))
     return dict(checkpoint["model"]), args, others

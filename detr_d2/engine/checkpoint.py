@@ -3,10 +3,11 @@ atomic saves (temporary file, fsync, rename, then ``last_checkpoint``; a killed 
 truncated file under a final name), resume from the last complete checkpoint, weights read without
 running code, and checks that they fit the model (see :class:`DetrCheckpointer`)."""
 
+import glob
 import logging
 import os
 import zipfile
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -24,10 +25,8 @@ MIN_LOADED_FRACTION = 0.25
 # Modules whose output size is the class count: DETR's class head and Faster R-CNN's K+1 scores
 # and 4K box deltas, so the baselines fine-tune the same way.
 CLASS_HEAD_MODULES = (
-    "class_embed",
-    "roi_heads.box_predictor.cls_score",
-    "roi_heads.box_predictor.bbox_pred",
-)
+    "class_embed", "roi_heads.box_predictor.cls_score", "roi_heads.box_predictor.bbox_pred"
+)  # fmt: skip
 
 
 class NonFiniteWeightsError(FloatingPointError):
@@ -103,7 +102,7 @@ class DetrCheckpointer(DetectionCheckpointer):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self.strict = strict
         self._loading = ""  # the file being loaded, for the errors
-        self._verified: Dict[str, Tuple[int, int, bool]] = {}  # path -> (size, mtime_ns, ok)
+        self._verified = {}  # (path, size, mtime_ns) -> is_complete_checkpoint
 
     def _is_local(self) -> bool:
         return bool(self.save_dir) and "://" not in self.save_dir
@@ -113,19 +112,16 @@ class DetrCheckpointer(DetectionCheckpointer):
             return
         if not self._is_local():  # a remote path (PathManager handler): fvcore's plain save
             return super().save(name, **kwargs)
-        data = {"model": self.model.state_dict()}
-        bad = [
-            k
-            for k, v in data["model"].items()
-            if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()
-        ]
+        state = self.model.state_dict()
+        bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
         if bad:
             raise NonFiniteWeightsError(
                 f"Not saving checkpoint {name}: the model has NaN or infinite values in "
                 f"{len(bad)} tensors ({', '.join(bad[:5])}). Last complete checkpoint: "
                 f"{self.get_checkpoint_file() or 'none'}."
             )
-        data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()}, **kwargs)
+        data = {"model": state, **{k: obj.state_dict() for k, obj in self.checkpointables.items()}}
+        data.update(kwargs)
         path = os.path.join(self.save_dir, f"{name}.pth")
         self.logger.info(f"Saving checkpoint to {path}")
         atomic_write(path, lambda f: torch.save(data, f))
@@ -145,11 +141,10 @@ class DetrCheckpointer(DetectionCheckpointer):
             st = os.stat(path)
         except OSError:
             return False
-        size, mtime, ok = self._verified.get(path, (None, None, None))
-        if (size, mtime) != (st.st_size, st.st_mtime_ns):
-            ok = is_complete_checkpoint(path)
-            self._verified[path] = (st.st_size, st.st_mtime_ns, ok)
-        return ok
+        key = (path, st.st_size, st.st_mtime_ns)
+        if key not in self._verified:
+            self._verified[key] = is_complete_checkpoint(path)
+        return self._verified[key]
 
     def get_checkpoint_file(self) -> str:
         """``last_checkpoint``'s file if complete, else the newest complete ``model_*.pth``, or ""."""
@@ -163,12 +158,8 @@ class DetrCheckpointer(DetectionCheckpointer):
         tagged = os.path.join(self.save_dir, tagged) if tagged else ""
         if tagged and self._complete(tagged):
             return tagged
-        try:
-            names = os.listdir(self.save_dir)
-        except OSError:
-            return ""
-        paths = [os.path.join(self.save_dir, n) for n in names if n.startswith("model_")]
-        paths = sorted((p for p in paths if p.endswith(".pth")), key=os.path.getmtime, reverse=True)
+        paths = glob.glob(os.path.join(glob.escape(self.save_dir), "model_*.pth"))
+        paths = sorted(paths, key=os.path.getmtime, reverse=True)
         found = next((p for p in paths if p != tagged and self._complete(p)), "")
         if tagged:
             logger.warning(
@@ -186,12 +177,11 @@ class DetrCheckpointer(DetectionCheckpointer):
 
     def _load_file(self, filename: str):
         """Detectron2's formats, read without running code (:class:`WeightsFileError`)."""
+        pkl = filename.endswith(".pkl")
         try:
-            if filename.endswith(".pkl"):
-                return _pkl_checkpoint(load_pickle_safely(filename), filename, self.logger)
             if filename.endswith(".pyth"):  # pycls: torch.load, weights-only by default
                 return super()._load_file(filename)
-            loaded = load_checkpoint_safely(filename)
+            loaded = (load_pickle_safely if pkl else load_checkpoint_safely)(filename)
         except UnsafeCheckpointError:
             raise
         except Exception as e:  # torch / pickle raise anything from EOFError to KeyError
@@ -203,7 +193,16 @@ class DetrCheckpointer(DetectionCheckpointer):
             raise WeightsFileError(
                 f"Weights file {filename} holds a {type(loaded).__name__}, not a state dict."
             )
-        return loaded if "model" in loaded else {"model": loaded}
+        if not pkl:
+            return loaded if "model" in loaded else {"model": loaded}
+        # a Detectron2 .pkl as DetectionCheckpointer reads it: a model-zoo file as it is, a
+        # Caffe2 / ImageNet one (name-matched) without its momentum entries
+        if "model" in loaded and "__author__" in loaded:
+            self.logger.info(f"Reading a file from '{loaded['__author__']}'")
+            return loaded
+        blobs = loaded.get("blobs", loaded)  # detection models keep their weights under "blobs"
+        weights = {k: v for k, v in blobs.items() if not k.endswith("_momentum")}
+        return {"model": weights, "__author__": "Caffe2", "matching_heuristics": True}
 
     def _load_model(self, checkpoint):
         incompatible = super()._load_model(checkpoint)
@@ -231,19 +230,6 @@ class DetrCheckpointer(DetectionCheckpointer):
     def load(self, path: str, checkpointables=None):
         self._loading = path  # for the errors of _load_model, which fvcore gives no path
         return super().load(path, checkpointables)
-
-
-def _pkl_checkpoint(data, path: str, log) -> Dict:
-    """A Detectron2 ``.pkl`` as DetectionCheckpointer reads it: a model-zoo file as it is, a
-    Caffe2 / ImageNet one (name-matched) without its momentum entries."""
-    if not isinstance(data, dict):
-        raise WeightsFileError(f"Weights file {path} holds a {type(data).__name__}, not a dict.")
-    if "model" in data and "__author__" in data:
-        log.info(f"Reading a file from '{data['__author__']}'")
-        return data
-    blobs = data.get("blobs", data)  # detection models keep their weights under "blobs"
-    weights = {k: v for k, v in blobs.items() if not k.endswith("_momentum")}
-    return {"model": weights, "__author__": "Caffe2", "matching_heuristics": True}
 
 
 def _format(mismatches: List[Tuple[str, tuple, tuple]]) -> str:
@@ -286,19 +272,14 @@ def _check_complete(incompatible, path: str, model) -> None:
     missing = [k for k in incompatible.missing_keys if not k.endswith("num_batches_tracked")]
     missing = _filter_reused_missing_keys(model, missing) if missing else []
     unexpected, shapes = incompatible.unexpected_keys, incompatible.incorrect_shapes
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} model keys missing from the file: {_few(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} keys of the file not in the model: {_few(unexpected)}")
-    if shapes:
-        problems.append(
-            f"{len(shapes)} tensors of another shape (file -> model): {_format(shapes)}"
-        )
-        if all(is_class_head_key(k) for k, _, _ in shapes):
-            problems.append(
-                "the class head has another class count: build the model with the file's"
-            )
+    head_only = shapes and all(is_class_head_key(k) for k, _, _ in shapes)
+    problems = [
+        (missing, f"{len(missing)} model keys missing from the file: {_few(missing)}"),
+        (unexpected, f"{len(unexpected)} keys of the file not in the model: {_few(unexpected)}"),
+        (shapes, f"{len(shapes)} tensors of another shape (file -> model): {_format(shapes)}"),
+        (head_only, "the class head has another class count: build the model with the file's"),
+    ]
+    problems = [text for found, text in problems if found]
     if problems:
         raise WeightsMismatchError(
             f"Weights {path} do not match the model built from the config: "

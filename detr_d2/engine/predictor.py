@@ -2,7 +2,6 @@
 them (demo.py and the tools). Images are numpy (H, W, 3) uint8 BGR; model inputs detectron2's
 dicts ("image" (3, h, w) uint8 in ``INPUT.FORMAT`` at test resolution, "height"/"width")."""
 
-import itertools
 import logging
 import os
 import time
@@ -18,8 +17,6 @@ from detectron2.modeling import build_model
 
 from .checkpoint import DetrCheckpointer
 from ..data import DetrDatasetMapper, build_test_mapper
-
-__all__ = ["Predictor", "load_model", "dataset_loader", "dataset_inputs", "with_progress"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,11 +84,7 @@ def dataset_loader(
 ) -> Tuple[torch.utils.data.DataLoader, List[Dict]]:
     """A streaming test loader (batch 1, test-time resize) over the first ``num_images`` images
     of a registered dataset (0: all), with the dataset dicts it reads."""
-    dicts = DatasetCatalog.get(dataset_name)
-    if num_images > 0:
-        if len(dicts) < num_images:
-            logger.warning(f"{dataset_name} has only {len(dicts)} images (asked for {num_images})")
-        dicts = dicts[:num_images]
+    dicts = _first_dicts(dataset_name, num_images)
     loader = build_detection_test_loader(
         dicts, mapper=build_test_mapper(cfg), num_workers=cfg.DATALOADER.NUM_WORKERS
     )
@@ -99,19 +92,22 @@ def dataset_loader(
 
 
 def dataset_inputs(cfg: CfgNode, dataset_name: str, num: int, is_train: bool = False) -> List[Dict]:
-    """The first ``num`` images of a registered dataset in memory, mapped as in training or as
-    train_net's test loader."""
+    """The first ``num`` images of a registered dataset (0: all) in memory, mapped as in training
+    or as train_net's test loader."""
     if not is_train:
         mapper = build_test_mapper(cfg)
     elif cfg.MODEL.META_ARCHITECTURE == "Detr":
         mapper = DetrDatasetMapper(cfg, is_train=True)
     else:
         mapper = DatasetMapper(cfg, is_train=True)
+    return [mapper(d) for d in _first_dicts(dataset_name, num)]
+
+
+def _first_dicts(dataset_name: str, num: int) -> List[Dict]:
     dicts = DatasetCatalog.get(dataset_name)
-    inputs = [mapper(d) for d in itertools.islice(dicts, num)]
-    if len(inputs) < num:
-        logger.warning(f"{dataset_name} has only {len(inputs)} images (asked for {num})")
-    return inputs
+    if 0 < num and len(dicts) < num:
+        logger.warning(f"{dataset_name} has only {len(dicts)} images (asked for {num})")
+    return dicts[:num] if num > 0 else dicts
 
 
 def with_progress(

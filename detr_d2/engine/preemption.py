@@ -1,6 +1,7 @@
-"""SIGTERM (SLURM's and Kubernetes' warning before a kill) ends a training cleanly: the signal sets
-a flag, the ranks agree on it after each iteration (one all-reduce), rank 0 checkpoints that
-iteration and every rank exits with PREEMPTED_EXIT_CODE; ``--resume`` continues from there."""
+"""The orderly end of a run. SIGTERM (SLURM's and Kubernetes' warning before a kill) ends a training
+cleanly: the signal sets a flag, the ranks agree on it after each iteration (one all-reduce), rank 0
+checkpoints that iteration and every rank exits with PREEMPTED_EXIT_CODE; ``--resume`` continues
+from there. Every run ends by shutting its process group down."""
 
 import logging
 import multiprocessing
@@ -12,11 +13,19 @@ import torch.distributed as dist
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
-from .distributed import shut_down_process_group
-
 logger = logging.getLogger(__name__)
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM ended
+
+
+def shut_down_process_group():
+    """At the end of a function `launch` runs: destroy the process groups once every rank is here.
+    A GLOO worker exiting with its group alive can SIGABRT in C++ destructors, a "failed" run."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    comm.synchronize()
+    dist.destroy_process_group()
+    comm._LOCAL_PROCESS_GROUP = None  # destroyed with the others; a new launch creates it again
 
 
 class SaveOnSigterm(HookBase):

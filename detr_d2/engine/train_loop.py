@@ -53,10 +53,7 @@ def train_loop_args(cfg) -> dict:
 
 class DetrTrainLoop(SimpleTrainer):
     """A SimpleTrainer whose ``run_step`` is the module docstring's step; ``state_dict`` adds the
-    GradScaler's to the optimizer's.
-
-    Args:
-        model, data_loader, optimizer: as SimpleTrainer's.
+    GradScaler's to the optimizer's. Args besides SimpleTrainer's (model, data_loader, optimizer):
         amp_dtype: torch.bfloat16 or torch.float16 to autocast the forward; None: off.
         accum_iters: micro-batches (data loader items) per optimizer step.
         clip_max_norm, clip_norm_type: clip the norm of all gradients together (0: no).
@@ -172,11 +169,7 @@ class DetrTrainLoop(SimpleTrainer):
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
-        if self.grad_scaler is None:
-            return
-        if "grad_scaler" in state_dict:
+        if self.grad_scaler is not None and "grad_scaler" in state_dict:
             self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
-        else:
-            logger.warning(
-                "The checkpoint has no GradScaler state: the float16 loss scale starts afresh"
-            )
+        elif self.grad_scaler is not None:
+            logger.warning("The checkpoint has no GradScaler state: the loss scale starts afresh")
