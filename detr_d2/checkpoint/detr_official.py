@@ -13,7 +13,7 @@ dropped; every other key must map exactly once, else the error lists the offendi
 """
 
 import argparse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 import torch
@@ -30,7 +30,6 @@ from .torchvision_resnet import (
 
 _BACKBONE = "backbone.0.body."
 _POSITION = "backbone.1."
-_PANOPTIC_BOX_MODEL = "detr."
 _MASK_PARTS = ("bbox_attention.", "mask_head.")  # top level in panoptic files, beside "detr."
 # Top-level modules whose names are the same in both models.
 _SAME_NAME = ("transformer.", "input_proj.", "query_embed.", "class_embed.", "bbox_embed.")
@@ -140,7 +139,7 @@ class ConvertedDetr:
     model: Dict[str, torch.Tensor]  # our state dict
     spec: DetrSpec
     class_rows: List[int]  # official class row of each of our rows (no-object last)
-    dropped: List[str] = field(default_factory=list)  # source keys left out on purpose
+    dropped: List[str]  # source keys left out on purpose
 
 
 def _key_reports(*reports: Tuple[str, Sequence[str]], limit: int = 40) -> str:
@@ -163,20 +162,14 @@ def convert_official_detr(
     twice, every key our model needs that stays empty, and a class head of unknown size.
     """
     panoptic = any(k.startswith(_MASK_PARTS) for k in state_dict)  # box model under "detr."
-    entries, not_prefixed = [], []  # entries: (name without "detr.", name in the file, tensor)
-    for source, value in state_dict.items():
-        name = source
-        if panoptic and not source.startswith(_MASK_PARTS):
-            if not source.startswith(_PANOPTIC_BOX_MODEL):
-                not_prefixed.append(source)
-                continue
-            name = source[len(_PANOPTIC_BOX_MODEL) :]
-        entries.append((name, source, value))
+    box_model = {k for k in state_dict if panoptic and not k.startswith(_MASK_PARTS)}
+    not_prefixed = [k for k in box_model if not k.startswith("detr.")]
     if not_prefixed:
         raise CheckpointConversionError(
             _key_reports(("panoptic checkpoint: box-model keys without 'detr.'", not_prefixed))
         )
-
+    # (name without "detr.", name in the file, tensor)
+    entries = [(k[len("detr.") :] if k in box_model else k, k, v) for k, v in state_dict.items()]
     converted, dropped, unknown, twice = rename_keys(entries, official_to_ours_name)
     if unknown or twice:
         raise CheckpointConversionError(

@@ -1,7 +1,5 @@
-"""DetrCheckpointer, the one checkpointer of train_net, --eval-only, the demo and the tools:
-atomic saves (temporary file, fsync, rename, then ``last_checkpoint``; a killed write never leaves a
-truncated file under a final name), resume from the last complete checkpoint, weights read without
-running code, and checks that they fit the model (see :class:`DetrCheckpointer`)."""
+"""DetrCheckpointer, the one checkpointer of train_net, --eval-only, the demo and the tools: a killed
+write never leaves a truncated file under a final name (temporary file, fsync, rename)."""
 
 import glob
 import logging
@@ -162,13 +160,10 @@ class DetrCheckpointer(DetectionCheckpointer):
         paths = sorted(paths, key=os.path.getmtime, reverse=True)
         found = next((p for p in paths if p != tagged and self._complete(p)), "")
         if tagged:
+            none = f"{self.save_dir} holds no other complete model_*.pth"
+            instead = f"using the newest complete checkpoint {found}" if found else none
             logger.warning(
-                f"last_checkpoint names {tagged}, which is missing or incomplete; "
-                + (
-                    f"using the newest complete checkpoint {found}"
-                    if found
-                    else f"{self.save_dir} holds no other complete model_*.pth"
-                )
+                f"last_checkpoint names {tagged}, which is missing or incomplete; {instead}"
             )
         return found
 

@@ -39,10 +39,6 @@ def metadata_num_classes(meta, meta_architecture: str = "Detr") -> Optional[int]
     return None if classes is None else len(classes)
 
 
-def _dataset_num_classes(name: str, meta_architecture: str) -> Optional[int]:
-    return metadata_num_classes(MetadataCatalog.get(name), meta_architecture)
-
-
 def check_num_classes(cfg, dataset_names: Iterable[str]) -> None:
     """:class:`ConfigDatasetMismatchError` naming the key, both counts and the dataset when the
     model's class count differs from a dataset's (datasets not yet listing classes: skipped)."""
@@ -52,7 +48,7 @@ def check_num_classes(cfg, dataset_names: Iterable[str]) -> None:
         return
     value = functools.reduce(lambda node, part: node[part], key.split("."), cfg)
     for name in dataset_names:
-        n = _dataset_num_classes(name, arch)
+        n = metadata_num_classes(MetadataCatalog.get(name), arch)
         if n is not None and n != value:
             classes = MetadataCatalog.get(name).get("thing_classes", [])
             shown = ", ".join(map(str, classes[:10])) + (", ..." if len(classes) > 10 else "")
@@ -93,8 +89,7 @@ def resolve_num_classes(cfg, opts=(), strict: bool = True):
     if not is_detr_config(cfg):
         return cfg
     key, value = "MODEL.DETR.NUM_CLASSES", cfg.MODEL.DETR.NUM_CLASSES
-    named = [("DATASETS.TRAIN", n) for n in cfg.DATASETS.TRAIN]
-    named += [("DATASETS.TEST", n) for n in cfg.DATASETS.TEST]
+    named = [(f"DATASETS.{part}", n) for part in ("TRAIN", "TEST") for n in cfg.DATASETS[part]]
     registered = set(DatasetCatalog.list())
     for where, name in named:
         if name not in registered:
@@ -103,8 +98,8 @@ def resolve_num_classes(cfg, opts=(), strict: bool = True):
                 f"{FLAG} {name} path/to/annotations.json path/to/images"
             )
     arch = cfg.MODEL.META_ARCHITECTURE
-    counts = [(w, n, _dataset_num_classes(n, arch)) for w, n in named if n in registered]
-    counts = [c for c in counts if c[2] is not None]
+    counts = [(w, n, metadata_num_classes(MetadataCatalog.get(n), arch)) for w, n in named]
+    counts = [c for c in counts if c[1] in registered and c[2] is not None]
     where, name, num = counts[0] if counts else (None, None, None)
     if value == NUM_CLASSES_FROM_DATA and counts:
         cfg.MODEL.DETR.NUM_CLASSES = num

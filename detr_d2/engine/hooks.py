@@ -3,7 +3,6 @@ naming the iteration, the loss terms and the last good checkpoint; a failed run 
 
 import contextlib
 import logging
-import math
 
 import torch
 from detectron2.engine import HookBase
@@ -38,8 +37,8 @@ class NonFiniteLossGuard(HookBase):
         values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
         if bool(torch.isfinite(values).all()):
             return
+        bad = ", ".join(k for k, finite in zip(losses, torch.isfinite(values)) if not finite)
         terms = ", ".join(f"{k}={v:.4g}" for k, v in zip(losses, values.tolist()))
-        bad = ", ".join(k for k, v in zip(losses, values.tolist()) if not math.isfinite(v))
         what = f"{bad} not finite. Loss terms: {terms}"
         raise NonFiniteLossError(_message(self.trainer.iter, self._checkpointer, what))
 

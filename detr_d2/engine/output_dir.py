@@ -65,16 +65,15 @@ def _training_holder(output_dir: str) -> Optional[str]:
         return None  # this process's own training (an in-process caller)
     path = os.path.join(output_dir, LOCK_NAME)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        f = open(path)
     except OSError:
         return None
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return None
-    except OSError:
-        return _holder(path)
-    finally:
-        os.close(fd)  # also drops the shared lock, if taken
+    with f:  # closing it drops the shared lock, if taken
+        try:
+            fcntl.lockf(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return _holder(path)
+    return None
 
 
 def redirect_eval_output(cfg, resume: bool) -> Optional[str]:

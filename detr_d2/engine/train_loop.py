@@ -1,7 +1,6 @@
 """DETR's training step (DetrTrainLoop): mixed precision on CPU and CUDA (Detectron2's AMPTrainer
 asserts CUDA), exact gradient accumulation, and full-model clipping of the true gradients (a
 clipping optimizer would clip float16 gradients still scaled, once per micro-batch). One step:
-
 1. fetch ``accum_iters`` micro-batches; the criterion normalizes over all their target boxes;
 2. forward (autocast when ``amp_dtype`` is set) and backward each, DDP all-reducing in the last;
 3. float16: unscale; clip; optimizer step, which the GradScaler skips on non-finite gradients
@@ -133,30 +132,29 @@ class DetrTrainLoop(SimpleTrainer):
 
     def _scaled_step(self) -> bool:
         """GradScaler step and update; False when it skipped the step (the same on every process)."""
-        scale = self.grad_scaler.get_scale()
+        old_scale = self.grad_scaler.get_scale()
         self.grad_scaler.step(self.optimizer)
         self.grad_scaler.update()
-        skipped = self.grad_scaler.get_scale() < scale  # the scale backs off only on inf / NaN
+        scale = self.grad_scaler.get_scale()
+        skipped = scale < old_scale  # the scale backs off only on inf / NaN
         self._consecutive_skips = self._consecutive_skips + 1 if skipped else 0
         self.skipped_steps += skipped
         get_event_storage().put_scalars(
-            amp_scale=self.grad_scaler.get_scale(),
-            amp_skipped_steps=self.skipped_steps,
-            smoothing_hint=False,
+            amp_scale=scale, amp_skipped_steps=self.skipped_steps, smoothing_hint=False
         )
         if not skipped:
             return True
         logger.warning(
             f"Iteration {self.iter}: float16 gradients not finite, optimizer step skipped "
             f"({self._consecutive_skips} in a row, {self.skipped_steps} in this run); loss scale "
-            f"now {self.grad_scaler.get_scale():g}"
+            f"now {scale:g}"
         )
         if self._consecutive_skips >= self.max_consecutive_skips:
             raise FloatingPointError(
                 f"float16: {self._consecutive_skips} optimizer steps in a row skipped for "
                 f"non-finite gradients, the last at iteration {self.iter} "
                 f"(SOLVER.AMP.MAX_CONSECUTIVE_SKIPS {self.max_consecutive_skips}; loss scale "
-                f"{self.grad_scaler.get_scale():g}): the model diverged or overflows float16 even "
+                f"{scale:g}): the model diverged or overflows float16 even "
                 'unscaled; SOLVER.AMP.DTYPE "bfloat16" has float32\'s range'
             )
         return False
