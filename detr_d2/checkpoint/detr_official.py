@@ -1,7 +1,5 @@
 """Official DETR checkpoints (``detr-r50-e632da11.pth`` ...) -> the state dict of our ``Detr`` /
-``DetrPanoptic``.
-
-Names: ``detr.<name>`` (panoptic files) -> ``<name>``; ``backbone.0.body.<torchvision name>`` ->
+``DetrPanoptic``. Names: ``detr.<name>`` (panoptic files) -> ``<name>``; ``backbone.0.body.*`` ->
 ``backbone.<Detectron2 name>`` (torchvision_resnet); ``backbone.1.{row,col}_embed.weight`` ->
 ``position_embedding.*``; the transformer and the heads keep their names.
 
@@ -9,8 +7,7 @@ Class rows: the official heads index rows by category id, ours by Detectron2's c
 no-object last in both. Detection: 92 rows (COCO ids 1..90, 80 used; 91 no-object) -> 81, in
 the order of ``_get_builtin_metadata("coco")``. Panoptic: 251 rows (ids 1..200; 250 no-object)
 -> 134, in the order of ``coco_panoptic_standard`` (80 things, then 53 stuff). Unused rows are
-dropped; every other key must map exactly once, else the error lists the offending keys.
-"""
+dropped; every other key must map exactly once, else the error lists the offending keys."""
 
 import argparse
 from dataclasses import dataclass
@@ -156,11 +153,9 @@ def _key_reports(*reports: Tuple[str, Sequence[str]], limit: int = 40) -> str:
 def convert_official_detr(
     state_dict: Mapping[str, torch.Tensor], args: Optional[argparse.Namespace] = None
 ) -> ConvertedDetr:
-    """Official DETR ``checkpoint["model"]`` (and its ``checkpoint["args"]``) -> our state dict.
-
-    Raises :class:`CheckpointConversionError` naming every source key that maps nowhere or
-    twice, every key our model needs that stays empty, and a class head of unknown size.
-    """
+    """Official DETR ``checkpoint["model"]`` (and its ``checkpoint["args"]``) -> our state dict;
+    :class:`CheckpointConversionError` naming every source key that maps nowhere or twice, every
+    key our model needs that stays empty, and a class head of unknown size."""
     panoptic = any(k.startswith(_MASK_PARTS) for k in state_dict)  # box model under "detr."
     box_model = {k for k in state_dict if panoptic and not k.startswith(_MASK_PARTS)}
     not_prefixed = [k for k in box_model if not k.startswith("detr.")]

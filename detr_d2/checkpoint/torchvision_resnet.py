@@ -89,11 +89,9 @@ def convert_torchvision_resnet(
     state_dict: Dict[str, torch.Tensor], out_prefix: str = "backbone."
 ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
     """torchvision ResNet state dict -> (Detectron2 state dict with keys ``out_prefix + name``,
-    sorted list of source keys dropped on purpose: ``fc.*`` and ``num_batches_tracked``).
-
-    Fails with :class:`UnknownKeyError` listing every unknown source key, and with a ``KeyError``
-    listing the Detectron2 keys of the inferred depth that no source key filled (or filled twice).
-    """
+    sorted source keys dropped on purpose: ``fc.*``, ``num_batches_tracked``). Raises
+    :class:`UnknownKeyError` listing every unknown source key, ``KeyError`` listing the Detectron2
+    keys of the inferred depth that no source key filled (or filled twice)."""
     entries = ((name, name, value) for name, value in state_dict.items())
     converted, dropped, unknown, twice = rename_keys(entries, torchvision_to_detectron2_name)
     unknown += [f"{name} (second source of {target})" for name, target in twice]

@@ -4,6 +4,7 @@ write never leaves a truncated file under a final name (temporary file, fsync, r
 import glob
 import logging
 import os
+import pathlib
 import zipfile
 from typing import List, Tuple
 
@@ -87,14 +88,12 @@ def is_complete_checkpoint(path: str) -> bool:
 class DetrCheckpointer(DetectionCheckpointer):
     """A DetectionCheckpointer (same files and formats) that saves atomically and never NaN /
     infinite weights (:class:`NonFiniteWeightsError`), resumes from the last complete checkpoint
-    and reads ``.pth`` weights-only, ``.pkl`` by a restricted unpickler.
-
-    ``strict`` (evaluation, tools): every model tensor comes from the file and every entry of the
-    file is used (:class:`WeightsMismatchError`). Training (False): a class head of another class
-    count is left at its initialisation (one log line), any other shape mismatch raises
+    and reads ``.pth`` weights-only, ``.pkl`` by a restricted unpickler. ``strict`` (evaluation,
+    tools): every model tensor comes from the file and every entry of the file is used
+    (:class:`WeightsMismatchError`). Training (False): a class head of another class count is left
+    at its initialisation (one log line), any other shape mismatch raises
     :class:`CheckpointShapeError`, and a file filling less than MIN_LOADED_FRACTION of the model's
-    values raises :class:`WeightsMismatchError` (another architecture would train from scratch).
-    """
+    values :class:`WeightsMismatchError` (another architecture would train from scratch)."""
 
     def __init__(self, model, save_dir="", *, strict=False, save_to_disk=None, **checkpointables):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
@@ -102,14 +101,9 @@ class DetrCheckpointer(DetectionCheckpointer):
         self._loading = ""  # the file being loaded, for the errors
         self._verified = {}  # (path, size, mtime_ns) -> is_complete_checkpoint
 
-    def _is_local(self) -> bool:
-        return bool(self.save_dir) and "://" not in self.save_dir
-
     def save(self, name: str, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:
             return
-        if not self._is_local():  # a remote path (PathManager handler): fvcore's plain save
-            return super().save(name, **kwargs)
         state = self.model.state_dict()
         bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
         if bad:
@@ -126,8 +120,6 @@ class DetrCheckpointer(DetectionCheckpointer):
         self.tag_last_checkpoint(f"{name}.pth")
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        if not self._is_local():
-            return super().tag_last_checkpoint(last_filename_basename)
         atomic_write(
             os.path.join(self.save_dir, "last_checkpoint"),
             lambda f: f.write(last_filename_basename.encode()),
@@ -145,14 +137,10 @@ class DetrCheckpointer(DetectionCheckpointer):
         return self._verified[key]
 
     def get_checkpoint_file(self) -> str:
-        """``last_checkpoint``'s file if complete, else the newest complete ``model_*.pth``, or ""."""
-        if not self._is_local():
-            return super().get_checkpoint_file()
-        try:
-            with open(os.path.join(self.save_dir, "last_checkpoint")) as f:
-                tagged = f.read().strip()
-        except OSError:
-            tagged = ""
+        """``last_checkpoint``'s file if complete, else the newest complete ``model_*.pth``, or ""
+        (OUTPUT_DIR is a local folder: train_net creates it with os.makedirs)."""
+        last = os.path.join(self.save_dir, "last_checkpoint")  # replaced atomically, never removed
+        tagged = pathlib.Path(last).read_text().strip() if os.path.isfile(last) else ""
         tagged = os.path.join(self.save_dir, tagged) if tagged else ""
         if tagged and self._complete(tagged):
             return tagged
@@ -232,9 +220,8 @@ def _format(mismatches: List[Tuple[str, tuple, tuple]]) -> str:
 
 
 def _few(items, n=5) -> str:
-    return ", ".join(map(str, items[:n])) + (
-        f", ... ({len(items) - n} more)" if len(items) > n else ""
-    )
+    more = f", ... ({len(items) - n} more)" if len(items) > n else ""
+    return ", ".join(map(str, items[:n])) + more
 
 
 def _check_loaded_fraction(model_state, missing, path: str) -> None:
@@ -277,9 +264,7 @@ def _check_complete(incompatible, path: str, model) -> None:
     problems = [text for found, text in problems if found]
     if problems:
         raise WeightsMismatchError(
-            f"Weights {path} do not match the model built from the config: "
-            + "; ".join(problems)
-            + ". Evaluating would use randomly initialized weights for "
-            "them; check that the config (architecture, MODEL.DETR.*) is the one the weights "
-            "were trained with."
+            f"Weights {path} do not match the model built from the config: {'; '.join(problems)}. "
+            "Evaluating would use randomly initialized weights for them; check that the config "
+            "(architecture, MODEL.DETR.*) is the one the weights were trained with."
         )

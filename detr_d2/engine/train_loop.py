@@ -27,12 +27,10 @@ AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 def amp_dtype(cfg) -> Optional[torch.dtype]:
     """The autocast dtype of SOLVER.AMP (None: AMP off); a clear error for a wrong value."""
-    if not cfg.SOLVER.AMP.ENABLED:
-        return None
     name = cfg.SOLVER.AMP.DTYPE
-    if name not in AMP_DTYPES:
+    if cfg.SOLVER.AMP.ENABLED and name not in AMP_DTYPES:
         raise ValueError(f'SOLVER.AMP.DTYPE must be "bfloat16" or "float16", got {name!r}')
-    return AMP_DTYPES[name]
+    return AMP_DTYPES[name] if cfg.SOLVER.AMP.ENABLED else None
 
 
 def train_loop_args(cfg) -> dict:
@@ -52,15 +50,11 @@ def train_loop_args(cfg) -> dict:
 
 class DetrTrainLoop(SimpleTrainer):
     """A SimpleTrainer whose ``run_step`` is the module docstring's step; ``state_dict`` adds the
-    GradScaler's to the optimizer's. Args besides SimpleTrainer's (model, data_loader, optimizer):
-        amp_dtype: torch.bfloat16 or torch.float16 to autocast the forward; None: off.
-        accum_iters: micro-batches (data loader items) per optimizer step.
-        clip_max_norm, clip_norm_type: clip the norm of all gradients together (0: no).
-        max_consecutive_skips: float16 only, see the module docstring.
-        grad_scaler: float16's GradScaler (default: torch's); given without float16, it scales a
-            loss of any precision.
-        data_loader_iter: an iterator of ``data_loader`` already started; None: start one.
-    """
+    GradScaler's to the optimizer's. ``amp_dtype``: torch.bfloat16 / torch.float16 to autocast the
+    forward, None: off; ``accum_iters``: data loader items per optimizer step; ``clip_max_norm``
+    (0: no), ``clip_norm_type``: of all gradients together; ``grad_scaler``: float16's (default:
+    torch's; given without float16, it scales a loss of any precision); ``data_loader_iter``: an
+    iterator of ``data_loader`` already started (None: start one)."""
 
     def __init__(
         self,
