@@ -5,7 +5,7 @@ dicts ("image" (3, h, w) uint8 in ``INPUT.FORMAT`` at test resolution, "height"/
 import logging
 import os
 import time
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -79,16 +79,12 @@ class Predictor:
         return self.model([self.inputs(image)])[0]
 
 
-def dataset_loader(
-    cfg: CfgNode, dataset_name: str, num_images: int = 0
-) -> Tuple[torch.utils.data.DataLoader, List[Dict]]:
-    """A streaming test loader (batch 1, test-time resize) over the first ``num_images`` images
-    of a registered dataset (0: all), with the dataset dicts it reads."""
+def dataset_loader(cfg: CfgNode, dataset_name: str, num_images: int = 0):
+    """(A streaming test loader (batch 1, test-time resize) over the first ``num_images`` images
+    of a registered dataset (0: all), the dataset dicts it reads)."""
     dicts = _first_dicts(dataset_name, num_images)
-    loader = build_detection_test_loader(
-        dicts, mapper=build_test_mapper(cfg), num_workers=cfg.DATALOADER.NUM_WORKERS
-    )
-    return loader, dicts
+    mapper, workers = build_test_mapper(cfg), cfg.DATALOADER.NUM_WORKERS
+    return build_detection_test_loader(dicts, mapper=mapper, num_workers=workers), dicts
 
 
 def dataset_inputs(cfg: CfgNode, dataset_name: str, num: int, is_train: bool = False) -> List[Dict]:
@@ -110,9 +106,7 @@ def _first_dicts(dataset_name: str, num: int) -> List[Dict]:
     return dicts[:num] if num > 0 else dicts
 
 
-def with_progress(
-    items: Iterable, total: int, what: str = "images", every: int = 50, name: str = ""
-) -> Iterator:
+def with_progress(items: Iterable, total: int, what="images", every=50, name="") -> Iterator:
     """Yields ``items``, logging "name: done/total what, s per item, ETA" every ``every`` items
     and after the last one."""
     start = time.perf_counter()
