@@ -28,12 +28,9 @@ from .torchvision_resnet import (
 _BACKBONE = "backbone.0.body."
 _POSITION = "backbone.1."
 _MASK_PARTS = ("bbox_attention.", "mask_head.")  # top level in panoptic files, beside "detr."
-# Top-level modules whose names are the same in both models.
 _SAME_NAME = ("transformer.", "input_proj.", "query_embed.", "class_embed.", "bbox_embed.")
-_SAME_NAME += _MASK_PARTS
-# Our buffers that come from the config, never from a checkpoint (DetectionCheckpointer also
-# tolerates their absence).
-CONFIG_OWNED_KEYS = ("pixel_mean", "pixel_std")
+_SAME_NAME += _MASK_PARTS  # the modules named the same in both models
+CONFIG_OWNED_KEYS = ("pixel_mean", "pixel_std")  # our buffers: from the config, never a checkpoint
 
 _ATTN = ("in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias")
 _WB = ("weight", "bias")

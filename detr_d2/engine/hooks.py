@@ -27,9 +27,8 @@ class NonFiniteLossGuard(HookBase):
         self._handle = self.trainer.model.register_forward_hook(self._check)
 
     def after_train(self):
-        if self._handle is not None:
+        if self._handle is not None:  # removing twice is harmless
             self._handle.remove()
-            self._handle = None
 
     def _check(self, module, inputs, losses):
         if not module.training or not isinstance(losses, dict) or not losses:

@@ -57,8 +57,7 @@ class Predictor:
         if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be RGB or BGR, got {cfg.INPUT.FORMAT!r}")
         self.input_format = cfg.INPUT.FORMAT
-        # the resize of train_net's test loader
-        self.augmentations = build_test_mapper(cfg).augmentations
+        self.augmentations = build_test_mapper(cfg).augmentations  # train_net's test resize
         # class names and colours of DATASETS.TEST[0]; empty metadata without one
         self.metadata = MetadataCatalog.get((*cfg.DATASETS.TEST, "__unused")[0])
 

@@ -42,9 +42,8 @@ class SaveOnSigterm(HookBase):
         self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def after_train(self):
-        if self._previous is not None:
+        if self._previous is not None:  # restoring twice is harmless
             signal.signal(signal.SIGTERM, self._previous)
-            self._previous = None
 
     def after_step(self):
         if not any(comm.all_gather(self._requested)):  # [self._requested] on one process
