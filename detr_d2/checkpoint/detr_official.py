@@ -105,11 +105,10 @@ class DetrSpec:
     def keys(self) -> Set[str]:
         keys = {"backbone." + k for k in detectron2_resnet_keys(self.depth)}
         common = ["linear1", "linear2", "norm1", "norm2"]  # (part, layers, attentions, others)
-        layers = [
+        for part, num, attentions, modules in [
             ("encoder", self.enc_layers, ["self_attn"], common),
             ("decoder", self.dec_layers, ["self_attn", "multihead_attn"], common + ["norm3"]),
-        ]
-        for part, num, attentions, modules in layers:
+        ]:
             for i in range(num):
                 p = f"transformer.{part}.layers.{i}."
                 keys |= {p + f"{a}.{w}" for a in attentions for w in _ATTN}
@@ -181,9 +180,8 @@ def convert_official_detr(state_dict: Mapping[str, torch.Tensor], args=None) -> 
     num_rows = converted["class_embed.weight"].shape[0]
     if num_rows != (251 if panoptic else 92):
         raise CheckpointConversionError(
-            f"class_embed has {num_rows} rows; expected 92 (COCO detection) or 251 (COCO "
-            f"panoptic, only with a mask head), and this is a "
-            f"{'panoptic' if panoptic else 'detection'} checkpoint"
+            f"class_embed has {num_rows} rows; expected 92 (COCO detection) or 251 (COCO panoptic, "
+            f"with a mask head); this is a {'panoptic' if panoptic else 'detection'} checkpoint"
         )
     class_rows = coco_panoptic_class_rows() if panoptic else coco_detection_class_rows()
     for name in ("class_embed.weight", "class_embed.bias"):

@@ -2,8 +2,7 @@
 Detectron2's ``build_resnet_backbone``: ``conv1`` / ``bn1`` -> ``stem.conv1[.norm]``,
 ``layer{s}.{i}.conv{k}`` / ``bn{k}`` -> ``res{s+1}.{i}.conv{k}[.norm]``, ``downsample.0`` / ``.1``
 -> ``shortcut[.norm]``; ``fc.*`` and ``num_batches_tracked`` are dropped. torchvision strides in
-the 3x3 conv (``MODEL.RESNETS.STRIDE_IN_1X1 False``) and expects RGB with the ImageNet mean/std.
-"""
+the 3x3 conv (``MODEL.RESNETS.STRIDE_IN_1X1 False``) and expects RGB with the ImageNet mean/std."""
 
 import re
 from typing import Dict, Iterable, List, Optional, Tuple

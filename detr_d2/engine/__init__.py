@@ -1,6 +1,5 @@
-"""Training: DETR's training step (DetrTrainLoop) and reliability: crash-safe checkpoints, guards
-against non-finite losses and saving after a failure, and checks of the config against datasets
-and weights before a run starts."""
+"""DETR's training step (DetrTrainLoop) and reliability: crash-safe checkpoints, guards against
+non-finite losses and saving after a failure, checks of config, datasets and weights up front."""
 
 # ruff: noqa: F401  (the package's API, re-exported)
 from .checkpoint import CheckpointShapeError, DetrCheckpointer, NonFiniteWeightsError

@@ -1,5 +1,5 @@
-"""DetrCheckpointer, the one checkpointer of train_net, --eval-only, the demo and the tools: a killed
-write never leaves a truncated file under a final name (temporary file, fsync, rename)."""
+"""DetrCheckpointer, the one checkpointer of train_net, --eval-only, the demo and the tools: a
+killed write never leaves a truncated file under a final name (temporary file, fsync, rename)."""
 
 import glob
 import logging

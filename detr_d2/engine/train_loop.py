@@ -125,7 +125,7 @@ class DetrTrainLoop(SimpleTrainer):
         self._write_metrics(loss_dict, data_time)
 
     def _scaled_step(self) -> bool:
-        """GradScaler step and update; False when it skipped the step (the same on every process)."""
+        """GradScaler step and update; False when it skipped the step (same on every process)."""
         old_scale = self.grad_scaler.get_scale()
         self.grad_scaler.step(self.optimizer)
         self.grad_scaler.update()
