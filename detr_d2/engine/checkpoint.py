@@ -16,7 +16,6 @@ from ..checkpoint.safe_load import UnsafeCheckpointError, load_checkpoint_safely
 
 logger = logging.getLogger(__name__)
 
-TMP_SUFFIX = ".tmp-"  # "<name>.pth.tmp-<pid>": no ".pth" ending, never taken for a checkpoint
 # Training stops when MODEL.WEIGHTS fills less than this fraction of the model's values: an
 # ImageNet backbone fills 56.6% of DETR R50 (70.2% of R101, 56.4% of Faster R-CNN R50-FPN), a
 # checkpoint of another architecture nothing or a few layers.
@@ -53,7 +52,7 @@ def is_class_head_key(key: str) -> bool:
 def atomic_write(path: str, write) -> None:
     """Call ``write(f)`` on a temporary file next to ``path``, fsync it, then rename it to
     ``path``. A crash at any point leaves ``path`` as it was (old content or absent)."""
-    tmp = f"{path}{TMP_SUFFIX}{os.getpid()}"
+    tmp = f"{path}.tmp-{os.getpid()}"  # no ".pth" ending: never taken for a checkpoint
     try:
         with open(tmp, "wb") as f:
             write(f)
@@ -120,10 +119,8 @@ class DetrCheckpointer(DetectionCheckpointer):
         self.tag_last_checkpoint(f"{name}.pth")
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        atomic_write(
-            os.path.join(self.save_dir, "last_checkpoint"),
-            lambda f: f.write(last_filename_basename.encode()),
-        )
+        name = last_filename_basename.encode()
+        atomic_write(os.path.join(self.save_dir, "last_checkpoint"), lambda f: f.write(name))
 
     def _complete(self, path: str) -> bool:
         """is_complete_checkpoint, remembered per (size, mtime)."""
@@ -202,8 +199,7 @@ class DetrCheckpointer(DetectionCheckpointer):
             )
         if head:
             logger.info(
-                f"Class head re-initialised for the new class count, every other weight "
-                f"loaded (checkpoint -> model shapes): {_format(head)}"
+                f"Class head re-initialised for the new class count (file -> model): {_format(head)}"
             )
         # fvcore removed those weights from the checkpoint before loading: not "missing" either
         missing = [k for k in incompatible.missing_keys if k not in {m[0] for m in head}]

@@ -73,8 +73,7 @@ class Predictor:
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray) -> Dict:
-        """The model's output for one BGR image: {"instances": ...} and/or {"panoptic_seg": ...},
-        in the coordinates of ``image``."""
+        """The model's output ({"instances"} and/or {"panoptic_seg"}) in ``image``'s coordinates."""
         return self.model([self.inputs(image)])[0]
 
 
