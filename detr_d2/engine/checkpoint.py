@@ -199,7 +199,7 @@ class DetrCheckpointer(DetectionCheckpointer):
             )
         if head:
             logger.info(
-                f"Class head re-initialised for another class count (file -> model): {_format(head)}"
+                f"Class head re-initialised for the new class count, file -> model: {_format(head)}"
             )
         # fvcore removed those weights from the checkpoint before loading: not "missing" either
         missing = [k for k in incompatible.missing_keys if k not in {m[0] for m in head}]
