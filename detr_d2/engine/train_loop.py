@@ -4,8 +4,7 @@ clipping optimizer would clip float16 gradients still scaled, once per micro-bat
 1. fetch ``accum_iters`` micro-batches; the criterion normalizes over all their target boxes;
 2. forward (autocast when ``amp_dtype`` is set) and backward each, DDP all-reducing in the last;
 3. float16: unscale; clip; optimizer step, which the GradScaler skips on non-finite gradients
-   (logged, ``amp_skipped_steps`` in metrics.json; ``max_consecutive_skips`` in a row: an error).
-"""
+   (logged, ``amp_skipped_steps`` in metrics.json; ``max_consecutive_skips`` in a row: an error)."""
 
 import contextlib
 import logging
@@ -38,14 +37,11 @@ def train_loop_args(cfg) -> dict:
     (call it before any work is spent)."""
     if cfg.SOLVER.ACCUM_ITERS < 1:
         raise ValueError(f"SOLVER.ACCUM_ITERS must be >= 1, got {cfg.SOLVER.ACCUM_ITERS}")
-    max_norm, norm_type = full_model_clipping(cfg)
-    return {
-        "amp_dtype": amp_dtype(cfg),
-        "accum_iters": cfg.SOLVER.ACCUM_ITERS,
-        "clip_max_norm": max_norm,
-        "clip_norm_type": norm_type,
-        "max_consecutive_skips": cfg.SOLVER.AMP.MAX_CONSECUTIVE_SKIPS,
-    }
+    clip_max_norm, clip_norm_type = full_model_clipping(cfg)
+    return dict(
+        amp_dtype=amp_dtype(cfg), accum_iters=cfg.SOLVER.ACCUM_ITERS, clip_max_norm=clip_max_norm,
+        clip_norm_type=clip_norm_type, max_consecutive_skips=cfg.SOLVER.AMP.MAX_CONSECUTIVE_SKIPS,
+    )  # fmt: skip
 
 
 class DetrTrainLoop(SimpleTrainer):
