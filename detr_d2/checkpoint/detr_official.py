@@ -84,13 +84,9 @@ class DetrSpec:
         """From the checkpoint's ``args`` (an argparse.Namespace or None) where they say it (so a
         missing layer is noticed), else from its keys (``detr.`` prefix already stripped)."""
         args = vars(args) if args is not None else {}
-        backbone = str(args.get("backbone", ""))
-        if backbone.startswith("resnet"):
-            depth = int(backbone[len("resnet") :])
-        else:
-            depth = infer_resnet_depth(
-                k[len(_BACKBONE) :] for k in state_dict if k.startswith(_BACKBONE)
-            )
+        backbone = str(args.get("backbone", ""))  # "resnet50"
+        names = [k[len(_BACKBONE) :] for k in state_dict if k.startswith(_BACKBONE)]
+        depth = int(backbone[6:]) if backbone.startswith("resnet") else infer_resnet_depth(names)
 
         def layers(part):
             prefix = f"transformer.{part}.layers."

@@ -226,11 +226,8 @@ def _check_loaded_fraction(model_state, missing, path: str) -> None:
     missing with their layer's weight)."""
     sizes = {k: v.numel() for k, v in model_state.items() if not k.endswith("num_batches_tracked")}
     stats = (".running_mean", ".running_var")
-    missing = {
-        k
-        for k in sizes
-        if k in missing or (k.endswith(stats) and k.rsplit(".", 1)[0] + ".weight" in missing)
-    }
+    weight_of = {k: k.rsplit(".", 1)[0] + ".weight" for k in sizes if k.endswith(stats)}
+    missing = {k for k in sizes if k in missing or weight_of.get(k) in missing}
     total = sum(sizes.values())
     filled = sum(n for k, n in sizes.items() if k not in missing)
     if total and filled / total < MIN_LOADED_FRACTION:

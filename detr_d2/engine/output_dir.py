@@ -76,8 +76,7 @@ def redirect_eval_output(cfg, resume: bool) -> Optional[str]:
     becomes the training's last complete checkpoint. Returns the message to log, or None."""
     name = time.strftime("eval-%Y%m%d-%H%M%S", time.gmtime())
     holder = _training_holder(cfg.OUTPUT_DIR)
-    if comm.get_world_size() > 1:
-        holder, name = comm.all_gather((holder, name))[0]  # rank 0 decides for all
+    holder, name = comm.all_gather((holder, name))[0]  # rank 0 decides for all
     if holder is None:
         return
     if resume:

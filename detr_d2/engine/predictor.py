@@ -88,12 +88,8 @@ def dataset_loader(cfg: CfgNode, dataset_name: str, num_images: int = 0):
 def dataset_inputs(cfg: CfgNode, dataset_name: str, num: int, is_train: bool = False) -> List[Dict]:
     """The first ``num`` images of a registered dataset (0: all) in memory, mapped as in training
     or as train_net's test loader."""
-    if not is_train:
-        mapper = build_test_mapper(cfg)
-    elif cfg.MODEL.META_ARCHITECTURE == "Detr":
-        mapper = DetrDatasetMapper(cfg, is_train=True)
-    else:
-        mapper = DatasetMapper(cfg, is_train=True)
+    train_mapper = DetrDatasetMapper if cfg.MODEL.META_ARCHITECTURE == "Detr" else DatasetMapper
+    mapper = train_mapper(cfg, is_train=True) if is_train else build_test_mapper(cfg)
     return [mapper(d) for d in _first_dicts(dataset_name, num)]
 
 
