@@ -1,7 +1,5 @@
 """Official DETR checkpoints (``detr-r50-e632da11.pth`` ...) -> the state dict of our ``Detr`` /
-``DetrPanoptic``.
-
-Names: ``detr.<name>`` (panoptic files) -> ``<name>``; ``backbone.0.body.<torchvision name>`` ->
+``DetrPanoptic``. Names: ``detr.<name>`` (panoptic files) -> ``<name>``; ``backbone.0.body.*`` ->
 ``backbone.<Detectron2 name>`` (torchvision_resnet); ``backbone.1.{row,col}_embed.weight`` ->
 ``position_embedding.*``; the transformer and the heads keep their names.
 
@@ -9,14 +7,14 @@ Class rows: the official heads index rows by category id, ours by Detectron2's c
 no-object last in both. Detection: 92 rows (COCO ids 1..90, 80 used; 91 no-object) -> 81, in
 the order of ``_get_builtin_metadata("coco")``. Panoptic: 251 rows (ids 1..200; 250 no-object)
 -> 134, in the order of ``coco_panoptic_standard`` (80 things, then 53 stuff). Unused rows are
-dropped; every other key must map exactly once, else the error lists the offending keys.
-"""
+dropped; every other key must map exactly once, else the error lists the offending keys."""
 
 import argparse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 import torch
+from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
 
 from .safe_load import load_checkpoint_safely
 from .torchvision_resnet import (
@@ -29,21 +27,10 @@ from .torchvision_resnet import (
 
 _BACKBONE = "backbone.0.body."
 _POSITION = "backbone.1."
-_PANOPTIC_BOX_MODEL = "detr."
 _MASK_PARTS = ("bbox_attention.", "mask_head.")  # top level in panoptic files, beside "detr."
-# Top-level modules whose names are the same in both models.
-_SAME_NAME = (
-    "transformer.",
-    "input_proj.",
-    "query_embed.",
-    "class_embed.",
-    "bbox_embed.",
-    "bbox_attention.",
-    "mask_head.",
-)
-# Our buffers that come from the config, never from a checkpoint (DetectionCheckpointer also
-# tolerates their absence).
-CONFIG_OWNED_KEYS = ("pixel_mean", "pixel_std")
+_SAME_NAME = ("transformer.", "input_proj.", "query_embed.", "class_embed.", "bbox_embed.")
+_SAME_NAME += _MASK_PARTS  # the modules named the same in both models
+CONFIG_OWNED_KEYS = ("pixel_mean", "pixel_std")  # our buffers: from the config, never a checkpoint
 
 _ATTN = ("in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias")
 _WB = ("weight", "bias")
@@ -53,35 +40,19 @@ class CheckpointConversionError(ValueError):
     """The source checkpoint does not fill the target model exactly; the message lists the keys."""
 
 
-def _builtin_metadata(name: str) -> dict:
-    from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
-
-    return _get_builtin_metadata(name)
-
-
 def coco_detection_class_rows() -> List[int]:
     """For each of our 81 class rows, the row of the official 92-row head it comes from."""
-    id_to_contiguous = _builtin_metadata("coco")["thing_dataset_id_to_contiguous_id"]
+    id_to_contiguous = _get_builtin_metadata("coco")["thing_dataset_id_to_contiguous_id"]
     return sorted(id_to_contiguous, key=id_to_contiguous.get) + [91]
 
 
 def coco_panoptic_class_rows() -> List[int]:
     """For each of our 134 class rows, the row of the official 251-row panoptic head."""
-    meta = _builtin_metadata("coco_panoptic_standard")
-    id_to_contiguous = {
-        **meta["thing_dataset_id_to_contiguous_id"],
-        **meta["stuff_dataset_id_to_contiguous_id"],
-    }
+    meta = _get_builtin_metadata("coco_panoptic_standard")
+    id_to_contiguous = meta["thing_dataset_id_to_contiguous_id"]
+    id_to_contiguous = {**id_to_contiguous, **meta["stuff_dataset_id_to_contiguous_id"]}
     rows = sorted(id_to_contiguous, key=id_to_contiguous.get)
-    assert [id_to_contiguous[i] for i in rows] == list(range(len(rows))), "non-contiguous metadata"
     return rows + [250]
-
-
-# official row count -> (what it is, our rows in terms of official rows)
-CLASS_HEADS = {
-    92: ("COCO detection", coco_detection_class_rows),
-    251: ("COCO panoptic", coco_panoptic_class_rows),
-}
 
 
 def official_to_ours_name(name: str) -> Optional[str]:
@@ -113,40 +84,33 @@ class DetrSpec:
         """From the checkpoint's ``args`` (an argparse.Namespace or None) where they say it (so a
         missing layer is noticed), else from its keys (``detr.`` prefix already stripped)."""
         args = vars(args) if args is not None else {}
-        backbone = [k[len(_BACKBONE) :] for k in state_dict if k.startswith(_BACKBONE)]
-        if str(args.get("backbone", "")).startswith("resnet"):
-            depth = int(args["backbone"][len("resnet") :])
-        else:
-            depth = infer_resnet_depth(backbone)
+        backbone = str(args.get("backbone", ""))  # "resnet50"
+        names = [k[len(_BACKBONE) :] for k in state_dict if k.startswith(_BACKBONE)]
+        depth = int(backbone[6:]) if backbone.startswith("resnet") else infer_resnet_depth(names)
 
         def layers(part):
             prefix = f"transformer.{part}.layers."
             found = [int(k.split(".")[3]) for k in state_dict if k.startswith(prefix)]
             return args.get(f"{part[:3]}_layers", max(found, default=-1) + 1)
 
-        position = args.get("position_embedding")
-        learned = position in ("v3", "learned")
-        if position is None:
-            learned = _POSITION + "row_embed.weight" in state_dict
+        learned = args.get("position_embedding", _POSITION + "row_embed.weight" in state_dict)
+        learned = learned in ("v3", "learned", True)
         pre_norm = args.get("pre_norm", "transformer.encoder.norm.weight" in state_dict)
         return cls(depth, layers("encoder"), layers("decoder"), bool(pre_norm), learned, panoptic)
 
     def keys(self) -> Set[str]:
         keys = {"backbone." + k for k in detectron2_resnet_keys(self.depth)}
         common = ["linear1", "linear2", "norm1", "norm2"]  # (part, layers, attentions, others)
-        layers = [
+        for part, num, attentions, modules in [
             ("encoder", self.enc_layers, ["self_attn"], common),
             ("decoder", self.dec_layers, ["self_attn", "multihead_attn"], common + ["norm3"]),
-        ]
-        for part, num, attentions, modules in layers:
+        ]:
             for i in range(num):
                 p = f"transformer.{part}.layers.{i}."
                 keys |= {p + f"{a}.{w}" for a in attentions for w in _ATTN}
                 keys |= {p + f"{m}.{w}" for m in modules for w in _WB}
-        norms = ["transformer.decoder.norm"] + (
-            ["transformer.encoder.norm"] if self.pre_norm else []
-        )
-        heads = norms + ["input_proj", "class_embed"] + [f"bbox_embed.layers.{i}" for i in range(3)]
+        heads = ["transformer.decoder.norm"] + ["transformer.encoder.norm"] * self.pre_norm
+        heads += ["input_proj", "class_embed"] + [f"bbox_embed.layers.{i}" for i in range(3)]
         if self.panoptic:
             heads += ["bbox_attention.q_linear", "bbox_attention.k_linear", "mask_head.out_lay"]
             heads += [f"mask_head.{m}{i}" for m in ("lay", "gn") for i in range(1, 6)]
@@ -163,7 +127,7 @@ class ConvertedDetr:
     model: Dict[str, torch.Tensor]  # our state dict
     spec: DetrSpec
     class_rows: List[int]  # official class row of each of our rows (no-object last)
-    dropped: List[str] = field(default_factory=list)  # source keys left out on purpose
+    dropped: List[str]  # source keys left out on purpose
 
 
 def _key_reports(*reports: Tuple[str, Sequence[str]], limit: int = 40) -> str:
@@ -177,34 +141,19 @@ def _key_reports(*reports: Tuple[str, Sequence[str]], limit: int = 40) -> str:
     return "; ".join(parts)
 
 
-def is_panoptic_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> bool:
-    """A panoptic checkpoint has a mask head (its box model is then under ``detr.``)."""
-    return any(k.startswith(_MASK_PARTS) for k in state_dict)
-
-
-def convert_official_detr(
-    state_dict: Mapping[str, torch.Tensor], args: Optional[argparse.Namespace] = None
-) -> ConvertedDetr:
-    """Official DETR ``checkpoint["model"]`` (and its ``checkpoint["args"]``) -> our state dict.
-
-    Raises :class:`CheckpointConversionError` naming every source key that maps nowhere or
-    twice, every key our model needs that stays empty, and a class head of unknown size.
-    """
-    panoptic = is_panoptic_checkpoint(state_dict)
-    entries, not_prefixed = [], []  # entries: (name without "detr.", name in the file, tensor)
-    for source, value in state_dict.items():
-        name = source
-        if panoptic and not source.startswith(_MASK_PARTS):
-            if not source.startswith(_PANOPTIC_BOX_MODEL):
-                not_prefixed.append(source)
-                continue
-            name = source[len(_PANOPTIC_BOX_MODEL) :]
-        entries.append((name, source, value))
+def convert_official_detr(state_dict: Mapping[str, torch.Tensor], args=None) -> ConvertedDetr:
+    """Official DETR ``checkpoint["model"]`` (and its ``checkpoint["args"]``) -> our state dict;
+    :class:`CheckpointConversionError` naming every source key that maps nowhere or twice, every
+    key our model needs that stays empty, and a class head of unknown size."""
+    panoptic = any(k.startswith(_MASK_PARTS) for k in state_dict)  # box model under "detr."
+    box_model = {k for k in state_dict if panoptic and not k.startswith(_MASK_PARTS)}
+    not_prefixed = [k for k in box_model if not k.startswith("detr.")]
     if not_prefixed:
         raise CheckpointConversionError(
             _key_reports(("panoptic checkpoint: box-model keys without 'detr.'", not_prefixed))
         )
-
+    # (name without "detr.", name in the file, tensor)
+    entries = [(k[len("detr.") :] if k in box_model else k, k, v) for k, v in state_dict.items()]
     converted, dropped, unknown, twice = rename_keys(entries, official_to_ours_name)
     if unknown or twice:
         raise CheckpointConversionError(
@@ -225,22 +174,18 @@ def convert_official_detr(
         raise CheckpointConversionError(f"checkpoint does not match {spec}: {reports}")
 
     num_rows = converted["class_embed.weight"].shape[0]
-    kind, rows_fn = CLASS_HEADS.get(num_rows, (None, None))
-    if kind is None or (kind == "COCO panoptic") != panoptic:
+    if num_rows != (251 if panoptic else 92):
         raise CheckpointConversionError(
-            f"class_embed has {num_rows} rows; expected 92 (COCO detection) or 251 (COCO "
-            f"panoptic, only with a mask head), and this is a "
-            f"{'panoptic' if panoptic else 'detection'} checkpoint"
+            f"class_embed has {num_rows} rows; expected 92 (COCO detection) or 251 (COCO panoptic, "
+            f"with a mask head); this is a {'panoptic' if panoptic else 'detection'} checkpoint"
         )
-    class_rows = rows_fn()
+    class_rows = coco_panoptic_class_rows() if panoptic else coco_detection_class_rows()
     for name in ("class_embed.weight", "class_embed.bias"):
         converted[name] = converted[name][class_rows].clone()
     return ConvertedDetr(converted, spec, class_rows, sorted(dropped))
 
 
-def check_against_model(
-    converted: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
-) -> None:
+def check_against_model(converted: Mapping[str, torch.Tensor], target: Mapping) -> None:
     """Require the same keys (bar :data:`CONFIG_OWNED_KEYS`) and shapes as ``target``, a model's
     ``state_dict()``. Raises :class:`CheckpointConversionError` listing every difference."""
     wanted = {k for k in target if k not in CONFIG_OWNED_KEYS}
@@ -272,7 +217,6 @@ def load_official_checkpoint(
             f"{path}: expected a dict with a 'model' entry, got {found}"
         )
     args = checkpoint.get("args")
-    if args is not None and not isinstance(args, argparse.Namespace):
-        args = None
+    args = args if isinstance(args, argparse.Namespace) else None
     others = sorted(k for k in checkpoint if k not in ("model", "args"))
     return dict(checkpoint["model"]), args, others

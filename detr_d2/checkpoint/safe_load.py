@@ -5,44 +5,37 @@ official DETR checkpoints, and for ``.pkl`` an unpickler that resolves only nump
 import argparse
 import pickle
 import re
-from typing import Any, Iterable
+from typing import Any
 
 import torch
-
-# Classes the official DETR checkpoints need beyond what weights_only allows by default.
-SAFE_GLOBALS = (argparse.Namespace,)
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
     """A checkpoint holds a pickled object outside the allow-list; nothing of it was executed."""
 
 
-def load_checkpoint_safely(
-    path: str, extra_safe_globals: Iterable[type] = (), map_location: Any = "cpu"
-) -> Any:
-    """``torch.load(path, weights_only=True)`` with ``argparse.Namespace`` and
-    ``extra_safe_globals`` allowed; :class:`UnsafeCheckpointError` naming the file and the refused
-    global for any other pickled object (never retried with ``weights_only=False``)."""
-    allowed = list(SAFE_GLOBALS) + list(extra_safe_globals)
+def load_checkpoint_safely(path: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU with ``argparse.Namespace`` allowed;
+    :class:`UnsafeCheckpointError` naming the file and the refused global for any other pickled
+    object (never retried with ``weights_only=False``)."""
     try:
-        with torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         message = str(e)
         # torch names the first global it refused as "GLOBAL <module>.<name>"
         found = re.search(r"GLOBAL ([\w.]+)", message)
-        if found is None:
-            detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(\n\n|$)", message, re.DOTALL)
-            reason = detail.group(1) if detail else message.splitlines()[0]
+        if found:
             raise UnsafeCheckpointError(
-                f"Refusing to load {path}: weights-only unpickling failed ({reason}); the file is "
-                "corrupt or holds more than tensors and plain containers. It was not loaded."
+                f"Refusing to load {path}: it contains a pickled {found.group(1)}, which is not a "
+                "tensor, a plain container or an allowed class (argparse.Namespace). Loading it "
+                "could run code; the file was not loaded."
             ) from e
-        allowed_names = ", ".join(f"{c.__module__}.{c.__qualname__}" for c in allowed)
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(\n\n|$)", message, re.DOTALL)
         raise UnsafeCheckpointError(
-            f"Refusing to load {path}: it contains a pickled {found.group(1)}, which is not a "
-            f"tensor, a plain container or an allowed class ({allowed_names}). Loading it could "
-            "run code; the file was not loaded."
+            f"Refusing to load {path}: weights-only unpickling failed "
+            f"({detail.group(1) if detail else message.splitlines()[0]}); the file is corrupt or "
+            "holds more than tensors and plain containers. It was not loaded."
         ) from e
 
 
@@ -56,25 +49,19 @@ SAFE_PICKLE_GLOBALS = frozenset(
 )
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only the globals of SAFE_PICKLE_GLOBALS; any other raises before it is looked up."""
-
-    def __init__(self, f, path: str, **kwargs):
-        super().__init__(f, **kwargs)
-        self.path = path
-
-    def find_class(self, module, name):
-        if (module, name) in SAFE_PICKLE_GLOBALS:
-            return super().find_class(module, name)
-        raise UnsafeCheckpointError(
-            f"Refusing to load {self.path}: it contains a pickled {module}.{name}, which is not "
-            "a plain container or a numpy array / dtype (all that Detectron2 .pkl weights hold). "
-            "Loading it could run code; the file was not loaded."
-        )
-
-
-def load_pickle_safely(path: str, encoding: str = "latin1") -> Any:
+def load_pickle_safely(path: str) -> Any:
     """Unpickle ``path`` allowing only plain containers and numpy arrays, else
     :class:`UnsafeCheckpointError`. latin1: how Python 2 pickles (the model zoo's) decode."""
+
+    class RestrictedUnpickler(pickle.Unpickler):
+        def find_class(self, module, name):  # raises before an unknown global is looked up
+            if (module, name) in SAFE_PICKLE_GLOBALS:
+                return super().find_class(module, name)
+            raise UnsafeCheckpointError(
+                f"Refusing to load {path}: it contains a pickled {module}.{name}, which is not a "
+                "plain container or a numpy array / dtype (all that Detectron2 .pkl weights "
+                "hold). Loading it could run code; the file was not loaded."
+            )
+
     with open(path, "rb") as f:
-        return _RestrictedUnpickler(f, path, encoding=encoding).load()
+        return RestrictedUnpickler(f, encoding="latin1").load()

@@ -2,8 +2,7 @@
 Detectron2's ``build_resnet_backbone``: ``conv1`` / ``bn1`` -> ``stem.conv1[.norm]``,
 ``layer{s}.{i}.conv{k}`` / ``bn{k}`` -> ``res{s+1}.{i}.conv{k}[.norm]``, ``downsample.0`` / ``.1``
 -> ``shortcut[.norm]``; ``fc.*`` and ``num_batches_tracked`` are dropped. torchvision strides in
-the 3x3 conv (``MODEL.RESNETS.STRIDE_IN_1X1 False``) and expects RGB with the ImageNet mean/std.
-"""
+the 3x3 conv (``MODEL.RESNETS.STRIDE_IN_1X1 False``) and expects RGB with the ImageNet mean/std."""
 
 import re
 from typing import Dict, Iterable, List, Optional, Tuple
@@ -13,6 +12,8 @@ import torch
 # Bottleneck blocks per stage (res2..res5) of the ResNet depths both libraries build.
 BLOCKS_PER_STAGE = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 _BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
+_LAYERS = {"downsample.0": "shortcut", "downsample.1": "shortcut.norm"}
+_LAYERS.update({f"conv{k}": f"conv{k}" for k in "123"} | {f"bn{k}": f"conv{k}.norm" for k in "123"})
 
 _STEM = re.compile(r"^(conv1|bn1)\.(\w+)$")
 _BLOCK = re.compile(r"^layer([1-4])\.(\d+)\.(conv[1-3]|bn[1-3]|downsample\.[01])\.(\w+)$")
@@ -50,19 +51,11 @@ def torchvision_to_detectron2_name(name: str) -> Optional[str]:
         return None
     m = _STEM.match(name)
     if m:
-        layer, param = m.groups()
-        return f"stem.conv1.{param}" if layer == "conv1" else f"stem.conv1.norm.{param}"
+        return f"stem.{_LAYERS[m.group(1)]}.{m.group(2)}"
     m = _BLOCK.match(name)
     if m:
         stage, block, layer, param = m.groups()
-        prefix = f"res{int(stage) + 1}.{block}"
-        if layer.startswith("conv"):
-            return f"{prefix}.{layer}.{param}"
-        if layer.startswith("bn"):
-            return f"{prefix}.conv{layer[2:]}.norm.{param}"
-        if layer == "downsample.0":
-            return f"{prefix}.shortcut.{param}"
-        return f"{prefix}.shortcut.norm.{param}"
+        return f"res{int(stage) + 1}.{block}.{_LAYERS[layer]}.{param}"
     raise UnknownKeyError(f"{name!r} is not a torchvision ResNet key")
 
 
@@ -81,33 +74,29 @@ def detectron2_resnet_keys(depth: int) -> List[str]:
 
 def infer_resnet_depth(torchvision_names: Iterable[str]) -> int:
     """Depth (50/101/152) of a torchvision ResNet from its block counts per stage."""
-    blocks = {s: set() for s in range(1, 5)}
-    for name in torchvision_names:
-        m = _BLOCK.match(name)
-        if m:
-            blocks[int(m.group(1))].add(int(m.group(2)))
-    counts = tuple(len(blocks[s]) for s in range(1, 5))
-    for depth, expected in BLOCKS_PER_STAGE.items():
-        if counts == expected:
-            return depth
-    raise ValueError(f"blocks per stage {counts} match no bottleneck ResNet {BLOCKS_PER_STAGE}")
+    blocks = {s: set() for s in "1234"}
+    for m in filter(None, map(_BLOCK.match, torchvision_names)):
+        blocks[m.group(1)].add(m.group(2))
+    counts = tuple(map(len, blocks.values()))
+    depth = next((d for d, expected in BLOCKS_PER_STAGE.items() if counts == expected), None)
+    if depth is None:
+        raise ValueError(f"blocks per stage {counts} match no bottleneck ResNet {BLOCKS_PER_STAGE}")
+    return depth
 
 
 def convert_torchvision_resnet(
     state_dict: Dict[str, torch.Tensor], out_prefix: str = "backbone."
 ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
     """torchvision ResNet state dict -> (Detectron2 state dict with keys ``out_prefix + name``,
-    sorted list of source keys dropped on purpose: ``fc.*`` and ``num_batches_tracked``).
-
-    Fails with :class:`UnknownKeyError` listing every unknown source key, and with a ``KeyError``
-    listing the Detectron2 keys of the inferred depth that no source key filled (or filled twice).
-    """
+    sorted source keys dropped on purpose: ``fc.*``, ``num_batches_tracked``). Raises
+    :class:`UnknownKeyError` listing every unknown source key, ``KeyError`` listing the Detectron2
+    keys of the inferred depth that no source key filled (or filled twice)."""
     entries = ((name, name, value) for name, value in state_dict.items())
     converted, dropped, unknown, twice = rename_keys(entries, torchvision_to_detectron2_name)
     unknown += [f"{name} (second source of {target})" for name, target in twice]
-    converted = {out_prefix + k: v for k, v in converted.items()}
     if unknown:
         raise UnknownKeyError(f"not torchvision ResNet keys: {unknown}")
+    converted = {out_prefix + k: v for k, v in converted.items()}
     expected = {out_prefix + k for k in detectron2_resnet_keys(infer_resnet_depth(state_dict))}
     missing = sorted(expected - converted.keys())
     if missing:

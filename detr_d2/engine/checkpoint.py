@@ -1,12 +1,12 @@
-"""DetrCheckpointer, the one checkpointer of train_net, --eval-only, the demo and the tools:
-atomic saves (temporary file, fsync, rename, then ``last_checkpoint``; a killed write never leaves a
-truncated file under a final name), resume from the last complete checkpoint, weights read without
-running code, and checks that they fit the model (see :class:`DetrCheckpointer`)."""
+"""DetrCheckpointer, the one checkpointer of train_net, --eval-only, the demo and the tools: a
+killed write never leaves a truncated file under a final name (temporary file, fsync, rename)."""
 
+import glob
 import logging
 import os
+import pathlib
 import zipfile
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -16,7 +16,6 @@ from ..checkpoint.safe_load import UnsafeCheckpointError, load_checkpoint_safely
 
 logger = logging.getLogger(__name__)
 
-TMP_SUFFIX = ".tmp-"  # "<name>.pth.tmp-<pid>": no ".pth" ending, never taken for a checkpoint
 # Training stops when MODEL.WEIGHTS fills less than this fraction of the model's values: an
 # ImageNet backbone fills 56.6% of DETR R50 (70.2% of R101, 56.4% of Faster R-CNN R50-FPN), a
 # checkpoint of another architecture nothing or a few layers.
@@ -24,10 +23,8 @@ MIN_LOADED_FRACTION = 0.25
 # Modules whose output size is the class count: DETR's class head and Faster R-CNN's K+1 scores
 # and 4K box deltas, so the baselines fine-tune the same way.
 CLASS_HEAD_MODULES = (
-    "class_embed",
-    "roi_heads.box_predictor.cls_score",
-    "roi_heads.box_predictor.bbox_pred",
-)
+    "class_embed", "roi_heads.box_predictor.cls_score", "roi_heads.box_predictor.bbox_pred"
+)  # fmt: skip
 
 
 class NonFiniteWeightsError(FloatingPointError):
@@ -55,7 +52,7 @@ def is_class_head_key(key: str) -> bool:
 def atomic_write(path: str, write) -> None:
     """Call ``write(f)`` on a temporary file next to ``path``, fsync it, then rename it to
     ``path``. A crash at any point leaves ``path`` as it was (old content or absent)."""
-    tmp = f"{path}{TMP_SUFFIX}{os.getpid()}"
+    tmp = f"{path}.tmp-{os.getpid()}"  # no ".pth" ending: never taken for a checkpoint
     try:
         with open(tmp, "wb") as f:
             write(f)
@@ -90,54 +87,40 @@ def is_complete_checkpoint(path: str) -> bool:
 class DetrCheckpointer(DetectionCheckpointer):
     """A DetectionCheckpointer (same files and formats) that saves atomically and never NaN /
     infinite weights (:class:`NonFiniteWeightsError`), resumes from the last complete checkpoint
-    and reads ``.pth`` weights-only, ``.pkl`` by a restricted unpickler.
-
-    ``strict`` (evaluation, tools): every model tensor comes from the file and every entry of the
-    file is used (:class:`WeightsMismatchError`). Training (False): a class head of another class
-    count is left at its initialisation (one log line), any other shape mismatch raises
+    and reads ``.pth`` weights-only, ``.pkl`` by a restricted unpickler. ``strict`` (evaluation,
+    tools): every model tensor comes from the file and every entry of the file is used
+    (:class:`WeightsMismatchError`). Training (False): a class head of another class count is left
+    at its initialisation (one log line), any other shape mismatch raises
     :class:`CheckpointShapeError`, and a file filling less than MIN_LOADED_FRACTION of the model's
-    values raises :class:`WeightsMismatchError` (another architecture would train from scratch).
-    """
+    values :class:`WeightsMismatchError` (another architecture would train from scratch)."""
 
     def __init__(self, model, save_dir="", *, strict=False, save_to_disk=None, **checkpointables):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self.strict = strict
         self._loading = ""  # the file being loaded, for the errors
-        self._verified: Dict[str, Tuple[int, int, bool]] = {}  # path -> (size, mtime_ns, ok)
-
-    def _is_local(self) -> bool:
-        return bool(self.save_dir) and "://" not in self.save_dir
+        self._verified = {}  # (path, size, mtime_ns) -> is_complete_checkpoint
 
     def save(self, name: str, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:
             return
-        if not self._is_local():  # a remote path (PathManager handler): fvcore's plain save
-            return super().save(name, **kwargs)
-        data = {"model": self.model.state_dict()}
-        bad = [
-            k
-            for k, v in data["model"].items()
-            if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()
-        ]
+        state = self.model.state_dict()
+        bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
         if bad:
             raise NonFiniteWeightsError(
                 f"Not saving checkpoint {name}: the model has NaN or infinite values in "
                 f"{len(bad)} tensors ({', '.join(bad[:5])}). Last complete checkpoint: "
                 f"{self.get_checkpoint_file() or 'none'}."
             )
-        data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()}, **kwargs)
+        data = {"model": state, **{k: obj.state_dict() for k, obj in self.checkpointables.items()}}
+        data.update(kwargs)
         path = os.path.join(self.save_dir, f"{name}.pth")
         self.logger.info(f"Saving checkpoint to {path}")
         atomic_write(path, lambda f: torch.save(data, f))
         self.tag_last_checkpoint(f"{name}.pth")
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        if not self._is_local():
-            return super().tag_last_checkpoint(last_filename_basename)
-        atomic_write(
-            os.path.join(self.save_dir, "last_checkpoint"),
-            lambda f: f.write(last_filename_basename.encode()),
-        )
+        name = last_filename_basename.encode()
+        atomic_write(os.path.join(self.save_dir, "last_checkpoint"), lambda f: f.write(name))
 
     def _complete(self, path: str) -> bool:
         """is_complete_checkpoint, remembered per (size, mtime)."""
@@ -145,39 +128,27 @@ class DetrCheckpointer(DetectionCheckpointer):
             st = os.stat(path)
         except OSError:
             return False
-        size, mtime, ok = self._verified.get(path, (None, None, None))
-        if (size, mtime) != (st.st_size, st.st_mtime_ns):
-            ok = is_complete_checkpoint(path)
-            self._verified[path] = (st.st_size, st.st_mtime_ns, ok)
-        return ok
+        key = (path, st.st_size, st.st_mtime_ns)
+        if key not in self._verified:
+            self._verified[key] = is_complete_checkpoint(path)
+        return self._verified[key]
 
     def get_checkpoint_file(self) -> str:
-        """``last_checkpoint``'s file if complete, else the newest complete ``model_*.pth``, or ""."""
-        if not self._is_local():
-            return super().get_checkpoint_file()
-        try:
-            with open(os.path.join(self.save_dir, "last_checkpoint")) as f:
-                tagged = f.read().strip()
-        except OSError:
-            tagged = ""
+        """``last_checkpoint``'s file if complete, else the newest complete ``model_*.pth``, or ""
+        (OUTPUT_DIR is a local folder: train_net creates it with os.makedirs)."""
+        last = os.path.join(self.save_dir, "last_checkpoint")  # replaced atomically, never removed
+        tagged = pathlib.Path(last).read_text().strip() if os.path.isfile(last) else ""
         tagged = os.path.join(self.save_dir, tagged) if tagged else ""
         if tagged and self._complete(tagged):
             return tagged
-        try:
-            names = os.listdir(self.save_dir)
-        except OSError:
-            return ""
-        paths = [os.path.join(self.save_dir, n) for n in names if n.startswith("model_")]
-        paths = sorted((p for p in paths if p.endswith(".pth")), key=os.path.getmtime, reverse=True)
+        paths = glob.glob(os.path.join(glob.escape(self.save_dir), "model_*.pth"))
+        paths = sorted(paths, key=os.path.getmtime, reverse=True)
         found = next((p for p in paths if p != tagged and self._complete(p)), "")
         if tagged:
+            none = f"{self.save_dir} holds no other complete model_*.pth"
+            instead = f"using the newest complete checkpoint {found}" if found else none
             logger.warning(
-                f"last_checkpoint names {tagged}, which is missing or incomplete; "
-                + (
-                    f"using the newest complete checkpoint {found}"
-                    if found
-                    else f"{self.save_dir} holds no other complete model_*.pth"
-                )
+                f"last_checkpoint names {tagged}, which is missing or incomplete; {instead}"
             )
         return found
 
@@ -186,12 +157,11 @@ class DetrCheckpointer(DetectionCheckpointer):
 
     def _load_file(self, filename: str):
         """Detectron2's formats, read without running code (:class:`WeightsFileError`)."""
+        pkl = filename.endswith(".pkl")
         try:
-            if filename.endswith(".pkl"):
-                return _pkl_checkpoint(load_pickle_safely(filename), filename, self.logger)
             if filename.endswith(".pyth"):  # pycls: torch.load, weights-only by default
                 return super()._load_file(filename)
-            loaded = load_checkpoint_safely(filename)
+            loaded = (load_pickle_safely if pkl else load_checkpoint_safely)(filename)
         except UnsafeCheckpointError:
             raise
         except Exception as e:  # torch / pickle raise anything from EOFError to KeyError
@@ -203,7 +173,16 @@ class DetrCheckpointer(DetectionCheckpointer):
             raise WeightsFileError(
                 f"Weights file {filename} holds a {type(loaded).__name__}, not a state dict."
             )
-        return loaded if "model" in loaded else {"model": loaded}
+        if not pkl:
+            return loaded if "model" in loaded else {"model": loaded}
+        # a Detectron2 .pkl as DetectionCheckpointer reads it: a model-zoo file as it is, a
+        # Caffe2 / ImageNet one (name-matched) without its momentum entries
+        if "model" in loaded and "__author__" in loaded:
+            self.logger.info(f"Reading a file from '{loaded['__author__']}'")
+            return loaded
+        blobs = loaded.get("blobs", loaded)  # detection models keep their weights under "blobs"
+        weights = {k: v for k, v in blobs.items() if not k.endswith("_momentum")}
+        return {"model": weights, "__author__": "Caffe2", "matching_heuristics": True}
 
     def _load_model(self, checkpoint):
         incompatible = super()._load_model(checkpoint)
@@ -220,8 +199,7 @@ class DetrCheckpointer(DetectionCheckpointer):
             )
         if head:
             logger.info(
-                f"Class head re-initialised for the new class count, every other weight "
-                f"loaded (checkpoint -> model shapes): {_format(head)}"
+                f"Class head re-initialised for the new class count, file -> model: {_format(head)}"
             )
         # fvcore removed those weights from the checkpoint before loading: not "missing" either
         missing = [k for k in incompatible.missing_keys if k not in {m[0] for m in head}]
@@ -233,27 +211,13 @@ class DetrCheckpointer(DetectionCheckpointer):
         return super().load(path, checkpointables)
 
 
-def _pkl_checkpoint(data, path: str, log) -> Dict:
-    """A Detectron2 ``.pkl`` as DetectionCheckpointer reads it: a model-zoo file as it is, a
-    Caffe2 / ImageNet one (name-matched) without its momentum entries."""
-    if not isinstance(data, dict):
-        raise WeightsFileError(f"Weights file {path} holds a {type(data).__name__}, not a dict.")
-    if "model" in data and "__author__" in data:
-        log.info(f"Reading a file from '{data['__author__']}'")
-        return data
-    blobs = data.get("blobs", data)  # detection models keep their weights under "blobs"
-    weights = {k: v for k, v in blobs.items() if not k.endswith("_momentum")}
-    return {"model": weights, "__author__": "Caffe2", "matching_heuristics": True}
-
-
 def _format(mismatches: List[Tuple[str, tuple, tuple]]) -> str:
     return ", ".join(f"{k} {tuple(old)} -> {tuple(new)}" for k, old, new in mismatches)
 
 
 def _few(items, n=5) -> str:
-    return ", ".join(map(str, items[:n])) + (
-        f", ... ({len(items) - n} more)" if len(items) > n else ""
-    )
+    more = f", ... ({len(items) - n} more)" if len(items) > n else ""
+    return ", ".join(map(str, items[:n])) + more
 
 
 def _check_loaded_fraction(model_state, missing, path: str) -> None:
@@ -262,11 +226,8 @@ def _check_loaded_fraction(model_state, missing, path: str) -> None:
     missing with their layer's weight)."""
     sizes = {k: v.numel() for k, v in model_state.items() if not k.endswith("num_batches_tracked")}
     stats = (".running_mean", ".running_var")
-    missing = {
-        k
-        for k in sizes
-        if k in missing or (k.endswith(stats) and k.rsplit(".", 1)[0] + ".weight" in missing)
-    }
+    weight_of = {k: k.rsplit(".", 1)[0] + ".weight" for k in sizes if k.endswith(stats)}
+    missing = {k for k in sizes if k in missing or weight_of.get(k) in missing}
     total = sum(sizes.values())
     filled = sum(n for k, n in sizes.items() if k not in missing)
     if total and filled / total < MIN_LOADED_FRACTION:
@@ -286,24 +247,17 @@ def _check_complete(incompatible, path: str, model) -> None:
     missing = [k for k in incompatible.missing_keys if not k.endswith("num_batches_tracked")]
     missing = _filter_reused_missing_keys(model, missing) if missing else []
     unexpected, shapes = incompatible.unexpected_keys, incompatible.incorrect_shapes
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} model keys missing from the file: {_few(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} keys of the file not in the model: {_few(unexpected)}")
-    if shapes:
-        problems.append(
-            f"{len(shapes)} tensors of another shape (file -> model): {_format(shapes)}"
-        )
-        if all(is_class_head_key(k) for k, _, _ in shapes):
-            problems.append(
-                "the class head has another class count: build the model with the file's"
-            )
+    head_only = shapes and all(is_class_head_key(k) for k, _, _ in shapes)
+    problems = [
+        (missing, f"{len(missing)} model keys missing from the file: {_few(missing)}"),
+        (unexpected, f"{len(unexpected)} keys of the file not in the model: {_few(unexpected)}"),
+        (shapes, f"{len(shapes)} tensors of another shape (file -> model): {_format(shapes)}"),
+        (head_only, "the class head has another class count: build the model with the file's"),
+    ]
+    problems = [text for found, text in problems if found]
     if problems:
         raise WeightsMismatchError(
-            f"Weights {path} do not match the model built from the config: "
-            + "; ".join(problems)
-            + ". Evaluating would use randomly initialized weights for "
-            "them; check that the config (architecture, MODEL.DETR.*) is the one the weights "
-            "were trained with."
+            f"Weights {path} do not match the model built from the config: {'; '.join(problems)}. "
+            "Evaluating would use randomly initialized weights for them; check that the config "
+            "(architecture, MODEL.DETR.*) is the one the weights were trained with."
         )

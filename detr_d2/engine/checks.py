@@ -6,7 +6,7 @@ import logging
 import os
 from typing import Iterable, Optional
 
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .checkpoint import DetrCheckpointer
 
@@ -17,19 +17,11 @@ NUM_CLASSES_KEYS = {
     "GeneralizedRCNN": "MODEL.ROI_HEADS.NUM_CLASSES",
     "RetinaNet": "MODEL.RETINANET.NUM_CLASSES",
 }
+NUM_CLASSES_FROM_DATA = -1  # the MODEL.DETR.NUM_CLASSES value that means "the data's class count"
 
 
 class ConfigDatasetMismatchError(ValueError):
     """The config and the datasets disagree (e.g. on the number of classes)."""
-
-
-def num_classes_key(arch: str) -> Optional[str]:
-    return "MODEL.DETR.NUM_CLASSES" if arch.startswith("Detr") else NUM_CLASSES_KEYS.get(arch)
-
-
-def dataset_num_classes(dataset_name: str, meta_architecture: str = "Detr") -> Optional[int]:
-    """``metadata_num_classes`` of the registered metadata of ``dataset_name``."""
-    return metadata_num_classes(MetadataCatalog.get(dataset_name), meta_architecture)
 
 
 def metadata_num_classes(meta, meta_architecture: str = "Detr") -> Optional[int]:
@@ -38,9 +30,10 @@ def metadata_num_classes(meta, meta_architecture: str = "Detr") -> Optional[int]
     stuff's contiguous ids together; else the thing classes."""
     things = meta.get("thing_dataset_id_to_contiguous_id")
     stuff = meta.get("stuff_dataset_id_to_contiguous_id")
-    if meta_architecture.startswith("Detr") and things is not None and stuff is not None:
+    detr = meta_architecture.startswith("Detr")
+    if detr and things is not None and stuff is not None:
         return len(set(things.values()) | set(stuff.values()))
-    if things is not None and not meta_architecture.startswith("Detr"):
+    if things is not None and not detr:
         return len(things)
     classes = meta.get("thing_classes")
     return None if classes is None else len(classes)
@@ -49,12 +42,13 @@ def metadata_num_classes(meta, meta_architecture: str = "Detr") -> Optional[int]
 def check_num_classes(cfg, dataset_names: Iterable[str]) -> None:
     """:class:`ConfigDatasetMismatchError` naming the key, both counts and the dataset when the
     model's class count differs from a dataset's (datasets not yet listing classes: skipped)."""
-    key = num_classes_key(cfg.MODEL.META_ARCHITECTURE)
+    arch = cfg.MODEL.META_ARCHITECTURE
+    key = "MODEL.DETR.NUM_CLASSES" if arch.startswith("Detr") else NUM_CLASSES_KEYS.get(arch)
     if key is None:
         return
     value = functools.reduce(lambda node, part: node[part], key.split("."), cfg)
     for name in dataset_names:
-        n = dataset_num_classes(name, cfg.MODEL.META_ARCHITECTURE)
+        n = metadata_num_classes(MetadataCatalog.get(name), arch)
         if n is not None and n != value:
             classes = MetadataCatalog.get(name).get("thing_classes", [])
             shown = ", ".join(map(str, classes[:10])) + (", ..." if len(classes) > 10 else "")
@@ -64,18 +58,6 @@ def check_num_classes(cfg, dataset_names: Iterable[str]) -> None:
             )
 
 
-def check_weights_path(path: str, key: str = "MODEL.WEIGHTS") -> None:
-    """For evaluation: raise if ``path`` is empty or a missing local file (URLs: the checkpointer's)."""
-    if not path:
-        raise FileNotFoundError(
-            f"--eval-only evaluates the weights of {key}, which is empty: the model would be "
-            f"randomly initialized. Pass {key} /path/to/model.pth (or --resume with a checkpoint "
-            "in OUTPUT_DIR)."
-        )
-    if "://" not in path and not os.path.isfile(path):
-        raise FileNotFoundError(f"{key} file {path!r} does not exist.")
-
-
 def load_weights_for_eval(model, cfg, resume: bool = False) -> str:
     """Load into ``model`` (strictly) the last complete checkpoint of OUTPUT_DIR if ``resume`` and
     there is one, else MODEL.WEIGHTS; returns the path loaded."""
@@ -83,12 +65,16 @@ def load_weights_for_eval(model, cfg, resume: bool = False) -> str:
     path = checkpointer.get_checkpoint_file() if resume else ""
     key = "the last checkpoint of OUTPUT_DIR" if path else "MODEL.WEIGHTS"
     path = path or cfg.MODEL.WEIGHTS
-    check_weights_path(path, key)
+    if not path:
+        raise FileNotFoundError(
+            "--eval-only evaluates the weights of MODEL.WEIGHTS, which is empty: the model would "
+            "be randomly initialized. Pass MODEL.WEIGHTS /path/to/model.pth (or --resume with a "
+            "checkpoint in OUTPUT_DIR)."
+        )
+    if "://" not in path and not os.path.isfile(path):  # URLs: the checkpointer's errors
+        raise FileNotFoundError(f"{key} file {path!r} does not exist.")
     checkpointer.load(path)
     return path
-
-
-NUM_CLASSES_FROM_DATA = -1  # the MODEL.DETR.NUM_CLASSES value that means "the data's class count"
 
 
 def resolve_num_classes(cfg, opts=(), strict: bool = True):
@@ -97,16 +83,13 @@ def resolve_num_classes(cfg, opts=(), strict: bool = True):
     check any other value against it (``ValueError`` naming both and where the value came from,
     ``opts`` being the command line's KEY VALUE list). ``strict=False`` (tools): a warning, and -1
     without data becomes 80. Returns ``cfg``."""
-    from detectron2.data import DatasetCatalog
-
     from ..config import is_detr_config
     from ..data.register import FLAG
 
     if not is_detr_config(cfg):
         return cfg
     key, value = "MODEL.DETR.NUM_CLASSES", cfg.MODEL.DETR.NUM_CLASSES
-    named = [("DATASETS.TRAIN", n) for n in cfg.DATASETS.TRAIN]
-    named += [("DATASETS.TEST", n) for n in cfg.DATASETS.TEST]
+    named = [(f"DATASETS.{part}", n) for part in ("TRAIN", "TEST") for n in cfg.DATASETS[part]]
     registered = set(DatasetCatalog.list())
     for where, name in named:
         if name not in registered:
@@ -114,30 +97,32 @@ def resolve_num_classes(cfg, opts=(), strict: bool = True):
                 f"{where} '{name}' is not registered: register a COCO-format set with "
                 f"{FLAG} {name} path/to/annotations.json path/to/images"
             )
-    counts = [(w, n, dataset_num_classes(n, cfg.MODEL.META_ARCHITECTURE)) for w, n in named]
+    arch = cfg.MODEL.META_ARCHITECTURE
+    counts = [(w, n, metadata_num_classes(MetadataCatalog.get(n), arch)) for w, n in named]
     counts = [c for c in counts if c[1] in registered and c[2] is not None]
     where, name, num = counts[0] if counts else (None, None, None)
+    if value == NUM_CLASSES_FROM_DATA and counts:
+        cfg.MODEL.DETR.NUM_CLASSES = num
+        logger.info(f"{key} = {num} (-1: from the data), the class count of {where} '{name}'")
+        return cfg
     if value == NUM_CLASSES_FROM_DATA:
-        if counts:
-            cfg.MODEL.DETR.NUM_CLASSES = num
-            logger.info(f"{key} = {num} (-1: from the data), the class count of {where} '{name}'")
-            return cfg
         message = (
             f"{key} is -1 (from the data) but no dataset of DATASETS.TRAIN / DATASETS.TEST "
             f"{[n for _, n in named]} is registered with its classes: register it ({FLAG}) or "
             f"set {key} to the number of classes."
         )
-        if strict:
-            raise ConfigDatasetMismatchError(message)
-        logger.warning(message + " Using 80.")
-        cfg.MODEL.DETR.NUM_CLASSES = 80
+        if not strict:
+            cfg.MODEL.DETR.NUM_CLASSES = 80
+            message += " Using 80."
     elif counts and value != num:
         origin = "on the command line" if key in list(opts)[0::2] else "in the config file"
         message = (
             f"{key} is {value} ({origin}) but {where} '{name}' has {num} classes. Set "
             f"{key} {num}, or {key} -1 to take the count from the data."
         )
-        if strict:
-            raise ConfigDatasetMismatchError(message)
-        logger.warning(message)
+    else:
+        return cfg
+    if strict:
+        raise ConfigDatasetMismatchError(message)
+    logger.warning(message)
     return cfg

@@ -3,7 +3,6 @@ naming the iteration, the loss terms and the last good checkpoint; a failed run 
 
 import contextlib
 import logging
-import math
 
 import torch
 from detectron2.engine import HookBase
@@ -28,9 +27,8 @@ class NonFiniteLossGuard(HookBase):
         self._handle = self.trainer.model.register_forward_hook(self._check)
 
     def after_train(self):
-        if self._handle is not None:
+        if self._handle is not None:  # removing twice is harmless
             self._handle.remove()
-            self._handle = None
 
     def _check(self, module, inputs, losses):
         if not module.training or not isinstance(losses, dict) or not losses:
@@ -38,8 +36,8 @@ class NonFiniteLossGuard(HookBase):
         values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
         if bool(torch.isfinite(values).all()):
             return
+        bad = ", ".join(k for k, finite in zip(losses, torch.isfinite(values)) if not finite)
         terms = ", ".join(f"{k}={v:.4g}" for k, v in zip(losses, values.tolist()))
-        bad = ", ".join(k for k, v in zip(losses, values.tolist()) if not math.isfinite(v))
         what = f"{bad} not finite. Loss terms: {terms}"
         raise NonFiniteLossError(_message(self.trainer.iter, self._checkpointer, what))
 

@@ -15,19 +15,12 @@ from detectron2.utils import comm
 from .checkpoint import DetrCheckpointer
 
 LOCK_NAME = "train.lock"
+_STARTING = "a process that is starting"  # the holder of a lock file not written yet
 _held = {}  # folder -> open lock file of this process, released by release_output_dirs
 
 
 class OutputDirInUseError(RuntimeError):
     """Another training run holds the OUTPUT_DIR."""
-
-
-def _holder(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read().strip() or "a process that is starting"
-    except OSError:
-        return "unknown"
 
 
 def hold_output_dir(output_dir: str) -> None:
@@ -42,10 +35,11 @@ def hold_output_dir(output_dir: str) -> None:
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:  # EACCES or EAGAIN: another process holds it
+        holder = os.read(fd, 4096).decode().strip() or _STARTING
         os.close(fd)
         raise OutputDirInUseError(
             f"OUTPUT_DIR {output_dir} is in use by another training run "
-            f"({_holder(path)}). Give this run another OUTPUT_DIR, or wait for that one to end."
+            f"({holder}). Give this run another OUTPUT_DIR, or wait for that one to end."
         ) from None
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     os.ftruncate(fd, 0)
@@ -65,16 +59,15 @@ def _training_holder(output_dir: str) -> Optional[str]:
         return None  # this process's own training (an in-process caller)
     path = os.path.join(output_dir, LOCK_NAME)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        f = open(path)
     except OSError:
         return None
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return None
-    except OSError:
-        return _holder(path)
-    finally:
-        os.close(fd)  # also drops the shared lock, if taken
+    with f:  # closing it drops the shared lock, if taken
+        try:
+            fcntl.lockf(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return f.read().strip() or _STARTING
+    return None
 
 
 def redirect_eval_output(cfg, resume: bool) -> Optional[str]:
@@ -83,8 +76,7 @@ def redirect_eval_output(cfg, resume: bool) -> Optional[str]:
     becomes the training's last complete checkpoint. Returns the message to log, or None."""
     name = time.strftime("eval-%Y%m%d-%H%M%S", time.gmtime())
     holder = _training_holder(cfg.OUTPUT_DIR)
-    if comm.get_world_size() > 1:
-        holder, name = comm.all_gather((holder, name))[0]  # rank 0 decides for all
+    holder, name = comm.all_gather((holder, name))[0]  # rank 0 decides for all
     if holder is None:
         return
     if resume:

@@ -2,11 +2,10 @@
 them (demo.py and the tools). Images are numpy (H, W, 3) uint8 BGR; model inputs detectron2's
 dicts ("image" (3, h, w) uint8 in ``INPUT.FORMAT`` at test resolution, "height"/"width")."""
 
-import itertools
 import logging
 import os
 import time
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -18,8 +17,6 @@ from detectron2.modeling import build_model
 
 from .checkpoint import DetrCheckpointer
 from ..data import DetrDatasetMapper, build_test_mapper
-
-__all__ = ["Predictor", "load_model", "dataset_loader", "dataset_inputs", "with_progress"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +57,7 @@ class Predictor:
         if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be RGB or BGR, got {cfg.INPUT.FORMAT!r}")
         self.input_format = cfg.INPUT.FORMAT
-        # the resize of train_net's test loader
-        self.augmentations = build_test_mapper(cfg).augmentations
+        self.augmentations = build_test_mapper(cfg).augmentations  # train_net's test resize
         # class names and colours of DATASETS.TEST[0]; empty metadata without one
         self.metadata = MetadataCatalog.get((*cfg.DATASETS.TEST, "__unused")[0])
 
@@ -77,46 +73,34 @@ class Predictor:
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray) -> Dict:
-        """The model's output for one BGR image: {"instances": ...} and/or {"panoptic_seg": ...},
-        in the coordinates of ``image``."""
+        """The model's output ({"instances"} and/or {"panoptic_seg"}) in ``image``'s coordinates."""
         return self.model([self.inputs(image)])[0]
 
 
-def dataset_loader(
-    cfg: CfgNode, dataset_name: str, num_images: int = 0
-) -> Tuple[torch.utils.data.DataLoader, List[Dict]]:
-    """A streaming test loader (batch 1, test-time resize) over the first ``num_images`` images
-    of a registered dataset (0: all), with the dataset dicts it reads."""
-    dicts = DatasetCatalog.get(dataset_name)
-    if num_images > 0:
-        if len(dicts) < num_images:
-            logger.warning(f"{dataset_name} has only {len(dicts)} images (asked for {num_images})")
-        dicts = dicts[:num_images]
-    loader = build_detection_test_loader(
-        dicts, mapper=build_test_mapper(cfg), num_workers=cfg.DATALOADER.NUM_WORKERS
-    )
-    return loader, dicts
+def dataset_loader(cfg: CfgNode, dataset_name: str, num_images: int = 0):
+    """(A streaming test loader (batch 1, test-time resize) over the first ``num_images`` images
+    of a registered dataset (0: all), the dataset dicts it reads)."""
+    dicts = _first_dicts(dataset_name, num_images)
+    mapper, workers = build_test_mapper(cfg), cfg.DATALOADER.NUM_WORKERS
+    return build_detection_test_loader(dicts, mapper=mapper, num_workers=workers), dicts
 
 
 def dataset_inputs(cfg: CfgNode, dataset_name: str, num: int, is_train: bool = False) -> List[Dict]:
-    """The first ``num`` images of a registered dataset in memory, mapped as in training or as
-    train_net's test loader."""
-    if not is_train:
-        mapper = build_test_mapper(cfg)
-    elif cfg.MODEL.META_ARCHITECTURE == "Detr":
-        mapper = DetrDatasetMapper(cfg, is_train=True)
-    else:
-        mapper = DatasetMapper(cfg, is_train=True)
+    """The first ``num`` images of a registered dataset (0: all) in memory, mapped as in training
+    or as train_net's test loader."""
+    train_mapper = DetrDatasetMapper if cfg.MODEL.META_ARCHITECTURE == "Detr" else DatasetMapper
+    mapper = train_mapper(cfg, is_train=True) if is_train else build_test_mapper(cfg)
+    return [mapper(d) for d in _first_dicts(dataset_name, num)]
+
+
+def _first_dicts(dataset_name: str, num: int) -> List[Dict]:
     dicts = DatasetCatalog.get(dataset_name)
-    inputs = [mapper(d) for d in itertools.islice(dicts, num)]
-    if len(inputs) < num:
-        logger.warning(f"{dataset_name} has only {len(inputs)} images (asked for {num})")
-    return inputs
+    if 0 < num and len(dicts) < num:
+        logger.warning(f"{dataset_name} has only {len(dicts)} images (asked for {num})")
+    return dicts[:num] if num > 0 else dicts
 
 
-def with_progress(
-    items: Iterable, total: int, what: str = "images", every: int = 50, name: str = ""
-) -> Iterator:
+def with_progress(items: Iterable, total: int, what="images", every=50, name="") -> Iterator:
     """Yields ``items``, logging "name: done/total what, s per item, ETA" every ``every`` items
     and after the last one."""
     start = time.perf_counter()

@@ -1,22 +1,30 @@
-"""SIGTERM (SLURM's and Kubernetes' warning before a kill) ends a training cleanly: the signal sets
-a flag, the ranks agree on it after each iteration (one all-reduce), rank 0 checkpoints that
-iteration and every rank exits with PREEMPTED_EXIT_CODE; ``--resume`` continues from there."""
+"""The orderly end of a run. SIGTERM (SLURM's and Kubernetes' warning before a kill) ends a training
+cleanly: the signal sets a flag, the ranks agree on it after each iteration (a gather on the CPU,
+no device sync), rank 0 checkpoints that iteration and every rank exits with PREEMPTED_EXIT_CODE;
+``--resume`` continues from there. Every run ends by shutting its process group down."""
 
 import logging
 import multiprocessing
 import os
 import signal
 
-import torch
 import torch.distributed as dist
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
-from .distributed import shut_down_process_group
-
 logger = logging.getLogger(__name__)
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM ended
+
+
+def shut_down_process_group():
+    """At the end of a function `launch` runs: destroy the process groups once every rank is here.
+    A GLOO worker exiting with its group alive can SIGABRT in C++ destructors, a "failed" run."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    comm.synchronize()
+    dist.destroy_process_group()
+    comm._LOCAL_PROCESS_GROUP = None  # destroyed with the others; a new launch creates it again
 
 
 class SaveOnSigterm(HookBase):
@@ -34,20 +42,11 @@ class SaveOnSigterm(HookBase):
         self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def after_train(self):
-        if self._previous is not None:
+        if self._previous is not None:  # restoring twice is harmless
             signal.signal(signal.SIGTERM, self._previous)
-            self._previous = None
-
-    def _any_rank_requested(self) -> bool:
-        if comm.get_world_size() == 1:
-            return self._requested
-        device = "cuda" if dist.get_backend() == "nccl" else "cpu"  # GLOO: on CPU
-        flag = torch.tensor([int(self._requested)], device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
 
     def after_step(self):
-        if not self._any_rank_requested():
+        if not any(comm.all_gather(self._requested)):  # [self._requested] on one process
             return
         iteration = self.trainer.iter
         name = f"model_{iteration:07d}"

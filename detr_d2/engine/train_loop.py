@@ -1,12 +1,10 @@
 """DETR's training step (DetrTrainLoop): mixed precision on CPU and CUDA (Detectron2's AMPTrainer
 asserts CUDA), exact gradient accumulation, and full-model clipping of the true gradients (a
 clipping optimizer would clip float16 gradients still scaled, once per micro-batch). One step:
-
 1. fetch ``accum_iters`` micro-batches; the criterion normalizes over all their target boxes;
 2. forward (autocast when ``amp_dtype`` is set) and backward each, DDP all-reducing in the last;
 3. float16: unscale; clip; optimizer step, which the GradScaler skips on non-finite gradients
-   (logged, ``amp_skipped_steps`` in metrics.json; ``max_consecutive_skips`` in a row: an error).
-"""
+   (logged, ``amp_skipped_steps`` in metrics.json; ``max_consecutive_skips`` in a row: an error)."""
 
 import contextlib
 import logging
@@ -28,12 +26,10 @@ AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 def amp_dtype(cfg) -> Optional[torch.dtype]:
     """The autocast dtype of SOLVER.AMP (None: AMP off); a clear error for a wrong value."""
-    if not cfg.SOLVER.AMP.ENABLED:
-        return None
     name = cfg.SOLVER.AMP.DTYPE
-    if name not in AMP_DTYPES:
+    if cfg.SOLVER.AMP.ENABLED and name not in AMP_DTYPES:
         raise ValueError(f'SOLVER.AMP.DTYPE must be "bfloat16" or "float16", got {name!r}')
-    return AMP_DTYPES[name]
+    return AMP_DTYPES[name] if cfg.SOLVER.AMP.ENABLED else None
 
 
 def train_loop_args(cfg) -> dict:
@@ -41,30 +37,20 @@ def train_loop_args(cfg) -> dict:
     (call it before any work is spent)."""
     if cfg.SOLVER.ACCUM_ITERS < 1:
         raise ValueError(f"SOLVER.ACCUM_ITERS must be >= 1, got {cfg.SOLVER.ACCUM_ITERS}")
-    max_norm, norm_type = full_model_clipping(cfg)
-    return {
-        "amp_dtype": amp_dtype(cfg),
-        "accum_iters": cfg.SOLVER.ACCUM_ITERS,
-        "clip_max_norm": max_norm,
-        "clip_norm_type": norm_type,
-        "max_consecutive_skips": cfg.SOLVER.AMP.MAX_CONSECUTIVE_SKIPS,
-    }
+    clip_max_norm, clip_norm_type = full_model_clipping(cfg)
+    return dict(
+        amp_dtype=amp_dtype(cfg), accum_iters=cfg.SOLVER.ACCUM_ITERS, clip_max_norm=clip_max_norm,
+        clip_norm_type=clip_norm_type, max_consecutive_skips=cfg.SOLVER.AMP.MAX_CONSECUTIVE_SKIPS,
+    )  # fmt: skip
 
 
 class DetrTrainLoop(SimpleTrainer):
     """A SimpleTrainer whose ``run_step`` is the module docstring's step; ``state_dict`` adds the
-    GradScaler's to the optimizer's.
-
-    Args:
-        model, data_loader, optimizer: as SimpleTrainer's.
-        amp_dtype: torch.bfloat16 or torch.float16 to autocast the forward; None: off.
-        accum_iters: micro-batches (data loader items) per optimizer step.
-        clip_max_norm, clip_norm_type: clip the norm of all gradients together (0: no).
-        max_consecutive_skips: float16 only, see the module docstring.
-        grad_scaler: float16's GradScaler (default: torch's); given without float16, it scales a
-            loss of any precision.
-        data_loader_iter: an iterator of ``data_loader`` already started; None: start one.
-    """
+    GradScaler's to the optimizer's. ``amp_dtype``: torch.bfloat16 / torch.float16 to autocast the
+    forward, None: off; ``accum_iters``: data loader items per optimizer step; ``clip_max_norm``
+    (0: no), ``clip_norm_type``: of all gradients together; ``grad_scaler``: float16's (default:
+    torch's; given without float16, it scales a loss of any precision); ``data_loader_iter``: an
+    iterator of ``data_loader`` already started (None: start one)."""
 
     def __init__(
         self,
@@ -135,31 +121,30 @@ class DetrTrainLoop(SimpleTrainer):
         self._write_metrics(loss_dict, data_time)
 
     def _scaled_step(self) -> bool:
-        """GradScaler step and update; False when it skipped the step (the same on every process)."""
-        scale = self.grad_scaler.get_scale()
+        """GradScaler step and update; False when it skipped the step (same on every process)."""
+        old_scale = self.grad_scaler.get_scale()
         self.grad_scaler.step(self.optimizer)
         self.grad_scaler.update()
-        skipped = self.grad_scaler.get_scale() < scale  # the scale backs off only on inf / NaN
+        scale = self.grad_scaler.get_scale()
+        skipped = scale < old_scale  # the scale backs off only on inf / NaN
         self._consecutive_skips = self._consecutive_skips + 1 if skipped else 0
         self.skipped_steps += skipped
         get_event_storage().put_scalars(
-            amp_scale=self.grad_scaler.get_scale(),
-            amp_skipped_steps=self.skipped_steps,
-            smoothing_hint=False,
+            amp_scale=scale, amp_skipped_steps=self.skipped_steps, smoothing_hint=False
         )
         if not skipped:
             return True
         logger.warning(
             f"Iteration {self.iter}: float16 gradients not finite, optimizer step skipped "
             f"({self._consecutive_skips} in a row, {self.skipped_steps} in this run); loss scale "
-            f"now {self.grad_scaler.get_scale():g}"
+            f"now {scale:g}"
         )
         if self._consecutive_skips >= self.max_consecutive_skips:
             raise FloatingPointError(
                 f"float16: {self._consecutive_skips} optimizer steps in a row skipped for "
                 f"non-finite gradients, the last at iteration {self.iter} "
                 f"(SOLVER.AMP.MAX_CONSECUTIVE_SKIPS {self.max_consecutive_skips}; loss scale "
-                f"{self.grad_scaler.get_scale():g}): the model diverged or overflows float16 even "
+                f"{scale:g}): the model diverged or overflows float16 even "
                 'unscaled; SOLVER.AMP.DTYPE "bfloat16" has float32\'s range'
             )
         return False
@@ -172,11 +157,7 @@ class DetrTrainLoop(SimpleTrainer):
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
-        if self.grad_scaler is None:
-            return
-        if "grad_scaler" in state_dict:
+        if self.grad_scaler is not None and "grad_scaler" in state_dict:
             self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
-        else:
-            logger.warning(
-                "The checkpoint has no GradScaler state: the float16 loss scale starts afresh"
-            )
+        elif self.grad_scaler is not None:
+            logger.warning("The checkpoint has no GradScaler state: the loss scale starts afresh")
