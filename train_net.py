@@ -6,9 +6,8 @@
     python train_net.py --config-file configs/faster_rcnn_R_50_FPN_3x.yaml --num-gpus 8
     python train_net.py --config-file configs/detr_r50.yaml --num-gpus 8 --resume  # after a crash
 
-Bad data, a wrong class count or weights that do not fit the model stop the run before it starts,
-with an error naming them; checkpoints are written atomically and --resume takes the last complete
-one; a training holds its OUTPUT_DIR; SIGTERM saves the current iteration (see docs/reliability.md).
+Bad data, a wrong class count or weights that do not fit the model stop the run before it starts;
+checkpoints are atomic, --resume takes the last complete one, SIGTERM saves (docs/reliability.md).
 """
 
 # ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
@@ -156,29 +155,24 @@ def _hold_output_dir(cfg, args):
 def main(args):
     """Train, or evaluate with --eval-only; the function `launch` runs on every process."""
     try:
-        results = _train_or_evaluate(args)
+        cfg = setup(args)
+        # datasets whose metadata already lists their classes; the loaders check the others
+        train = () if args.eval_only else cfg.DATASETS.TRAIN
+        check_num_classes(cfg, [*cfg.DATASETS.TEST, *train])
+        if args.eval_only:
+            model = Trainer.build_model(cfg)
+            load_weights_for_eval(model, cfg, resume=args.resume)
+            results = Trainer.test(cfg, model)
+            if comm.is_main_process():
+                verify_results(cfg, results)
+        else:
+            trainer = Trainer(cfg)
+            trainer.resume_or_load(resume=args.resume)
+            results = trainer.train()
     finally:
         release_output_dirs()  # in-process callers may train into the folder again
     shut_down_process_group()  # every rank finished: end the process group before the exit
     return results
-
-
-def _train_or_evaluate(args):
-    cfg = setup(args)
-    # datasets whose metadata already lists their classes; the loaders check the others
-    check_num_classes(
-        cfg, list(cfg.DATASETS.TEST) + ([] if args.eval_only else list(cfg.DATASETS.TRAIN))
-    )
-    if args.eval_only:
-        model = Trainer.build_model(cfg)
-        load_weights_for_eval(model, cfg, resume=args.resume)
-        res = Trainer.test(cfg, model)
-        if comm.is_main_process():
-            verify_results(cfg, res)
-        return res
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
 
 
 if __name__ == "__main__":
