@@ -105,11 +105,6 @@ def add_detr_config(cfg):
     return cfg
 
 
-# A yaml whose _BASE_ starts with this prefix extends a config of Detectron2's model zoo, e.g.
-# "model_zoo://COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml": the baseline recipe, unchanged.
-MODEL_ZOO_PREFIX = "model_zoo://"
-
-
 def is_detr_config(cfg) -> bool:
     """Whether ``cfg`` builds a DETR model (META_ARCHITECTURE Detr*), whose data DETR's mappers read."""
     return cfg.MODEL.META_ARCHITECTURE.startswith("Detr")
@@ -127,7 +122,8 @@ def cap_num_workers(cfg):
 
 
 def merge_config_file(cfg, path: str):
-    """``cfg.merge_from_file(path)`` plus ``_BASE_: "model_zoo://..."``; a bad key or value raises a
+    """``cfg.merge_from_file(path)``; ``_BASE_: "model_zoo://COCO-Detection/..."`` extends a config
+    of Detectron2's model zoo (the baseline recipe, unchanged). A bad key or value raises a
     ``ValueError`` naming the file."""
     import yaml
     from detectron2.model_zoo import get_config_file
@@ -136,8 +132,8 @@ def merge_config_file(cfg, path: str):
         with open(path) as f:
             raw = yaml.safe_load(f) or {}
         base = raw.get("_BASE_", "")
-        if isinstance(base, str) and base.startswith(MODEL_ZOO_PREFIX):
-            cfg.merge_from_file(get_config_file(base[len(MODEL_ZOO_PREFIX) :]))
+        if isinstance(base, str) and base.startswith("model_zoo://"):
+            cfg.merge_from_file(get_config_file(base[len("model_zoo://") :]))
             raw.pop("_BASE_")
             cfg.merge_from_other_cfg(CN(raw))
         else:

@@ -29,6 +29,7 @@ from typing import List, Optional
 
 import torch
 
+from detr_d2.checkpoint.detr_official import check_against_model
 from detr_d2.checkpoint.safe_load import UnsafeCheckpointError, load_checkpoint_safely
 from detr_d2.checkpoint.torchvision_resnet import UnknownKeyError, convert_torchvision_resnet
 from detr_d2.checkpoint.torchvision_resnet import infer_resnet_depth
@@ -53,21 +54,9 @@ def build_detectron2_resnet(depth: int, device: str = "cpu") -> torch.nn.Module:
 
 def check_backbone_keys(converted: dict, depth: int) -> None:
     """Keys and shapes must equal those of Detectron2's ResNet-``depth`` (built on the meta
-    device: no memory, no init time)."""
+    device: no memory, no init time); a ``CheckpointConversionError`` lists every difference."""
     resnet = build_detectron2_resnet(depth, "meta")
-    target = {"backbone." + k: v for k, v in resnet.state_dict().items()}
-    missing = sorted(target.keys() - converted.keys())
-    extra = sorted(converted.keys() - target.keys())
-    shapes = [
-        f"{k} {tuple(converted[k].shape)} vs {tuple(target[k].shape)}"
-        for k in sorted(target.keys() & converted.keys())
-        if converted[k].shape != target[k].shape
-    ]
-    if missing or extra or shapes:
-        raise KeyError(
-            f"converted backbone does not match Detectron2's ResNet-{depth}: "
-            f"missing {missing}, unexpected {extra}, shape mismatches {shapes}"
-        )
+    check_against_model(converted, {"backbone." + k: v for k, v in resnet.state_dict().items()})
 
 
 def convert(input_path: str, output_path: str) -> dict:

@@ -56,22 +56,12 @@ def export_onnx(module: nn.Module, inputs: Inputs, path: str, opset: int = 17) -
     if opset < 17:
         raise ValueError(f"opset {opset}: use 17 or later (LayerNormalization as one op)")
     outputs = module.output_axes  # name -> its dynamic axes besides the batch
+    axes = {n: dict(zip(dims, ("batch", "height", "width"))) for n, dims in INPUT_AXES.items()}
+    axes.update({name: {0: "batch", **dims} for name, dims in outputs.items()})
+    names = dict(input_names=list(INPUT_AXES), output_names=list(outputs), dynamic_axes=axes)
     module = unpack_attention_projections(module)
-    dynamic_axes = {
-        n: dict(zip(dims, ("batch", "height", "width"))) for n, dims in INPUT_AXES.items()
-    }
-    dynamic_axes.update({name: {0: "batch", **axes} for name, axes in outputs.items()})
     with torch.no_grad(), known_tracer_warnings():
-        torch.onnx.export(
-            module.eval(),
-            inputs,
-            path,
-            dynamo=False,
-            opset_version=opset,
-            input_names=list(INPUT_AXES),
-            output_names=list(outputs),
-            dynamic_axes=dynamic_axes,
-        )
+        torch.onnx.export(module.eval(), inputs, path, dynamo=False, opset_version=opset, **names)
 
 
 def export_torch_export(module: nn.Module, inputs: Inputs, path: str) -> None:
@@ -84,11 +74,7 @@ def export_torch_export(module: nn.Module, inputs: Inputs, path: str) -> None:
     torch.export.save(program, path)
 
 
-EXPORTERS = {
-    "torchscript": export_torchscript,
-    "onnx": export_onnx,
-    "torch_export": export_torch_export,
-}
+EXPORTERS = dict(torchscript=export_torchscript, onnx=export_onnx, torch_export=export_torch_export)
 
 
 def load_exported(path: str, fmt: str) -> Callable[[Tensor, Tensor], Outputs]:

@@ -1,12 +1,8 @@
 """Plain-tensor views of :class:`Detr` and :class:`DetrPanoptic` for deployment (TorchScript,
-ONNX, torch.export).
-
-Not Detectron2's ``TracingAdapter``: ``Detr.forward`` takes a list of dicts, builds the padding
-mask from per-image Python ints (constants to a tracer) and returns ``Instances``, which are no
-ONNX or torch.export values. The wrapper runs the same submodules on tensors only, every size
-computed inside the graph; ``tests/test_export.py`` checks it against ``Detr.forward_raw`` +
-``Detr.inference``.
-"""
+ONNX, torch.export). Not Detectron2's ``TracingAdapter``: ``Detr.forward`` builds the padding
+mask from per-image Python ints (constants to a tracer) and returns ``Instances``, no ONNX or
+torch.export values. The wrapper runs the same submodules on tensors only, every size computed
+inside the graph (``tests/test_export.py`` checks it against ``Detr.forward_raw`` + inference)."""
 
 import logging
 from typing import Dict, List, Tuple
@@ -55,14 +51,11 @@ class ExportableDetr(nn.Module):
         if not isinstance(model, Detr):
             raise TypeError(f"ExportableDetr exports a Detr, got {type(model).__name__}")
         if model.test_score_thresh > 0:
-            logger.warning(
-                "MODEL.DETR.TEST_SCORE_THRESH=%g is not part of the exported graph; "
-                "filter on the 'scores' output instead",
-                model.test_score_thresh,
-            )
+            msg = "is not part of the exported graph; filter on the 'scores' output instead"
+            logger.warning(f"MODEL.DETR.TEST_SCORE_THRESH={model.test_score_thresh:g} {msg}")
         self.channels_last = model.fast_inference
         self.backbone = (
-            fold_norms_into_convs(model.backbone) if model.fast_inference else model.backbone
+            fold_norms_into_convs(model.backbone) if self.channels_last else model.backbone
         )
         self.model = model
         self.register_buffer("pixel_mean", model.pixel_mean.clone(), False)
@@ -133,6 +126,4 @@ class ExportableDetrPanoptic(ExportableDetr):
 
 def exportable(model: Detr) -> nn.Module:
     """The export wrapper of ``model`` (in eval mode, weights loaded)."""
-    if isinstance(model, DetrPanoptic):
-        return ExportableDetrPanoptic(model)
-    return ExportableDetr(model)
+    return (ExportableDetrPanoptic if isinstance(model, DetrPanoptic) else ExportableDetr)(model)
