@@ -1,22 +1,39 @@
-"""Plain-tensor views of :class:`Detr` and :class:`DetrPanoptic` for deployment (TorchScript,
-ONNX, torch.export). Not Detectron2's ``TracingAdapter``: ``Detr.forward`` builds the padding
-mask from per-image Python ints (constants to a tracer) and returns ``Instances``, no ONNX or
-torch.export values. The wrapper runs the same submodules on tensors only, every size computed
-inside the graph (``tests/test_export.py`` checks it against ``Detr.forward_raw`` + inference)."""
+"""Deployment: plain-tensor views of :class:`Detr` and :class:`DetrPanoptic`, saved as TorchScript,
+ONNX or a torch.export program and loaded back (``tools/export_model.py`` is the command line).
 
+Not Detectron2's ``TracingAdapter``: ``Detr.forward`` builds the padding mask from per-image Python
+ints (constants to a tracer) and returns ``Instances``, no ONNX or torch.export values. The wrapper
+runs the same submodules on tensors only, every size computed inside the graph
+(``tests/test_export.py`` checks it against ``Detr.forward_raw`` + inference). TorchScript:
+``torch.jit.trace``, shapes recorded as ``aten::size`` ops, so the trace runs at other sizes
+(traced on and for the CPU); ONNX: ``torch.onnx.export(dynamo=False)`` (the dynamo exporter needs
+``onnxscript``); torch.export: a ``.pt2`` whose ``range_constraints`` give the smallest accepted
+size. Batch, H and W are dynamic; the example batch must be 2 or more (torch.export specializes
+a dimension of size 0 or 1).
+"""
+
+import contextlib
+import copy
 import logging
-from typing import Dict, List, Tuple
+import warnings
+from typing import Callable, Dict, List, Tuple
 
 import torch
 from detectron2.structures import ImageList
 from torch import Tensor, nn
 from torchvision.ops import box_convert
 
-from ..modeling.detr import Detr
-from ..modeling.panoptic import DetrPanoptic
-from ..modeling.inference_backbone import fold_norms_into_convs
+from .modeling.detr import Detr
+from .modeling.inference_backbone import fold_norms_into_convs
+from .modeling.panoptic import DetrPanoptic
 
 logger = logging.getLogger(__name__)
+
+INPUT_AXES = {"images": (0, 2, 3), "padding_mask": (0, 1, 2)}  # the batch, height, width dims
+FILE_NAMES = {"torchscript": "model.ts", "onnx": "model.onnx", "torch_export": "model.pt2"}
+
+Outputs = Tuple[Tensor, ...]
+Inputs = Tuple[Tensor, Tensor]
 
 
 def batch_images(images: List[Tensor], size_divisibility: int = 0) -> Tuple[Tensor, Tensor]:
@@ -31,8 +48,7 @@ class ExportableDetr(nn.Module):
 
     forward(images, padding_mask):
         images: (B, 3, H, W) float32, unnormalized, resized pixels in ``INPUT.FORMAT`` order.
-        padding_mask: (B, H, W) bool, True at padding (bottom and right, see
-            :func:`batch_images`).
+        padding_mask: (B, H, W) bool, True at padding (bottom and right, :func:`batch_images`)
     Returns:
         boxes: (B, N, 4) float32, XYXY in pixels of each image's valid region, not clipped.
         scores: (B, N) float32, the best class probability, "no object" excluded.
@@ -60,8 +76,7 @@ class ExportableDetr(nn.Module):
         self.model = model
         self.register_buffer("pixel_mean", model.pixel_mean.clone(), False)
         self.register_buffer("pixel_std", model.pixel_std.clone(), False)
-        k = model.test_topk
-        self.topk = k if 0 < k < model.num_queries else 0
+        self.topk = model.test_topk if 0 < model.test_topk < model.num_queries else 0
 
     def forward(self, images: Tensor, padding_mask: Tensor) -> Tuple[Tensor, ...]:
         out = self.predict(images, padding_mask)
@@ -118,12 +133,86 @@ class ExportableDetrPanoptic(ExportableDetr):
     def forward(self, images: Tensor, padding_mask: Tensor) -> Tuple[Tensor, ...]:
         out = self.predict(images, padding_mask)
         attention = self.bbox_attention(out["hs"], out["memory"], out["mask"])
-        mask_logits = self.mask_head(
-            out["projected"], attention, [out["features"][f] for f in self.mask_in_features]
-        )
+        features = [out["features"][f] for f in self.mask_in_features]
+        mask_logits = self.mask_head(out["projected"], attention, features)
         return (*self.postprocess(out["pred_logits"], out["pred_boxes"], padding_mask), mask_logits)
 
 
 def exportable(model: Detr) -> nn.Module:
     """The export wrapper of ``model`` (in eval mode, weights loaded)."""
     return (ExportableDetrPanoptic if isinstance(model, DetrPanoptic) else ExportableDetr)(model)
+
+
+@contextlib.contextmanager
+def known_tracer_warnings():
+    """Silences the TracerWarnings that shapes read in the wrapper may not generalize: they are
+    recorded as ``aten::size`` ops (tests/test_export.py runs the graph at other sizes)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        yield
+
+
+def export_torchscript(module: nn.Module, inputs: Inputs, path: str) -> None:
+    with torch.no_grad(), known_tracer_warnings():
+        traced = torch.jit.trace(module.eval(), inputs, check_trace=False)
+    traced.save(path)
+
+
+def unpack_attention_projections(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` whose ``nn.MultiheadAttention`` layers hold separate q, k, v
+    projection weights (same results). Why: with packed weights and key is value
+    (``POSITION_EMBEDDING_AT: input``), the ONNX exporter writes the shortcut's key length as
+    the constant seen at export, and another image size fails in a ``Reshape``."""
+    module = copy.deepcopy(module)
+    for attn in module.modules():
+        if isinstance(attn, nn.MultiheadAttention) and attn._qkv_same_embed_dim:
+            for name, weight in zip("qkv", attn.in_proj_weight.detach().chunk(3)):
+                setattr(attn, f"{name}_proj_weight", nn.Parameter(weight.clone()))
+            attn.register_parameter("in_proj_weight", None)
+            attn._qkv_same_embed_dim = False  # MultiheadAttention.forward reads this flag
+    return module
+
+
+def export_onnx(module: nn.Module, inputs: Inputs, path: str, opset: int = 17) -> None:
+    if opset < 17:
+        raise ValueError(f"opset {opset}: use 17 or later (LayerNormalization as one op)")
+    outputs = module.output_axes  # name -> its dynamic axes besides the batch
+    axes = {n: dict(zip(dims, ("batch", "height", "width"))) for n, dims in INPUT_AXES.items()}
+    axes.update({name: {0: "batch", **dims} for name, dims in outputs.items()})
+    names = dict(input_names=list(INPUT_AXES), output_names=list(outputs), dynamic_axes=axes)
+    module = unpack_attention_projections(module)
+    with torch.no_grad(), known_tracer_warnings():
+        torch.onnx.export(module.eval(), inputs, path, dynamo=False, opset_version=opset, **names)
+
+
+def export_torch_export(module: nn.Module, inputs: Inputs, path: str) -> None:
+    # H and W are Dim.DYNAMIC (export derives their range): named Dims with a chosen minimum
+    # fail on guards export cannot prove over it (the mask head's "stride-4 size != 1")
+    batch, dynamic = torch.export.Dim("batch", min=1), torch.export.Dim.DYNAMIC
+    shapes = {name: dict(zip(dims, (batch, dynamic, dynamic))) for name, dims in INPUT_AXES.items()}
+    with torch.no_grad():
+        program = torch.export.export(module.eval(), inputs, dynamic_shapes=shapes)
+    torch.export.save(program, path)
+
+
+EXPORTERS = dict(torchscript=export_torchscript, onnx=export_onnx, torch_export=export_torch_export)
+
+
+def load_exported(path: str, fmt: str) -> Callable[[Tensor, Tensor], Outputs]:
+    """``(images, padding_mask) -> (boxes, scores, classes[, mask_logits])`` (CPU tensors): the
+    saved model run by its format's own runtime (onnxruntime for ONNX)."""
+    if fmt == "torchscript":
+        return torch.jit.load(path, map_location="cpu")
+    if fmt == "torch_export":
+        return torch.export.load(path).module()
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+        def run(images: Tensor, padding_mask: Tensor) -> Outputs:
+            feed = {"images": images.cpu().numpy(), "padding_mask": padding_mask.cpu().numpy()}
+            return tuple(torch.from_numpy(x) for x in session.run(None, feed))
+
+        return run
+    raise ValueError(f"unknown export format {fmt!r}, expected one of {sorted(EXPORTERS)}")
