@@ -109,9 +109,7 @@ def setup_logging(output_dir=None, rank: int = 0, names=()) -> None:
         setup_logger(output_dir, distributed_rank=rank, color=sys.stdout.isatty(), name=name)
 
 
-def setup_cfg(
-    args: argparse.Namespace, *, training: bool = False, device=None, before_writing=None
-):
+def setup_cfg(args: argparse.Namespace, *, training=False, device=None, before_writing=None):
     """The frozen config of ``--config-file``, the overrides and the ``--register-coco`` sets
     (NUM_CLASSES -1: from their data). ``device`` (else ``args.device``) sets MODEL.DEVICE: CUDA
     asked for without CUDA is an error, a yaml's cuda falls back to the CPU. ``training``: a

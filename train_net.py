@@ -116,10 +116,8 @@ class Trainer(DefaultTrainer):
 
     def build_writers(self):
         # the log line shows class_error too (MetricPrinter), Detectron2's other writers as they are
-        printer = MetricPrinter(self.max_iter)
-        return [
-            printer if isinstance(w, CommonMetricPrinter) else w for w in super().build_writers()
-        ]
+        printer, writers = MetricPrinter(self.max_iter), super().build_writers()
+        return [printer if isinstance(w, CommonMetricPrinter) else w for w in writers]
 
     def run_step(self):
         with explain_non_finite(self):

@@ -32,9 +32,8 @@ def add_detr_config(cfg):
     d.DEEP_SUPERVISION = True  # auxiliary losses after every decoder layer
     d.BACKBONE_FEATURE = ""  # backbone output the transformer reads; "" = last of OUT_FEATURES
     d.SIZE_DIVISIBILITY = 0  # pad batched images to a multiple of this (0 = to the largest only)
-    # With MODEL.RESNETS.RES5_DILATION 2 (DC5): keep the first res5 block's 3x3 conv undilated, as
-    # torchvision (and so the official DETR-DC5 weights) does; False: Detectron2's layout, every
-    # res5 block dilated
+    # DC5 (MODEL.RESNETS.RES5_DILATION 2): the first res5 block's 3x3 conv undilated, as torchvision
+    # (and so the official DETR-DC5 weights); False: Detectron2's layout, every res5 block dilated
     d.DC5_TORCHVISION = True
     # Hungarian matcher costs (independent of the loss weights)
     d.COST_CLASS = 1.0  # weight of -prob(class)
@@ -57,8 +56,7 @@ def add_detr_config(cfg):
     # Panoptic DETR (META_ARCHITECTURE "DetrPanoptic")
     d.MASK_WEIGHT = 1.0  # weight of the sigmoid focal loss of matched masks (loss_mask)
     d.DICE_WEIGHT = 1.0  # weight of the DICE loss of matched masks (loss_dice)
-    # backbone features the mask head adds, coarse to fine (strides 16, 8, 4); they must be in
-    # MODEL.RESNETS.OUT_FEATURES
+    # backbone features (in MODEL.RESNETS.OUT_FEATURES) the mask head adds, strides 16, 8, 4
     d.MASK_HEAD_IN_FEATURES = ["res4", "res3", "res2"]
     d.MASK_HEAD_GROUPS = 8  # GroupNorm groups in the mask head; HIDDEN_DIM / 16 must divide by it
     # panoptic inference: keep queries whose best real-class probability is above this
@@ -106,7 +104,7 @@ def add_detr_config(cfg):
 
 
 def is_detr_config(cfg) -> bool:
-    """Whether ``cfg`` builds a DETR model (META_ARCHITECTURE Detr*), whose data DETR's mappers read."""
+    """Whether ``cfg`` builds a DETR model (META_ARCHITECTURE Detr*, data through DETR's mappers)."""
     return cfg.MODEL.META_ARCHITECTURE.startswith("Detr")
 
 

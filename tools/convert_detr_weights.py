@@ -48,6 +48,7 @@ from detectron2.modeling import build_model
 from detr_d2.checkpoint.detr_official import CheckpointConversionError, check_against_model
 from detr_d2.checkpoint.detr_official import convert_official_detr, load_official_checkpoint
 from detr_d2.checkpoint.safe_load import UnsafeCheckpointError, load_checkpoint_safely
+from detr_d2.engine.checkpoint import DetrCheckpointer
 
 logger = logging.getLogger("convert_detr_weights")
 AUTHOR = "DETR official, converted by detr_d2"
@@ -82,20 +83,14 @@ def convert(input_path: str, output_path: str, *, expect_panoptic=False, model=N
 def verify(model, weights: str, image_path: str, reference_path: str, class_rows, input_format):
     """Largest absolute differences of our eval outputs on one unresized image to the official
     ones: {"pred_logits": ..., "pred_boxes": ...}."""
-    from detr_d2.engine.checkpoint import DetrCheckpointer
-
     DetrCheckpointer(model).load(weights)
     model.eval()
-    image = read_image(image_path, format=input_format)  # (H, W, 3) uint8
-    image = torch.as_tensor(image.copy()).permute(2, 0, 1)
-    images = model.preprocess_image([{"image": image}])
-    ours = model.forward_raw(images)
+    image = torch.as_tensor(read_image(image_path, format=input_format).copy()).permute(2, 0, 1)
+    ours = model.forward_raw(model.preprocess_image([{"image": image}]))
     reference = load_checkpoint_safely(reference_path)
-    num_classes = reference["pred_logits"].shape[-1]
-    if num_classes <= max(class_rows):
-        raise ValueError(
-            f"reference logits have {num_classes} classes; the checkpoint had {max(class_rows) + 1}"
-        )
+    n, rows = reference["pred_logits"].shape[-1], max(class_rows) + 1
+    if n < rows:
+        raise ValueError(f"reference logits have {n} classes; the checkpoint had {rows}")
     reference["pred_logits"] = reference["pred_logits"][..., class_rows]  # as the weights' rows
     diffs = {}
     for name in ("pred_logits", "pred_boxes"):
