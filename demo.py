@@ -8,12 +8,11 @@
     python demo.py --config-file configs/detr_r50.yaml --video-input clip.mp4 \\
         --output out/clip.mp4 MODEL.WEIGHTS model.pth
 
-``--input``: image files, glob patterns ("images/*.jpg") or folders (their images, sorted).
-``--output-dir`` (default OUTPUT_DIR/demo): the drawings under the inputs' names; ``--output``: one
-file, for a single image or a video (.mp4, .avi). Class names are DATASETS.TEST[0]'s; your own
-COCO-format set: ``--register-coco NAME JSON IMAGE_ROOT DATASETS.TEST "('NAME',)"``. A panoptic
-model (DetrPanoptic) has its segments drawn, ``--confidence-threshold`` setting
-MODEL.DETR.PANOPTIC_CONF_THRESH. MODEL.WEIGHTS is required (or ``--random-weights``).
+``--output-dir`` (default OUTPUT_DIR/demo): the drawings under the inputs' names; ``--output``:
+one file, for a single image or a video (.mp4, .avi). Class names are DATASETS.TEST[0]'s (your
+own COCO-format set: ``--register-coco NAME JSON IMAGE_ROOT DATASETS.TEST "('NAME',)"``). For a
+panoptic model ``--confidence-threshold`` sets MODEL.DETR.PANOPTIC_CONF_THRESH. MODEL.WEIGHTS is
+required (or ``--random-weights``).
 """
 
 # ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
@@ -23,7 +22,7 @@ import detr_d2_cli as cli
 def get_parser():
     parser = cli.argument_parser(__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", nargs="+", metavar="IMAGE", help="images, globs or folders")
+    source.add_argument("--input", nargs="+", metavar="IMAGE", help="images, globs, folders")
     source.add_argument("--video-input", metavar="VIDEO", help="a video file")
     cli.add_flags(parser, "output_dir", "output", "scale", "log_period", "random_weights")
     threshold = "draw instances scoring >= this (default 0.5); panoptic: keep queries above it"

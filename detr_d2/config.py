@@ -104,7 +104,7 @@ def add_detr_config(cfg):
 
 
 def is_detr_config(cfg) -> bool:
-    """Whether ``cfg`` builds a DETR model (META_ARCHITECTURE Detr*, data through DETR's mappers)."""
+    """Whether ``cfg`` builds a DETR model (META_ARCHITECTURE Detr*; DETR's data mappers)."""
     return cfg.MODEL.META_ARCHITECTURE.startswith("Detr")
 
 

@@ -12,7 +12,6 @@ size. Batch, H and W are dynamic; the example batch must be 2 or more (torch.exp
 a dimension of size 0 or 1).
 """
 
-import contextlib
 import copy
 import logging
 import warnings
@@ -143,17 +142,10 @@ def exportable(model: Detr) -> nn.Module:
     return (ExportableDetrPanoptic if isinstance(model, DetrPanoptic) else ExportableDetr)(model)
 
 
-@contextlib.contextmanager
-def known_tracer_warnings():
-    """Silences the TracerWarnings that shapes read in the wrapper may not generalize: they are
-    recorded as ``aten::size`` ops (tests/test_export.py runs the graph at other sizes)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        yield
-
-
 def export_torchscript(module: nn.Module, inputs: Inputs, path: str) -> None:
-    with torch.no_grad(), known_tracer_warnings():
+    # no TracerWarnings that shapes read may not generalize: they are aten::size ops (see above)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(module.eval(), inputs, check_trace=False)
     traced.save(path)
 
@@ -181,7 +173,8 @@ def export_onnx(module: nn.Module, inputs: Inputs, path: str, opset: int = 17) -
     axes.update({name: {0: "batch", **dims} for name, dims in outputs.items()})
     names = dict(input_names=list(INPUT_AXES), output_names=list(outputs), dynamic_axes=axes)
     module = unpack_attention_projections(module)
-    with torch.no_grad(), known_tracer_warnings():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # as in export_torchscript
         torch.onnx.export(module.eval(), inputs, path, dynamo=False, opset_version=opset, **names)
 
 

@@ -39,7 +39,6 @@ ARGS = get_parser().parse_args() if __name__ == "__main__" else None
 
 import logging
 import sys
-from typing import List, Optional
 
 import torch
 from detectron2.data.detection_utils import read_image
@@ -101,7 +100,7 @@ def verify(model, weights: str, image_path: str, reference_path: str, class_rows
     return diffs
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv=None) -> int:
     """The tool on ``argv`` (default: the command line); returns the exit status."""
     parser = get_parser()
     args = ARGS if argv is None else parser.parse_args(argv)

@@ -25,7 +25,6 @@ ARGS = get_parser().parse_args() if __name__ == "__main__" else None
 
 import logging
 import sys
-from typing import List, Optional
 
 import torch
 
@@ -76,7 +75,7 @@ def convert(input_path: str, output_path: str) -> dict:
     return checkpoint
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv=None) -> int:
     """The tool on ``argv`` (default: the command line); returns the exit status."""
     args = ARGS if argv is None else get_parser().parse_args(argv)
     try:

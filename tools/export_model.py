@@ -57,9 +57,7 @@ def example_image(cfg, sample_image: Optional[str], size: Optional[Sequence[int]
     if size is None:
         image = test_resize(cfg).get_transform(image).apply_image(image)
     image = torch.as_tensor(image.astype("float32").transpose(2, 0, 1).copy())
-    if size is not None:
-        image = F.interpolate(image[None], size=tuple(size), mode="bilinear")[0]
-    return image
+    return F.interpolate(image[None], size=tuple(size), mode="bilinear")[0] if size else image
 
 
 def check(module, exported, images, padding_mask, tolerance: float) -> bool:
