@@ -19,8 +19,7 @@ REGISTER_COCO = "--register-coco"
 # overrides start when a list option (--input a b ...) would swallow them.
 _CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 
-# The shared vocabulary: a flag means the same, with the same name, in every entry point
-# (name "output_dir": flag "--output-dir").
+# One vocabulary: the same flag, name and meaning in every entry point ("output_dir": --output-dir)
 FLAGS = {
     "output_dir": dict(metavar="DIR", help="folder for the results"),
     "output": dict(metavar="FILE", help="file for the result"),
@@ -122,8 +121,7 @@ def setup_cfg(args: argparse.Namespace, *, training=False, device=None, before_w
     from detectron2.utils.collect_env import collect_env_info
     from detectron2.utils.env import seed_all_rng
 
-    from detr_d2 import add_detr_config, merge_config_file
-    from detr_d2.config import cap_num_workers
+    from detr_d2.config import add_detr_config, cap_num_workers, merge_config_file
     from detr_d2.data import register
     from detr_d2.engine.checks import resolve_num_classes
     from detr_d2.solver import apply_epoch_schedule

@@ -2,15 +2,12 @@
 ONNX or a torch.export program and loaded back (``tools/export_model.py`` is the command line).
 
 Not Detectron2's ``TracingAdapter``: ``Detr.forward`` builds the padding mask from per-image Python
-ints (constants to a tracer) and returns ``Instances``, no ONNX or torch.export values. The wrapper
-runs the same submodules on tensors only, every size computed inside the graph
-(``tests/test_export.py`` checks it against ``Detr.forward_raw`` + inference). TorchScript:
-``torch.jit.trace``, shapes recorded as ``aten::size`` ops, so the trace runs at other sizes
-(traced on and for the CPU); ONNX: ``torch.onnx.export(dynamo=False)`` (the dynamo exporter needs
-``onnxscript``); torch.export: a ``.pt2`` whose ``range_constraints`` give the smallest accepted
-size. Batch, H and W are dynamic; the example batch must be 2 or more (torch.export specializes
-a dimension of size 0 or 1).
-"""
+ints (constants to a tracer) and returns ``Instances``; the wrapper runs the same submodules on
+tensors only, every size computed in the graph (``tests/test_export.py`` compares it with
+``Detr.forward_raw`` + inference). TorchScript traces (shapes as ``aten::size`` ops, so other sizes
+run; traced on and for the CPU); ONNX uses ``dynamo=False`` (dynamo needs ``onnxscript``); a
+torch.export ``.pt2``'s ``range_constraints`` give its smallest size. Batch, H and W are dynamic;
+the example batch must be 2 or more (torch.export specializes a dimension of size 0 or 1)."""
 
 import copy
 import logging
@@ -124,16 +121,13 @@ class ExportableDetrPanoptic(ExportableDetr):
 
     def __init__(self, model: DetrPanoptic):
         super().__init__(model)
-        self.topk = 0
-        self.bbox_attention = model.bbox_attention
-        self.mask_head = model.mask_head
-        self.mask_in_features = list(model.mask_in_features)
+        self.topk = 0  # all N queries: the merge reads them all
 
     def forward(self, images: Tensor, padding_mask: Tensor) -> Tuple[Tensor, ...]:
-        out = self.predict(images, padding_mask)
-        attention = self.bbox_attention(out["hs"], out["memory"], out["mask"])
-        features = [out["features"][f] for f in self.mask_in_features]
-        mask_logits = self.mask_head(out["projected"], attention, features)
+        out, model = self.predict(images, padding_mask), self.model
+        attention = model.bbox_attention(out["hs"], out["memory"], out["mask"])
+        features = [out["features"][f] for f in model.mask_in_features]
+        mask_logits = model.mask_head(out["projected"], attention, features)
         return (*self.postprocess(out["pred_logits"], out["pred_boxes"], padding_mask), mask_logits)
 
 
