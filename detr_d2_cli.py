@@ -94,8 +94,7 @@ def add_flags(parser: argparse.ArgumentParser, *names: str, **overrides):
 
 
 def draw_scale(scale, height: int, width: int, size: int = 512) -> float:
-    """``scale``, else one that makes the long side at least ``size`` pixels (the Visualizer's
-    labels would cover the objects of a 128 px image)."""
+    """``scale``, else one making the long side >= ``size`` px (readable labels at 128 px)."""
     return scale or max(1.0, size / max(height, width))
 
 

@@ -123,9 +123,8 @@ class Trainer(DefaultTrainer):
         with explain_non_finite(self):
             super().run_step()
 
-    # detectron2 0.6's DefaultTrainer checkpoints the iteration and the hooks' state (LR scheduler)
-    # but not the optimizer's (nor the float16 GradScaler's): without these, --resume would
-    # restart AdamW's moments from zero
+    # detectron2 0.6's DefaultTrainer checkpoints the iteration and the hooks (LR scheduler), not
+    # the optimizer (nor the float16 GradScaler): without these, --resume restarts AdamW's moments
     def state_dict(self):
         return dict(super().state_dict(), _trainer=self._trainer.state_dict())
 

@@ -65,13 +65,9 @@ class ExportableDetr(nn.Module):
         if model.test_score_thresh > 0:
             msg = "is not part of the exported graph; filter on the 'scores' output instead"
             logger.warning(f"MODEL.DETR.TEST_SCORE_THRESH={model.test_score_thresh:g} {msg}")
-        self.channels_last = model.fast_inference
-        self.backbone = (
-            fold_norms_into_convs(model.backbone) if self.channels_last else model.backbone
-        )
-        self.model = model
-        self.register_buffer("pixel_mean", model.pixel_mean.clone(), False)
-        self.register_buffer("pixel_std", model.pixel_std.clone(), False)
+        self.model, self.channels_last, self.backbone = model, model.fast_inference, model.backbone
+        if model.fast_inference:
+            self.backbone = fold_norms_into_convs(model.backbone)
         self.topk = model.test_topk if 0 < model.test_topk < model.num_queries else 0
 
     def forward(self, images: Tensor, padding_mask: Tensor) -> Tuple[Tensor, ...]:
@@ -83,7 +79,7 @@ class ExportableDetr(nn.Module):
         "pred_boxes" (B, N, 4) normalized cxcywh, "hs" (B, N, d) the last decoder output,
         "memory" (B, d, h, w), "mask" (B, h, w), "features" (the backbone's) and "projected"
         (B, d, h, w) the transformer's input."""
-        x = (images - self.pixel_mean) / self.pixel_std
+        x = (images - self.model.pixel_mean) / self.model.pixel_std
         x = x.masked_fill(padding_mask[:, None], 0.0)  # Detr pads with 0 after normalization
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

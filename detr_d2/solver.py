@@ -82,19 +82,14 @@ def apply_epoch_schedule(cfg):
     size = dataset_size(cfg)
     old = (cfg.SOLVER.MAX_ITER, tuple(cfg.SOLVER.STEPS))
     cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS = epochs_to_iters(cfg, size)
-    changes = [
-        f"SOLVER.MAX_ITER = {cfg.SOLVER.MAX_ITER}, SOLVER.STEPS = {cfg.SOLVER.STEPS} (epochs "
-        f"{tuple(cfg.SOLVER.LR_DROP_EPOCHS)}; was {old[0]}, {old[1]})"
-    ]
+    log = f"{cfg.SOLVER.EPOCHS} epochs of {size} images at batch {cfg.SOLVER.IMS_PER_BATCH}: "
+    log += f"SOLVER.MAX_ITER = {cfg.SOLVER.MAX_ITER}, SOLVER.STEPS = {cfg.SOLVER.STEPS} (epochs "
+    log += f"{tuple(cfg.SOLVER.LR_DROP_EPOCHS)}; was {old[0]}, {old[1]})"
     per_epoch = iters_per_epoch(cfg, size)
     for node, key in ((cfg.SOLVER, "CHECKPOINT_PERIOD"), (cfg.TEST, "EVAL_PERIOD")):
         epochs = node.get(f"{key}_EPOCHS", 0)
         if epochs > 0:
-            period = epochs * per_epoch
-            changes.append(f"{key} = {period} ({epochs} epochs; was {node[key]})")
-            node[key] = period
-    logger.info(
-        f"{cfg.SOLVER.EPOCHS} epochs of {size} images at batch {cfg.SOLVER.IMS_PER_BATCH}: "
-        + ", ".join(changes)
-    )
+            log += f", {key} = {epochs * per_epoch} ({epochs} epochs; was {node[key]})"
+            node[key] = epochs * per_epoch
+    logger.info(log)
     return cfg

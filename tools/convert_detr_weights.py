@@ -5,10 +5,10 @@
         --config-file configs/detr_r50.yaml
 
 Panoptic checkpoints are detected from their keys (``--panoptic`` only asserts it); the class
-head is re-indexed from COCO category ids to Detectron2's contiguous ids. It fails, listing the
-keys, unless every target key is filled exactly once and every source key used (dropped on
-purpose, and reported: ``num_batches_tracked``, unused class rows); with ``--config-file`` the
-key set and shapes must match the model that config builds.
+head is re-indexed from COCO category ids to contiguous ids. It fails, listing the keys, unless
+every target key is filled once and every source key used (dropped, and reported:
+``num_batches_tracked``, unused class rows) and, with ``--config-file``, the keys and shapes are
+those of the model the config builds.
 
 Self-check (needs ``--config-file``): ``--verify-image IMG --verify-outputs REF.pt`` runs our
 model in eval mode on the unresized IMG and reports the largest absolute difference to REF.pt,
