@@ -82,9 +82,8 @@ def output_file(output: str, input_path: str, single_file: bool, extension=None)
 
 
 def draw(predictions: Dict, image_rgb, metadata, threshold: float, video_visualizer=None, scale=1):
-    """The model's output for one image drawn on it; returns RGB (H*scale, W*scale, 3) uint8
-    (video frames: (H, W, 3)). Panoptic segments when the output has "panoptic_seg", else
-    instances with score >= ``threshold``."""
+    """The RGB image with its panoptic segments, else its instances scoring >= ``threshold``:
+    (H*scale, W*scale, 3) uint8 RGB (video frames: (H, W, 3))."""
     panoptic = "panoptic_seg" in predictions
     if panoptic:
         segments, info = predictions["panoptic_seg"]
@@ -144,14 +143,13 @@ def run_on_video(
     video = cv2.VideoCapture(video_path)
     if not video.isOpened():
         raise OSError(f"Could not open video {video_path}")
-    width = int(video.get(cv2.CAP_PROP_FRAME_WIDTH))
-    height = int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    size = (int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT)))
     fps = video.get(cv2.CAP_PROP_FPS) or 25.0
     num_frames = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
     codec = VIDEO_CODECS.get(os.path.splitext(output)[1].lower())
     target = output_file(output, video_path, codec is not None, ".mp4")
     codec = codec or VIDEO_CODECS[".mp4"]
-    writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*codec), fps, (width, height), True)
+    writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*codec), fps, size, True)
     if not writer.isOpened():
         raise OSError(f"Could not open a {codec} video writer for {target}")
     visualizer = VideoVisualizer(predictor.metadata, ColorMode.IMAGE)

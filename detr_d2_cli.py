@@ -107,13 +107,12 @@ def setup_logging(output_dir=None, rank: int = 0, names=()) -> None:
         setup_logger(output_dir, distributed_rank=rank, color=sys.stdout.isatty(), name=name)
 
 
-def setup_cfg(args: argparse.Namespace, *, training=False, device=None, before_writing=None):
+def setup_cfg(args: argparse.Namespace, *, training=False, device=None):
     """The frozen config of ``--config-file``, the overrides and the ``--register-coco`` sets
     (NUM_CLASSES -1: from their data). ``device`` (else ``args.device``) sets MODEL.DEVICE: CUDA
-    asked for without CUDA is an error, a yaml's cuda falls back to the CPU. ``training``: a
-    NUM_CLASSES contradicting the data is an error (else a warning), the epoch schedule applies,
-    and OUTPUT_DIR gets Detectron2's ``default_setup`` just after ``before_writing(cfg, args)``
-    (it may move OUTPUT_DIR; returns a message to log, or None)."""
+    asked for without CUDA is an error, a yaml's cuda falls back to the CPU. ``training``
+    (train_net's flags): one training per OUTPUT_DIR, which gets Detectron2's ``default_setup``;
+    a NUM_CLASSES contradicting the data is an error (else a warning); epochs become iterations."""
     import torch
     from detectron2.config import get_cfg
     from detectron2.utils import comm
@@ -123,6 +122,7 @@ def setup_cfg(args: argparse.Namespace, *, training=False, device=None, before_w
     from detr_d2.config import add_detr_config, cap_num_workers, merge_config_file
     from detr_d2.data import register
     from detr_d2.engine.checks import resolve_num_classes
+    from detr_d2.engine.output_dir import hold_output_dir, redirect_eval_output
     from detr_d2.solver import apply_epoch_schedule
 
     logger = logging.getLogger("detr_d2")
@@ -132,7 +132,10 @@ def setup_cfg(args: argparse.Namespace, *, training=False, device=None, before_w
     except (KeyError, ValueError, TypeError, AssertionError) as e:
         raise ValueError(f"Invalid config option on the command line: {e}") from e
     if training:  # before registering: the json check and the class count go to the log file
-        message = before_writing(cfg, args) if before_writing else None
+        # before anything is written: an --eval-only beside a training gets a folder of its own
+        message = redirect_eval_output(cfg, args.resume) if args.eval_only else None
+        if not args.eval_only and comm.is_main_process():
+            hold_output_dir(cfg.OUTPUT_DIR)
         # Detectron2's default_setup (log to OUTPUT_DIR, environment, seed) with our loggers
         rank = comm.get_rank()
         if cfg.OUTPUT_DIR:
@@ -142,7 +145,7 @@ def setup_cfg(args: argparse.Namespace, *, training=False, device=None, before_w
         d2_logger.info(f"Rank {rank}. Environment info:\n{collect_env_info()}")
         d2_logger.info(f"Command line arguments: {args}")
         seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
-        if not getattr(args, "eval_only", False):
+        if not args.eval_only:
             torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
         if message:
             logger.warning(message)

@@ -42,7 +42,7 @@ from detr_d2.data.resumable_loader import build_resumable_train_loader
 from detr_d2.engine import DetrCheckpointer, DetrTrainLoop, NoSaveAfterFailure, NonFiniteLossGuard
 from detr_d2.engine import amp_dtype, check_num_classes, explain_non_finite, load_weights_for_eval
 from detr_d2.engine import shut_down_process_group, train_loop_args
-from detr_d2.engine.output_dir import hold_output_dir, redirect_eval_output, release_output_dirs
+from detr_d2.engine.output_dir import release_output_dirs
 from detr_d2.engine.preemption import SaveOnSigterm, forward_sigterm_to_workers
 from detr_d2.engine.writers import MetricPrinter
 from detr_d2.evaluation.build import build_evaluator
@@ -137,16 +137,7 @@ class Trainer(DefaultTrainer):
 
 
 def setup(args):
-    return cli.setup_cfg(args, training=True, before_writing=_hold_output_dir)
-
-
-def _hold_output_dir(cfg, args):
-    """Before anything is written: one training per OUTPUT_DIR; an --eval-only beside a training
-    writes to a folder of its own (returns the message to log, or None)."""
-    if args.eval_only:
-        return redirect_eval_output(cfg, args.resume)
-    if comm.is_main_process():
-        hold_output_dir(cfg.OUTPUT_DIR)
+    return cli.setup_cfg(args, training=True)
 
 
 def main(args):

@@ -66,8 +66,6 @@ def iters_per_epoch(cfg, dataset_size: int) -> int:
 def epochs_to_iters(cfg, dataset_size: int) -> Tuple[int, Tuple[int, ...]]:
     """(MAX_ITER, STEPS) of SOLVER.EPOCHS with the lr dropped after each of LR_DROP_EPOCHS."""
     epochs, drops = cfg.SOLVER.EPOCHS, tuple(cfg.SOLVER.LR_DROP_EPOCHS)
-    if epochs <= 0:
-        raise ValueError(f"SOLVER.EPOCHS must be > 0 to convert, got {epochs}")
     if any(not 0 < e < epochs for e in drops):
         raise ValueError(f"SOLVER.LR_DROP_EPOCHS {drops} must lie in (0, SOLVER.EPOCHS = {epochs})")
     per_epoch = iters_per_epoch(cfg, dataset_size)
