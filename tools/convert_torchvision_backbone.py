@@ -27,6 +27,7 @@ import logging
 import sys
 
 import torch
+from detectron2.modeling.backbone.resnet import BasicStem, ResNet
 
 from detr_d2.checkpoint.detr_official import check_against_model
 from detr_d2.checkpoint.safe_load import UnsafeCheckpointError, load_checkpoint_safely
@@ -38,17 +39,9 @@ logger = logging.getLogger("convert_torchvision_backbone")
 
 def build_detectron2_resnet(depth: int, device: str = "cpu") -> torch.nn.Module:
     """Detectron2's ResNet as DETR configures it: FrozenBN, stride in the 3x3, output res5."""
-    from detectron2.config import get_cfg
-    from detectron2.layers import ShapeSpec
-    from detectron2.modeling.backbone.resnet import build_resnet_backbone
-
-    cfg = get_cfg()
-    cfg.MODEL.RESNETS.DEPTH = depth
-    cfg.MODEL.RESNETS.NORM = "FrozenBN"
-    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
-    cfg.MODEL.RESNETS.OUT_FEATURES = ["res5"]
     with torch.device(device):
-        return build_resnet_backbone(cfg, ShapeSpec(channels=3))
+        stages = ResNet.make_default_stages(depth, stride_in_1x1=False, norm="FrozenBN")
+        return ResNet(BasicStem(norm="FrozenBN"), stages, out_features=["res5"])
 
 
 def check_backbone_keys(converted: dict, depth: int) -> None:

@@ -35,7 +35,6 @@ ARGS = get_parser().parse_args() if __name__ == "__main__" else None
 import logging
 import os
 import sys
-from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -48,8 +47,9 @@ from detr_d2.export import EXPORTERS, FILE_NAMES, batch_images, exportable, load
 logger = logging.getLogger("detr_d2.export_model")
 
 
-def example_image(cfg, sample_image: Optional[str], size: Optional[Sequence[int]]) -> torch.Tensor:
-    """(3, H, W) float32 pixels in ``INPUT.FORMAT``."""
+def example_image(cfg, sample_image, size) -> torch.Tensor:
+    """(3, H, W) float32 pixels in ``INPUT.FORMAT``: ``sample_image`` (a path; None: random) at
+    ``size`` (H, W; None: the test-time resize)."""
     if sample_image is None:
         size = tuple(size or (512, 672))
         return torch.rand((3,) + size, generator=torch.Generator().manual_seed(0)) * 255
