@@ -8,11 +8,11 @@
     python demo.py --config-file configs/detr_r50.yaml --video-input clip.mp4 \\
         --output out/clip.mp4 MODEL.WEIGHTS model.pth
 
-``--output-dir`` (default OUTPUT_DIR/demo): the drawings under the inputs' names; ``--output``:
-one file, for a single image or a video (.mp4, .avi). Class names are DATASETS.TEST[0]'s (your
-own COCO-format set: ``--register-coco NAME JSON IMAGE_ROOT DATASETS.TEST "('NAME',)"``). For a
-panoptic model ``--confidence-threshold`` sets MODEL.DETR.PANOPTIC_CONF_THRESH. MODEL.WEIGHTS is
-required (or ``--random-weights``).
+``--output-dir`` (default OUTPUT_DIR/demo) gets the drawings under the inputs' names, ``--output``
+is one file (a single image, or a video: .mp4, .avi). Class names: DATASETS.TEST[0]'s (own data:
+``--register-coco NAME JSON IMAGE_ROOT DATASETS.TEST "('NAME',)"``). Panoptic models:
+``--confidence-threshold`` sets MODEL.DETR.PANOPTIC_CONF_THRESH. MODEL.WEIGHTS is required (or
+``--random-weights``).
 """
 
 # ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
@@ -113,8 +113,7 @@ def _summary(predictions: Dict, threshold: float) -> str:
 def run_on_images(
     predictor: Predictor, paths: List[str], output: str, threshold: float, scale=None
 ) -> List[str]:
-    """Draws each image to ``output`` (a folder, or an image file for a single image) at
-    ``scale`` (None: ``detr_d2_cli.draw_scale``); returns the written paths."""
+    """Draws the images at ``scale`` into ``output`` (a folder, or one image's file): the paths."""
     single_file = output.lower().endswith(IMAGE_EXTENSIONS)
     if len(paths) > 1 and single_file:
         raise ValueError(f"--output {output} is one image file but there are {len(paths)} inputs")
@@ -138,8 +137,7 @@ def run_on_images(
 def run_on_video(
     predictor: Predictor, video_path: str, output: str, threshold: float, log_period: int = 50
 ) -> str:
-    """Draws every frame of a video into a new video (``output`` a folder or a .mp4/.avi file,
-    same frame rate and size); returns its path."""
+    """Draws every frame into a new video, same fps and size (``output``: folder or .mp4/.avi)."""
     video = cv2.VideoCapture(video_path)
     if not video.isOpened():
         raise OSError(f"Could not open video {video_path}")

@@ -9,14 +9,12 @@ import re
 import sys
 import warnings
 
-# fvcore scripts its focal losses with torch.jit.script at import (through detectron2.layers):
-# current torch's FutureWarning about it in every process is harmless here
+# fvcore's torch.jit.script at import (via detectron2.layers): a harmless FutureWarning per process
 warnings.filterwarnings("ignore", r"`torch.jit.script` is deprecated", FutureWarning)
 
 REGISTER_COCO = "--register-coco"
 
-# An upper-case dotted config key (MODEL.WEIGHTS, INPUT.MIN_SIZE_TEST): where the "KEY VALUE"
-# overrides start when a list option (--input a b ...) would swallow them.
+# A dotted config key (MODEL.WEIGHTS): where the overrides start after a list option (--input a b)
 _CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 
 # One vocabulary: the same flag, name and meaning in every entry point ("output_dir": --output-dir)
@@ -34,9 +32,8 @@ FLAGS = {
 
 
 class ToolParser(argparse.ArgumentParser):
-    """Flags before, between or after the "KEY VALUE" overrides. A list option's values stop at
-    the first one that looks like a config key and is no existing path: from there to the next
-    flag, the tokens are overrides."""
+    """Flags before, between or after the "KEY VALUE" overrides; a list option's values end at the
+    first config key that is no existing path (the overrides, up to the next flag)."""
 
     def parse_args(self, args=None, namespace=None):
         lists = {s for a in self._actions if a.nargs in ("+", "*") for s in a.option_strings}
@@ -54,9 +51,8 @@ class ToolParser(argparse.ArgumentParser):
 
 
 def argument_parser(doc=None, *, config=True, launch=False, default_config=None) -> ToolParser:
-    """With ``config``: ``--config-file`` (required unless ``default_config``),
-    ``--register-coco`` and the overrides ``opts``; with ``launch``: the flags of Detectron2's
-    ``default_argument_parser``."""
+    """``config``: ``--config-file`` (required unless ``default_config``), ``--register-coco`` and
+    the overrides ``opts``; ``launch``: the flags of Detectron2's ``default_argument_parser``."""
     parser = ToolParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     if launch:
         parser.add_argument("--resume", action="store_true", help="from the last checkpoint")

@@ -104,9 +104,8 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self):
         # replaces the DetectionCheckpointer DefaultTrainer.__init__ made just before this call
-        self.checkpointer = DetrCheckpointer(
-            self.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
-        )
+        proxy = weakref.proxy(self)
+        self.checkpointer = DetrCheckpointer(self.model, self.cfg.OUTPUT_DIR, trainer=proxy)
         guards = [NoSaveAfterFailure(self.checkpointer)]
         if amp_dtype(self.cfg) != torch.float16:  # float16 skips non-finite steps instead
             guards.append(NonFiniteLossGuard(self.checkpointer))

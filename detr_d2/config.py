@@ -11,8 +11,7 @@ def add_detr_config(cfg):
     """Add the DETR keys (``MODEL.DETR.*``, ``SOLVER.OPTIMIZER``, ...) to ``cfg``, in place."""
     if hasattr(cfg.MODEL, "DETR"):
         return cfg
-    cfg.MODEL.DETR = CN()
-    d = cfg.MODEL.DETR
+    d = cfg.MODEL.DETR = CN()
     # object classes, without the extra "no object" class; -1: from the data, the class count of
     # the first registered dataset of DATASETS.TRAIN (then TEST) (detr_d2.engine.checks)
     d.NUM_CLASSES = 80
@@ -81,8 +80,7 @@ def add_detr_config(cfg):
     # With SOLVER.AMP.ENABLED: the forward's autocast dtype, "bfloat16" (CPU and CUDA, no loss
     # scaling) or "float16" (GradScaler; overflowing steps skipped, counted). Losses stay float32
     cfg.SOLVER.AMP.DTYPE = "bfloat16"
-    # float16: this many skipped (non-finite) steps in a row stop training with an error
-    # (the scale halves each time: 2^16 -> 2^-4 after 20)
+    # float16: this many skipped (non-finite) steps in a row are an error (scale 2^16 -> 2^-4 at 20)
     cfg.SOLVER.AMP.MAX_CONSECUTIVE_SKIPS = 20
     # DETR's random crop: resize the short side to one of these before cropping (pixels)
     cfg.INPUT.DETR_CROP_PRE_RESIZE = (400, 500, 600)

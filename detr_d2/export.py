@@ -28,9 +28,6 @@ logger = logging.getLogger(__name__)
 INPUT_AXES = {"images": (0, 2, 3), "padding_mask": (0, 1, 2)}  # the batch, height, width dims
 FILE_NAMES = {"torchscript": "model.ts", "onnx": "model.onnx", "torch_export": "model.pt2"}
 
-Outputs = Tuple[Tensor, ...]
-Inputs = Tuple[Tensor, Tensor]
-
 
 def batch_images(images: List[Tensor], size_divisibility: int = 0) -> Tuple[Tensor, Tensor]:
     """B images (3, Hi, Wi) padded at the bottom / right as ``Detr.preprocess_image`` does:
@@ -132,7 +129,7 @@ def exportable(model: Detr) -> nn.Module:
     return (ExportableDetrPanoptic if isinstance(model, DetrPanoptic) else ExportableDetr)(model)
 
 
-def export_torchscript(module: nn.Module, inputs: Inputs, path: str) -> None:
+def export_torchscript(module: nn.Module, inputs: Tuple[Tensor, Tensor], path: str) -> None:
     # no TracerWarnings that shapes read may not generalize: they are aten::size ops (see above)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -155,7 +152,7 @@ def unpack_attention_projections(module: nn.Module) -> nn.Module:
     return module
 
 
-def export_onnx(module: nn.Module, inputs: Inputs, path: str, opset: int = 17) -> None:
+def export_onnx(module: nn.Module, inputs: Tuple[Tensor, Tensor], path: str, opset=17) -> None:
     if opset < 17:
         raise ValueError(f"opset {opset}: use 17 or later (LayerNormalization as one op)")
     outputs = module.output_axes  # name -> its dynamic axes besides the batch
@@ -168,7 +165,7 @@ def export_onnx(module: nn.Module, inputs: Inputs, path: str, opset: int = 17) -
         torch.onnx.export(module.eval(), inputs, path, dynamo=False, opset_version=opset, **names)
 
 
-def export_torch_export(module: nn.Module, inputs: Inputs, path: str) -> None:
+def export_torch_export(module: nn.Module, inputs: Tuple[Tensor, Tensor], path: str) -> None:
     # H and W are Dim.DYNAMIC (export derives their range): named Dims with a chosen minimum
     # fail on guards export cannot prove over it (the mask head's "stride-4 size != 1")
     batch, dynamic = torch.export.Dim("batch", min=1), torch.export.Dim.DYNAMIC
@@ -181,7 +178,7 @@ def export_torch_export(module: nn.Module, inputs: Inputs, path: str) -> None:
 EXPORTERS = dict(torchscript=export_torchscript, onnx=export_onnx, torch_export=export_torch_export)
 
 
-def load_exported(path: str, fmt: str) -> Callable[[Tensor, Tensor], Outputs]:
+def load_exported(path: str, fmt: str) -> Callable[[Tensor, Tensor], Tuple[Tensor, ...]]:
     """``(images, padding_mask) -> (boxes, scores, classes[, mask_logits])`` (CPU tensors): the
     saved model run by its format's own runtime (onnxruntime for ONNX)."""
     if fmt == "torchscript":
@@ -193,7 +190,7 @@ def load_exported(path: str, fmt: str) -> Callable[[Tensor, Tensor], Outputs]:
 
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
 
-        def run(images: Tensor, padding_mask: Tensor) -> Outputs:
+        def run(images: Tensor, padding_mask: Tensor) -> Tuple[Tensor, ...]:
             feed = {"images": images.cpu().numpy(), "padding_mask": padding_mask.cpu().numpy()}
             return tuple(torch.from_numpy(x) for x in session.run(None, feed))
 

@@ -82,8 +82,7 @@ def convert(input_path: str, output_path: str, *, expect_panoptic=False, model=N
 def verify(model, weights: str, image_path: str, reference_path: str, class_rows, input_format):
     """Largest absolute differences of our eval outputs on one unresized image to the official
     ones: {"pred_logits": ..., "pred_boxes": ...}."""
-    DetrCheckpointer(model).load(weights)
-    model.eval()
+    DetrCheckpointer(model.eval()).load(weights)
     image = torch.as_tensor(read_image(image_path, format=input_format).copy()).permute(2, 0, 1)
     ours = model.forward_raw(model.preprocess_image([{"image": image}]))
     reference = load_checkpoint_safely(reference_path)
