@@ -57,7 +57,7 @@ def dataset_size(cfg) -> int:
 
 
 def iters_per_epoch(cfg, dataset_size: int) -> int:
-    """ceil(dataset_size / (IMS_PER_BATCH x ACCUM_ITERS)) optimizer steps (10 images, batch 4: 3)."""
+    """ceil(dataset_size / (IMS_PER_BATCH x ACCUM_ITERS)) steps (10 images, batch 4: 3 steps)."""
     if dataset_size <= 0:
         raise ValueError("Cannot convert epochs to iterations: the training set is empty")
     return math.ceil(dataset_size / (cfg.SOLVER.IMS_PER_BATCH * cfg.SOLVER.get("ACCUM_ITERS", 1)))
