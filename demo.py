@@ -8,16 +8,11 @@
     python demo.py --config-file configs/detr_r50.yaml --video-input clip.mp4 \\
         --output out/clip.mp4 MODEL.WEIGHTS model.pth
 
-``--input``: image files, glob patterns ("images/*.jpg") or folders (their images, sorted).
-``--output-dir``: a folder (drawn images under their own names, a video named after the input;
-default OUTPUT_DIR/demo); ``--output``: one file, for a single image or a video (.mp4, .avi).
-Images are drawn at ``--scale`` (default: small ones upscaled to 512 px). Class names are those
-of DATASETS.TEST[0]; your own COCO-format set: ``--register-coco NAME JSON IMAGE_ROOT
-DATASETS.TEST "('NAME',)"``. A panoptic model (DetrPanoptic) has its segments drawn
-(``--confidence-threshold`` sets MODEL.DETR.PANOPTIC_CONF_THRESH); others their instances scoring
-at least ``--confidence-threshold`` (default 0.5). MODEL.WEIGHTS is required (or
-``--random-weights``). Runs on MODEL.DEVICE, or on the CPU without CUDA. Config overrides ("KEY
-VALUE") may come anywhere on the command line.
+``--output-dir`` (default OUTPUT_DIR/demo) gets the drawings under the inputs' names, ``--output``
+is one file (a single image, or a video: .mp4, .avi). Class names: DATASETS.TEST[0]'s (own data:
+``--register-coco NAME JSON IMAGE_ROOT DATASETS.TEST "('NAME',)"``). Panoptic models:
+``--confidence-threshold`` sets MODEL.DETR.PANOPTIC_CONF_THRESH. MODEL.WEIGHTS is required (or
+``--random-weights``).
 """
 
 # ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
@@ -27,12 +22,10 @@ import detr_d2_cli as cli
 def get_parser():
     parser = cli.argument_parser(__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", nargs="+", metavar="IMAGE", help="images, globs or folders")
+    source.add_argument("--input", nargs="+", metavar="IMAGE", help="images, globs, folders")
     source.add_argument("--video-input", metavar="VIDEO", help="a video file")
     cli.add_flags(parser, "output_dir", "output", "scale", "log_period", "random_weights")
-    threshold = (
-        "draw instances scoring at least this (default 0.5); panoptic: keep queries above it"
-    )
+    threshold = "draw instances scoring >= this (default 0.5); panoptic: keep queries above it"
     parser.add_argument("--confidence-threshold", type=float, help=threshold)
     return parser
 
@@ -43,7 +36,7 @@ import glob
 import logging
 import os
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import cv2
 import numpy as np
@@ -78,34 +71,19 @@ def list_images(inputs: Sequence[str]) -> List[str]:
     return paths
 
 
-def output_file(
-    output: str, input_path: str, single_file: bool, extension: Optional[str] = None
-) -> str:
-    """Where the drawing of ``input_path`` goes: the file ``output`` itself, else the input's
-    name (its extension replaced by ``extension`` if given) in the folder ``output``. Creates
-    the folder."""
-    if single_file:
-        folder, path = os.path.dirname(os.path.abspath(output)), output
-    else:
+def output_file(output: str, input_path: str, single_file: bool, extension=None) -> str:
+    """``output`` itself (``single_file``), else the input's name (its extension replaced by
+    ``extension`` if given) in the folder ``output``. Creates the folder."""
+    if not single_file:
         name = os.path.basename(input_path)
-        if extension:
-            name = os.path.splitext(name)[0] + extension
-        folder, path = output, os.path.join(output, name)
-    os.makedirs(folder, exist_ok=True)
-    return path
+        output = os.path.join(output, os.path.splitext(name)[0] + extension if extension else name)
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    return output
 
 
-def draw(
-    predictions: Dict,
-    image_rgb: np.ndarray,
-    metadata,
-    threshold: float,
-    video_visualizer=None,
-    scale: float = 1.0,
-) -> np.ndarray:
-    """The model's output for one image drawn on it; returns RGB (H*scale, W*scale, 3) uint8
-    (video frames: (H, W, 3)). Panoptic segments when the output has "panoptic_seg", else
-    instances with score >= ``threshold``."""
+def draw(predictions: Dict, image_rgb, metadata, threshold: float, video_visualizer=None, scale=1):
+    """The RGB image with its panoptic segments, else its instances scoring >= ``threshold``:
+    (H*scale, W*scale, 3) uint8 RGB (video frames: (H, W, 3))."""
     panoptic = "panoptic_seg" in predictions
     if panoptic:
         segments, info = predictions["panoptic_seg"]
@@ -135,8 +113,7 @@ def _summary(predictions: Dict, threshold: float) -> str:
 def run_on_images(
     predictor: Predictor, paths: List[str], output: str, threshold: float, scale=None
 ) -> List[str]:
-    """Draws each image to ``output`` (a folder, or an image file for a single image) at
-    ``scale`` (None: ``detr_d2_cli.draw_scale``); returns the written paths."""
+    """Draws the images at ``scale`` into ``output`` (a folder, or one image's file): the paths."""
     single_file = output.lower().endswith(IMAGE_EXTENSIONS)
     if len(paths) > 1 and single_file:
         raise ValueError(f"--output {output} is one image file but there are {len(paths)} inputs")
@@ -152,39 +129,34 @@ def run_on_images(
         if not cv2.imwrite(target, drawn[:, :, ::-1]):
             raise OSError(f"Could not write {target}")
         written.append(target)
-        logger.info(
-            f"[{i}/{len(paths)}] {path}: {_summary(predictions, threshold)} in {seconds:.2f} s"
-            f" -> {target}"
-        )
+        summary = _summary(predictions, threshold)
+        logger.info(f"[{i}/{len(paths)}] {path}: {summary} in {seconds:.2f} s -> {target}")
     return written
 
 
 def run_on_video(
     predictor: Predictor, video_path: str, output: str, threshold: float, log_period: int = 50
 ) -> str:
-    """Draws every frame of a video into a new video (``output`` a folder or a .mp4/.avi file,
-    same frame rate and size); returns its path."""
+    """Draws every frame into a new video, same fps and size (``output``: folder or .mp4/.avi)."""
     video = cv2.VideoCapture(video_path)
     if not video.isOpened():
         raise OSError(f"Could not open video {video_path}")
-    width = int(video.get(cv2.CAP_PROP_FRAME_WIDTH))
-    height = int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    size = (int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT)))
     fps = video.get(cv2.CAP_PROP_FPS) or 25.0
     num_frames = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
     codec = VIDEO_CODECS.get(os.path.splitext(output)[1].lower())
     target = output_file(output, video_path, codec is not None, ".mp4")
     codec = codec or VIDEO_CODECS[".mp4"]
-    writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*codec), fps, (width, height), True)
+    writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*codec), fps, size, True)
     if not writer.isOpened():
         raise OSError(f"Could not open a {codec} video writer for {target}")
     visualizer = VideoVisualizer(predictor.metadata, ColorMode.IMAGE)
 
     def frames():
-        while True:
-            ok, frame = video.read()
-            if not ok:
-                return
+        ok, frame = video.read()
+        while ok:
             yield frame
+            ok, frame = video.read()
 
     try:
         for frame in with_progress(frames(), num_frames, "frames", log_period, video_path):
@@ -203,10 +175,9 @@ def main(args) -> List[str]:
     if args.confidence_threshold is not None:  # what a panoptic model keeps (unused otherwise)
         args.opts = [*args.opts, "MODEL.DETR.PANOPTIC_CONF_THRESH", str(args.confidence_threshold)]
     cfg = cli.setup_cfg(args)
-    threshold = args.confidence_threshold
-    if threshold is None:
-        panoptic = cfg.MODEL.META_ARCHITECTURE == "DetrPanoptic"
-        threshold = cfg.MODEL.DETR.PANOPTIC_CONF_THRESH if panoptic else 0.5
+    threshold = 0.5 if args.confidence_threshold is None else args.confidence_threshold
+    if cfg.MODEL.META_ARCHITECTURE == "DetrPanoptic":  # (set by --confidence-threshold, if given)
+        threshold = cfg.MODEL.DETR.PANOPTIC_CONF_THRESH
     output = args.output or args.output_dir or os.path.join(cfg.OUTPUT_DIR, "demo")
     predictor = Predictor(cfg, load_model(cfg, args.random_weights))
     if args.video_input:

@@ -6,9 +6,8 @@
     python train_net.py --config-file configs/faster_rcnn_R_50_FPN_3x.yaml --num-gpus 8
     python train_net.py --config-file configs/detr_r50.yaml --num-gpus 8 --resume  # after a crash
 
-Bad data, a wrong class count or weights that do not fit the model stop the run before it starts,
-with an error naming them; checkpoints are written atomically and --resume takes the last complete
-one; a training holds its OUTPUT_DIR; SIGTERM saves the current iteration (see docs/reliability.md).
+Bad data, a wrong class count or weights that do not fit the model stop the run before it starts;
+checkpoints are atomic, --resume takes the last complete one, SIGTERM saves (docs/reliability.md).
 """
 
 # ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
@@ -43,7 +42,7 @@ from detr_d2.data.resumable_loader import build_resumable_train_loader
 from detr_d2.engine import DetrCheckpointer, DetrTrainLoop, NoSaveAfterFailure, NonFiniteLossGuard
 from detr_d2.engine import amp_dtype, check_num_classes, explain_non_finite, load_weights_for_eval
 from detr_d2.engine import shut_down_process_group, train_loop_args
-from detr_d2.engine.output_dir import hold_output_dir, redirect_eval_output, release_output_dirs
+from detr_d2.engine.output_dir import release_output_dirs
 from detr_d2.engine.preemption import SaveOnSigterm, forward_sigterm_to_workers
 from detr_d2.engine.writers import MetricPrinter
 from detr_d2.evaluation.build import build_evaluator
@@ -105,9 +104,8 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self):
         # replaces the DetectionCheckpointer DefaultTrainer.__init__ made just before this call
-        self.checkpointer = DetrCheckpointer(
-            self.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
-        )
+        proxy = weakref.proxy(self)
+        self.checkpointer = DetrCheckpointer(self.model, self.cfg.OUTPUT_DIR, trainer=proxy)
         guards = [NoSaveAfterFailure(self.checkpointer)]
         if amp_dtype(self.cfg) != torch.float16:  # float16 skips non-finite steps instead
             guards.append(NonFiniteLossGuard(self.checkpointer))
@@ -117,18 +115,15 @@ class Trainer(DefaultTrainer):
 
     def build_writers(self):
         # the log line shows class_error too (MetricPrinter), Detectron2's other writers as they are
-        printer = MetricPrinter(self.max_iter)
-        return [
-            printer if isinstance(w, CommonMetricPrinter) else w for w in super().build_writers()
-        ]
+        printer, writers = MetricPrinter(self.max_iter), super().build_writers()
+        return [printer if isinstance(w, CommonMetricPrinter) else w for w in writers]
 
     def run_step(self):
         with explain_non_finite(self):
             super().run_step()
 
-    # detectron2 0.6's DefaultTrainer checkpoints the iteration and the hooks' state (LR scheduler)
-    # but not the optimizer's (nor the float16 GradScaler's): without these, --resume would
-    # restart AdamW's moments from zero
+    # detectron2 0.6's DefaultTrainer checkpoints the iteration and the hooks (LR scheduler), not
+    # the optimizer (nor the float16 GradScaler): without these, --resume restarts AdamW's moments
     def state_dict(self):
         return dict(super().state_dict(), _trainer=self._trainer.state_dict())
 
@@ -141,44 +136,30 @@ class Trainer(DefaultTrainer):
 
 
 def setup(args):
-    return cli.setup_cfg(args, training=True, before_writing=_hold_output_dir)
-
-
-def _hold_output_dir(cfg, args):
-    """Before anything is written: one training per OUTPUT_DIR; an --eval-only beside a training
-    writes to a folder of its own (returns the message to log, or None)."""
-    if args.eval_only:
-        return redirect_eval_output(cfg, args.resume)
-    if comm.is_main_process():
-        hold_output_dir(cfg.OUTPUT_DIR)
+    return cli.setup_cfg(args, training=True)
 
 
 def main(args):
     """Train, or evaluate with --eval-only; the function `launch` runs on every process."""
     try:
-        results = _train_or_evaluate(args)
+        cfg = setup(args)
+        # datasets whose metadata already lists their classes; the loaders check the others
+        train = () if args.eval_only else cfg.DATASETS.TRAIN
+        check_num_classes(cfg, [*cfg.DATASETS.TEST, *train])
+        if args.eval_only:
+            model = Trainer.build_model(cfg)
+            load_weights_for_eval(model, cfg, resume=args.resume)
+            results = Trainer.test(cfg, model)
+            if comm.is_main_process():
+                verify_results(cfg, results)
+        else:
+            trainer = Trainer(cfg)
+            trainer.resume_or_load(resume=args.resume)
+            results = trainer.train()
     finally:
         release_output_dirs()  # in-process callers may train into the folder again
     shut_down_process_group()  # every rank finished: end the process group before the exit
     return results
-
-
-def _train_or_evaluate(args):
-    cfg = setup(args)
-    # datasets whose metadata already lists their classes; the loaders check the others
-    check_num_classes(
-        cfg, list(cfg.DATASETS.TEST) + ([] if args.eval_only else list(cfg.DATASETS.TRAIN))
-    )
-    if args.eval_only:
-        model = Trainer.build_model(cfg)
-        load_weights_for_eval(model, cfg, resume=args.resume)
-        res = Trainer.test(cfg, model)
-        if comm.is_main_process():
-            verify_results(cfg, res)
-        return res
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
 
 
 if __name__ == "__main__":

@@ -11,8 +11,7 @@ def add_detr_config(cfg):
     """Add the DETR keys (``MODEL.DETR.*``, ``SOLVER.OPTIMIZER``, ...) to ``cfg``, in place."""
     if hasattr(cfg.MODEL, "DETR"):
         return cfg
-    cfg.MODEL.DETR = CN()
-    d = cfg.MODEL.DETR
+    d = cfg.MODEL.DETR = CN()
     # object classes, without the extra "no object" class; -1: from the data, the class count of
     # the first registered dataset of DATASETS.TRAIN (then TEST) (detr_d2.engine.checks)
     d.NUM_CLASSES = 80
@@ -32,9 +31,8 @@ def add_detr_config(cfg):
     d.DEEP_SUPERVISION = True  # auxiliary losses after every decoder layer
     d.BACKBONE_FEATURE = ""  # backbone output the transformer reads; "" = last of OUT_FEATURES
     d.SIZE_DIVISIBILITY = 0  # pad batched images to a multiple of this (0 = to the largest only)
-    # With MODEL.RESNETS.RES5_DILATION 2 (DC5): keep the first res5 block's 3x3 conv undilated, as
-    # torchvision (and so the official DETR-DC5 weights) does; False: Detectron2's layout, every
-    # res5 block dilated
+    # DC5 (MODEL.RESNETS.RES5_DILATION 2): the first res5 block's 3x3 conv undilated, as torchvision
+    # (and so the official DETR-DC5 weights); False: Detectron2's layout, every res5 block dilated
     d.DC5_TORCHVISION = True
     # Hungarian matcher costs (independent of the loss weights)
     d.COST_CLASS = 1.0  # weight of -prob(class)
@@ -57,8 +55,7 @@ def add_detr_config(cfg):
     # Panoptic DETR (META_ARCHITECTURE "DetrPanoptic")
     d.MASK_WEIGHT = 1.0  # weight of the sigmoid focal loss of matched masks (loss_mask)
     d.DICE_WEIGHT = 1.0  # weight of the DICE loss of matched masks (loss_dice)
-    # backbone features the mask head adds, coarse to fine (strides 16, 8, 4); they must be in
-    # MODEL.RESNETS.OUT_FEATURES
+    # backbone features (in MODEL.RESNETS.OUT_FEATURES) the mask head adds, strides 16, 8, 4
     d.MASK_HEAD_IN_FEATURES = ["res4", "res3", "res2"]
     d.MASK_HEAD_GROUPS = 8  # GroupNorm groups in the mask head; HIDDEN_DIM / 16 must divide by it
     # panoptic inference: keep queries whose best real-class probability is above this
@@ -83,8 +80,7 @@ def add_detr_config(cfg):
     # With SOLVER.AMP.ENABLED: the forward's autocast dtype, "bfloat16" (CPU and CUDA, no loss
     # scaling) or "float16" (GradScaler; overflowing steps skipped, counted). Losses stay float32
     cfg.SOLVER.AMP.DTYPE = "bfloat16"
-    # float16: this many skipped (non-finite) steps in a row stop training with an error
-    # (the scale halves each time: 2^16 -> 2^-4 after 20)
+    # float16: this many skipped (non-finite) steps in a row are an error (scale 2^16 -> 2^-4 at 20)
     cfg.SOLVER.AMP.MAX_CONSECUTIVE_SKIPS = 20
     # DETR's random crop: resize the short side to one of these before cropping (pixels)
     cfg.INPUT.DETR_CROP_PRE_RESIZE = (400, 500, 600)
@@ -105,13 +101,8 @@ def add_detr_config(cfg):
     return cfg
 
 
-# A yaml whose _BASE_ starts with this prefix extends a config of Detectron2's model zoo, e.g.
-# "model_zoo://COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml": the baseline recipe, unchanged.
-MODEL_ZOO_PREFIX = "model_zoo://"
-
-
 def is_detr_config(cfg) -> bool:
-    """Whether ``cfg`` builds a DETR model (META_ARCHITECTURE Detr*), whose data DETR's mappers read."""
+    """Whether ``cfg`` builds a DETR model (META_ARCHITECTURE Detr*; DETR's data mappers)."""
     return cfg.MODEL.META_ARCHITECTURE.startswith("Detr")
 
 
@@ -127,7 +118,8 @@ def cap_num_workers(cfg):
 
 
 def merge_config_file(cfg, path: str):
-    """``cfg.merge_from_file(path)`` plus ``_BASE_: "model_zoo://..."``; a bad key or value raises a
+    """``cfg.merge_from_file(path)``; ``_BASE_: "model_zoo://COCO-Detection/..."`` extends a config
+    of Detectron2's model zoo (the baseline recipe, unchanged). A bad key or value raises a
     ``ValueError`` naming the file."""
     import yaml
     from detectron2.model_zoo import get_config_file
@@ -136,8 +128,8 @@ def merge_config_file(cfg, path: str):
         with open(path) as f:
             raw = yaml.safe_load(f) or {}
         base = raw.get("_BASE_", "")
-        if isinstance(base, str) and base.startswith(MODEL_ZOO_PREFIX):
-            cfg.merge_from_file(get_config_file(base[len(MODEL_ZOO_PREFIX) :]))
+        if isinstance(base, str) and base.startswith("model_zoo://"):
+            cfg.merge_from_file(get_config_file(base[len("model_zoo://") :]))
             raw.pop("_BASE_")
             cfg.merge_from_other_cfg(CN(raw))
         else:

@@ -13,22 +13,6 @@ from detectron2.solver.build import maybe_add_gradient_clipping
 logger = logging.getLogger(__name__)
 
 
-def detr_param_groups(
-    model: torch.nn.Module, base_lr: float, weight_decay: float, backbone_multiplier: float
-):
-    """Backbone parameters at ``base_lr * backbone_multiplier``, the rest at ``base_lr``, frozen
-    ones left out; weight decay on all, as in DETR."""
-    backbone, rest = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (backbone if name.startswith("backbone.") else rest).append(p)
-    groups = [{"params": rest, "lr": base_lr, "weight_decay": weight_decay}]
-    if backbone:
-        lr = base_lr * backbone_multiplier
-        groups.append({"params": backbone, "lr": lr, "weight_decay": weight_decay})
-    return groups
-
-
 def full_model_clipping(cfg) -> Tuple[float, float]:
     """(max norm, norm type) of SOLVER.CLIP_GRADIENTS CLIP_TYPE "full_model" (max norm 0: off),
     which DetrTrainLoop applies once per step to the accumulated, unscaled gradients."""
@@ -38,10 +22,10 @@ def full_model_clipping(cfg) -> Tuple[float, float]:
 
 
 def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """SOLVER.OPTIMIZER "SGD": Detectron2's own; "ADAMW": DETR's, with BACKBONE_MULTIPLIER and
-    Detectron2's per-parameter CLIP_GRADIENTS "value" / "norm" ("full_model": the loop clips)."""
-    name = cfg.SOLVER.OPTIMIZER.upper()
-    clip = cfg.SOLVER.CLIP_GRADIENTS
+    """SOLVER.OPTIMIZER "SGD": Detectron2's own; "ADAMW": DETR's, backbone parameters at BASE_LR x
+    BACKBONE_MULTIPLIER, frozen ones left out, weight decay on all, and Detectron2's per-parameter
+    CLIP_GRADIENTS "value" / "norm" ("full_model": the loop clips)."""
+    name, clip = cfg.SOLVER.OPTIMIZER.upper(), cfg.SOLVER.CLIP_GRADIENTS
     if name == "SGD":
         if clip.ENABLED and clip.CLIP_TYPE == "full_model":
             raise ValueError(
@@ -50,9 +34,14 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
         return build_default_optimizer(cfg, model)
     if name != "ADAMW":
         raise ValueError(f'SOLVER.OPTIMIZER must be "SGD" or "ADAMW", got {cfg.SOLVER.OPTIMIZER!r}')
-    groups = detr_param_groups(
-        model, cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY, cfg.SOLVER.BACKBONE_MULTIPLIER
-    )
+    backbone, rest = [], []
+    for key, p in model.named_parameters():
+        if p.requires_grad:
+            (backbone if key.startswith("backbone.") else rest).append(p)
+    groups = [{"params": rest}]  # lr and weight decay: the optimizer's defaults below
+    if backbone:
+        lr = cfg.SOLVER.BASE_LR * cfg.SOLVER.BACKBONE_MULTIPLIER
+        groups.append({"params": backbone, "lr": lr})
     optimizer_cls = torch.optim.AdamW
     if not full_model_clipping(cfg)[0]:  # Detectron2's per-parameter "value" / "norm", or none
         optimizer_cls = maybe_add_gradient_clipping(cfg, optimizer_cls)
@@ -61,19 +50,14 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
 
 def dataset_size(cfg) -> int:
     """Images of DATASETS.TRAIN one epoch visits (FILTER_EMPTY_ANNOTATIONS as the train loader)."""
-    total = 0
-    for name in cfg.DATASETS.TRAIN:
-        dicts = DatasetCatalog.get(name)
-        if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
-            dicts = [
-                d for d in dicts if any(a.get("iscrowd", 0) == 0 for a in d.get("annotations", []))
-            ]
-        total += len(dicts)
-    return total
+    dicts = [d for name in cfg.DATASETS.TRAIN for d in DatasetCatalog.get(name)]
+    if not cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
+        return len(dicts)
+    return sum(any(a.get("iscrowd", 0) == 0 for a in d.get("annotations", [])) for d in dicts)
 
 
 def iters_per_epoch(cfg, dataset_size: int) -> int:
-    """ceil(dataset_size / (IMS_PER_BATCH x ACCUM_ITERS)) optimizer steps (10 images, batch 4: 3)."""
+    """ceil(dataset_size / (IMS_PER_BATCH x ACCUM_ITERS)) steps (10 images, batch 4: 3 steps)."""
     if dataset_size <= 0:
         raise ValueError("Cannot convert epochs to iterations: the training set is empty")
     return math.ceil(dataset_size / (cfg.SOLVER.IMS_PER_BATCH * cfg.SOLVER.get("ACCUM_ITERS", 1)))
@@ -82,13 +66,8 @@ def iters_per_epoch(cfg, dataset_size: int) -> int:
 def epochs_to_iters(cfg, dataset_size: int) -> Tuple[int, Tuple[int, ...]]:
     """(MAX_ITER, STEPS) of SOLVER.EPOCHS with the lr dropped after each of LR_DROP_EPOCHS."""
     epochs, drops = cfg.SOLVER.EPOCHS, tuple(cfg.SOLVER.LR_DROP_EPOCHS)
-    if epochs <= 0:
-        raise ValueError(f"SOLVER.EPOCHS must be > 0 to convert, got {epochs}")
     if any(not 0 < e < epochs for e in drops):
-        raise ValueError(
-            f"SOLVER.LR_DROP_EPOCHS {drops} must lie between 0 and SOLVER.EPOCHS "
-            f"({epochs}), exclusive"
-        )
+        raise ValueError(f"SOLVER.LR_DROP_EPOCHS {drops} must lie in (0, SOLVER.EPOCHS = {epochs})")
     per_epoch = iters_per_epoch(cfg, dataset_size)
     return round(epochs * per_epoch), tuple(round(e * per_epoch) for e in drops)
 
@@ -101,18 +80,14 @@ def apply_epoch_schedule(cfg):
     size = dataset_size(cfg)
     old = (cfg.SOLVER.MAX_ITER, tuple(cfg.SOLVER.STEPS))
     cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS = epochs_to_iters(cfg, size)
-    changes = [
-        f"SOLVER.MAX_ITER = {cfg.SOLVER.MAX_ITER}, SOLVER.STEPS = {cfg.SOLVER.STEPS} (epochs "
-        f"{tuple(cfg.SOLVER.LR_DROP_EPOCHS)}; was {old[0]}, {old[1]})"
-    ]
+    log = f"{cfg.SOLVER.EPOCHS} epochs of {size} images at batch {cfg.SOLVER.IMS_PER_BATCH}: "
+    log += f"SOLVER.MAX_ITER = {cfg.SOLVER.MAX_ITER}, SOLVER.STEPS = {cfg.SOLVER.STEPS} (epochs "
+    log += f"{tuple(cfg.SOLVER.LR_DROP_EPOCHS)}; was {old[0]}, {old[1]})"
+    per_epoch = iters_per_epoch(cfg, size)
     for node, key in ((cfg.SOLVER, "CHECKPOINT_PERIOD"), (cfg.TEST, "EVAL_PERIOD")):
         epochs = node.get(f"{key}_EPOCHS", 0)
         if epochs > 0:
-            period = epochs * iters_per_epoch(cfg, size)
-            changes.append(f"{key} = {period} ({epochs} epochs; was {node[key]})")
-            node[key] = period
-    logger.info(
-        f"{cfg.SOLVER.EPOCHS} epochs of {size} images at batch {cfg.SOLVER.IMS_PER_BATCH}: "
-        + ", ".join(changes)
-    )
+            log += f", {key} = {epochs * per_epoch} ({epochs} epochs; was {node[key]})"
+            node[key] = epochs * per_epoch
+    logger.info(log)
     return cfg

@@ -99,7 +99,7 @@ def test_export_roundtrip_at_other_sizes(tiny_detr, tmp_path, fmt):
 
 def test_onnx_without_positions_on_keys_at_other_size(tiny_detr_cfg, tmp_path):
     """With the encodings at the input only, attention runs with key is value, a path whose key
-    length the ONNX exporter would freeze (see detr_d2/export/formats.py)."""
+    length the ONNX exporter would freeze (see detr_d2/export.py)."""
     tiny_detr_cfg.MODEL.DETR.POSITION_EMBEDDING_AT = "input"
     tiny_detr_cfg.MODEL.DETR.QUERY_POS_AT = "input"
     torch.manual_seed(0)

@@ -4,11 +4,11 @@
     python tools/convert_detr_weights.py --input detr-r50-e632da11.pth --output detr_r50.pth \\
         --config-file configs/detr_r50.yaml
 
-Panoptic checkpoints are detected from their keys (``--panoptic`` only asserts it). The class
-head is re-indexed from COCO category ids to Detectron2's contiguous ids. The tool fails, listing
-the keys, unless every target key is filled exactly once and every source key is used
-(``num_batches_tracked`` and unused class rows are dropped and reported); with ``--config-file``
-the key set and shapes must match the model that config builds.
+Panoptic checkpoints are detected from their keys (``--panoptic`` only asserts it); the class
+head is re-indexed from COCO category ids to contiguous ids. It fails, listing the keys, unless
+every target key is filled once and every source key used (dropped, and reported:
+``num_batches_tracked``, unused class rows) and, with ``--config-file``, the keys and shapes are
+those of the model the config builds.
 
 Self-check (needs ``--config-file``): ``--verify-image IMG --verify-outputs REF.pt`` runs our
 model in eval mode on the unresized IMG and reports the largest absolute difference to REF.pt,
@@ -28,16 +28,10 @@ def get_parser():
     parser = cli.argument_parser(__doc__, default_config="")
     parser.add_argument("--input", required=True, help="official DETR checkpoint (.pth)")
     cli.add_flags(parser, "output", output=dict(required=True, help="detr_d2 checkpoint (.pth)"))
-    parser.add_argument(
-        "--panoptic", action="store_true", help="fail unless the input is a panoptic checkpoint"
-    )
+    parser.add_argument("--panoptic", action="store_true", help="fail unless the input is panoptic")
     parser.add_argument("--verify-image", default="", help="image for the output self-check")
-    parser.add_argument(
-        "--verify-outputs", default="", help=".pt of the official pred_logits/pred_boxes on it"
-    )
-    parser.add_argument(
-        "--verify-tolerance", type=float, help="fail above this difference (default: report only)"
-    )
+    parser.add_argument("--verify-outputs", default="", help=".pt of the official outputs on it")
+    parser.add_argument("--verify-tolerance", type=float, help="fail above it (default: report)")
     return parser
 
 
@@ -45,30 +39,24 @@ ARGS = get_parser().parse_args() if __name__ == "__main__" else None
 
 import logging
 import sys
-from typing import Dict, List, Optional
 
 import torch
 from detectron2.data.detection_utils import read_image
 from detectron2.modeling import build_model
 
-from detr_d2.checkpoint.detr_official import CheckpointConversionError, ConvertedDetr
-from detr_d2.checkpoint.detr_official import check_against_model, convert_official_detr
-from detr_d2.checkpoint.detr_official import load_official_checkpoint
+from detr_d2.checkpoint.detr_official import CheckpointConversionError, check_against_model
+from detr_d2.checkpoint.detr_official import convert_official_detr, load_official_checkpoint
 from detr_d2.checkpoint.safe_load import UnsafeCheckpointError, load_checkpoint_safely
+from detr_d2.engine.checkpoint import DetrCheckpointer
 
 logger = logging.getLogger("convert_detr_weights")
 AUTHOR = "DETR official, converted by detr_d2"
 
 
-def convert(
-    input_path: str,
-    output_path: str,
-    *,
-    expect_panoptic: bool = False,
-    model: Optional[torch.nn.Module] = None,
-) -> ConvertedDetr:
+def convert(input_path: str, output_path: str, *, expect_panoptic=False, model=None):
     """Read ``input_path`` safely, convert, check against ``model`` (if given), write
-    ``output_path``. Raises ``CheckpointConversionError`` / ``UnsafeCheckpointError``."""
+    ``output_path``; returns the ``ConvertedDetr``. Raises ``CheckpointConversionError`` /
+    ``UnsafeCheckpointError``."""
     state_dict, args, others = load_official_checkpoint(input_path)
     if others:
         logger.info("ignoring checkpoint entries other than 'model'/'args': %s", ", ".join(others))
@@ -81,8 +69,7 @@ def convert(
         check_against_model(result.model, model.state_dict())
     kind = "panoptic" if result.spec.panoptic else "detection"
     logger.info("%s checkpoint: %s", kind, result.spec)
-    rows = result.class_rows
-    logger.info("class head: rows re-indexed to contiguous ids; our row i is official row %s", rows)
+    logger.info("class head re-indexed: our row i is official row %s", result.class_rows)
     if result.dropped:
         logger.info("dropped on purpose: %s", ", ".join(result.dropped))
     checkpoint = {"model": result.model, "__author__": AUTHOR, "matching_heuristics": False}
@@ -92,30 +79,16 @@ def convert(
 
 
 @torch.no_grad()
-def verify(
-    model: torch.nn.Module,
-    weights: str,
-    image_path: str,
-    reference_path: str,
-    class_rows: List[int],
-    input_format: str,
-) -> Dict[str, float]:
+def verify(model, weights: str, image_path: str, reference_path: str, class_rows, input_format):
     """Largest absolute differences of our eval outputs on one unresized image to the official
     ones: {"pred_logits": ..., "pred_boxes": ...}."""
-    from detr_d2.engine.checkpoint import DetrCheckpointer
-
-    DetrCheckpointer(model).load(weights)
-    model.eval()
-    image = read_image(image_path, format=input_format)  # (H, W, 3) uint8
-    image = torch.as_tensor(image.copy()).permute(2, 0, 1)
-    images = model.preprocess_image([{"image": image}])
-    ours = model.forward_raw(images)
+    DetrCheckpointer(model.eval()).load(weights)
+    image = torch.as_tensor(read_image(image_path, format=input_format).copy()).permute(2, 0, 1)
+    ours = model.forward_raw(model.preprocess_image([{"image": image}]))
     reference = load_checkpoint_safely(reference_path)
-    num_classes = reference["pred_logits"].shape[-1]
-    if num_classes <= max(class_rows):
-        raise ValueError(
-            f"reference logits have {num_classes} classes; the checkpoint had {max(class_rows) + 1}"
-        )
+    n, rows = reference["pred_logits"].shape[-1], max(class_rows) + 1
+    if n < rows:
+        raise ValueError(f"reference logits have {n} classes; the checkpoint had {rows}")
     reference["pred_logits"] = reference["pred_logits"][..., class_rows]  # as the weights' rows
     diffs = {}
     for name in ("pred_logits", "pred_boxes"):
@@ -126,7 +99,7 @@ def verify(
     return diffs
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv=None) -> int:
     """The tool on ``argv`` (default: the command line); returns the exit status."""
     parser = get_parser()
     args = ARGS if argv is None else parser.parse_args(argv)

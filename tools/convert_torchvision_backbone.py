@@ -25,10 +25,11 @@ ARGS = get_parser().parse_args() if __name__ == "__main__" else None
 
 import logging
 import sys
-from typing import List, Optional
 
 import torch
+from detectron2.modeling.backbone.resnet import BasicStem, ResNet
 
+from detr_d2.checkpoint.detr_official import check_against_model
 from detr_d2.checkpoint.safe_load import UnsafeCheckpointError, load_checkpoint_safely
 from detr_d2.checkpoint.torchvision_resnet import UnknownKeyError, convert_torchvision_resnet
 from detr_d2.checkpoint.torchvision_resnet import infer_resnet_depth
@@ -38,36 +39,16 @@ logger = logging.getLogger("convert_torchvision_backbone")
 
 def build_detectron2_resnet(depth: int, device: str = "cpu") -> torch.nn.Module:
     """Detectron2's ResNet as DETR configures it: FrozenBN, stride in the 3x3, output res5."""
-    from detectron2.config import get_cfg
-    from detectron2.layers import ShapeSpec
-    from detectron2.modeling.backbone.resnet import build_resnet_backbone
-
-    cfg = get_cfg()
-    cfg.MODEL.RESNETS.DEPTH = depth
-    cfg.MODEL.RESNETS.NORM = "FrozenBN"
-    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
-    cfg.MODEL.RESNETS.OUT_FEATURES = ["res5"]
     with torch.device(device):
-        return build_resnet_backbone(cfg, ShapeSpec(channels=3))
+        stages = ResNet.make_default_stages(depth, stride_in_1x1=False, norm="FrozenBN")
+        return ResNet(BasicStem(norm="FrozenBN"), stages, out_features=["res5"])
 
 
 def check_backbone_keys(converted: dict, depth: int) -> None:
     """Keys and shapes must equal those of Detectron2's ResNet-``depth`` (built on the meta
-    device: no memory, no init time)."""
+    device: no memory, no init time); a ``CheckpointConversionError`` lists every difference."""
     resnet = build_detectron2_resnet(depth, "meta")
-    target = {"backbone." + k: v for k, v in resnet.state_dict().items()}
-    missing = sorted(target.keys() - converted.keys())
-    extra = sorted(converted.keys() - target.keys())
-    shapes = [
-        f"{k} {tuple(converted[k].shape)} vs {tuple(target[k].shape)}"
-        for k in sorted(target.keys() & converted.keys())
-        if converted[k].shape != target[k].shape
-    ]
-    if missing or extra or shapes:
-        raise KeyError(
-            f"converted backbone does not match Detectron2's ResNet-{depth}: "
-            f"missing {missing}, unexpected {extra}, shape mismatches {shapes}"
-        )
+    check_against_model(converted, {"backbone." + k: v for k, v in resnet.state_dict().items()})
 
 
 def convert(input_path: str, output_path: str) -> dict:
@@ -87,7 +68,7 @@ def convert(input_path: str, output_path: str) -> dict:
     return checkpoint
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv=None) -> int:
     """The tool on ``argv`` (default: the command line); returns the exit status."""
     args = ARGS if argv is None else get_parser().parse_args(argv)
     try:
