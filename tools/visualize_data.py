@@ -32,6 +32,7 @@ ARGS = get_parser().parse_args() if __name__ == "__main__" else None
 
 import logging
 import os
+from pathlib import Path
 from typing import List
 
 import numpy as np
@@ -50,16 +51,11 @@ def _draw(image_rgb, metadata, scale, path: str, **overlay) -> str:
     """Draws ``overlay`` (a dataset dict as ``record``, else boxes and labels) and writes it."""
     vis = Visualizer(image_rgb, metadata, cli.draw_scale(scale, *image_rgb.shape[:2]))
     if "record" in overlay:
-        vis = vis.draw_dataset_dict(overlay["record"])
+        vis.draw_dataset_dict(overlay["record"]).save(path)
     else:
-        vis = vis.overlay_instances(**overlay)
-    vis.save(path)
+        vis.overlay_instances(**overlay).save(path)
     logger.info(f"Wrote {path}")
     return path
-
-
-def _stem(path: str) -> str:
-    return os.path.splitext(os.path.basename(path))[0]
 
 
 def draw_annotations(cfg, output: str, num: int, scale=None) -> List[str]:
@@ -71,7 +67,7 @@ def draw_annotations(cfg, output: str, num: int, scale=None) -> List[str]:
             if len(paths) == num:
                 return paths
             image = utils.read_image(record["file_name"], format="RGB")
-            path = os.path.join(output, f"{name}_{_stem(record['file_name'])}.png")
+            path = os.path.join(output, f"{name}_{Path(record['file_name']).stem}.png")
             paths.append(_draw(image, metadata, scale, path, record=record))
     return paths
 
@@ -91,7 +87,7 @@ def draw_dataloader(cfg, output: str, num: int, scale=None) -> List[str]:
             image = utils.convert_image_to_rgb(image, cfg.INPUT.FORMAT).astype(np.uint8)
             instances = item["instances"]
             labels = [names[c] if names else str(c) for c in instances.gt_classes.tolist()]
-            path = os.path.join(output, f"{len(paths):04d}_{_stem(item['file_name'])}.png")
+            path = os.path.join(output, f"{len(paths):04d}_{Path(item['file_name']).stem}.png")
             boxes = instances.gt_boxes.tensor.numpy()
             paths.append(_draw(image, metadata, scale, path, boxes=boxes, labels=labels))
     return paths
