@@ -201,7 +201,7 @@ def test_box_stage_gets_box_ap_only(sample, tmp_path):
     add_detr_config(cfg)
     add_panoptic_config(cfg)
     evaluator = build_panoptic_evaluators(cfg, name, str(tmp_path))
-    assert evaluator._evaluator._tasks == ("bbox",)
+    assert evaluator._tasks == ("bbox",)
 
 
 def _perturbed_panoptic_seg(d):

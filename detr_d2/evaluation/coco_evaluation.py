@@ -107,14 +107,17 @@ class COCOEvaluatorWithBackend(COCOEvaluator):
     Keypoints always go to detectron2's path. The ground truth leaves out the boxes training
     drops as malformed; images left out as unreadable are not evaluated."""
 
-    def __init__(self, dataset_name, *args, backend="pycocotools", use_fast_impl=None, **kwargs):
+    def __init__(
+        self, dataset_name, *args, backend="pycocotools", use_fast_impl=None, known_only=False, **kw
+    ):
         """use_fast_impl: detectron2's compiled COCOeval_opt for its own path; None: when it is
-        compiled. Others as in :class:`detectron2.evaluation.COCOEvaluator`."""
+        compiled; known_only: leave out predicted instances of a class the dataset lacks
+        (>= len(thing_classes)). Others as in :class:`detectron2.evaluation.COCOEvaluator`."""
         _check_backend(backend)
         if use_fast_impl is None:
             use_fast_impl = has_compiled_cocoeval()
-        super().__init__(dataset_name, *args, use_fast_impl=use_fast_impl, **kwargs)
-        self._backend = backend
+        super().__init__(dataset_name, *args, use_fast_impl=use_fast_impl, **kw)
+        self._backend, self._known_only = backend, known_only
         self._backend_coco_gt = None  # the backend's copy of the ground truth, loaded on first use
         # the boxes training drops are not ground truth here either (and would crash COCOeval)
         json_file = PathManager.get_local_path(self._metadata.json_file)
@@ -122,6 +125,15 @@ class COCOEvaluatorWithBackend(COCOEvaluator):
         self._gt_json = ground_truth_without_malformed_boxes(json_file, self._coco_api.dataset)
         if self._gt_json != json_file:
             self._coco_api = load_coco_gt(self._gt_json, "pycocotools")
+
+    def process(self, inputs, outputs):
+        if self._known_only:
+            num_classes = len(self._metadata.thing_classes)
+            outputs = [dict(o) for o in outputs]
+            for o in outputs:
+                if "instances" in o:
+                    o["instances"] = o["instances"][o["instances"].pred_classes < num_classes]
+        super().process(inputs, outputs)
 
     def evaluate(self, img_ids=None):
         # on every rank (all_gather): the images WithoutSkipped left out of this evaluation
@@ -163,9 +175,9 @@ class COCOEvaluatorWithBackend(COCOEvaluator):
         )
 
 
-def build_coco_evaluator(cfg, dataset_name, output_dir=None, tasks=None):
+def build_coco_evaluator(cfg, dataset_name, output_dir=None, tasks=None, **kwargs):
     """The evaluator ``train_net.py`` builds: a :class:`COCOEvaluatorWithBackend` for
     ``dataset_name`` on ``cfg.TEST.COCO_EVAL_BACKEND``, with COCO's standard 100 detections."""
     return COCOEvaluatorWithBackend(
-        dataset_name, tasks, output_dir=output_dir, backend=cfg.TEST.COCO_EVAL_BACKEND
+        dataset_name, tasks, output_dir=output_dir, backend=cfg.TEST.COCO_EVAL_BACKEND, **kwargs
     )

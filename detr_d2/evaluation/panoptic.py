@@ -7,31 +7,6 @@ from .coco_evaluation import build_coco_evaluator
 from .panoptic_backend import COCOPanopticEvaluatorWithBackend
 
 
-class ThingInstancesOnly(DatasetEvaluator):
-    """Passes to ``evaluator`` only the instances of thing classes: COCO's instance annotations
-    know things only, while a DETR trained on panoptic boxes also predicts stuff."""
-
-    def __init__(self, evaluator: DatasetEvaluator, thing_ids):
-        self._evaluator = evaluator
-        self._thing_ids = sorted(thing_ids)
-
-    def reset(self):
-        self._evaluator.reset()
-
-    def process(self, inputs, outputs):
-        filtered = []
-        for output in outputs:
-            if "instances" in output:
-                inst = output["instances"]
-                ids = inst.pred_classes.new_tensor(self._thing_ids)
-                output = dict(output, instances=inst[(inst.pred_classes[:, None] == ids).any(1)])
-            filtered.append(output)
-        self._evaluator.process(inputs, filtered)
-
-    def evaluate(self):
-        return self._evaluator.evaluate()
-
-
 def things_metadata_name(dataset_name: str) -> str:
     """Name of a metadata entry (registered on first use) with the things of ``dataset_name``
     only, for COCOEvaluator ("standard" panoptic metadata lists stuff in ``thing_classes`` too);
@@ -57,13 +32,11 @@ def things_metadata_name(dataset_name: str) -> str:
 def build_panoptic_evaluators(cfg, dataset_name, output_folder=None) -> DatasetEvaluator:
     """PQ (TEST.PANOPTIC_EVAL_BACKEND) and COCO AP of the thing instances ("bbox", plus "segm")
     on the metadata's ``json_file``, in one pass; with MODEL.MASK_ON False (a box model, no
-    "panoptic_seg") the box AP only."""
-    things = things_metadata_name(dataset_name)
+    "panoptic_seg") the box AP only. COCO's instance annotations know things only, while a DETR
+    trained on panoptic boxes also predicts stuff: those instances are left out."""
     tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
-    coco = ThingInstancesOnly(
-        build_coco_evaluator(cfg, things, output_folder, tasks=tasks),
-        MetadataCatalog.get(things).thing_dataset_id_to_contiguous_id.values(),
-    )
+    things = things_metadata_name(dataset_name)
+    coco = build_coco_evaluator(cfg, things, output_folder, tasks=tasks, known_only=True)
     if not cfg.MODEL.MASK_ON:
         return coco
     panoptic = COCOPanopticEvaluatorWithBackend(
