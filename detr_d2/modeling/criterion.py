@@ -1,4 +1,5 @@
-"""DETR's set loss (paper Sec. 3.1, Eq. 2): match, then classification and box losses."""
+"""DETR's set loss (paper Sec. 3.1, Eq. 2): match, then classification and box losses; with masks
+(Sec. 4.4) DICE and sigmoid focal losses too."""
 
 import contextlib
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
-from torchvision.ops import box_convert, generalized_box_iou_loss
+from torchvision.ops import box_convert, generalized_box_iou_loss, sigmoid_focal_loss
 
 
 class Normalizers(NamedTuple):
@@ -178,3 +179,42 @@ class SetCriterion(nn.Module):
         except AssertionError:  # not inside a training loop (e.g. a unit test)
             return
         storage.put_scalars(**metrics)
+
+
+def dice_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """(M,) 1 - DICE (smoothed by 1) of (M, P) mask ``logits`` and binary ``targets`` (their dtype)."""
+    probs = logits.sigmoid()
+    overlap = (probs * targets).sum(1)
+    return 1 - (2 * overlap + 1) / (probs.sum(1) + targets.sum(1) + 1)
+
+
+class SetCriterionWithMasks(SetCriterion):
+    """:class:`SetCriterion` plus "masks": ``loss_mask`` (sigmoid focal, mean over pixels) and
+    ``loss_dice``, summed over matched queries, divided by the number of target boxes; final
+    decoder layer only (auxiliary outputs carry no ``pred_masks``).
+
+    Extra inputs: ``outputs["pred_masks"]`` (B, N, h, w) logits (stride 4 of the padded batch),
+    upsampled (bilinear) to ``targets[i]["masks"]`` (M_i, H, W) bool, zero-padded to the batch.
+    """
+
+    def __init__(self, *args, focal_alpha: float = 0.25, focal_gamma: float = 2.0, **kwargs):
+        kwargs.setdefault("losses", ("labels", "boxes", "masks"))
+        super().__init__(*args, **kwargs)
+        self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
+        self.loss_map["masks"] = self.loss_masks
+
+    def loss_masks(self, outputs, targets, indices, norm) -> Dict[str, Tensor]:
+        if "pred_masks" not in outputs:  # an auxiliary decoder layer
+            return {}
+        src = outputs["pred_masks"][self._matched(indices)]  # (M, h, w)
+        tgt = self._matched_targets(targets, indices, "masks")  # (M, H, W)
+        if len(src) == 0:  # keep the graph connected, so every parameter gets a gradient
+            zero = outputs["pred_masks"].sum() * 0
+            return {"loss_mask": zero, "loss_dice": zero}
+        src = F.interpolate(src[:, None].float(), tgt.shape[-2:], mode="bilinear").flatten(1)
+        tgt = tgt.flatten(1).to(src)
+        focal = sigmoid_focal_loss(src, tgt, self.focal_alpha, self.focal_gamma, reduction="none")
+        return {
+            "loss_mask": focal.mean(1).sum() / norm.num_boxes,
+            "loss_dice": dice_loss(src, tgt).sum() / norm.num_boxes,
+        }

@@ -12,7 +12,6 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert
 
 from .criterion import SetCriterion
-from .dilation import undilate_first_res5_block
 from .inference_backbone import InferenceBackboneCache
 from .matcher import HungarianMatcher
 from .position_encoding import build_position_encoding
@@ -37,6 +36,22 @@ def absolute_xyxy(boxes: Tensor, hw) -> Tensor:
     """(M, 4) normalized cxcywh boxes -> absolute XYXY in an image of size ``hw`` (h, w)."""
     h, w = hw
     return box_convert(boxes, "cxcywh", "xyxy") * torch.as_tensor([w, h, w, h]).to(boxes)
+
+
+def undilate_first_res5_block(backbone: nn.Module) -> None:
+    """DC5 as torchvision builds it, for the official DETR-DC5 weights: the 3x3 conv of
+    ``backbone.res5[0]`` (a Detectron2 ResNet) set to dilation 1, in place. Detectron2's
+    ``RES5_DILATION: 2`` dilates every res5 block (same weights, outputs differ: logits by 0.1-0.2
+    on converted DETR-DC5 R50 weights)."""
+    res5 = getattr(backbone, "res5", None)
+    conv = getattr(res5[0], "conv2", None) if isinstance(res5, nn.Sequential) else None
+    if not isinstance(conv, nn.Conv2d) or conv.kernel_size != (3, 3):
+        raise ValueError(
+            f"MODEL.DETR.DC5_TORCHVISION needs a Detectron2 ResNet with bottleneck blocks (res5[0]."
+            f"conv2 a 3x3 conv); {type(backbone).__name__} has none: set it to False"
+        )
+    conv.dilation = (1, 1)
+    conv.padding = (1, 1)
 
 
 @META_ARCH_REGISTRY.register()
