@@ -182,7 +182,8 @@ class SetCriterion(nn.Module):
 
 
 def dice_loss(logits: Tensor, targets: Tensor) -> Tensor:
-    """(M,) 1 - DICE (smoothed by 1) of (M, P) mask ``logits`` and binary ``targets`` (their dtype)."""
+    """(M,) 1 - DICE (smoothed by 1) of (M, P) mask ``logits`` and binary ``targets`` (of the
+    logits' dtype)."""
     probs = logits.sigmoid()
     overlap = (probs * targets).sum(1)
     return 1 - (2 * overlap + 1) / (probs.sum(1) + targets.sum(1) + 1)

@@ -61,8 +61,6 @@ class Detr(nn.Module):
     {"instances"} with ``pred_boxes`` (XYXY in the original "height"/"width"), ``scores``,
     ``pred_classes``; in training: the weighted loss dict."""
 
-    criterion_class = SetCriterion  # what build_criterion builds
-
     @configurable
     def __init__(
         self,
@@ -136,19 +134,15 @@ class Detr(nn.Module):
         }  # fmt: skip
 
     @classmethod
-    def build_criterion(cls, cfg, extra_weights: Optional[Dict[str, float]] = None, **kwargs):
-        """The set loss of MODEL.DETR (COST_*, *_WEIGHT plus ``extra_weights``); ``kwargs``
-        override the criterion's keyword arguments."""
+    def build_criterion(cls, cfg, criterion=SetCriterion, extra_weights=None, **kwargs):
+        """The set loss ``criterion`` of MODEL.DETR (COST_*, *_WEIGHT plus ``extra_weights``);
+        ``kwargs`` override its keyword arguments."""
         d = cfg.MODEL.DETR
         matcher = HungarianMatcher(d.COST_CLASS, d.COST_BBOX, d.COST_GIOU)
-        weight_dict = {
-            "loss_ce": d.CLASS_WEIGHT,
-            "loss_bbox": d.BBOX_WEIGHT,
-            "loss_giou": d.GIOU_WEIGHT,
-            **(extra_weights or {}),
-        }
+        weights = dict(loss_ce=d.CLASS_WEIGHT, loss_bbox=d.BBOX_WEIGHT, loss_giou=d.GIOU_WEIGHT)
+        weights.update(extra_weights or {})
         kwargs = {"eos_coef": d.NO_OBJECT_WEIGHT, "deep_supervision": d.DEEP_SUPERVISION, **kwargs}
-        return cls.criterion_class(d.NUM_CLASSES, matcher, weight_dict, **kwargs)
+        return criterion(d.NUM_CLASSES, matcher, weights, **kwargs)
 
     def train(self, mode: bool = True):
         self._inference_backbone.clear()  # weights may change: rebuild the folded copy next eval

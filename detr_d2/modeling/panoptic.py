@@ -41,9 +41,8 @@ def _is_thing_from_metadata(cfg, num_classes: int) -> List[bool]:
     meta = MetadataCatalog.get(names[0]) if names else None
     if meta is None or not hasattr(meta, "stuff_dataset_id_to_contiguous_id"):
         logger.warning(
-            "No panoptic metadata (stuff_dataset_id_to_contiguous_id) for %s: every "
-            "class is treated as a thing (no stuff merging).",
-            names[:1],
+            f"No panoptic metadata (stuff_dataset_id_to_contiguous_id) for {names[:1]}: every "
+            "class is treated as a thing (no stuff merging)."
         )
         return [True] * num_classes
     thing_ids = set(meta.thing_dataset_id_to_contiguous_id.values())
@@ -116,8 +115,6 @@ class DetrPanoptic(Detr):
                     "must come from the weights loaded next (MODEL.WEIGHTS or a resumed checkpoint)"
                 )
 
-    criterion_class = SetCriterionWithMasks
-
     @classmethod
     def build_criterion(cls, cfg):
         """Detr's set loss plus the mask losses; with a frozen box model only the mask losses,
@@ -126,6 +123,7 @@ class DetrPanoptic(Detr):
         frozen = bool(d.FROZEN_WEIGHTS)
         return super().build_criterion(
             cfg,
+            SetCriterionWithMasks,
             extra_weights={"loss_mask": d.MASK_WEIGHT, "loss_dice": d.DICE_WEIGHT},
             losses=("masks",) if frozen else ("labels", "boxes", "masks"),
             deep_supervision=d.DEEP_SUPERVISION and not frozen,
@@ -137,15 +135,11 @@ class DetrPanoptic(Detr):
         frozen = d.FROZEN_WEIGHTS
         return dict(
             super().from_config(cfg),
-            deep_supervision=d.DEEP_SUPERVISION and not frozen,
-            is_thing=_is_thing_from_metadata(cfg, d.NUM_CLASSES),
-            num_attention_heads=d.NHEADS,
-            mask_in_features=d.MASK_HEAD_IN_FEATURES,
-            mask_head_groups=d.MASK_HEAD_GROUPS,
-            panoptic_conf_thresh=d.PANOPTIC_CONF_THRESH,
-            panoptic_min_area=d.PANOPTIC_MIN_AREA,
-            frozen_weights=frozen,
-        )
+            deep_supervision=d.DEEP_SUPERVISION and not frozen, frozen_weights=frozen,
+            is_thing=_is_thing_from_metadata(cfg, d.NUM_CLASSES), num_attention_heads=d.NHEADS,
+            mask_in_features=d.MASK_HEAD_IN_FEATURES, mask_head_groups=d.MASK_HEAD_GROUPS,
+            panoptic_conf_thresh=d.PANOPTIC_CONF_THRESH, panoptic_min_area=d.PANOPTIC_MIN_AREA,
+        )  # fmt: skip
 
     @staticmethod
     def in_box_model(name: str) -> bool:
@@ -249,41 +243,32 @@ class DetrPanoptic(Detr):
         return targets
 
     def postprocess(self, outputs: Dict, batched_inputs: List[Dict], images: ImageList):
-        """Per image {"panoptic_seg", "instances"} of :meth:`panoptic_inference`."""
-        per_image = zip(outputs["pred_logits"], outputs["pred_boxes"], outputs["pred_masks"])
+        """Per image {"panoptic_seg", "instances"} (see the class docstring) from its logits
+        (N, K+1), boxes (N, 4) normalized cxcywh and mask logits (N, h, w) over the padded batch."""
         padded_hw = tuple(images.tensor.shape[-2:])
-        return [
-            self.panoptic_inference(
-                *out, padded_hw, tuple(hw), (x.get("height", hw[0]), x.get("width", hw[1]))
-            )
-            for out, x, hw in zip(per_image, batched_inputs, images.image_sizes)
-        ]
-
-    def panoptic_inference(
-        self, logits: Tensor, boxes: Tensor, masks: Tensor, padded_hw, image_hw, output_hw
-    ) -> Dict:
-        """One image: logits (N, K+1), boxes (N, 4) normalized cxcywh, masks (N, h, w) logits
-        over the padded batch. Returns {"panoptic_seg", "instances"}."""
-        probs = logits.softmax(-1)
-        # the original's rule: the most likely class, no-object included, is real and above the
-        # threshold (for a threshold >= 0.5 the same as the best real class alone)
-        top_scores, top_classes = probs.max(-1)
-        keep = (top_classes != probs.shape[-1] - 1) & (top_scores > self.panoptic_conf_thresh)
-        mask_logits = resize_mask_logits(masks[keep], padded_hw, image_hw, image_hw)
-        kept = (top_scores[keep], top_classes[keep], mask_logits, self.is_thing.tolist())
-        panoptic_seg = combine_panoptic(*kept, self.panoptic_min_area, output_hw)
-        scores, classes = probs[:, :-1].max(-1)
-        idx = self.select_detections(scores, self.is_thing[classes])
-        xyxy = absolute_xyxy(boxes[idx], output_hw)
-        instances = Instances(output_hw, pred_boxes=Boxes(xyxy), scores=scores[idx])
-        instances.pred_boxes.clip(output_hw)
-        instances.pred_classes = classes[idx]
-        chunks = masks[idx].split(16)  # N full-resolution float masks at once can be large
-        pred_masks = [resize_mask_logits(m, padded_hw, image_hw, output_hw) > 0 for m in chunks]
-        instances.pred_masks = (
-            torch.cat(pred_masks) if chunks else masks.new_zeros((0, *output_hw), dtype=torch.bool)
-        )
-        return {"panoptic_seg": panoptic_seg, "instances": instances}
+        per_image = zip(outputs["pred_logits"], outputs["pred_boxes"], outputs["pred_masks"])
+        results = []
+        for (logits, boxes, masks), x, hw in zip(per_image, batched_inputs, images.image_sizes):
+            output_hw = (x.get("height", hw[0]), x.get("width", hw[1]))
+            probs = logits.softmax(-1)
+            # the original's rule: the most likely class, no-object included, is real and above
+            # the threshold (for a threshold >= 0.5 the same as the best real class alone)
+            top_scores, top_classes = probs.max(-1)
+            keep = (top_classes != probs.shape[-1] - 1) & (top_scores > self.panoptic_conf_thresh)
+            mask_logits = resize_mask_logits(masks[keep], padded_hw, hw, hw)
+            kept = (top_scores[keep], top_classes[keep], mask_logits, self.is_thing.tolist())
+            panoptic_seg = combine_panoptic(*kept, self.panoptic_min_area, output_hw)
+            scores, classes = probs[:, :-1].max(-1)
+            idx = self.select_detections(scores, self.is_thing[classes])
+            xyxy = absolute_xyxy(boxes[idx], output_hw)
+            instances = Instances(output_hw, pred_boxes=Boxes(xyxy), scores=scores[idx])
+            instances.pred_boxes.clip(output_hw)
+            instances.pred_classes = classes[idx]
+            chunks = masks[idx].split(16)  # N full-resolution float masks at once can be large
+            pred_masks = [resize_mask_logits(m, padded_hw, hw, output_hw) > 0 for m in chunks]
+            instances.pred_masks = torch.cat(pred_masks)  # split gives one chunk even of 0 masks
+            results.append({"panoptic_seg": panoptic_seg, "instances": instances})
+        return results
 
 
 def resize_mask_logits(

@@ -20,9 +20,7 @@ class PositionEmbeddingSine(nn.Module):
     ):
         super().__init__()
         self.num_pos_feats = num_pos_feats  # channels per axis: d / 2
-        self.temperature = temperature
-        self.normalize = normalize
-        self.scale = scale
+        self.temperature, self.normalize, self.scale = temperature, normalize, scale
 
     def forward(self, mask: torch.Tensor) -> torch.Tensor:
         """Returns (B, 2 * num_pos_feats, H, W) float32."""
