@@ -17,7 +17,7 @@ from PIL import Image
 
 from detr_d2 import add_detr_config
 from detr_d2.data.panoptic_mapper import DetrPanopticDatasetMapper
-from detr_d2.evaluation.panoptic import build_panoptic_evaluators
+from detr_d2.evaluation import build_panoptic_evaluators
 from detr_d2.modeling.panoptic import add_panoptic_config, combine_panoptic
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "data", "panoptic_sample")

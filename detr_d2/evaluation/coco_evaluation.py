@@ -6,6 +6,7 @@ import contextlib
 import io
 import logging
 import warnings
+from functools import partial
 
 import detectron2.evaluation.coco_evaluation as d2_coco_evaluation
 from detectron2.evaluation import COCOEvaluator
@@ -52,10 +53,7 @@ def _backend_classes(backend):
         return hotcoco.COCO, hotcoco.COCOeval
     import faster_coco_eval
 
-    def cocoeval(*args):
-        return faster_coco_eval.COCOeval_faster(*args, print_function=print)
-
-    return faster_coco_eval.COCO, cocoeval
+    return faster_coco_eval.COCO, partial(faster_coco_eval.COCOeval_faster, print_function=print)
 
 
 def load_coco_gt(json_file, backend):
