@@ -38,7 +38,6 @@ def get_parser():
     parser.add_argument("--threshold", type=float, default=0.7, help="detection score threshold")
     parser.add_argument("--topk", type=int, default=6, help="at most this many detections")
     cli.add_flags(parser, "output_dir", "random_weights")
-    parser.set_defaults(output_dir=None)  # OUTPUT_DIR/attention
     return parser
 
 

@@ -7,6 +7,7 @@ import io
 import logging
 import warnings
 from functools import partial
+from unittest import mock
 
 import detectron2.evaluation.coco_evaluation as d2_coco_evaluation
 from detectron2.evaluation import COCOEvaluator
@@ -150,11 +151,9 @@ class COCOEvaluatorWithBackend(COCOEvaluator):
         # detectron2 calls the module-level _evaluate_predictions_on_coco from this method; swap
         # it for ours during the call so all around it stays detectron2's. (Evaluation runs in
         # one thread of the main process, so no other evaluator sees the swap.)
-        d2_coco_evaluation._evaluate_predictions_on_coco = self._evaluate_predictions_on_coco
-        try:
+        ours = self._evaluate_predictions_on_coco
+        with mock.patch.object(d2_coco_evaluation, "_evaluate_predictions_on_coco", ours):
             return super()._eval_predictions(predictions, img_ids=img_ids)
-        finally:
-            d2_coco_evaluation._evaluate_predictions_on_coco = _d2_evaluate_predictions_on_coco
 
     def _evaluate_predictions_on_coco(self, coco_gt, coco_results, iou_type, **kwargs):
         # detectron2's use_fast_impl / cocoeval_fn arguments reach only detectron2's own path
@@ -163,14 +162,9 @@ class COCOEvaluatorWithBackend(COCOEvaluator):
         if self._backend_coco_gt is None:
             self._backend_coco_gt = load_coco_gt(self._gt_json, self._backend)
         self._logger.info(f"Evaluating {iou_type} with {self._backend} ...")
-        return evaluate_predictions_on_coco(
-            self._backend_coco_gt,
-            coco_results,
-            iou_type,
-            backend=self._backend,
-            img_ids=kwargs.get("img_ids"),
-            max_dets_per_image=kwargs.get("max_dets_per_image"),
-        )
+        limits = {k: kwargs.get(k) for k in ("img_ids", "max_dets_per_image")}
+        gt, backend = self._backend_coco_gt, self._backend
+        return evaluate_predictions_on_coco(gt, coco_results, iou_type, backend=backend, **limits)
 
 
 def build_coco_evaluator(cfg, dataset_name, output_dir=None, tasks=None, **kwargs):

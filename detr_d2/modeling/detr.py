@@ -196,18 +196,12 @@ class Detr(nn.Module):
         hs, memory = self.transformer(projected, mask, self.query_embed.weight, pos)
         logits = self.class_embed(hs)  # (L, B, N, K+1)
         boxes = self.bbox_embed(hs).sigmoid()  # (L, B, N, 4)
+        aux = [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])]
         return {
-            "pred_logits": logits[-1],
-            "pred_boxes": boxes[-1],
-            "aux_outputs": [
-                {"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])
-            ],
-            "memory": memory,
-            "mask": mask,
-            "hs": hs,
-            "projected": projected,
+            "pred_logits": logits[-1], "pred_boxes": boxes[-1], "aux_outputs": aux,
+            "memory": memory, "mask": mask, "hs": hs, "projected": projected,
             "backbone_features": backbone_features,
-        }
+        }  # fmt: skip
 
     def forward(self, batched_inputs: List[Dict]):
         """Training: the weighted loss dict; eval: :meth:`postprocess`. Subclasses change

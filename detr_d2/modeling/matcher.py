@@ -65,7 +65,5 @@ class HungarianMatcher(nn.Module):
             else:
                 cost = self.cost_matrix(logits, boxes, target["labels"], target["boxes"])
                 i, j = linear_sum_assignment(torch.nan_to_num(cost).cpu().numpy())
-            indices.append(
-                (torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64))
-            )
+            indices.append(tuple(torch.as_tensor(x, dtype=torch.int64) for x in (i, j)))
         return indices
