@@ -40,12 +40,12 @@ import os
 from typing import Dict
 
 import torch
-from detectron2.modeling import detector_postprocess
 from matplotlib.figure import Figure
 from torchvision.ops import batched_nms
 
 from detr_d2.engine.predictor import dataset_loader, load_model, with_progress
 from detr_d2.evaluation import build_coco_evaluator
+from detr_d2.modeling import Detr
 
 logger = logging.getLogger("detr_d2.decoder_layer_study")
 
@@ -82,13 +82,10 @@ def evaluate_decoder_layers(
         images = model.preprocess_image(inputs)
         outputs = model.forward_raw(images)
         for layer, out in enumerate(outputs["aux_outputs"] + [outputs]):  # first layer first
-            results = model.inference(out["pred_logits"], out["pred_boxes"], images.image_sizes)
-            results = [
-                detector_postprocess(r, x.get("height", size[0]), x.get("width", size[1]))
-                for r, x, size in zip(results, inputs, images.image_sizes)
-            ]
-            evaluators["without_nms", layer].process(inputs, [{"instances": r} for r in results])
-            nms = [{"instances": apply_nms(r, nms_iou)} for r in results]
+            # as a box model's output (Detr's, also for a DetrPanoptic)
+            results = Detr.postprocess(model, out, inputs, images)
+            evaluators["without_nms", layer].process(inputs, results)
+            nms = [{"instances": apply_nms(r["instances"], nms_iou)} for r in results]
             evaluators["with_nms", layer].process(inputs, nms)
     image_ids = [d["image_id"] for d in dicts]
     numbers = {setting: {m: [] for m in METRICS} for setting in SETTINGS}

@@ -21,9 +21,7 @@ class Normalizers(NamedTuple):
     class_weight: float
 
 
-def loss_normalizers(
-    num_targets: Sequence[int], num_queries: int, eos_coef: float, device: torch.device
-) -> Normalizers:
+def loss_normalizers(num_targets: Sequence[int], num_queries: int, eos_coef: float, device):
     """Normalizers of a batch whose images on this process have ``num_targets`` boxes (one
     all-reduce). ``class_weight`` sums the cross-entropy's class weights over all queries (matched:
     1, others ``eos_coef``): at one process F.cross_entropy's weighted-mean denominator, as the
@@ -114,11 +112,9 @@ class SetCriterion(nn.Module):
         src = at_least_float32(outputs["pred_boxes"][self._matched(indices)])  # (M, 4) cxcywh
         tgt = self._matched_targets(targets, indices, "boxes").to(src)
         src_xyxy, tgt_xyxy = box_convert(src, "cxcywh", "xyxy"), box_convert(tgt, "cxcywh", "xyxy")
-        return {
-            "loss_bbox": F.l1_loss(src, tgt, reduction="sum") / norm.num_boxes,
-            "loss_giou": generalized_box_iou_loss(src_xyxy, tgt_xyxy, reduction="sum")
-            / norm.num_boxes,
-        }
+        l1 = F.l1_loss(src, tgt, reduction="sum")
+        giou = generalized_box_iou_loss(src_xyxy, tgt_xyxy, reduction="sum")
+        return {"loss_bbox": l1 / norm.num_boxes, "loss_giou": giou / norm.num_boxes}
 
     @torch.no_grad()
     def metrics(self, outputs, targets, indices) -> Dict[str, float]:

@@ -50,8 +50,7 @@ def undilate_first_res5_block(backbone: nn.Module) -> None:
             f"MODEL.DETR.DC5_TORCHVISION needs a Detectron2 ResNet with bottleneck blocks (res5[0]."
             f"conv2 a 3x3 conv); {type(backbone).__name__} has none: set it to False"
         )
-    conv.dilation = (1, 1)
-    conv.padding = (1, 1)
+    conv.dilation, conv.padding = (1, 1), (1, 1)
 
 
 @META_ARCH_REGISTRY.register()
