@@ -3,7 +3,7 @@ and stuff alike; a pixel-wise argmax over the confident queries' masks gives the
 (:func:`combine_panoptic`)."""
 
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
@@ -170,9 +170,8 @@ class DetrPanoptic(Detr):
             raise ValueError(
                 f"FROZEN_WEIGHTS {path} lacks {len(missing)} box-model tensors, e.g. {missing[:5]}"
             )
-        nn.Module.load_state_dict(
-            self, {k: torch.as_tensor(state[k]) for k in box_keys}, strict=False
-        )
+        box_state = {k: torch.as_tensor(state[k]) for k in box_keys}
+        nn.Module.load_state_dict(self, box_state, strict=False)
         self.box_weights_from = path
         logger.info(f"Box model loaded from {path} and frozen ({len(box_keys)} tensors)")
 
@@ -271,9 +270,7 @@ class DetrPanoptic(Detr):
         return results
 
 
-def resize_mask_logits(
-    masks: Tensor, padded_hw: Tuple[int, int], image_hw: Tuple[int, int], output_hw: Tuple[int, int]
-) -> Tensor:
+def resize_mask_logits(masks: Tensor, padded_hw, image_hw, output_hw) -> Tensor:
     """Mask logits (Q, h, w) over a padded batch -> (Q, *output_hw): upsampled (bilinear) to
     ``padded_hw``, cropped to the image's ``image_hw``, resized (bilinear) to ``output_hw`` (the
     original stretches the padded masks over the image, shifting them in batches of mixed sizes)."""
@@ -286,7 +283,7 @@ def resize_mask_logits(
     return x[0]
 
 
-def _resize_nearest(index_map: Tensor, output_hw: Tuple[int, int]) -> Tensor:
+def _resize_nearest(index_map: Tensor, output_hw) -> Tensor:
     """(h, w) int64 -> (H, W) int64 on the CPU, by PIL's nearest filter (the original's)."""
     if tuple(index_map.shape) == tuple(output_hw):
         return index_map.cpu()
@@ -295,14 +292,7 @@ def _resize_nearest(index_map: Tensor, output_hw: Tuple[int, int]) -> Tensor:
     return torch.from_numpy(np.asarray(resized).astype(np.int64))
 
 
-def combine_panoptic(
-    scores: Tensor,
-    classes: Tensor,
-    mask_logits: Tensor,
-    is_thing: Sequence[bool],
-    min_area: int,
-    output_hw: Optional[Tuple[int, int]] = None,
-) -> Tuple[Tensor, List[Dict]]:
+def combine_panoptic(scores, classes, mask_logits, is_thing, min_area: int, output_hw=None):
     """Non-overlapping segments of the kept queries, as the original's PostProcessPanoptic:
     (1) every pixel goes to the query of highest mask logit; (2) queries of one stuff class fold
     into the first of them; (3) the query map is resized to the output with PIL's nearest filter;
@@ -311,11 +301,11 @@ def combine_panoptic(
     at 0.
 
     Args:
-        scores, classes: (Q,) confidence and contiguous class id of each kept query.
+        scores, classes: (Q,) tensors, confidence and contiguous class id of each kept query.
         mask_logits: (Q, h, w) their mask logits over the image at network-input resolution.
         is_thing: for each contiguous class id, whether it is a thing.
         min_area: queries covering at most this many output pixels are removed.
-        output_hw: (H, W) of the output; default (h, w).
+        output_hw: (H, W) of the output, or None: (h, w).
     Returns:
         Detectron2's ``panoptic_seg``: int32 (H, W) segment ids on ``mask_logits``' device
         (0 = void, where no query is kept) and per segment (in query order) {"id" (1..S),
