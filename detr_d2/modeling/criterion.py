@@ -149,14 +149,9 @@ class SetCriterion(nn.Module):
         return _EFFECTIVE_BATCH["norm"]
 
     def forward(self, outputs: Dict, targets: List[Dict[str, Tensor]]) -> Dict[str, Tensor]:
-        """
-        Args:
-            outputs: "pred_logits" (B, N, K+1), "pred_boxes" (B, N, 4) normalized cxcywh, and
-                "aux_outputs": a list of such dicts, one per earlier decoder layer.
-            targets: B dicts with "labels" (M_i,) and "boxes" (M_i, 4) normalized cxcywh.
-        Returns:
-            weighted losses, ready to be summed.
-        """
+        """outputs: "pred_logits" (B, N, K+1), "pred_boxes" (B, N, 4) normalized cxcywh, and
+        "aux_outputs": a list of such dicts, one per earlier decoder layer; targets: B dicts with
+        "labels" (M_i,) and "boxes" (M_i, 4) normalized cxcywh. Returns the weighted losses."""
         logits = outputs["pred_logits"]
         norm = self.normalizers(targets, logits.shape[1], logits.device)
         # each loss casts its inputs to >= float32; no autocast op may lower the precision here
@@ -165,16 +160,10 @@ class SetCriterion(nn.Module):
             if self.deep_supervision:
                 for i, aux in enumerate(outputs.get("aux_outputs", [])):
                     losses.update(self._layer_losses(aux, targets, norm, f"_{i}")[0])
-            self._log_metrics(self.metrics(outputs, targets, indices))
+            metrics = self.metrics(outputs, targets, indices)
+        with contextlib.suppress(AssertionError):  # no event storage outside a training loop
+            get_event_storage().put_scalars(**metrics)
         return losses
-
-    @staticmethod
-    def _log_metrics(metrics: Dict[str, float]):
-        try:
-            storage = get_event_storage()
-        except AssertionError:  # not inside a training loop (e.g. a unit test)
-            return
-        storage.put_scalars(**metrics)
 
 
 def dice_loss(logits: Tensor, targets: Tensor) -> Tensor:
