@@ -177,9 +177,7 @@ class Detr(nn.Module):
             backbone = self._inference_backbone.get(self.backbone)
         return self.forward_tensors(x, self.padding_mask(images), backbone)
 
-    def forward_tensors(
-        self, x: Tensor, padding_mask: Tensor, backbone: Optional[nn.Module] = None
-    ) -> Dict:
+    def forward_tensors(self, x: Tensor, padding_mask: Tensor, backbone=None) -> Dict:
         """x: (B, 3, H, W) normalized images, zero-padded at the bottom/right; padding_mask:
         (B, H, W) bool, True at padding; backbone: run instead of ``self.backbone``. Returns
         "pred_logits" (B, N, K+1), "pred_boxes" (B, N, 4) normalized cxcywh of the unpadded image,

@@ -11,13 +11,7 @@ class PositionEmbeddingSine(nn.Module):
     """Fixed 2-D sine encoding of the running count of valid pixels (independent of the padding),
     with ``normalize`` rescaled to (0, scale] over each image's valid extent."""
 
-    def __init__(
-        self,
-        num_pos_feats: int = 128,
-        temperature: float = 10000.0,
-        normalize: bool = True,
-        scale: float = 2 * math.pi,
-    ):
+    def __init__(self, num_pos_feats=128, temperature=10000.0, normalize=True, scale=2 * math.pi):
         super().__init__()
         self.num_pos_feats = num_pos_feats  # channels per axis: d / 2
         self.temperature, self.normalize, self.scale = temperature, normalize, scale
