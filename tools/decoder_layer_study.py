@@ -95,13 +95,8 @@ def evaluate_decoder_layers(
         bbox = (evaluator.evaluate(img_ids=image_ids) or {}).get("bbox", {})
         for m in METRICS:
             numbers[setting][m].append(float(bbox.get(m, float("nan"))))
-    return {
-        "dataset": dataset_name,
-        "num_images": len(dicts),
-        "nms_iou": nms_iou,
-        "layers": list(range(1, num_layers + 1)),
-        **numbers,
-    }
+    info = {"dataset": dataset_name, "num_images": len(dicts), "nms_iou": nms_iou}
+    return dict(info, layers=list(range(1, num_layers + 1)), **numbers)
 
 
 def plot_decoder_layers(results: Dict, output_path: str, metrics=("AP", "AP50")) -> None:

@@ -75,10 +75,8 @@ def detr_attention(model: nn.Module, images: ImageList) -> Dict:
     "encoder_attention" (B, h*w, h, w): each feature position's (row-major) self-attention;
     "decoder_attention" (B, N, h, w): each query's cross-attention. Both sum to 1 over the
     positions where "mask" is False. The hooks that ask for the weights are removed after."""
-    modules = {
-        "encoder": model.transformer.encoder.layers[-1].self_attn,
-        "decoder": model.transformer.decoder.layers[-1].multihead_attn,
-    }
+    last = model.transformer.encoder.layers[-1], model.transformer.decoder.layers[-1]
+    modules = {"encoder": last[0].self_attn, "decoder": last[1].multihead_attn}
     records, handles = {}, []
     try:
         for name, module in modules.items():
