@@ -11,14 +11,13 @@ from .panoptic_backend import COCOPanopticEvaluatorWithBackend
 def build_evaluator(cfg, dataset_name: str, output_folder: str):
     """ "coco" -> COCO box AP; "coco_panoptic_seg" -> PQ and COCO AP of the things."""
     evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
-    if evaluator_type == "coco":
-        return build_coco_evaluator(cfg, dataset_name, output_folder)
-    if evaluator_type == "coco_panoptic_seg":
-        return build_panoptic_evaluators(cfg, dataset_name, output_folder)
-    raise NotImplementedError(
-        f"No evaluator for dataset {dataset_name!r} (evaluator_type={evaluator_type!r}); "
-        "detr_d2 evaluates 'coco' and 'coco_panoptic_seg' datasets"
-    )
+    builders = {"coco": build_coco_evaluator, "coco_panoptic_seg": build_panoptic_evaluators}
+    if evaluator_type not in builders:
+        raise NotImplementedError(
+            f"No evaluator for dataset {dataset_name!r} (evaluator_type={evaluator_type!r}); "
+            "detr_d2 evaluates 'coco' and 'coco_panoptic_seg' datasets"
+        )
+    return builders[evaluator_type](cfg, dataset_name, output_folder)
 
 
 def things_metadata_name(dataset_name: str) -> str:

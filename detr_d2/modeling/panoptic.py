@@ -99,8 +99,7 @@ class DetrPanoptic(Detr):
         self.mask_in_features = list(mask_in_features)
         self.panoptic_conf_thresh, self.panoptic_min_area = panoptic_conf_thresh, panoptic_min_area
         self.register_buffer("is_thing", torch.as_tensor(list(is_thing), dtype=torch.bool), False)
-        self.frozen_weights = frozen_weights
-        self.box_model_frozen = bool(frozen_weights)
+        self.frozen_weights, self.box_model_frozen = frozen_weights, bool(frozen_weights)
         self.box_weights_from = ""  # the file the box model's weights came from ("": none yet)
         if frozen_weights:
             for name, p in self.named_parameters():
