@@ -108,10 +108,8 @@ def plot_decoder_layers(results: Dict, output_path: str, metrics=("AP", "AP50"))
         for setting, style in zip(SETTINGS, ("-", "--")):
             label = metric + (f" NMS={results['nms_iou']}" if setting == "with_nms" else "")
             ax.plot(layers, results[setting][metric], style, color=color, marker="o", label=label)
-    ax.set_xlabel("decoder layer")
-    ax.set_ylabel("AP (%)")
-    ax.set_xticks(layers)
-    ax.set_title(f"{results['dataset']}, {results['num_images']} images")
+    title = f"{results['dataset']}, {results['num_images']} images"
+    ax.set(xlabel="decoder layer", ylabel="AP (%)", xticks=layers, title=title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -113,8 +113,7 @@ class COCOEvaluatorWithBackend(COCOEvaluator):
         compiled; known_only: leave out predicted instances of a class the dataset lacks
         (>= len(thing_classes)). Others as in :class:`detectron2.evaluation.COCOEvaluator`."""
         _check_backend(backend)
-        if use_fast_impl is None:
-            use_fast_impl = has_compiled_cocoeval()
+        use_fast_impl = has_compiled_cocoeval() if use_fast_impl is None else use_fast_impl
         super().__init__(dataset_name, *args, use_fast_impl=use_fast_impl, **kw)
         self._backend, self._known_only = backend, known_only
         self._backend_coco_gt = None  # the backend's copy of the ground truth, loaded on first use
