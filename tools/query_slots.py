@@ -25,9 +25,8 @@ def get_parser():
     cli.add_flags(parser, "dataset", "num_images", "log_period", "random_weights")
     cli.add_flags(parser, "output", output=dict(help="PNG, default OUTPUT_DIR/query_slots.png"))
     parser.set_defaults(num_images=0)  # all
-    parser.add_argument(
-        "--slots", type=int, nargs="+", help="query indices to plot (default: the first 20)"
-    )
+    slots = "query indices to plot (default: the first 20)"
+    parser.add_argument("--slots", type=int, nargs="+", help=slots)
     parser.add_argument("--columns", type=int, default=5, help="subplots per row")
     small = "a box is small when sqrt(w*h) is below this fraction of the image"
     parser.add_argument("--small-size", type=float, default=SMALL_SIZE, help=small)
@@ -94,11 +93,8 @@ def plot_query_slots(boxes: Tensor, slots, output_path=None, columns=5, small_si
         ax.set_title(f"slot {slot}", fontsize=9)
     for ax in axes[len(slots) :]:
         fig.delaxes(ax)
-    fig.suptitle(
-        f"Box centres per slot over {len(boxes)} images: green small, red large horizontal, "
-        "blue large vertical",
-        fontsize=9,
-    )
+    legend = "green small, red large horizontal, blue large vertical"
+    fig.suptitle(f"Box centres per slot over {len(boxes)} images: {legend}", fontsize=9)
     fig.tight_layout()
     if output_path:
         fig.savefig(output_path, dpi=100)
