@@ -73,7 +73,6 @@ class Detr(nn.Module):
         pixel_mean: List[float],
         pixel_std: List[float],
         backbone_feature: Optional[str] = None,
-        deep_supervision: bool = True,
         size_divisibility: int = 0,
         test_score_thresh: float = 0.0,
         test_topk: int = 0,
@@ -94,7 +93,7 @@ class Detr(nn.Module):
         self.query_embed = nn.Embedding(num_queries, hidden_dim)
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
-        self.criterion, self.deep_supervision = criterion, deep_supervision
+        self.criterion = criterion  # its deep_supervision: losses of the auxiliary outputs too
         self.num_classes, self.num_queries = num_classes, num_queries
         self.size_divisibility, self.fast_inference = size_divisibility, fast_inference
         self.test_score_thresh, self.test_topk = test_score_thresh, test_topk
@@ -126,10 +125,9 @@ class Detr(nn.Module):
             "criterion": cls.build_criterion(cfg),
             "num_classes": d.NUM_CLASSES, "num_queries": d.NUM_OBJECT_QUERIES,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN, "pixel_std": cfg.MODEL.PIXEL_STD,
-            "backbone_feature": d.BACKBONE_FEATURE or None,
-            "deep_supervision": d.DEEP_SUPERVISION, "size_divisibility": d.SIZE_DIVISIBILITY,
-            "test_score_thresh": d.TEST_SCORE_THRESH, "test_topk": d.TEST_TOPK,
-            "fast_inference": d.FAST_INFERENCE,
+            "backbone_feature": d.BACKBONE_FEATURE or None, "fast_inference": d.FAST_INFERENCE,
+            "size_divisibility": d.SIZE_DIVISIBILITY, "test_score_thresh": d.TEST_SCORE_THRESH,
+            "test_topk": d.TEST_TOPK,
         }  # fmt: skip
 
     @classmethod
@@ -206,8 +204,6 @@ class Detr(nn.Module):
         images = self.preprocess_image(batched_inputs)
         outputs = self.forward_raw(images)
         if self.training:
-            if not self.deep_supervision:
-                outputs["aux_outputs"] = []
             return self.criterion(outputs, self.prepare_targets(batched_inputs, images))
         return self.postprocess(outputs, batched_inputs, images)
 

@@ -131,10 +131,8 @@ class DetrPanoptic(Detr):
     @classmethod
     def from_config(cls, cfg):
         d = cfg.MODEL.DETR
-        frozen = d.FROZEN_WEIGHTS
         return dict(
-            super().from_config(cfg),
-            deep_supervision=d.DEEP_SUPERVISION and not frozen, frozen_weights=frozen,
+            super().from_config(cfg), frozen_weights=d.FROZEN_WEIGHTS,
             is_thing=_is_thing_from_metadata(cfg, d.NUM_CLASSES), num_attention_heads=d.NHEADS,
             mask_in_features=d.MASK_HEAD_IN_FEATURES, mask_head_groups=d.MASK_HEAD_GROUPS,
             panoptic_conf_thresh=d.PANOPTIC_CONF_THRESH, panoptic_min_area=d.PANOPTIC_MIN_AREA,
