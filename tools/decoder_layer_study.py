@@ -71,11 +71,8 @@ def evaluate_decoder_layers(
     model.eval()
     loader, dicts = dataset_loader(cfg, dataset_name, num_images)
     num_layers = len(model.transformer.decoder.layers)
-    evaluators = {
-        (setting, layer): build_coco_evaluator(cfg, dataset_name)
-        for setting in SETTINGS
-        for layer in range(num_layers)
-    }
+    keys = [(setting, layer) for setting in SETTINGS for layer in range(num_layers)]
+    evaluators = {key: build_coco_evaluator(cfg, dataset_name) for key in keys}
     for evaluator in evaluators.values():
         evaluator.reset()
     for inputs in with_progress(loader, len(dicts), every=log_period, name="decoder-layer study"):
