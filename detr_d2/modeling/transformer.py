@@ -161,11 +161,9 @@ class Transformer(nn.Module):
             tgt, query_pos = query, None
         else:
             tgt, query_pos = torch.zeros_like(query), query
-        memory = src
         for layer in self.encoder.layers:
-            memory = layer(memory, mask, pos)
-        if self.encoder.norm is not None:
-            memory = self.encoder.norm(memory)
+            src = layer(src, mask, pos)
+        memory = src if self.encoder.norm is None else self.encoder.norm(src)
         hs = []
         for layer in self.decoder.layers:
             tgt = layer(tgt, memory, mask, pos, query_pos)
