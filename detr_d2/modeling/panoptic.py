@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.nn.modules.module import _IncompatibleKeys
 
 from ..checkpoint.safe_load import load_checkpoint_safely
+from ..config import add_detr_config
 from .criterion import SetCriterionWithMasks
 from .detr import Detr, absolute_xyxy
 from .segmentation import MaskHead, MultiHeadAttentionMap
@@ -28,11 +29,8 @@ logger = logging.getLogger(__name__)
 MASK_MODULES = ("bbox_attention.", "mask_head.")
 
 
-def add_panoptic_config(cfg):
-    """The panoptic keys are in ``add_detr_config``; kept for older scripts."""
-    from ..config import add_detr_config
-
-    return add_detr_config(cfg)
+# the panoptic keys are in add_detr_config; this name is kept for older scripts
+add_panoptic_config = add_detr_config
 
 
 def _is_thing_from_metadata(cfg, num_classes: int) -> List[bool]:
