@@ -17,7 +17,7 @@ from PIL import Image
 
 from detr_d2 import add_detr_config
 from detr_d2.data import DetrPanopticDatasetMapper
-from detr_d2.evaluation.panoptic import build_panoptic_evaluators
+from detr_d2.evaluation import build_panoptic_evaluators
 from detr_d2.modeling.panoptic import add_panoptic_config, combine_panoptic
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "data", "panoptic_sample")
@@ -201,7 +201,7 @@ def test_box_stage_gets_box_ap_only(sample, tmp_path):
     add_detr_config(cfg)
     add_panoptic_config(cfg)
     evaluator = build_panoptic_evaluators(cfg, name, str(tmp_path))
-    assert evaluator._evaluator._tasks == ("bbox",)
+    assert evaluator._tasks == ("bbox",)
 
 
 def _perturbed_panoptic_seg(d):

@@ -13,7 +13,7 @@ from PIL import Image
 
 import detr_d2.modeling.panoptic  # noqa: F401  registers DetrPanoptic
 from detr_d2.modeling.panoptic import add_panoptic_config, combine_panoptic, resize_mask_logits
-from detr_d2.modeling.panoptic_criterion import SetCriterionWithMasks
+from detr_d2.modeling.criterion import SetCriterionWithMasks
 from detr_d2.modeling.segmentation import MaskHead, MultiHeadAttentionMap
 from detr_d2.solver import build_optimizer
 

@@ -212,7 +212,7 @@ def test_dc5_backbone_matches_torchvisions_dilated_resnet(tmp_path, torchvision_
 
 
 def test_dc5_torchvision_layout_needs_a_bottleneck_resnet():
-    from detr_d2.modeling.dilation import undilate_first_res5_block
+    from detr_d2.modeling.detr import undilate_first_res5_block
 
     with pytest.raises(ValueError, match="MODEL.DETR.DC5_TORCHVISION"):
         undilate_first_res5_block(torch.nn.Module())

@@ -20,6 +20,7 @@ import detr_d2_cli as cli
 
 NMS_IOU = 0.7  # the paper's IoU threshold for the per-class NMS of Fig. 4
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+SETTINGS = ("without_nms", "with_nms")
 
 
 def get_parser():
@@ -36,26 +37,17 @@ import json
 import logging
 import math
 import os
-from typing import Dict, Sequence
+from typing import Dict
 
 import torch
-from detectron2.modeling import detector_postprocess
 from matplotlib.figure import Figure
 from torchvision.ops import batched_nms
 
 from detr_d2.engine.predictor import dataset_loader, load_model, with_progress
 from detr_d2.evaluation import build_coco_evaluator
+from detr_d2.modeling import Detr
 
 logger = logging.getLogger("detr_d2.decoder_layer_study")
-
-
-def _nan_to_none(value):
-    """COCO's NaN for a metric without ground truth (APl with no large object) as JSON null."""
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_nan_to_none(v) for v in value]
-    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def apply_nms(instances, iou_threshold: float = NMS_IOU):
@@ -68,12 +60,7 @@ def apply_nms(instances, iou_threshold: float = NMS_IOU):
 
 @torch.no_grad()
 def evaluate_decoder_layers(
-    model: torch.nn.Module,
-    cfg,
-    dataset_name: str,
-    num_images: int = 0,
-    nms_iou: float = NMS_IOU,
-    log_period: int = 50,
+    model: torch.nn.Module, cfg, dataset_name: str, num_images=0, nms_iou=NMS_IOU, log_period=50
 ) -> Dict:
     """COCO box AP of each decoder layer's predictions on (the first ``num_images`` of) a
     dataset, as predicted and after per-class NMS at ``nms_iou``, one evaluator per layer and
@@ -84,59 +71,42 @@ def evaluate_decoder_layers(
     model.eval()
     loader, dicts = dataset_loader(cfg, dataset_name, num_images)
     num_layers = len(model.transformer.decoder.layers)
-    settings = ("without_nms", "with_nms")
-    evaluators = {
-        s: [build_coco_evaluator(cfg, dataset_name) for _ in range(num_layers)] for s in settings
-    }
-    for evaluator in evaluators["without_nms"] + evaluators["with_nms"]:
+    keys = [(setting, layer) for setting in SETTINGS for layer in range(num_layers)]
+    evaluators = {key: build_coco_evaluator(cfg, dataset_name) for key in keys}
+    for evaluator in evaluators.values():
         evaluator.reset()
     for inputs in with_progress(loader, len(dicts), every=log_period, name="decoder-layer study"):
         images = model.preprocess_image(inputs)
         outputs = model.forward_raw(images)
-        layers = outputs["aux_outputs"] + [outputs]  # first decoder layer first
-        for layer, out in enumerate(layers):
-            results = model.inference(out["pred_logits"], out["pred_boxes"], images.image_sizes)
-            results = [
-                detector_postprocess(r, x.get("height", size[0]), x.get("width", size[1]))
-                for r, x, size in zip(results, inputs, images.image_sizes)
-            ]
-            evaluators["without_nms"][layer].process(inputs, [{"instances": r} for r in results])
-            nms = [{"instances": apply_nms(r, nms_iou)} for r in results]
-            evaluators["with_nms"][layer].process(inputs, nms)
+        for layer, out in enumerate(outputs["aux_outputs"] + [outputs]):  # first layer first
+            # as a box model's output (Detr's, also for a DetrPanoptic)
+            results = Detr.postprocess(model, out, inputs, images)
+            evaluators["without_nms", layer].process(inputs, results)
+            nms = [{"instances": apply_nms(r["instances"], nms_iou)} for r in results]
+            evaluators["with_nms", layer].process(inputs, nms)
     image_ids = [d["image_id"] for d in dicts]
-    numbers = {s: {m: [] for m in METRICS} for s in settings}
-    for setting in settings:
-        for layer, evaluator in enumerate(evaluators[setting], 1):
-            logger.info(f"Evaluating decoder layer {layer}/{num_layers}, {setting} ...")
-            # no "bbox" when there was no prediction at all
-            bbox = (evaluator.evaluate(img_ids=image_ids) or {}).get("bbox", {})
-            for m in METRICS:
-                numbers[setting][m].append(float(bbox.get(m, float("nan"))))
-    return {
-        "dataset": dataset_name,
-        "num_images": len(dicts),
-        "nms_iou": nms_iou,
-        "layers": list(range(1, num_layers + 1)),
-        **numbers,
-    }
+    numbers = {setting: {m: [] for m in METRICS} for setting in SETTINGS}
+    for (setting, layer), evaluator in evaluators.items():
+        logger.info(f"Evaluating decoder layer {layer + 1}/{num_layers}, {setting} ...")
+        # no "bbox" when there was no prediction at all
+        bbox = (evaluator.evaluate(img_ids=image_ids) or {}).get("bbox", {})
+        for m in METRICS:
+            numbers[setting][m].append(float(bbox.get(m, float("nan"))))
+    info = {"dataset": dataset_name, "num_images": len(dicts), "nms_iou": nms_iou}
+    return dict(info, layers=list(range(1, num_layers + 1)), **numbers)
 
 
-def plot_decoder_layers(
-    results: Dict, output_path: str, metrics: Sequence[str] = ("AP", "AP50")
-) -> None:
-    """Fig. 4: one line per metric and setting over the decoder layers, saved to
-    ``output_path``."""
+def plot_decoder_layers(results: Dict, output_path: str, metrics=("AP", "AP50")) -> None:
+    """Fig. 4: one line per metric and setting over the decoder layers, saved to ``output_path``."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     layers = results["layers"]
     for metric, color in zip(metrics, ("tab:blue", "tab:orange", "tab:green", "tab:red")):
-        for setting, style in (("without_nms", "-"), ("with_nms", "--")):
+        for setting, style in zip(SETTINGS, ("-", "--")):
             label = metric + (f" NMS={results['nms_iou']}" if setting == "with_nms" else "")
             ax.plot(layers, results[setting][metric], style, color=color, marker="o", label=label)
-    ax.set_xlabel("decoder layer")
-    ax.set_ylabel("AP (%)")
-    ax.set_xticks(layers)
-    ax.set_title(f"{results['dataset']}, {results['num_images']} images")
+    title = f"{results['dataset']}, {results['num_images']} images"
+    ax.set(xlabel="decoder layer", ylabel="AP (%)", xticks=layers, title=title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -155,8 +125,13 @@ def main(args) -> Dict:
     )
     results.update(config_file=args.config_file, weights=cfg.MODEL.WEIGHTS)
     json_path = os.path.join(output_dir, "decoder_layers.json")
+    # COCO's NaN for a metric without ground truth (APl with no large object) as JSON null
+    nan_to_null = {
+        s: {m: [None if math.isnan(v) else v for v in values] for m, values in results[s].items()}
+        for s in SETTINGS
+    }
     with open(json_path, "w") as f:
-        json.dump(_nan_to_none(results), f, indent=2)
+        json.dump(dict(results, **nan_to_null), f, indent=2)
     plot_path = os.path.join(output_dir, "decoder_layers.png")
     plot_decoder_layers(results, plot_path)
     a, n = results["without_nms"], results["with_nms"]

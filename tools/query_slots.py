@@ -25,9 +25,8 @@ def get_parser():
     cli.add_flags(parser, "dataset", "num_images", "log_period", "random_weights")
     cli.add_flags(parser, "output", output=dict(help="PNG, default OUTPUT_DIR/query_slots.png"))
     parser.set_defaults(num_images=0)  # all
-    parser.add_argument(
-        "--slots", type=int, nargs="+", help="query indices to plot (default: the first 20)"
-    )
+    slots = "query indices to plot (default: the first 20)"
+    parser.add_argument("--slots", type=int, nargs="+", help=slots)
     parser.add_argument("--columns", type=int, default=5, help="subplots per row")
     small = "a box is small when sqrt(w*h) is below this fraction of the image"
     parser.add_argument("--small-size", type=float, default=SMALL_SIZE, help=small)
@@ -38,7 +37,7 @@ ARGS = get_parser().parse_args() if __name__ == "__main__" else None
 
 import logging
 import os
-from typing import Dict, Optional, Sequence
+from typing import Dict
 
 import numpy as np
 import torch
@@ -53,13 +52,7 @@ COLORS = {"small": (0.1, 0.7, 0.1), "horizontal": (0.85, 0.1, 0.1), "vertical": 
 
 
 @torch.no_grad()
-def collect_slot_boxes(
-    model: torch.nn.Module,
-    cfg,
-    dataset_name: str,
-    num_images: int = 0,
-    log_period: int = 50,
-) -> Tensor:
+def collect_slot_boxes(model: torch.nn.Module, cfg, dataset_name: str, num_images=0, log_period=50):
     """The final decoder layer's boxes of every slot on (the first ``num_images`` of) a dataset:
     (I, N, 4) normalized cxcywh (relative to each unpadded image), on the CPU."""
     if not hasattr(model, "forward_raw"):
@@ -81,13 +74,7 @@ def box_colors(boxes: Tensor, small_size: float = SMALL_SIZE) -> np.ndarray:
     return colors
 
 
-def plot_query_slots(
-    boxes: Tensor,
-    slots: Sequence[int],
-    output_path: Optional[str] = None,
-    columns: int = 5,
-    small_size: float = SMALL_SIZE,
-) -> Figure:
+def plot_query_slots(boxes: Tensor, slots, output_path=None, columns=5, small_size=SMALL_SIZE):
     """One scatter of box centres per slot (an index into the N queries of ``boxes`` (I, N, 4)
     normalized cxcywh), ``columns`` per row, saved to ``output_path`` if given."""
     num_queries = boxes.shape[1]
@@ -106,11 +93,8 @@ def plot_query_slots(
         ax.set_title(f"slot {slot}", fontsize=9)
     for ax in axes[len(slots) :]:
         fig.delaxes(ax)
-    fig.suptitle(
-        f"Box centres per slot over {len(boxes)} images: green small, red large horizontal, "
-        "blue large vertical",
-        fontsize=9,
-    )
+    legend = "green small, red large horizontal, blue large vertical"
+    fig.suptitle(f"Box centres per slot over {len(boxes)} images: {legend}", fontsize=9)
     fig.tight_layout()
     if output_path:
         fig.savefig(output_path, dpi=100)

@@ -38,16 +38,14 @@ def get_parser():
     parser.add_argument("--threshold", type=float, default=0.7, help="detection score threshold")
     parser.add_argument("--topk", type=int, default=6, help="at most this many detections")
     cli.add_flags(parser, "output_dir", "random_weights")
-    parser.set_defaults(output_dir=None)  # OUTPUT_DIR/attention
     return parser
 
 
 ARGS = get_parser().parse_args() if __name__ == "__main__" else None
 
-import contextlib
 import logging
 import os
-from typing import Dict, Iterator, Sequence, Tuple
+from typing import Dict
 
 import numpy as np
 import torch
@@ -63,35 +61,12 @@ from detr_d2.engine.predictor import Predictor, load_model
 
 logger = logging.getLogger("detr_d2.visualize_attention")
 
-# nn.MultiheadAttention.forward's arguments after (query, key, value), in order
-_MHA_ARGS = ("key_padding_mask", "need_weights", "attn_mask", "average_attn_weights", "is_causal")
+FIGURE_TITLES = {"encoder": "Encoder self-attention", "decoder": "Decoder cross-attention"}
 
 
-@contextlib.contextmanager
-def record_attention(modules: Dict[str, nn.MultiheadAttention]) -> Iterator[Dict[str, Tensor]]:
-    """Within the block, each module of ``modules`` also computes its attention weights (DETR
-    calls them with ``need_weights=False``); the yielded dict maps its name to the weights of its
-    latest call: (B, L, S), heads averaged. What the modules return is unchanged."""
-    records: Dict[str, Tensor] = {}
-    names = {module: name for name, module in modules.items()}
-
-    def ask_for_weights(module, args, kwargs):
-        kwargs = dict(kwargs, **dict(zip(_MHA_ARGS, args[3:])))
-        kwargs.update(need_weights=True, average_attn_weights=True)
-        return args[:3], kwargs
-
-    def keep(module, args, output):
-        records[names[module]] = output[1].detach()
-
-    handles = []
-    try:
-        for module in names:
-            handles.append(module.register_forward_pre_hook(ask_for_weights, with_kwargs=True))
-            handles.append(module.register_forward_hook(keep))
-        yield records
-    finally:
-        for handle in handles:
-            handle.remove()
+def _ask_for_weights(module, args, kwargs):
+    # DETR calls its attention modules with need_weights=False (by keyword)
+    return args, dict(kwargs, need_weights=True, average_attn_weights=True)
 
 
 @torch.no_grad()
@@ -99,28 +74,30 @@ def detr_attention(model: nn.Module, images: ImageList) -> Dict:
     """``model.forward_raw(images)`` (a Detr in eval mode) plus, heads averaged, of the last layers:
     "encoder_attention" (B, h*w, h, w): each feature position's (row-major) self-attention;
     "decoder_attention" (B, N, h, w): each query's cross-attention. Both sum to 1 over the
-    positions where "mask" is False."""
-    transformer = model.transformer
-    modules = {
-        "encoder": transformer.encoder.layers[-1].self_attn,
-        "decoder": transformer.decoder.layers[-1].multihead_attn,
-    }
-    with record_attention(modules) as records:
+    positions where "mask" is False. The hooks that ask for the weights are removed after."""
+    last = model.transformer.encoder.layers[-1], model.transformer.decoder.layers[-1]
+    modules = {"encoder": last[0].self_attn, "decoder": last[1].multihead_attn}
+    records, handles = {}, []
+    try:
+        for name, module in modules.items():
+
+            def keep(module, args, output, name=name):
+                records[name] = output[1]
+
+            handles.append(module.register_forward_pre_hook(_ask_for_weights, with_kwargs=True))
+            handles.append(module.register_forward_hook(keep))
         outputs = model.forward_raw(images)
+    finally:
+        for handle in handles:
+            handle.remove()
     b, _, h, w = outputs["memory"].shape
     outputs["encoder_attention"] = records["encoder"].reshape(b, h * w, h, w)
     outputs["decoder_attention"] = records["decoder"].reshape(b, -1, h, w)
     return outputs
 
 
-def image_points_to_feature_indices(
-    points: Sequence[Tuple[float, float]],
-    image_size: Tuple[int, int],
-    input_size: Tuple[int, int],
-    padded_size: Tuple[int, int],
-    feature_size: Tuple[int, int],
-) -> Tensor:
-    """(P,) int64 flattened (row-major) feature-map indices of (x, y) pixels of the original
+def image_points_to_feature_indices(points, image_size, input_size, padded_size, feature_size):
+    """(P,) int64 flattened (row-major) feature-map indices of P (x, y) pixels of the original
     image, clamped to the map. Sizes are (h, w) of the original image, the network input, the
     padded batch and the feature map (which spans the padded batch)."""
     pts = torch.as_tensor(points, dtype=torch.float64).reshape(-1, 2)
@@ -130,29 +107,13 @@ def image_points_to_feature_indices(
     return rows * fw + cols
 
 
-def attention_to_image(
-    attention: Tensor,
-    input_size: Tuple[int, int],
-    padded_size: Tuple[int, int],
-    image_size: Tuple[int, int],
-) -> np.ndarray:
+def attention_to_image(attention: Tensor, input_size, padded_size, image_size) -> np.ndarray:
     """An (h, w) feature-map attention as an (H, W) float32 map over the original image:
-    upsampled to the padded batch, cut to the network input, resized to ``image_size``."""
+    upsampled to the padded batch, cut to the network input (h, w), resized to ``image_size``."""
     nh, nw = input_size
     x = F.interpolate(attention[None, None].float(), size=tuple(padded_size), mode="bilinear")
     x = F.interpolate(x[..., :nh, :nw], size=tuple(image_size), mode="bilinear")
     return x[0, 0].cpu().numpy()
-
-
-def select_detections(scores: torch.Tensor, threshold: float, topk: int) -> torch.Tensor:
-    """Query indices of at most ``topk`` scores above ``threshold``, best first; the single best
-    one (with a warning) when none is."""
-    order = scores.argsort(descending=True)
-    keep = order[scores[order] > threshold][:topk]
-    if len(keep) == 0:
-        logger.warning(f"No detection scores above {threshold}: showing the best one")
-        keep = order[:1]
-    return keep
 
 
 def draw_maps(image_rgb, maps, titles, path, suptitle, points=(), boxes=()) -> None:
@@ -167,25 +128,18 @@ def draw_maps(image_rgb, maps, titles, path, suptitle, points=(), boxes=()) -> N
     axes = list(fig.subplots(rows, columns, squeeze=False).flat)
     for ax in axes[num_panels:]:
         fig.delaxes(ax)
-    if first:
-        axes[0].imshow(image_rgb)
-        axes[0].set_title("reference points", fontsize=9)
-        axes[0].axis("off")
-    for i, (heatmap, title, ax) in enumerate(zip(maps, titles, axes[first:])):
+    for ax, title in zip(axes, ["reference points"] * first + list(titles)):
         ax.imshow(image_rgb)
-        ax.imshow(heatmap, cmap="inferno", alpha=0.6)
         ax.set_title(title, fontsize=9)
         ax.axis("off")
-        if len(points):
-            x, y = points[i]
-            axes[0].plot(x, y, "o", color="red", markersize=5)
-            axes[0].annotate(
-                str(i + 1), (x, y), color="red", xytext=(4, 4), textcoords="offset points"
-            )
-            ax.plot(x, y, "o", color="cyan", markersize=4)
-        if len(boxes):
-            x0, y0, x1, y1 = boxes[i]
-            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="cyan", lw=1.5))
+    for ax, heatmap in zip(axes[first:], maps):
+        ax.imshow(heatmap, cmap="inferno", alpha=0.6)
+    for i, (x, y) in enumerate(points, 1):
+        axes[0].plot(x, y, "o", color="red", markersize=5)
+        axes[0].annotate(str(i), (x, y), color="red", xytext=(4, 4), textcoords="offset points")
+        axes[i].plot(x, y, "o", color="cyan", markersize=4)
+    for ax, (x0, y0, x1, y1) in zip(axes, boxes):
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="cyan", lw=1.5))
     fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -207,46 +161,42 @@ def main(args) -> Dict:
         )
     model = load_model(cfg, args.random_weights)
     predictor = Predictor(cfg, model)
-    image_rgb = np.ascontiguousarray(image[:, :, ::-1])
     images = model.preprocess_image([predictor.inputs(image)])
     out = detr_attention(model, images)
     sizes = (images.image_sizes[0], tuple(images.tensor.shape[-2:]))  # network input, padded
 
     scores, labels = out["pred_logits"][0].cpu().softmax(-1)[:, :-1].max(-1)
     boxes = box_convert(out["pred_boxes"][0].cpu(), "cxcywh", "xyxy") * torch.tensor([w, h, w, h])
-    queries = select_detections(scores, args.threshold, args.topk)
-    names = predictor.metadata.get("thing_classes", None)
+    # at most --topk detections above --threshold, best first; else the best one
+    order = scores.argsort(descending=True)
+    queries = order[scores[order] > args.threshold][: args.topk]
+    if len(queries) == 0:
+        logger.warning(f"No detection scores above {args.threshold}: showing the best one")
+        queries = order[:1]
     if args.points:
         points = list(args.points)
     else:
         centres = (boxes[queries, :2] + boxes[queries, 2:]) / 2
         points = [tuple(map(float, c)) for c in centres[: args.num_points]]
-    feature_hw = tuple(out["memory"].shape[-2:])
-    indices = image_points_to_feature_indices(points, (h, w), *sizes, feature_hw)
+    indices = image_points_to_feature_indices(points, (h, w), *sizes, out["memory"].shape[-2:])
+    names = predictor.metadata.get("thing_classes", None)
     decoder_titles = [
         f"query {q}: {names[labels[q]] if names else int(labels[q])} {scores[q]:.2f}"
         for q in queries.tolist()
     ]
-    panels = {  # kind: (attention maps, titles, marks, figure title)
-        "encoder": (
-            out["encoder_attention"][0].cpu()[indices],
-            [f"point {i} ({x:.0f}, {y:.0f})" for i, (x, y) in enumerate(points, 1)],
-            dict(points=points),
-            "Encoder self-attention",
-        ),
-        "decoder": (
-            out["decoder_attention"][0].cpu()[queries],
-            decoder_titles,
-            dict(boxes=boxes[queries].numpy()),
-            "Decoder cross-attention",
-        ),
-    }
+    point_titles = [f"point {i} ({x:.0f}, {y:.0f})" for i, (x, y) in enumerate(points, 1)]
     result = {"points": points, "queries": queries.tolist(), "boxes": boxes[queries].numpy()}
-    for kind, (attention, titles, marks, title) in panels.items():
-        maps = [attention_to_image(m, *sizes, (h, w)) for m in attention]
+    panels = (  # kind, rows of its attention, titles, marks
+        ("encoder", indices, point_titles, dict(points=points)),
+        ("decoder", queries, decoder_titles, dict(boxes=result["boxes"])),
+    )
+    image_rgb = np.ascontiguousarray(image[:, :, ::-1])
+    for kind, rows, titles, marks in panels:
+        attention = out[f"{kind}_attention"][0].cpu()[rows]
+        maps = np.stack([attention_to_image(m, *sizes, (h, w)) for m in attention])
         path = os.path.join(output_dir, f"{kind}_attention.png")
-        draw_maps(image_rgb, maps, titles, path, f"{title}, last layer", **marks)
-        result.update({kind: np.stack(maps), f"{kind}_png": path})
+        draw_maps(image_rgb, maps, titles, path, f"{FIGURE_TITLES[kind]}, last layer", **marks)
+        result.update({kind: maps, f"{kind}_png": path})
     logger.info(
         f"Wrote {result['encoder_png']} ({len(points)} points) and {result['decoder_png']} "
         f"({decoder_titles})"

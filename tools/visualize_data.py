@@ -30,9 +30,11 @@ def get_parser():
 
 ARGS = get_parser().parse_args() if __name__ == "__main__" else None
 
+import itertools
 import logging
 import os
-from typing import List
+from pathlib import Path
+from typing import Iterator, List, Tuple
 
 import numpy as np
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
@@ -46,63 +48,49 @@ from detr_d2.data import DetrDatasetMapper
 logger = logging.getLogger("detr_d2.visualize_data")
 
 
-def _draw(image_rgb, metadata, scale, path: str, **overlay) -> str:
-    """Draws ``overlay`` (a dataset dict as ``record``, else boxes and labels) and writes it."""
-    vis = Visualizer(image_rgb, metadata, cli.draw_scale(scale, *image_rgb.shape[:2]))
-    if "record" in overlay:
-        vis = vis.draw_dataset_dict(overlay["record"])
-    else:
-        vis = vis.overlay_instances(**overlay)
-    vis.save(path)
-    logger.info(f"Wrote {path}")
-    return path
-
-
-def _stem(path: str) -> str:
-    return os.path.splitext(os.path.basename(path))[0]
-
-
-def draw_annotations(cfg, output: str, num: int, scale=None) -> List[str]:
-    """The first ``num`` images of DATASETS.TRAIN with their annotations; returns the paths."""
-    paths = []
+def annotations(cfg) -> Iterator[Tuple]:
+    """(RGB image, metadata, PNG name, overlay) of each image of DATASETS.TRAIN as loaded, the
+    overlay its dataset dict."""
     for name in cfg.DATASETS.TRAIN:
         metadata = MetadataCatalog.get(name)
         for record in DatasetCatalog.get(name):
-            if len(paths) == num:
-                return paths
             image = utils.read_image(record["file_name"], format="RGB")
-            path = os.path.join(output, f"{name}_{_stem(record['file_name'])}.png")
-            paths.append(_draw(image, metadata, scale, path, record=record))
-    return paths
+            yield image, metadata, f"{name}_{Path(record['file_name']).stem}.png", record
 
 
-def draw_dataloader(cfg, output: str, num: int, scale=None) -> List[str]:
-    """The first ``num`` images the training data loader yields, with their augmented boxes."""
+def training_inputs(cfg) -> Iterator[Tuple]:
+    """(RGB image, metadata, PNG name, overlay) of each image the training data loader yields,
+    the overlay its augmented boxes and labels."""
     mapper = DetrDatasetMapper(cfg, True) if is_detr_config(cfg) else DatasetMapper(cfg, True)
     metadata = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
     names = metadata.get("thing_classes", None)
-    paths = []
-    for batch in build_detection_train_loader(cfg, mapper=mapper):
-        for item in batch:
-            if len(paths) == num:
-                return paths
-            # (C, H, W) in INPUT.FORMAT -> (H, W, 3) RGB for the Visualizer
-            image = item["image"].permute(1, 2, 0).numpy()
-            image = utils.convert_image_to_rgb(image, cfg.INPUT.FORMAT).astype(np.uint8)
-            instances = item["instances"]
-            labels = [names[c] if names else str(c) for c in instances.gt_classes.tolist()]
-            path = os.path.join(output, f"{len(paths):04d}_{_stem(item['file_name'])}.png")
-            boxes = instances.gt_boxes.tensor.numpy()
-            paths.append(_draw(image, metadata, scale, path, boxes=boxes, labels=labels))
-    return paths
+    loader = build_detection_train_loader(cfg, mapper=mapper)
+    for i, item in enumerate(item for batch in loader for item in batch):
+        # (C, H, W) in INPUT.FORMAT -> (H, W, 3) RGB for the Visualizer
+        image = item["image"].permute(1, 2, 0).numpy()
+        image = utils.convert_image_to_rgb(image, cfg.INPUT.FORMAT).astype(np.uint8)
+        instances = item["instances"]
+        labels = [names[c] if names else str(c) for c in instances.gt_classes.tolist()]
+        overlay = dict(boxes=instances.gt_boxes.tensor.numpy(), labels=labels)
+        yield image, metadata, f"{i:04d}_{Path(item['file_name']).stem}.png", overlay
 
 
 def main(args) -> List[str]:
-    """Draws the images; returns the paths of the PNG files written."""
+    """Draws the first --num-images images; returns the paths of the PNG files written."""
     cfg = cli.setup_cfg(args)
     os.makedirs(args.output_dir, exist_ok=True)
-    draw = draw_annotations if args.source == "annotation" else draw_dataloader
-    return draw(cfg, args.output_dir, args.num_images, args.scale)
+    images = annotations(cfg) if args.source == "annotation" else training_inputs(cfg)
+    paths = []
+    for image, metadata, name, overlay in itertools.islice(images, args.num_images):
+        vis = Visualizer(image, metadata, cli.draw_scale(args.scale, *image.shape[:2]))
+        if args.source == "annotation":
+            vis = vis.draw_dataset_dict(overlay)
+        else:
+            vis = vis.overlay_instances(**overlay)
+        paths.append(os.path.join(args.output_dir, name))
+        vis.save(paths[-1])
+        logger.info(f"Wrote {paths[-1]}")
+    return paths
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ import contextlib
 import io
 import logging
 import warnings
+from functools import partial
+from unittest import mock
 
 import detectron2.evaluation.coco_evaluation as d2_coco_evaluation
 from detectron2.evaluation import COCOEvaluator
@@ -52,10 +54,7 @@ def _backend_classes(backend):
         return hotcoco.COCO, hotcoco.COCOeval
     import faster_coco_eval
 
-    def cocoeval(*args):
-        return faster_coco_eval.COCOeval_faster(*args, print_function=print)
-
-    return faster_coco_eval.COCO, cocoeval
+    return faster_coco_eval.COCO, partial(faster_coco_eval.COCOeval_faster, print_function=print)
 
 
 def load_coco_gt(json_file, backend):
@@ -107,14 +106,16 @@ class COCOEvaluatorWithBackend(COCOEvaluator):
     Keypoints always go to detectron2's path. The ground truth leaves out the boxes training
     drops as malformed; images left out as unreadable are not evaluated."""
 
-    def __init__(self, dataset_name, *args, backend="pycocotools", use_fast_impl=None, **kwargs):
+    def __init__(
+        self, dataset_name, *args, backend="pycocotools", use_fast_impl=None, known_only=False, **kw
+    ):
         """use_fast_impl: detectron2's compiled COCOeval_opt for its own path; None: when it is
-        compiled. Others as in :class:`detectron2.evaluation.COCOEvaluator`."""
+        compiled; known_only: leave out predicted instances of a class the dataset lacks
+        (>= len(thing_classes)). Others as in :class:`detectron2.evaluation.COCOEvaluator`."""
         _check_backend(backend)
-        if use_fast_impl is None:
-            use_fast_impl = has_compiled_cocoeval()
-        super().__init__(dataset_name, *args, use_fast_impl=use_fast_impl, **kwargs)
-        self._backend = backend
+        use_fast_impl = has_compiled_cocoeval() if use_fast_impl is None else use_fast_impl
+        super().__init__(dataset_name, *args, use_fast_impl=use_fast_impl, **kw)
+        self._backend, self._known_only = backend, known_only
         self._backend_coco_gt = None  # the backend's copy of the ground truth, loaded on first use
         # the boxes training drops are not ground truth here either (and would crash COCOeval)
         json_file = PathManager.get_local_path(self._metadata.json_file)
@@ -122,6 +123,15 @@ class COCOEvaluatorWithBackend(COCOEvaluator):
         self._gt_json = ground_truth_without_malformed_boxes(json_file, self._coco_api.dataset)
         if self._gt_json != json_file:
             self._coco_api = load_coco_gt(self._gt_json, "pycocotools")
+
+    def process(self, inputs, outputs):
+        if self._known_only:
+            num_classes = len(self._metadata.thing_classes)
+            outputs = [dict(o) for o in outputs]
+            for o in outputs:
+                if "instances" in o:
+                    o["instances"] = o["instances"][o["instances"].pred_classes < num_classes]
+        super().process(inputs, outputs)
 
     def evaluate(self, img_ids=None):
         # on every rank (all_gather): the images WithoutSkipped left out of this evaluation
@@ -140,11 +150,9 @@ class COCOEvaluatorWithBackend(COCOEvaluator):
         # detectron2 calls the module-level _evaluate_predictions_on_coco from this method; swap
         # it for ours during the call so all around it stays detectron2's. (Evaluation runs in
         # one thread of the main process, so no other evaluator sees the swap.)
-        d2_coco_evaluation._evaluate_predictions_on_coco = self._evaluate_predictions_on_coco
-        try:
+        ours = self._evaluate_predictions_on_coco
+        with mock.patch.object(d2_coco_evaluation, "_evaluate_predictions_on_coco", ours):
             return super()._eval_predictions(predictions, img_ids=img_ids)
-        finally:
-            d2_coco_evaluation._evaluate_predictions_on_coco = _d2_evaluate_predictions_on_coco
 
     def _evaluate_predictions_on_coco(self, coco_gt, coco_results, iou_type, **kwargs):
         # detectron2's use_fast_impl / cocoeval_fn arguments reach only detectron2's own path
@@ -153,19 +161,14 @@ class COCOEvaluatorWithBackend(COCOEvaluator):
         if self._backend_coco_gt is None:
             self._backend_coco_gt = load_coco_gt(self._gt_json, self._backend)
         self._logger.info(f"Evaluating {iou_type} with {self._backend} ...")
-        return evaluate_predictions_on_coco(
-            self._backend_coco_gt,
-            coco_results,
-            iou_type,
-            backend=self._backend,
-            img_ids=kwargs.get("img_ids"),
-            max_dets_per_image=kwargs.get("max_dets_per_image"),
-        )
+        limits = {k: kwargs.get(k) for k in ("img_ids", "max_dets_per_image")}
+        gt, backend = self._backend_coco_gt, self._backend
+        return evaluate_predictions_on_coco(gt, coco_results, iou_type, backend=backend, **limits)
 
 
-def build_coco_evaluator(cfg, dataset_name, output_dir=None, tasks=None):
+def build_coco_evaluator(cfg, dataset_name, output_dir=None, tasks=None, **kwargs):
     """The evaluator ``train_net.py`` builds: a :class:`COCOEvaluatorWithBackend` for
     ``dataset_name`` on ``cfg.TEST.COCO_EVAL_BACKEND``, with COCO's standard 100 detections."""
     return COCOEvaluatorWithBackend(
-        dataset_name, tasks, output_dir=output_dir, backend=cfg.TEST.COCO_EVAL_BACKEND
+        dataset_name, tasks, output_dir=output_dir, backend=cfg.TEST.COCO_EVAL_BACKEND, **kwargs
     )

@@ -5,12 +5,11 @@ image without a prediction, so images left out as unreadable leave the ground tr
 import json
 import logging
 from typing import Dict
+from unittest import mock
 
 from detectron2.evaluation import COCOPanopticEvaluator
 
 from ..data.dataset_checks import write_temporary_json
-
-__all__ = ["PANOPTIC_EVAL_BACKENDS", "COCOPanopticEvaluatorWithBackend", "pq_compute"]
 
 PANOPTIC_EVAL_BACKENDS = ("panopticapi", "hotcoco")
 
@@ -67,12 +66,8 @@ class COCOPanopticEvaluatorWithBackend(COCOPanopticEvaluator):
         super().__init__(dataset_name, output_dir)
 
     def evaluate(self):
-        import panopticapi.evaluation as panopticapi_evaluation
+        import panopticapi.evaluation
 
         # Detectron2's evaluator imports panopticapi's pq_compute when it evaluates
-        original = panopticapi_evaluation.pq_compute
-        panopticapi_evaluation.pq_compute = self._pq_compute
-        try:
+        with mock.patch.object(panopticapi.evaluation, "pq_compute", self._pq_compute):
             return super().evaluate()
-        finally:
-            panopticapi_evaluation.pq_compute = original

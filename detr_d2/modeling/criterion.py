@@ -1,4 +1,5 @@
-"""DETR's set loss (paper Sec. 3.1, Eq. 2): match, then classification and box losses."""
+"""DETR's set loss (paper Sec. 3.1, Eq. 2): match, then classification and box losses; with masks
+(Sec. 4.4) DICE and sigmoid focal losses too."""
 
 import contextlib
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
-from torchvision.ops import box_convert, generalized_box_iou_loss
+from torchvision.ops import box_convert, generalized_box_iou_loss, sigmoid_focal_loss
 
 
 class Normalizers(NamedTuple):
@@ -20,9 +21,7 @@ class Normalizers(NamedTuple):
     class_weight: float
 
 
-def loss_normalizers(
-    num_targets: Sequence[int], num_queries: int, eos_coef: float, device: torch.device
-) -> Normalizers:
+def loss_normalizers(num_targets: Sequence[int], num_queries: int, eos_coef: float, device):
     """Normalizers of a batch whose images on this process have ``num_targets`` boxes (one
     all-reduce). ``class_weight`` sums the cross-entropy's class weights over all queries (matched:
     1, others ``eos_coef``): at one process F.cross_entropy's weighted-mean denominator, as the
@@ -113,11 +112,9 @@ class SetCriterion(nn.Module):
         src = at_least_float32(outputs["pred_boxes"][self._matched(indices)])  # (M, 4) cxcywh
         tgt = self._matched_targets(targets, indices, "boxes").to(src)
         src_xyxy, tgt_xyxy = box_convert(src, "cxcywh", "xyxy"), box_convert(tgt, "cxcywh", "xyxy")
-        return {
-            "loss_bbox": F.l1_loss(src, tgt, reduction="sum") / norm.num_boxes,
-            "loss_giou": generalized_box_iou_loss(src_xyxy, tgt_xyxy, reduction="sum")
-            / norm.num_boxes,
-        }
+        l1 = F.l1_loss(src, tgt, reduction="sum")
+        giou = generalized_box_iou_loss(src_xyxy, tgt_xyxy, reduction="sum")
+        return {"loss_bbox": l1 / norm.num_boxes, "loss_giou": giou / norm.num_boxes}
 
     @torch.no_grad()
     def metrics(self, outputs, targets, indices) -> Dict[str, float]:
@@ -152,14 +149,9 @@ class SetCriterion(nn.Module):
         return _EFFECTIVE_BATCH["norm"]
 
     def forward(self, outputs: Dict, targets: List[Dict[str, Tensor]]) -> Dict[str, Tensor]:
-        """
-        Args:
-            outputs: "pred_logits" (B, N, K+1), "pred_boxes" (B, N, 4) normalized cxcywh, and
-                "aux_outputs": a list of such dicts, one per earlier decoder layer.
-            targets: B dicts with "labels" (M_i,) and "boxes" (M_i, 4) normalized cxcywh.
-        Returns:
-            weighted losses, ready to be summed.
-        """
+        """outputs: "pred_logits" (B, N, K+1), "pred_boxes" (B, N, 4) normalized cxcywh, and
+        "aux_outputs": a list of such dicts, one per earlier decoder layer; targets: B dicts with
+        "labels" (M_i,) and "boxes" (M_i, 4) normalized cxcywh. Returns the weighted losses."""
         logits = outputs["pred_logits"]
         norm = self.normalizers(targets, logits.shape[1], logits.device)
         # each loss casts its inputs to >= float32; no autocast op may lower the precision here
@@ -168,13 +160,47 @@ class SetCriterion(nn.Module):
             if self.deep_supervision:
                 for i, aux in enumerate(outputs.get("aux_outputs", [])):
                     losses.update(self._layer_losses(aux, targets, norm, f"_{i}")[0])
-            self._log_metrics(self.metrics(outputs, targets, indices))
+            metrics = self.metrics(outputs, targets, indices)
+        with contextlib.suppress(AssertionError):  # no event storage outside a training loop
+            get_event_storage().put_scalars(**metrics)
         return losses
 
-    @staticmethod
-    def _log_metrics(metrics: Dict[str, float]):
-        try:
-            storage = get_event_storage()
-        except AssertionError:  # not inside a training loop (e.g. a unit test)
-            return
-        storage.put_scalars(**metrics)
+
+def dice_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """(M,) 1 - DICE (smoothed by 1) of (M, P) mask ``logits`` and binary ``targets`` (of the
+    logits' dtype)."""
+    probs = logits.sigmoid()
+    overlap = (probs * targets).sum(1)
+    return 1 - (2 * overlap + 1) / (probs.sum(1) + targets.sum(1) + 1)
+
+
+class SetCriterionWithMasks(SetCriterion):
+    """:class:`SetCriterion` plus "masks": ``loss_mask`` (sigmoid focal, mean over pixels) and
+    ``loss_dice``, summed over matched queries, divided by the number of target boxes; final
+    decoder layer only (auxiliary outputs carry no ``pred_masks``).
+
+    Extra inputs: ``outputs["pred_masks"]`` (B, N, h, w) logits (stride 4 of the padded batch),
+    upsampled (bilinear) to ``targets[i]["masks"]`` (M_i, H, W) bool, zero-padded to the batch.
+    """
+
+    def __init__(self, *args, focal_alpha: float = 0.25, focal_gamma: float = 2.0, **kwargs):
+        kwargs.setdefault("losses", ("labels", "boxes", "masks"))
+        super().__init__(*args, **kwargs)
+        self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
+        self.loss_map["masks"] = self.loss_masks
+
+    def loss_masks(self, outputs, targets, indices, norm) -> Dict[str, Tensor]:
+        if "pred_masks" not in outputs:  # an auxiliary decoder layer
+            return {}
+        src = outputs["pred_masks"][self._matched(indices)]  # (M, h, w)
+        tgt = self._matched_targets(targets, indices, "masks")  # (M, H, W)
+        if len(src) == 0:  # keep the graph connected, so every parameter gets a gradient
+            zero = outputs["pred_masks"].sum() * 0
+            return {"loss_mask": zero, "loss_dice": zero}
+        src = F.interpolate(src[:, None].float(), tgt.shape[-2:], mode="bilinear").flatten(1)
+        tgt = tgt.flatten(1).to(src)
+        focal = sigmoid_focal_loss(src, tgt, self.focal_alpha, self.focal_gamma, reduction="none")
+        return {
+            "loss_mask": focal.mean(1).sum() / norm.num_boxes,
+            "loss_dice": dice_loss(src, tgt).sum() / norm.num_boxes,
+        }

@@ -12,7 +12,6 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert
 
 from .criterion import SetCriterion
-from .dilation import undilate_first_res5_block
 from .inference_backbone import InferenceBackboneCache
 from .matcher import HungarianMatcher
 from .position_encoding import build_position_encoding
@@ -39,14 +38,27 @@ def absolute_xyxy(boxes: Tensor, hw) -> Tensor:
     return box_convert(boxes, "cxcywh", "xyxy") * torch.as_tensor([w, h, w, h]).to(boxes)
 
 
+def undilate_first_res5_block(backbone: nn.Module) -> None:
+    """DC5 as torchvision builds it, for the official DETR-DC5 weights: the 3x3 conv of
+    ``backbone.res5[0]`` (a Detectron2 ResNet) set to dilation 1, in place. Detectron2's
+    ``RES5_DILATION: 2`` dilates every res5 block (same weights, outputs differ: logits by 0.1-0.2
+    on converted DETR-DC5 R50 weights)."""
+    res5 = getattr(backbone, "res5", None)
+    conv = getattr(res5[0], "conv2", None) if isinstance(res5, nn.Sequential) else None
+    if not isinstance(conv, nn.Conv2d) or conv.kernel_size != (3, 3):
+        raise ValueError(
+            f"MODEL.DETR.DC5_TORCHVISION needs a Detectron2 ResNet with bottleneck blocks (res5[0]."
+            f"conv2 a 3x3 conv); {type(backbone).__name__} has none: set it to False"
+        )
+    conv.dilation, conv.padding = (1, 1), (1, 1)
+
+
 @META_ARCH_REGISTRY.register()
 class Detr(nn.Module):
     """DETR for Detectron2. Input: Detectron2's list of dicts ("image" (3, H, W); in training
     "instances" with gt_boxes absolute XYXY and gt_classes). Output in eval: per image
     {"instances"} with ``pred_boxes`` (XYXY in the original "height"/"width"), ``scores``,
     ``pred_classes``; in training: the weighted loss dict."""
-
-    criterion_class = SetCriterion  # what build_criterion builds
 
     @configurable
     def __init__(
@@ -61,7 +73,6 @@ class Detr(nn.Module):
         pixel_mean: List[float],
         pixel_std: List[float],
         backbone_feature: Optional[str] = None,
-        deep_supervision: bool = True,
         size_divisibility: int = 0,
         test_score_thresh: float = 0.0,
         test_topk: int = 0,
@@ -82,7 +93,7 @@ class Detr(nn.Module):
         self.query_embed = nn.Embedding(num_queries, hidden_dim)
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
-        self.criterion, self.deep_supervision = criterion, deep_supervision
+        self.criterion = criterion  # its deep_supervision: losses of the auxiliary outputs too
         self.num_classes, self.num_queries = num_classes, num_queries
         self.size_divisibility, self.fast_inference = size_divisibility, fast_inference
         self.test_score_thresh, self.test_topk = test_score_thresh, test_topk
@@ -114,26 +125,21 @@ class Detr(nn.Module):
             "criterion": cls.build_criterion(cfg),
             "num_classes": d.NUM_CLASSES, "num_queries": d.NUM_OBJECT_QUERIES,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN, "pixel_std": cfg.MODEL.PIXEL_STD,
-            "backbone_feature": d.BACKBONE_FEATURE or None,
-            "deep_supervision": d.DEEP_SUPERVISION, "size_divisibility": d.SIZE_DIVISIBILITY,
-            "test_score_thresh": d.TEST_SCORE_THRESH, "test_topk": d.TEST_TOPK,
-            "fast_inference": d.FAST_INFERENCE,
+            "backbone_feature": d.BACKBONE_FEATURE or None, "fast_inference": d.FAST_INFERENCE,
+            "size_divisibility": d.SIZE_DIVISIBILITY, "test_score_thresh": d.TEST_SCORE_THRESH,
+            "test_topk": d.TEST_TOPK,
         }  # fmt: skip
 
     @classmethod
-    def build_criterion(cls, cfg, extra_weights: Optional[Dict[str, float]] = None, **kwargs):
-        """The set loss of MODEL.DETR (COST_*, *_WEIGHT plus ``extra_weights``); ``kwargs``
-        override the criterion's keyword arguments."""
+    def build_criterion(cls, cfg, criterion=SetCriterion, extra_weights=None, **kwargs):
+        """The set loss ``criterion`` of MODEL.DETR (COST_*, *_WEIGHT plus ``extra_weights``);
+        ``kwargs`` override its keyword arguments."""
         d = cfg.MODEL.DETR
         matcher = HungarianMatcher(d.COST_CLASS, d.COST_BBOX, d.COST_GIOU)
-        weight_dict = {
-            "loss_ce": d.CLASS_WEIGHT,
-            "loss_bbox": d.BBOX_WEIGHT,
-            "loss_giou": d.GIOU_WEIGHT,
-            **(extra_weights or {}),
-        }
+        weights = dict(loss_ce=d.CLASS_WEIGHT, loss_bbox=d.BBOX_WEIGHT, loss_giou=d.GIOU_WEIGHT)
+        weights.update(extra_weights or {})
         kwargs = {"eos_coef": d.NO_OBJECT_WEIGHT, "deep_supervision": d.DEEP_SUPERVISION, **kwargs}
-        return cls.criterion_class(d.NUM_CLASSES, matcher, weight_dict, **kwargs)
+        return criterion(d.NUM_CLASSES, matcher, weights, **kwargs)
 
     def train(self, mode: bool = True):
         self._inference_backbone.clear()  # weights may change: rebuild the folded copy next eval
@@ -169,9 +175,7 @@ class Detr(nn.Module):
             backbone = self._inference_backbone.get(self.backbone)
         return self.forward_tensors(x, self.padding_mask(images), backbone)
 
-    def forward_tensors(
-        self, x: Tensor, padding_mask: Tensor, backbone: Optional[nn.Module] = None
-    ) -> Dict:
+    def forward_tensors(self, x: Tensor, padding_mask: Tensor, backbone=None) -> Dict:
         """x: (B, 3, H, W) normalized images, zero-padded at the bottom/right; padding_mask:
         (B, H, W) bool, True at padding; backbone: run instead of ``self.backbone``. Returns
         "pred_logits" (B, N, K+1), "pred_boxes" (B, N, 4) normalized cxcywh of the unpadded image,
@@ -187,18 +191,12 @@ class Detr(nn.Module):
         hs, memory = self.transformer(projected, mask, self.query_embed.weight, pos)
         logits = self.class_embed(hs)  # (L, B, N, K+1)
         boxes = self.bbox_embed(hs).sigmoid()  # (L, B, N, 4)
+        aux = [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])]
         return {
-            "pred_logits": logits[-1],
-            "pred_boxes": boxes[-1],
-            "aux_outputs": [
-                {"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])
-            ],
-            "memory": memory,
-            "mask": mask,
-            "hs": hs,
-            "projected": projected,
+            "pred_logits": logits[-1], "pred_boxes": boxes[-1], "aux_outputs": aux,
+            "memory": memory, "mask": mask, "hs": hs, "projected": projected,
             "backbone_features": backbone_features,
-        }
+        }  # fmt: skip
 
     def forward(self, batched_inputs: List[Dict]):
         """Training: the weighted loss dict; eval: :meth:`postprocess`. Subclasses change
@@ -206,8 +204,6 @@ class Detr(nn.Module):
         images = self.preprocess_image(batched_inputs)
         outputs = self.forward_raw(images)
         if self.training:
-            if not self.deep_supervision:
-                outputs["aux_outputs"] = []
             return self.criterion(outputs, self.prepare_targets(batched_inputs, images))
         return self.postprocess(outputs, batched_inputs, images)
 

@@ -30,8 +30,7 @@ class InferenceBackboneCache:
     """The folded copy of a backbone, rebuilt after training mode, loading or a device move. Not
     an nn.Module: it is never saved or trained."""
 
-    def __init__(self):
-        self._fused = None
+    _fused = None
 
     def clear(self):
         self._fused = None

@@ -24,9 +24,7 @@ class HungarianMatcher(nn.Module):
         self.cost_class, self.cost_bbox, self.cost_giou = cost_class, cost_bbox, cost_giou
 
     @torch.no_grad()
-    def cost_matrix(
-        self, logits: Tensor, boxes: Tensor, labels: Tensor, tgt_boxes: Tensor
-    ) -> Tensor:
+    def cost_matrix(self, logits: Tensor, boxes: Tensor, labels: Tensor, tgt_boxes: Tensor):
         """logits: (N, K+1); boxes: (N, 4) cxcywh; labels: (M,); tgt_boxes: (M, 4).
         Returns (N, M)."""
         prob = logits.float().softmax(-1)
@@ -39,9 +37,7 @@ class HungarianMatcher(nn.Module):
         return cost - self.cost_giou * giou
 
     @torch.no_grad()
-    def forward(
-        self, outputs: Dict[str, Tensor], targets: List[Dict[str, Tensor]]
-    ) -> List[Tuple[Tensor, Tensor]]:
+    def forward(self, outputs: Dict, targets: List[Dict]) -> List[Tuple[Tensor, Tensor]]:
         """
         Args:
             outputs: "pred_logits" (B, N, K+1) and "pred_boxes" (B, N, 4) normalized cxcywh.
@@ -65,7 +61,5 @@ class HungarianMatcher(nn.Module):
             else:
                 cost = self.cost_matrix(logits, boxes, target["labels"], target["boxes"])
                 i, j = linear_sum_assignment(torch.nan_to_num(cost).cpu().numpy())
-            indices.append(
-                (torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64))
-            )
+            indices.append(tuple(torch.as_tensor(x, dtype=torch.int64) for x in (i, j)))
         return indices

@@ -1,22 +1,26 @@
 """Panoptic DETR (paper Sec. 4.4): the box model plus a mask head, one mask per object query, things
-and stuff alike; a pixel-wise argmax over the confident queries' masks gives the panoptic output."""
+and stuff alike; a pixel-wise argmax over the confident queries' masks gives the panoptic output
+(:func:`combine_panoptic`)."""
 
 import logging
 from typing import Dict, List, Sequence
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.file_io import PathManager
+from PIL import Image
 from torch import Tensor, nn
 from torch.nn.modules.module import _IncompatibleKeys
 
 from ..checkpoint.safe_load import load_checkpoint_safely
+from ..config import add_detr_config
+from .criterion import SetCriterionWithMasks
 from .detr import Detr, absolute_xyxy
-from .panoptic_criterion import SetCriterionWithMasks
-from .panoptic_inference import combine_panoptic, resize_mask_logits
 from .segmentation import MaskHead, MultiHeadAttentionMap
 
 logger = logging.getLogger(__name__)
@@ -25,11 +29,8 @@ logger = logging.getLogger(__name__)
 MASK_MODULES = ("bbox_attention.", "mask_head.")
 
 
-def add_panoptic_config(cfg):
-    """The panoptic keys are in ``add_detr_config``; kept for older scripts."""
-    from ..config import add_detr_config
-
-    return add_detr_config(cfg)
+# the panoptic keys are in add_detr_config; this name is kept for older scripts
+add_panoptic_config = add_detr_config
 
 
 def _is_thing_from_metadata(cfg, num_classes: int) -> List[bool]:
@@ -38,9 +39,8 @@ def _is_thing_from_metadata(cfg, num_classes: int) -> List[bool]:
     meta = MetadataCatalog.get(names[0]) if names else None
     if meta is None or not hasattr(meta, "stuff_dataset_id_to_contiguous_id"):
         logger.warning(
-            "No panoptic metadata (stuff_dataset_id_to_contiguous_id) for %s: every "
-            "class is treated as a thing (no stuff merging).",
-            names[:1],
+            f"No panoptic metadata (stuff_dataset_id_to_contiguous_id) for {names[:1]}: every "
+            "class is treated as a thing (no stuff merging)."
         )
         return [True] * num_classes
     thing_ids = set(meta.thing_dataset_id_to_contiguous_id.values())
@@ -97,8 +97,7 @@ class DetrPanoptic(Detr):
         self.mask_in_features = list(mask_in_features)
         self.panoptic_conf_thresh, self.panoptic_min_area = panoptic_conf_thresh, panoptic_min_area
         self.register_buffer("is_thing", torch.as_tensor(list(is_thing), dtype=torch.bool), False)
-        self.frozen_weights = frozen_weights
-        self.box_model_frozen = bool(frozen_weights)
+        self.frozen_weights, self.box_model_frozen = frozen_weights, bool(frozen_weights)
         self.box_weights_from = ""  # the file the box model's weights came from ("": none yet)
         if frozen_weights:
             for name, p in self.named_parameters():
@@ -113,8 +112,6 @@ class DetrPanoptic(Detr):
                     "must come from the weights loaded next (MODEL.WEIGHTS or a resumed checkpoint)"
                 )
 
-    criterion_class = SetCriterionWithMasks
-
     @classmethod
     def build_criterion(cls, cfg):
         """Detr's set loss plus the mask losses; with a frozen box model only the mask losses,
@@ -123,6 +120,7 @@ class DetrPanoptic(Detr):
         frozen = bool(d.FROZEN_WEIGHTS)
         return super().build_criterion(
             cfg,
+            SetCriterionWithMasks,
             extra_weights={"loss_mask": d.MASK_WEIGHT, "loss_dice": d.DICE_WEIGHT},
             losses=("masks",) if frozen else ("labels", "boxes", "masks"),
             deep_supervision=d.DEEP_SUPERVISION and not frozen,
@@ -131,18 +129,12 @@ class DetrPanoptic(Detr):
     @classmethod
     def from_config(cls, cfg):
         d = cfg.MODEL.DETR
-        frozen = d.FROZEN_WEIGHTS
         return dict(
-            super().from_config(cfg),
-            deep_supervision=d.DEEP_SUPERVISION and not frozen,
-            is_thing=_is_thing_from_metadata(cfg, d.NUM_CLASSES),
-            num_attention_heads=d.NHEADS,
-            mask_in_features=d.MASK_HEAD_IN_FEATURES,
-            mask_head_groups=d.MASK_HEAD_GROUPS,
-            panoptic_conf_thresh=d.PANOPTIC_CONF_THRESH,
-            panoptic_min_area=d.PANOPTIC_MIN_AREA,
-            frozen_weights=frozen,
-        )
+            super().from_config(cfg), frozen_weights=d.FROZEN_WEIGHTS,
+            is_thing=_is_thing_from_metadata(cfg, d.NUM_CLASSES), num_attention_heads=d.NHEADS,
+            mask_in_features=d.MASK_HEAD_IN_FEATURES, mask_head_groups=d.MASK_HEAD_GROUPS,
+            panoptic_conf_thresh=d.PANOPTIC_CONF_THRESH, panoptic_min_area=d.PANOPTIC_MIN_AREA,
+        )  # fmt: skip
 
     @staticmethod
     def in_box_model(name: str) -> bool:
@@ -173,9 +165,8 @@ class DetrPanoptic(Detr):
             raise ValueError(
                 f"FROZEN_WEIGHTS {path} lacks {len(missing)} box-model tensors, e.g. {missing[:5]}"
             )
-        nn.Module.load_state_dict(
-            self, {k: torch.as_tensor(state[k]) for k in box_keys}, strict=False
-        )
+        box_state = {k: torch.as_tensor(state[k]) for k in box_keys}
+        nn.Module.load_state_dict(self, box_state, strict=False)
         self.box_weights_from = path
         logger.info(f"Box model loaded from {path} and frozen ({len(box_keys)} tensors)")
 
@@ -246,38 +237,106 @@ class DetrPanoptic(Detr):
         return targets
 
     def postprocess(self, outputs: Dict, batched_inputs: List[Dict], images: ImageList):
-        """Per image {"panoptic_seg", "instances"} of :meth:`panoptic_inference`."""
-        per_image = zip(outputs["pred_logits"], outputs["pred_boxes"], outputs["pred_masks"])
+        """Per image {"panoptic_seg", "instances"} (see the class docstring) from its logits
+        (N, K+1), boxes (N, 4) normalized cxcywh and mask logits (N, h, w) over the padded batch."""
         padded_hw = tuple(images.tensor.shape[-2:])
-        return [
-            self.panoptic_inference(
-                *out, padded_hw, tuple(hw), (x.get("height", hw[0]), x.get("width", hw[1]))
-            )
-            for out, x, hw in zip(per_image, batched_inputs, images.image_sizes)
-        ]
+        per_image = zip(outputs["pred_logits"], outputs["pred_boxes"], outputs["pred_masks"])
+        results = []
+        for (logits, boxes, masks), x, hw in zip(per_image, batched_inputs, images.image_sizes):
+            output_hw = (x.get("height", hw[0]), x.get("width", hw[1]))
+            probs = logits.softmax(-1)
+            # the original's rule: the most likely class, no-object included, is real and above
+            # the threshold (for a threshold >= 0.5 the same as the best real class alone)
+            top_scores, top_classes = probs.max(-1)
+            keep = (top_classes != probs.shape[-1] - 1) & (top_scores > self.panoptic_conf_thresh)
+            mask_logits = resize_mask_logits(masks[keep], padded_hw, hw, hw)
+            kept = (top_scores[keep], top_classes[keep], mask_logits, self.is_thing.tolist())
+            panoptic_seg = combine_panoptic(*kept, self.panoptic_min_area, output_hw)
+            scores, classes = probs[:, :-1].max(-1)
+            idx = self.select_detections(scores, self.is_thing[classes])
+            xyxy = absolute_xyxy(boxes[idx], output_hw)
+            instances = Instances(output_hw, pred_boxes=Boxes(xyxy), scores=scores[idx])
+            instances.pred_boxes.clip(output_hw)
+            instances.pred_classes = classes[idx]
+            chunks = masks[idx].split(16)  # N full-resolution float masks at once can be large
+            pred_masks = [resize_mask_logits(m, padded_hw, hw, output_hw) > 0 for m in chunks]
+            instances.pred_masks = torch.cat(pred_masks)  # split gives one chunk even of 0 masks
+            results.append({"panoptic_seg": panoptic_seg, "instances": instances})
+        return results
 
-    def panoptic_inference(
-        self, logits: Tensor, boxes: Tensor, masks: Tensor, padded_hw, image_hw, output_hw
-    ) -> Dict:
-        """One image: logits (N, K+1), boxes (N, 4) normalized cxcywh, masks (N, h, w) logits
-        over the padded batch. Returns {"panoptic_seg", "instances"}."""
-        probs = logits.softmax(-1)
-        # the original's rule: the most likely class, no-object included, is real and above the
-        # threshold (for a threshold >= 0.5 the same as the best real class alone)
-        top_scores, top_classes = probs.max(-1)
-        keep = (top_classes != probs.shape[-1] - 1) & (top_scores > self.panoptic_conf_thresh)
-        mask_logits = resize_mask_logits(masks[keep], padded_hw, image_hw, image_hw)
-        kept = (top_scores[keep], top_classes[keep], mask_logits, self.is_thing.tolist())
-        panoptic_seg = combine_panoptic(*kept, self.panoptic_min_area, output_hw)
-        scores, classes = probs[:, :-1].max(-1)
-        idx = self.select_detections(scores, self.is_thing[classes])
-        xyxy = absolute_xyxy(boxes[idx], output_hw)
-        instances = Instances(output_hw, pred_boxes=Boxes(xyxy), scores=scores[idx])
-        instances.pred_boxes.clip(output_hw)
-        instances.pred_classes = classes[idx]
-        chunks = masks[idx].split(16)  # N full-resolution float masks at once can be large
-        pred_masks = [resize_mask_logits(m, padded_hw, image_hw, output_hw) > 0 for m in chunks]
-        instances.pred_masks = (
-            torch.cat(pred_masks) if chunks else masks.new_zeros((0, *output_hw), dtype=torch.bool)
-        )
-        return {"panoptic_seg": panoptic_seg, "instances": instances}
+
+def resize_mask_logits(masks: Tensor, padded_hw, image_hw, output_hw) -> Tensor:
+    """Mask logits (Q, h, w) over a padded batch -> (Q, *output_hw): upsampled (bilinear) to
+    ``padded_hw``, cropped to the image's ``image_hw``, resized (bilinear) to ``output_hw`` (the
+    original stretches the padded masks over the image, shifting them in batches of mixed sizes)."""
+    if len(masks) == 0:
+        return masks.new_zeros((0, *output_hw))
+    x = F.interpolate(masks[None].float(), size=padded_hw, mode="bilinear", align_corners=False)
+    x = x[:, :, : image_hw[0], : image_hw[1]]
+    if tuple(image_hw) != tuple(output_hw):
+        x = F.interpolate(x, size=output_hw, mode="bilinear", align_corners=False)
+    return x[0]
+
+
+def _resize_nearest(index_map: Tensor, output_hw) -> Tensor:
+    """(h, w) int64 -> (H, W) int64 on the CPU, by PIL's nearest filter (the original's)."""
+    if tuple(index_map.shape) == tuple(output_hw):
+        return index_map.cpu()
+    image = Image.fromarray(index_map.cpu().numpy().astype(np.int32), mode="I")
+    resized = image.resize((output_hw[1], output_hw[0]), resample=Image.NEAREST)
+    return torch.from_numpy(np.asarray(resized).astype(np.int64))
+
+
+def combine_panoptic(scores, classes, mask_logits, is_thing, min_area: int, output_hw=None):
+    """Non-overlapping segments of the kept queries, as the original's PostProcessPanoptic:
+    (1) every pixel goes to the query of highest mask logit; (2) queries of one stuff class fold
+    into the first of them; (3) the query map is resized to the output with PIL's nearest filter;
+    (4) queries of at most ``min_area`` pixels are removed and steps 1 and 3 redone until none is
+    that small. Segment ids start at 1 (Detectron2's ``panoptic_seg``, 0 = void), the original's
+    at 0.
+
+    Args:
+        scores, classes: (Q,) tensors, confidence and contiguous class id of each kept query.
+        mask_logits: (Q, h, w) their mask logits over the image at network-input resolution.
+        is_thing: for each contiguous class id, whether it is a thing.
+        min_area: queries covering at most this many output pixels are removed.
+        output_hw: (H, W) of the output, or None: (h, w).
+    Returns:
+        Detectron2's ``panoptic_seg``: int32 (H, W) segment ids on ``mask_logits``' device
+        (0 = void, where no query is kept) and per segment (in query order) {"id" (1..S),
+        "category_id" (contiguous), "isthing", "score", "area" (pixels)}.
+    """
+    num = len(scores)
+    output_hw = tuple(output_hw or mask_logits.shape[-2:])
+    device = mask_logits.device
+    # step 2: the first query of each stuff class stands for all of them
+    first_of_class: Dict[int, int] = {}
+    fold = torch.arange(num, device=device)
+    for q, c in enumerate(classes.tolist()):
+        if not is_thing[c]:
+            fold[q] = first_of_class.setdefault(c, q)
+    alive = torch.ones(num, dtype=torch.bool, device=device)
+    index, area, first_pass = None, None, True
+    while alive.any():
+        queries = alive.nonzero()[:, 0]
+        winner = queries[mask_logits[queries].argmax(0)]  # (h, w) query index
+        if first_pass:
+            winner = fold[winner]
+        index = _resize_nearest(winner, output_hw)
+        area = torch.bincount(index.flatten(), minlength=num).to(device)
+        small = alive & (area <= min_area)
+        if not small.any():
+            break
+        alive &= ~small
+        first_pass = False
+    panoptic = torch.zeros(output_hw, dtype=torch.int32, device=device)
+    segments_info: List[Dict] = []
+    if not alive.any():
+        return panoptic, segments_info
+    new_id = torch.zeros(num, dtype=torch.int32)
+    for q in alive.nonzero()[:, 0].tolist():
+        new_id[q] = len(segments_info) + 1
+        c = int(classes[q])
+        info = {"id": len(segments_info) + 1, "category_id": c, "isthing": bool(is_thing[c])}
+        segments_info.append(dict(info, score=float(scores[q]), area=int(area[q])))
+    return new_id[index].to(device), segments_info

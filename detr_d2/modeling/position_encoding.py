@@ -11,18 +11,10 @@ class PositionEmbeddingSine(nn.Module):
     """Fixed 2-D sine encoding of the running count of valid pixels (independent of the padding),
     with ``normalize`` rescaled to (0, scale] over each image's valid extent."""
 
-    def __init__(
-        self,
-        num_pos_feats: int = 128,
-        temperature: float = 10000.0,
-        normalize: bool = True,
-        scale: float = 2 * math.pi,
-    ):
+    def __init__(self, num_pos_feats=128, temperature=10000.0, normalize=True, scale=2 * math.pi):
         super().__init__()
         self.num_pos_feats = num_pos_feats  # channels per axis: d / 2
-        self.temperature = temperature
-        self.normalize = normalize
-        self.scale = scale
+        self.temperature, self.normalize, self.scale = temperature, normalize, scale
 
     def forward(self, mask: torch.Tensor) -> torch.Tensor:
         """Returns (B, 2 * num_pos_feats, H, W) float32."""

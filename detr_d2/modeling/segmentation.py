@@ -52,9 +52,7 @@ class MaskHead(nn.Module):
     context_dim d; num_groups: GroupNorm groups (8 in DETR; d / 16 must be a multiple of it).
     """
 
-    def __init__(
-        self, in_channels: int, fpn_channels: List[int], context_dim: int, num_groups: int = 8
-    ):
+    def __init__(self, in_channels: int, fpn_channels: List[int], context_dim: int, num_groups=8):
         super().__init__()
         if len(fpn_channels) != 3:
             raise ValueError(f"MaskHead adds exactly 3 backbone features, got {len(fpn_channels)}")

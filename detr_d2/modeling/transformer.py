@@ -22,13 +22,8 @@ def _residual(x: Tensor, norm: nn.Module, dropout: nn.Module, sublayer, pre: boo
 
 def _feed_forward_modules(d_model: int, dim_feedforward: int, dropout: float):
     """``linear1``, ``dropout``, ``linear2``, then the residual's LayerNorm and dropout."""
-    return (
-        nn.Linear(d_model, dim_feedforward),
-        nn.Dropout(dropout),
-        nn.Linear(dim_feedforward, d_model),
-        nn.LayerNorm(d_model),
-        nn.Dropout(dropout),
-    )
+    linear1, linear2 = nn.Linear(d_model, dim_feedforward), nn.Linear(dim_feedforward, d_model)
+    return linear1, nn.Dropout(dropout), linear2, nn.LayerNorm(d_model), nn.Dropout(dropout)
 
 
 def _feed_forward(layer: nn.Module, x: Tensor) -> Tensor:
@@ -52,10 +47,9 @@ class TransformerEncoderLayer(nn.Module):
         self.normalize_before = normalize_before
         self.use_ffn = use_ffn
 
-    def forward(
-        self, src: Tensor, key_padding_mask: Optional[Tensor], pos: Optional[Tensor]
-    ) -> Tensor:
-        """src, pos: (HW, B, d); key_padding_mask: (B, HW) True at padding. Returns (HW, B, d)."""
+    def forward(self, src: Tensor, key_padding_mask: Tensor, pos: Optional[Tensor]) -> Tensor:
+        """src, pos: (HW, B, d); key_padding_mask: (B, HW) True at padding; pos may be None.
+        Returns (HW, B, d)."""
 
         def self_attention(x):
             q = k = _with_pos(x, pos)
@@ -78,10 +72,8 @@ class TransformerDecoderLayer(nn.Module):
         self.use_ffn = use_ffn
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.norm1 = nn.LayerNorm(d_model)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
+        self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout)
         if use_ffn:
             self.linear1, self.dropout, self.linear2, self.norm3, self.dropout3 = (
                 _feed_forward_modules(d_model, dim_feedforward, dropout)
@@ -96,13 +88,8 @@ class TransformerDecoderLayer(nn.Module):
             return self.self_attn(q, k, x, need_weights=False)[0]
 
         def cross_attention(x):
-            return self.multihead_attn(
-                _with_pos(x, query_pos),
-                _with_pos(memory, pos),
-                memory,
-                key_padding_mask=memory_key_padding_mask,
-                need_weights=False,
-            )[0]
+            q, k, mask = _with_pos(x, query_pos), _with_pos(memory, pos), memory_key_padding_mask
+            return self.multihead_attn(q, k, memory, key_padding_mask=mask, need_weights=False)[0]
 
         pre = self.normalize_before
         tgt = _residual(tgt, self.norm1, self.dropout1, self_attention, pre)
@@ -150,14 +137,10 @@ class Transformer(nn.Module):
             if value not in ("every", "input"):
                 raise ValueError(f"MODEL.DETR.{key} must be 'every' or 'input', got {value!r}")
         args = (d_model, nhead, dim_feedforward, dropout, normalize_before, use_ffn)
-        self.encoder = LayerStack(
-            TransformerEncoderLayer(*args),
-            num_encoder_layers,
-            nn.LayerNorm(d_model) if normalize_before else None,
-        )
-        self.decoder = LayerStack(
-            TransformerDecoderLayer(*args), num_decoder_layers, nn.LayerNorm(d_model)
-        )
+        encoder_norm = nn.LayerNorm(d_model) if normalize_before else None
+        self.encoder = LayerStack(TransformerEncoderLayer(*args), num_encoder_layers, encoder_norm)
+        decoder_norm = nn.LayerNorm(d_model)
+        self.decoder = LayerStack(TransformerDecoderLayer(*args), num_decoder_layers, decoder_norm)
         self.d_model, self.pos_at, self.query_pos_at = d_model, pos_at, query_pos_at
         for p in self.parameters():
             if p.dim() > 1:
@@ -178,11 +161,9 @@ class Transformer(nn.Module):
             tgt, query_pos = query, None
         else:
             tgt, query_pos = torch.zeros_like(query), query
-        memory = src
         for layer in self.encoder.layers:
-            memory = layer(memory, mask, pos)
-        if self.encoder.norm is not None:
-            memory = self.encoder.norm(memory)
+            src = layer(src, mask, pos)
+        memory = src if self.encoder.norm is None else self.encoder.norm(src)
         hs = []
         for layer in self.decoder.layers:
             tgt = layer(tgt, memory, mask, pos, query_pos)
