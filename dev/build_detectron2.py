@@ -169,8 +169,7 @@ def patch_tree(root: Path):
         if (found := len(NUMPY_ALIAS.findall(text))) != count:
             raise SystemExit(f"numpy alias edit: {rel} has {found} hits, expected {count}")
         (root / rel).write_text(NUMPY_ALIAS.sub(r"\1", text))
-    left = [p for p in root.glob("detectron2/**/*.py") if NUMPY_ALIAS.search(p.read_text())]
-    if left:
+    if left := [p for p in root.glob("detectron2/**/*.py") if NUMPY_ALIAS.search(p.read_text())]:
         raise SystemExit(f"numpy aliases left in: {[str(p.relative_to(root)) for p in left]}")
     (root / "detectron2" / "_C.py").write_text(STANDIN_C)
     (root / "detectron2" / "BUILD_TAG").write_text(BUILD_TAG + "\n")

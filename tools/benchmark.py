@@ -108,7 +108,6 @@ def _ratio(a: List[float], b: List[float]) -> float:
 
 
 def device_description(device: torch.device) -> Dict:
-    """What the numbers were measured on."""
     name = platform.processor() or platform.machine()
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
@@ -323,14 +322,12 @@ def bench_eval(args, rows: List, notes: List) -> Dict[str, Dict]:
         for backend in ["pycocotools"] + [b for b in COCO_EVAL_BACKENDS if b != "pycocotools"]:
             logger.info(f"Timing {backend} ...")
             start = time.perf_counter()
-            coco_gt = load_coco_gt(gt_json, backend)
+            gt = load_coco_gt(gt_json, backend)
             load_s, evals = time.perf_counter() - start, []
 
             def run():
                 with contextlib.redirect_stdout(io.StringIO()):
-                    evals.append(
-                        evaluate_predictions_on_coco(coco_gt, dets, "bbox", backend=backend)
-                    )
+                    evals.append(evaluate_predictions_on_coco(gt, dets, "bbox", backend=backend))
 
             runs = 1 if backend == "pycocotools" else args.eval_repeats
             times = alternating_times({backend: run}, runs, 0, CPU, 0)[backend]
@@ -383,8 +380,7 @@ def bench_amp(args, rows: List, notes: List) -> List[Dict]:
     cmd = [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file", args.config_file]
     for dtype in args.dtypes:
         out = os.path.join(base, dtype)
-        amp = ["SOLVER.AMP.ENABLED", str(dtype != "float32")]
-        amp += ["SOLVER.AMP.DTYPE", dtype] if dtype != "float32" else []
+        amp = ["SOLVER.AMP.ENABLED", str(dtype != "float32"), "SOLVER.AMP.DTYPE", dtype]
         start = time.perf_counter()
         subprocess.run(cmd + args.opts + amp + ["OUTPUT_DIR", out], check=True)
         wall, lines = time.perf_counter() - start, read_metrics(os.path.join(out, "metrics.json"))

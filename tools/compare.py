@@ -34,7 +34,6 @@ from tabulate import tabulate
 from detr_d2.utils.records import read_analysis, read_metrics
 
 COLUMNS = ["Model", "GFLOPs/FPS", "FPS on", "#params", "AP", "AP50", "AP75", "APs", "APm", "APl"]
-AP_COLUMNS = COLUMNS[4:]
 MISSING = "-"
 
 
@@ -59,7 +58,7 @@ def table_row(output_dir: str, name: Optional[str] = None) -> Dict[str, str]:
         "GFLOPs/FPS": MISSING if gflops is None and fps is None else speed,
         "FPS on": inference.get("device_name", MISSING) if fps is not None else MISSING,
         "#params": MISSING if params is None else f"{params / 1e6:.1f}M",
-        **{c: _number(ap.get(f"bbox/{c}"), 1) for c in AP_COLUMNS},
+        **{c: _number(ap.get(f"bbox/{c}"), 1) for c in COLUMNS[4:]},
     }
 
 
@@ -68,8 +67,7 @@ def main(args) -> str:
     names = args.names or [None] * len(args.output_dirs)
     if len(names) != len(args.output_dirs):
         raise SystemExit(f"--names has {len(names)} names for {len(args.output_dirs)} OUTDIRs")
-    missing = [d for d in args.output_dirs if not os.path.isdir(d)]
-    if missing:
+    if missing := [d for d in args.output_dirs if not os.path.isdir(d)]:
         raise SystemExit(f"No such output folder: {', '.join(missing)}")
     rows = [table_row(d, n) for d, n in zip(args.output_dirs, names)]
     align = ["left"] * 3 + ["right"] * (len(COLUMNS) - 3)

@@ -100,7 +100,6 @@ def verify(model, weights: str, image_path: str, reference_path: str, class_rows
 
 
 def main(argv=None) -> int:
-    """The tool on ``argv`` (default: the command line); returns the exit status."""
     parser = get_parser()
     args = ARGS if argv is None else parser.parse_args(argv)
     if bool(args.verify_image) != bool(args.verify_outputs):

@@ -52,7 +52,6 @@ def check_backbone_keys(converted: dict, depth: int) -> None:
 
 
 def convert(input_path: str, output_path: str) -> dict:
-    """Read, convert, check and write; returns the saved checkpoint dict."""
     state_dict = load_checkpoint_safely(input_path)
     for wrapper in ("state_dict", "model"):
         if isinstance(state_dict, dict) and wrapper in state_dict:
@@ -69,7 +68,6 @@ def convert(input_path: str, output_path: str) -> dict:
 
 
 def main(argv=None) -> int:
-    """The tool on ``argv`` (default: the command line); returns the exit status."""
     args = ARGS if argv is None else get_parser().parse_args(argv)
     try:
         convert(args.input, args.output)

@@ -10,9 +10,8 @@ Each decoder layer's auxiliary predictions (and the last layer's, the model's ou
 evaluated as a detector of their own on the test dataset (``--dataset``, default
 DATASETS.TEST[0]), once as predicted and once after per-class NMS at IoU 0.7. Writes
 DIR/decoder_layers.json (AP, AP50, AP75, APs, APm, APl per layer and setting) and
-DIR/decoder_layers.png (AP and AP50 per layer, with and without NMS). Config overrides
-("KEY VALUE") may come anywhere on the command line. The paper finds the first layers'
-predictions full of duplicates, which NMS removes (+AP), while the last layer has none left.
+DIR/decoder_layers.png (AP and AP50 per layer, with and without NMS). The paper finds the first
+layers' predictions full of duplicates, which NMS removes (+AP), while the last layer has none left.
 """
 
 # ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
@@ -59,9 +58,7 @@ def apply_nms(instances, iou_threshold: float = NMS_IOU):
 
 
 @torch.no_grad()
-def evaluate_decoder_layers(
-    model: torch.nn.Module, cfg, dataset_name: str, num_images=0, nms_iou=NMS_IOU, log_period=50
-) -> Dict:
+def evaluate_decoder_layers(model, cfg, dataset_name: str, num_images, nms_iou, log_period) -> Dict:
     """COCO box AP of each decoder layer's predictions on (the first ``num_images`` of) a
     dataset, as predicted and after per-class NMS at ``nms_iou``, one evaluator per layer and
     setting. Returns {"dataset", "num_images", "nms_iou", "layers": [1..L], "without_nms":
@@ -96,12 +93,12 @@ def evaluate_decoder_layers(
     return dict(info, layers=list(range(1, num_layers + 1)), **numbers)
 
 
-def plot_decoder_layers(results: Dict, output_path: str, metrics=("AP", "AP50")) -> None:
-    """Fig. 4: one line per metric and setting over the decoder layers, saved to ``output_path``."""
+def plot_decoder_layers(results: Dict, output_path: str) -> None:
+    """Fig. 4: AP and AP50 per setting over the decoder layers, saved to ``output_path``."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     layers = results["layers"]
-    for metric, color in zip(metrics, ("tab:blue", "tab:orange", "tab:green", "tab:red")):
+    for metric, color in zip(("AP", "AP50"), ("tab:blue", "tab:orange")):
         for setting, style in zip(SETTINGS, ("-", "--")):
             label = metric + (f" NMS={results['nms_iou']}" if setting == "with_nms" else "")
             ax.plot(layers, results[setting][metric], style, color=color, marker="o", label=label)

@@ -174,8 +174,7 @@ def train_detr(
         def build_train_loader(cls, cfg):
             return itertools.cycle(batches)
 
-    amp = ["SOLVER.AMP.ENABLED", str(dtype != "float32")]
-    amp += ["SOLVER.AMP.DTYPE", dtype] if dtype != "float32" else []
+    amp = ["SOLVER.AMP.ENABLED", str(dtype != "float32"), "SOLVER.AMP.DTYPE", dtype]
     size = len(batches[0])
     with tempfile.TemporaryDirectory() as out, EventStorage(0) as storage:
         opts = [*opts, "SOLVER.IMS_PER_BATCH", str(size), "OUTPUT_DIR", out, "SEED", "0", *amp]

@@ -9,18 +9,13 @@ iterations (losses on a log scale), keys absent from the file skipped.
 # ruff: noqa: E402  (the command line is parsed before anything heavy is imported)
 import detr_d2_cli as cli
 
-DEFAULT_KEYS = (
-    "total_loss", "loss_ce", "loss_bbox", "loss_giou", "class_error", "lr", "bbox/AP", "bbox/AP50"
-)  # fmt: skip
-
 
 def get_parser():
     parser = cli.argument_parser(__doc__, config=False)
     parser.add_argument("metrics", metavar="METRICS_JSON", help="OUTDIR/metrics.json")
     cli.add_flags(parser, "output", output=dict(required=True, help="the image, e.g. curves.png"))
-    parser.add_argument(
-        "--keys", nargs="+", default=list(DEFAULT_KEYS), help="default: %(default)s"
-    )
+    keys = "total_loss loss_ce loss_bbox loss_giou class_error lr bbox/AP bbox/AP50".split()
+    parser.add_argument("--keys", nargs="+", default=keys, help="default: %(default)s")
     return parser
 
 

@@ -9,15 +9,13 @@
 Every prediction of the last decoder layer counts, whatever its class or score. One scatter per
 slot in ``--slots`` (default: the first 20), each point a box centre in the image normalized to
 the unit square: green for small boxes, red for large horizontal ones, blue for large vertical
-ones. Your own COCO-format set: ``--register-coco NAME JSON IMAGE_ROOT --dataset NAME``. Config
-overrides ("KEY VALUE") may come anywhere on the command line.
+ones. Your own COCO-format set: ``--register-coco NAME JSON IMAGE_ROOT --dataset NAME``.
 """
 
 # ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)
 import detr_d2_cli as cli
 
-# a box is "small" when sqrt(w * h) is below this fraction of the image (w, h normalized)
-SMALL_SIZE = 0.25
+SMALL_SIZE = 0.25  # of the image side, w and h normalized: see --small-size
 
 
 def get_parser():
@@ -74,12 +72,11 @@ def box_colors(boxes: Tensor, small_size: float = SMALL_SIZE) -> np.ndarray:
     return colors
 
 
-def plot_query_slots(boxes: Tensor, slots, output_path=None, columns=5, small_size=SMALL_SIZE):
+def plot_query_slots(boxes: Tensor, slots, output_path, columns: int, small_size: float):
     """One scatter of box centres per slot (an index into the N queries of ``boxes`` (I, N, 4)
-    normalized cxcywh), ``columns`` per row, saved to ``output_path`` if given."""
+    normalized cxcywh), ``columns`` per row, saved to ``output_path``."""
     num_queries = boxes.shape[1]
-    bad = [s for s in slots if not 0 <= s < num_queries]
-    if bad:
+    if bad := [s for s in slots if not 0 <= s < num_queries]:
         raise ValueError(f"slots {bad} out of range: the model has {num_queries} queries")
     columns = max(1, min(columns, len(slots)))
     rows = (len(slots) + columns - 1) // columns
@@ -96,8 +93,7 @@ def plot_query_slots(boxes: Tensor, slots, output_path=None, columns=5, small_si
     legend = "green small, red large horizontal, blue large vertical"
     fig.suptitle(f"Box centres per slot over {len(boxes)} images: {legend}", fontsize=9)
     fig.tight_layout()
-    if output_path:
-        fig.savefig(output_path, dpi=100)
+    fig.savefig(output_path, dpi=100)
     return fig
 
 

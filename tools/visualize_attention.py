@@ -11,7 +11,6 @@ Writes to ``--output-dir`` (default OUTPUT_DIR/attention):
     input image; default: the centres of the best detections).
   decoder_attention.png: the last decoder layer's cross-attention (heads averaged) of each
     detection's query (at most ``--topk`` above ``--threshold``), with its box.
-Config overrides ("KEY VALUE") may come anywhere on the command line.
 """
 
 # ruff: noqa: E402  (the command line is parsed before torch is imported: a fast --help)

@@ -33,6 +33,7 @@ ARGS = get_parser().parse_args() if __name__ == "__main__" else None
 import itertools
 import logging
 import os
+from functools import partial
 from pathlib import Path
 from typing import Iterator, List, Tuple
 
@@ -49,18 +50,19 @@ logger = logging.getLogger("detr_d2.visualize_data")
 
 
 def annotations(cfg) -> Iterator[Tuple]:
-    """(RGB image, metadata, PNG name, overlay) of each image of DATASETS.TRAIN as loaded, the
-    overlay its dataset dict."""
+    """(RGB image, metadata, PNG name, draw) of each image of DATASETS.TRAIN as loaded, ``draw``
+    the Visualizer method that draws its dataset dict."""
     for name in cfg.DATASETS.TRAIN:
         metadata = MetadataCatalog.get(name)
         for record in DatasetCatalog.get(name):
             image = utils.read_image(record["file_name"], format="RGB")
-            yield image, metadata, f"{name}_{Path(record['file_name']).stem}.png", record
+            draw = partial(Visualizer.draw_dataset_dict, dic=record)
+            yield image, metadata, f"{name}_{Path(record['file_name']).stem}.png", draw
 
 
 def training_inputs(cfg) -> Iterator[Tuple]:
-    """(RGB image, metadata, PNG name, overlay) of each image the training data loader yields,
-    the overlay its augmented boxes and labels."""
+    """(RGB image, metadata, PNG name, draw) of each image the training data loader yields,
+    ``draw`` the Visualizer method that draws its augmented boxes and labels."""
     mapper = DetrDatasetMapper(cfg, True) if is_detr_config(cfg) else DatasetMapper(cfg, True)
     metadata = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
     names = metadata.get("thing_classes", None)
@@ -71,22 +73,18 @@ def training_inputs(cfg) -> Iterator[Tuple]:
         image = utils.convert_image_to_rgb(image, cfg.INPUT.FORMAT).astype(np.uint8)
         instances = item["instances"]
         labels = [names[c] if names else str(c) for c in instances.gt_classes.tolist()]
-        overlay = dict(boxes=instances.gt_boxes.tensor.numpy(), labels=labels)
-        yield image, metadata, f"{i:04d}_{Path(item['file_name']).stem}.png", overlay
+        boxes = instances.gt_boxes.tensor.numpy()
+        draw = partial(Visualizer.overlay_instances, boxes=boxes, labels=labels)
+        yield image, metadata, f"{i:04d}_{Path(item['file_name']).stem}.png", draw
 
 
 def main(args) -> List[str]:
-    """Draws the first --num-images images; returns the paths of the PNG files written."""
     cfg = cli.setup_cfg(args)
     os.makedirs(args.output_dir, exist_ok=True)
     images = annotations(cfg) if args.source == "annotation" else training_inputs(cfg)
     paths = []
-    for image, metadata, name, overlay in itertools.islice(images, args.num_images):
-        vis = Visualizer(image, metadata, cli.draw_scale(args.scale, *image.shape[:2]))
-        if args.source == "annotation":
-            vis = vis.draw_dataset_dict(overlay)
-        else:
-            vis = vis.overlay_instances(**overlay)
+    for image, metadata, name, draw in itertools.islice(images, args.num_images):
+        vis = draw(Visualizer(image, metadata, cli.draw_scale(args.scale, *image.shape[:2])))
         paths.append(os.path.join(args.output_dir, name))
         vis.save(paths[-1])
         logger.info(f"Wrote {paths[-1]}")
