@@ -21,7 +21,6 @@ from pathlib import Path
 
 SDIST_NAME = "pb1-detectron2"
 SDIST_VERSION = "0.6"
-SDIST_FILE = f"{SDIST_NAME}-{SDIST_VERSION}.tar.gz"
 SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
 # Marker written into the installed package so a re-run recognises its own build.
 BUILD_TAG = "detr_d2-python-only-build-1"
@@ -144,7 +143,7 @@ def sha256(path: Path) -> str:
 
 def download_sdist(cache_dir: Path) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / SDIST_FILE
+    target = cache_dir / f"{SDIST_NAME}-{SDIST_VERSION}.tar.gz"
     if not (target.exists() and sha256(target) == SDIST_SHA256):
         log(f"downloading {SDIST_NAME}=={SDIST_VERSION} with pip")
         # --no-build-isolation: pip prepares the sdist's metadata, whose setup.py imports torch.

@@ -51,7 +51,7 @@ def check_backbone_keys(converted: dict, depth: int) -> None:
     check_against_model(converted, {"backbone." + k: v for k, v in resnet.state_dict().items()})
 
 
-def convert(input_path: str, output_path: str) -> dict:
+def convert(input_path: str, output_path: str) -> None:
     state_dict = load_checkpoint_safely(input_path)
     for wrapper in ("state_dict", "model"):
         if isinstance(state_dict, dict) and wrapper in state_dict:
@@ -64,7 +64,6 @@ def convert(input_path: str, output_path: str) -> dict:
     checkpoint = {"model": converted, "__author__": "torchvision", "matching_heuristics": False}
     torch.save(checkpoint, output_path)
     logger.info("wrote %s", output_path)
-    return checkpoint
 
 
 def main(argv=None) -> int:

@@ -49,11 +49,9 @@ from detr_d2.modeling import Detr
 logger = logging.getLogger("detr_d2.decoder_layer_study")
 
 
-def apply_nms(instances, iou_threshold: float = NMS_IOU):
-    """Per-class NMS of detectron2 Instances (pred_boxes, scores, pred_classes)."""
-    keep = batched_nms(
-        instances.pred_boxes.tensor, instances.scores, instances.pred_classes, iou_threshold
-    )
+def apply_nms(instances, iou: float = NMS_IOU):
+    """Per-class NMS at IoU ``iou`` of detectron2 Instances (pred_boxes, scores, pred_classes)."""
+    keep = batched_nms(instances.pred_boxes.tensor, instances.scores, instances.pred_classes, iou)
     return instances[keep]
 
 

@@ -23,8 +23,7 @@ def get_parser():
     cli.add_flags(parser, "dataset", "num_images", "log_period", "random_weights")
     cli.add_flags(parser, "output", output=dict(help="PNG, default OUTPUT_DIR/query_slots.png"))
     parser.set_defaults(num_images=0)  # all
-    slots = "query indices to plot (default: the first 20)"
-    parser.add_argument("--slots", type=int, nargs="+", help=slots)
+    parser.add_argument("--slots", type=int, nargs="+", help="query indices (default: first 20)")
     parser.add_argument("--columns", type=int, default=5, help="subplots per row")
     small = "a box is small when sqrt(w*h) is below this fraction of the image"
     parser.add_argument("--small-size", type=float, default=SMALL_SIZE, help=small)

@@ -19,10 +19,8 @@ import detr_d2_cli as cli
 
 def get_parser():
     parser = cli.argument_parser(__doc__)
-    source = "the dataset's ground truth, or the augmented training inputs"
-    parser.add_argument(
-        "--source", choices=["annotation", "dataloader"], required=True, help=source
-    )
+    what = "the dataset's ground truth, or the augmented training inputs"
+    parser.add_argument("--source", choices=["annotation", "dataloader"], required=True, help=what)
     cli.add_flags(parser, "output_dir", "num_images", "scale")
     parser.set_defaults(num_images=20, output_dir="output/vis")
     return parser
