@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from fvcore.nn import flop_count_table, parameter_count, parameter_count_table
 
-from detr_d2.engine.predictor import dataset_inputs, load_model
+from detr_d2.engine.predictor import dataset_inputs, load_model, with_progress
 from detr_d2.utils.flops import activation_count_analysis, flop_count_analysis
 from detr_d2.utils.records import ANALYSIS_FILE, update_analysis
 from detr_d2.utils.testing import synthetic_inputs
@@ -49,7 +49,7 @@ logger = logging.getLogger("detr_d2.analyze_model")
 def do_flop(model: torch.nn.Module, inputs: List[Dict], input_desc: str) -> Dict:
     """Average GFLOPs (multiply-adds) over ``inputs``, one image per forward."""
     totals, by_operator, unsupported = [], Counter(), Counter()
-    for i, x in enumerate(inputs, 1):
+    for i, x in enumerate(with_progress(inputs, len(inputs), "inputs", 10, "FLOP count"), 1):
         analysis = flop_count_analysis(model.eval(), [x])
         totals.append(analysis.total())
         by_operator.update(analysis.by_operator())
@@ -58,8 +58,6 @@ def do_flop(model: torch.nn.Module, inputs: List[Dict], input_desc: str) -> Dict
             table = flop_count_table(analysis, max_depth=4, show_param_shapes=False)
             hw = tuple(x["image"].shape[1:])
             logger.info(f"Per-module flops of the first input, {hw}:\n{table}")
-        if i % 10 == 0 or i == len(inputs):
-            logger.info(f"Counted {i}/{len(inputs)} inputs")
     n = len(inputs)
     gflops = {op: v / n / 1e9 for op, v in by_operator.most_common()}
     lines = "\n".join(f"  {op:32s} {v:10.4g}" for op, v in gflops.items())

@@ -81,7 +81,6 @@ from scipy.optimize import linear_sum_assignment
 
 from detr_d2.config import is_detr_config
 from detr_d2.data import DetrDatasetMapper, read_image
-from detr_d2.data import detr_dataset_mapper as mapper_module
 from detr_d2.engine.predictor import dataset_inputs, load_model
 from detr_d2.evaluation import COCO_EVAL_BACKENDS, evaluate_predictions_on_coco, load_coco_gt
 from detr_d2.evaluation.panoptic_backend import pq_compute
@@ -283,7 +282,7 @@ def bench_data(cfg, args, rows: List, notes: List, calls: int = 20) -> Dict:
 
         def call(name, seed):
             np.random.seed(seed)
-            with mock.patch.object(mapper_module, "read_image", readers[name]):
+            with mock.patch("detr_d2.data.detr_dataset_mapper.read_image", readers[name]):
                 return mappers[name](record)["image"]
 
         diff = max(

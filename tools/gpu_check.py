@@ -25,6 +25,10 @@ import time
 import zipfile
 from email.parser import Parser
 
+from packaging.requirements import Requirement
+from packaging.tags import compatible_tags, cpython_tags
+from packaging.utils import canonicalize_name, parse_wheel_filename
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLE_LIMIT_MIB = 64  # what a device run may carry
 # cp312 manylinux wheels of what the GPU machine lacks (it has GPU_PROVIDED)
@@ -55,8 +59,7 @@ DEVICE_TESTS = [
     "tests/test_panoptic_data.py",
     "tests/test_reliability.py::test_unusual_images_go_through_mapper_and_model",
 ]  # fmt: skip
-IMAGE_HW, BOXES_PER_IMAGE, TRAIN_BATCH, TRAIN_ITERS, TRAIN_WARMUP = (800, 1066), 7, 8, 50, 10
-INFER_ITERS, INFER_WARMUP = 30, 5
+IMAGE_HW, BOXES_PER_IMAGE, TRAIN_BATCH, TRAIN_ITERS = (800, 1066), 7, 8, 50
 # (limit, "min" or "max") of each ratio asked. Output differences from fp32 eager (class
 # probabilities and normalized boxes, max abs): the fast path as tests/test_detr_model.py checks
 # it, bf16 within 1e-2 as the bf16 loss test
@@ -80,10 +83,6 @@ def check_bundle(folder):
     """Problems of a bundle (an empty list: it installs on the GPU machine): a wheel that is not
     for CPython 3.12 on manylinux x86_64, a requirement neither in the bundle nor on the machine,
     a name of requirements.txt without its wheel, or a size over the limit."""
-    from packaging.requirements import Requirement
-    from packaging.tags import compatible_tags, cpython_tags
-    from packaging.utils import canonicalize_name, parse_wheel_filename
-
     platforms = [f"manylinux_2_{minor}_x86_64" for minor in range(28, 4, -1)]
     platforms += ["manylinux2014_x86_64", "linux_x86_64"]
     supported = set(cpython_tags((3, 12), platforms=platforms))
@@ -123,8 +122,6 @@ def make_bundle(folder):
     _pip("wheel", "--no-deps", "--no-binary", ":all:", "-w", folder, *SOURCE_ONLY)
     build = os.path.join(ROOT, "dev", "build_detectron2.py")
     subprocess.check_call([sys.executable, build, "--wheel-dir", folder])
-    from packaging.utils import canonicalize_name
-
     names = ["detectron2"] + [canonicalize_name(r.split("==")[0]) for r in BINARY + SOURCE_ONLY]
     names = [n for n in names if n not in NO_DEPS]
     for file_name, listed in zip(REQUIREMENT_FILES, (names, NO_DEPS)):
@@ -157,9 +154,7 @@ def run_device_tests():
             "seconds": time.perf_counter() - start}  # fmt: skip
 
 
-def train_detr(
-    dtype, batches, config="detr_r50.yaml", opts=(), iters=TRAIN_ITERS, warmup=TRAIN_WARMUP
-):
+def train_detr(dtype, batches, config="detr_r50.yaml", opts=(), iters=TRAIN_ITERS, warmup=10):
     """images/s, peak CUDA memory (MiB) and the total loss after ``iters`` iterations (the last
     ``iters - warmup`` timed) of train_net's Trainer on ``batches`` (cycled), in ``dtype``
     ("float32", "bfloat16", "float16"; SOLVER.AMP.*)."""
@@ -199,7 +194,7 @@ def train_detr(
             "peak_memory_mib": memory}  # fmt: skip
 
 
-def inference(config, paths, inputs, opts=(), iters=INFER_ITERS, warmup=INFER_WARMUP, sizes=(1, 8)):
+def inference(config, paths, inputs, opts=(), iters=30, warmup=5, sizes=(1, 8)):
     """images/s at each batch size for each path ("fp32_eager", "fast", "bf16"), and for DETR the
     largest output difference of each path from fp32 eager on one batch of 2 (without TF32).
     Speeds are measured with PyTorch's defaults (cuDNN TF32 on)."""

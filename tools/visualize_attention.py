@@ -172,11 +172,8 @@ def main(args) -> Dict:
     if len(queries) == 0:
         logger.warning(f"No detection scores above {args.threshold}: showing the best one")
         queries = order[:1]
-    if args.points:
-        points = list(args.points)
-    else:
-        centres = (boxes[queries, :2] + boxes[queries, 2:]) / 2
-        points = [tuple(map(float, c)) for c in centres[: args.num_points]]
+    centres = (boxes[queries, :2] + boxes[queries, 2:]) / 2  # the default points
+    points = list(args.points or [tuple(map(float, c)) for c in centres[: args.num_points]])
     indices = image_points_to_feature_indices(points, (h, w), *sizes, out["memory"].shape[-2:])
     names = predictor.metadata.get("thing_classes", None)
     decoder_titles = [
