@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """DETR's attention over an image (paper Fig. 3: encoder self-attention; Fig. 6: decoder
 cross-attention per predicted object).
 
