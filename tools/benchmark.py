@@ -208,8 +208,7 @@ def bench_variants(model, image, args, floor_s: float, rows: List, notes: List) 
 def _batched_matching(matcher, outputs, targets):
     """The unoptimized reference: one cost matrix over the whole batch, split per image."""
     b, n = outputs["pred_logits"].shape[:2]
-    labels = torch.cat([t["labels"] for t in targets])
-    boxes = torch.cat([t["boxes"] for t in targets])
+    labels, boxes = (torch.cat([t[k] for t in targets]) for k in ("labels", "boxes"))
     logits, pred_boxes = (outputs[k].flatten(0, 1) for k in ("pred_logits", "pred_boxes"))
     cost = matcher.cost_matrix(logits, pred_boxes, labels, boxes).view(b, n, -1)
     sizes = [len(t["labels"]) for t in targets]

@@ -70,8 +70,7 @@ def main(args) -> str:
         raise SystemExit(f"No such output folder: {', '.join(missing)}")
     rows = [table_row(d, n) for d, n in zip(args.output_dirs, names)]
     align = ["left"] * 3 + ["right"] * (len(COLUMNS) - 3)
-    cells = [[r[c] for c in COLUMNS] for r in rows]
-    table = tabulate(cells, COLUMNS, "pipe", colalign=align, disable_numparse=True) + "\n"
+    table = tabulate(rows, "keys", "pipe", colalign=align, disable_numparse=True) + "\n"
     sys.stdout.write(table)  # the table is the tool's output, not a log message
     if args.output:
         with open(args.output, "w") as f:

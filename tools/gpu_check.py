@@ -12,7 +12,6 @@ Inputs: generated 800x1066 images with 7 boxes each, in memory. Training runs tr
 of the three precisions are compared with each other, not with a trained model.
 """
 
-import argparse
 import gc
 import itertools
 import json
@@ -22,6 +21,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from argparse import ArgumentParser, Namespace, RawDescriptionHelpFormatter
 from email.parser import Parser
 
 from packaging.requirements import Requirement
@@ -108,8 +108,7 @@ def check_bundle(folder):
     for file_name in REQUIREMENT_FILES:
         listed = open(os.path.join(folder, file_name)).read().split()
         problems += [f"{file_name} names {n} but no wheel" for n in listed if n not in versions]
-    size = _size_mib(folder)
-    if size > BUNDLE_LIMIT_MIB:
+    if (size := _size_mib(folder)) > BUNDLE_LIMIT_MIB:
         problems.append(f"{size:.1f} MiB, over the {BUNDLE_LIMIT_MIB} MiB a run may carry")
     return problems
 
@@ -141,7 +140,7 @@ def _cfg(config, opts):
 
     path = os.path.join(ROOT, "configs", config)
     opts = ["MODEL.DEVICE", "cuda", "MODEL.WEIGHTS", "", *opts]
-    return setup_cfg(argparse.Namespace(config_file=path, opts=opts, register_coco=None))
+    return setup_cfg(Namespace(config_file=path, opts=opts, register_coco=None))
 
 
 def run_device_tests():
@@ -291,13 +290,10 @@ def run_check(output):
         json.dump(report, f, indent=2)
     print(format_table(report))
     print(f"written to {output} in {report['seconds']:.0f} s")
-    return report
 
 
 def main():
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__, formatter_class=RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", metavar="DIR", help="fill DIR with the GPU machine's wheels")
     parser.add_argument("--output", default="gpu_check.json", help="the JSON report")
     args = parser.parse_args()

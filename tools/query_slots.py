@@ -55,9 +55,8 @@ def collect_slot_boxes(model: torch.nn.Module, cfg, dataset_name: str, num_image
         raise TypeError(f"{type(model).__name__} is not a DETR model (no forward_raw)")
     model.eval()
     loader, dicts = dataset_loader(cfg, dataset_name, num_images)
-    boxes = []
-    for inputs in with_progress(loader, len(dicts), every=log_period, name="query slots"):
-        boxes.append(model.forward_raw(model.preprocess_image(inputs))["pred_boxes"].cpu())
+    progress = with_progress(loader, len(dicts), every=log_period, name="query slots")
+    boxes = [model.forward_raw(model.preprocess_image(x))["pred_boxes"].cpu() for x in progress]
     return torch.cat(boxes)
 
 
