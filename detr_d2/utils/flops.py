@@ -2,8 +2,7 @@
 fvcore's defaults miss: ``scaled_dot_product_attention`` (DETR's path), ``baddbmm`` (with
 ``need_weights`` and a mask), ``_native_multi_head_attention`` (the fused eval fast path) and
 ``matmul`` with broadcasting. One multiply-add (MAC) counts as one flop, as the DETR paper's GFLOPs;
-the attention products (q k^T, attn v) are reported under the operator name "attention".
-"""
+the attention products (q k^T, attn v) are reported under the operator name "attention"."""
 
 from collections import Counter
 from math import prod
@@ -14,8 +13,6 @@ from detectron2.export import TracingAdapter
 from detectron2.utils.analysis import FlopCountAnalysis
 from fvcore.nn import ActivationCountAnalysis
 from fvcore.nn.jit_handles import bmm_flop_jit, generic_activation_jit, get_shape
-
-__all__ = ["ATTENTION_FLOP_HANDLES", "flop_count_analysis", "activation_count_analysis"]
 
 
 def attention_macs(q_shape: Sequence[int], k_shape: Sequence[int], v_shape: Sequence[int]) -> int:
@@ -65,8 +62,7 @@ def flop_count_analysis(model, inputs: List[Dict], attention: bool = True) -> Fl
     batch), with the attention handles unless ``attention`` is False. Batch norm is not counted
     (it folds into the convolution at inference): detectron2 lists it among its ignored ops, but
     ``set_op_handle(None)`` cannot drop a default fvcore handle, hence one that counts nothing.
-    Its warnings are off: the caller reports unsupported ops (once for all inputs, not per trace).
-    """
+    Its warnings are off: the caller reports unsupported ops (once, not per trace)."""
     analysis = FlopCountAnalysis(model, inputs).tracer_warnings("none")
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     analysis.set_op_handle("aten::batch_norm", lambda *_: Counter())
