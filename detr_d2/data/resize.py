@@ -51,14 +51,6 @@ class TensorResizeTransform(T.ResizeTransform):
         return TensorResizeTransform(self.new_h, self.new_w, self.h, self.w, self.interp)
 
 
-def to_tensor_resize(transform: T.Transform) -> T.Transform:
-    """``transform`` as a :class:`TensorResizeTransform` if it is a plain ``ResizeTransform``."""
-    if type(transform) is T.ResizeTransform:
-        t = transform
-        return TensorResizeTransform(t.h, t.w, t.new_h, t.new_w, t.interp)
-    return transform
-
-
 def detr_output_shape(h: int, w: int, short_edge_length: int, max_size: int) -> Tuple[int, int]:
     """(new_h, new_w) by the original DETR's rule: the short side becomes ``short_edge_length``
     (``round(max_size * short / long)`` when the long side would exceed ``max_size``), the long
@@ -104,8 +96,8 @@ class ResizeShortestEdge(T.ResizeShortestEdge):
             return T.NoOpTransform()
         shape = detr_output_shape if self.rule == "detr" else T.ResizeShortestEdge.get_output_shape
         new_h, new_w = shape(h, w, int(size), self.max_size)
-        t = T.ResizeTransform(h, w, max(new_h, 1), max(new_w, 1), self.interp)
-        return to_tensor_resize(t) if self.tensor_resize else t
+        resize = TensorResizeTransform if self.tensor_resize else T.ResizeTransform
+        return resize(h, w, max(new_h, 1), max(new_w, 1), self.interp)
 
 
 def test_resize(cfg) -> ResizeShortestEdge:
