@@ -64,11 +64,10 @@ def _raise_or_skip(message: str, fix: str, count: int, skip: bool, cause=None) -
 
 def write_temporary_json(data, prefix: str) -> str:
     """Write ``data`` to a new temporary ``<prefix>*.json``, removed at exit; returns its path."""
-    fd, path = tempfile.mkstemp(prefix=prefix, suffix=".json")
-    with os.fdopen(fd, "w") as f:
+    with tempfile.NamedTemporaryFile("w", prefix=prefix, suffix=".json", delete=False) as f:
         json.dump(data, f)
-    atexit.register(os.remove, path)
-    return path
+    atexit.register(os.remove, f.name)
+    return f.name
 
 
 def classify_box(bbox, mode=BoxMode.XYWH_ABS, height=None, width=None, tolerance=0.0):
@@ -161,8 +160,7 @@ def check_dataset_dicts(dicts: List[Dict], metadata, dataset_name: str, skip_bad
         )
     if boxes["clipped"]:
         logger.warning(
-            f"Dataset {dataset_name!r}: clipped {boxes['clipped']} boxes that extend "
-            "beyond their image to the image."
+            f"Dataset {dataset_name!r}: clipped {boxes['clipped']} boxes to their image's borders."
         )
     if empty or crowd_only:
         logger.info(
@@ -230,7 +228,7 @@ def get_checked_dataset_dicts(names: Sequence[str], skip_bad_images=False, filte
 
 def warn_more_objects_than_queries(dicts: Sequence[Dict], num_queries: int) -> int:
     """Warn once when images have more objects (non-crowd boxes or panoptic segments) than the
-    model has object queries: the extra ones can never be matched. Returns how many images."""
+    model has object queries: the extra ones can never be matched."""
     counts = [
         sum(not obj.get("iscrowd", 0) for obj in d.get("segments_info", d.get("annotations")) or [])
         for d in dicts
@@ -243,7 +241,6 @@ def warn_more_objects_than_queries(dicts: Sequence[Dict], num_queries: int) -> i
             f"predicts one object, so {sum(over) - num_queries * len(over)} objects can never be "
             "matched. Raise NUM_OBJECT_QUERIES above the largest count to learn them all."
         )
-    return len(over)
 
 
 class CheckedMapper:

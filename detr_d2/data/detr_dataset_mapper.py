@@ -88,7 +88,6 @@ class DetrDatasetMapper:
         return aug_input.image, transforms
 
     def __call__(self, dataset_dict):
-        """One Detectron2 dataset dict -> the dict of the class docstring."""
         dataset_dict = copy.deepcopy(dataset_dict)
         image, transforms = self.read_and_augment(dataset_dict)
         annotations = dataset_dict.pop("annotations", [])
@@ -138,6 +137,5 @@ class DetrPanopticDatasetMapper(DetrDatasetMapper):
 
 
 def build_test_mapper(cfg):
-    """The test-time mapper of ``cfg``'s model: DetrDatasetMapper for DETR, Detectron2's
-    DatasetMapper for the others (the Faster R-CNN baselines), as train_net evaluates them."""
+    """The test-time mapper of ``cfg``'s model (Detectron2's DatasetMapper for Faster R-CNN)."""
     return DetrDatasetMapper(cfg, False) if is_detr_config(cfg) else DatasetMapper(cfg, False)

@@ -10,8 +10,7 @@
 
 :class:`ResumableStream` checkpoints (seed, P) in images (so a checkpoint resumes at another
 process count) and reseeds torch before every step. Not covered: CheckedMapper's replacement of
-unreadable images draws from each worker's own pool.
-"""
+unreadable images draws from each worker's own pool."""
 
 import itertools
 import logging
