@@ -36,13 +36,11 @@ class DetrDatasetMapper:
     def __init__(
         self, is_train, *, augmentations, crop_augmentations=None, crop_prob=0.5, image_format
     ):
-        self.is_train = is_train
+        self.is_train, self.crop_prob, self.image_format = is_train, crop_prob, image_format
         self.augmentations = T.AugmentationList(augmentations)
         self.crop_augmentations = (
             None if crop_augmentations is None else T.AugmentationList(crop_augmentations)
         )
-        self.crop_prob = crop_prob
-        self.image_format = image_format
         mode = "training" if is_train else "inference"
         logger.info(f"[DetrDatasetMapper] Augmentations in {mode}: {self.augmentations}")
         if self.crop_augmentations is not None:

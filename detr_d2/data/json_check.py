@@ -183,11 +183,10 @@ def _entry_problems(data: dict) -> List[str]:
 
 
 def check_coco_json(json_file: str, image_root: str, tolerance: float = 1.0) -> CocoJsonReport:
-    """The problems of the COCO instances ``json_file`` whose images' ``file_name`` are relative
-    to ``image_root``; ``tolerance``: pixels a box may extend beyond its image before it counts as
-    outside (COCO's own boxes overshoot by rounding). :class:`CocoJsonError` (a ValueError) naming
-    the file and the first entries: empty, a BOM, not JSON (line and column), not an object with
-    the three lists, values of the wrong type or shared ids."""
+    """The report on the COCO instances ``json_file`` (images' ``file_name`` relative to
+    ``image_root``); ``tolerance``: pixels a box may extend beyond its image before it counts as
+    outside (COCO's own boxes overshoot by rounding). :class:`CocoJsonError` (as the module says,
+    and when empty or without the three lists) names the file and the first entries."""
     with open(json_file, "rb") as f:
         raw = f.read()
     if not raw.strip():

@@ -68,8 +68,7 @@ def detr_output_shape(h: int, w: int, short_edge_length: int, max_size: int) -> 
 
 class ResizeShortestEdge(T.ResizeShortestEdge):
     """Detectron2's ``ResizeShortestEdge`` (same random draws) with ``rule`` "detr" (default,
-    :func:`detr_output_shape`) or "detectron2", no side resized to 0 pixels, and ``tensor_resize``
-    (uint8 RGB images resized by torchvision: ~7x faster, within 1 gray level of PIL)."""
+    :func:`detr_output_shape`) or "detectron2", ``tensor_resize`` and no side resized to 0 px."""
 
     def __init__(
         self,
@@ -83,8 +82,7 @@ class ResizeShortestEdge(T.ResizeShortestEdge):
         super().__init__(short_edge_length, max_size, sample_style, interp)
         if rule not in ("detr", "detectron2"):
             raise ValueError(f"INPUT.DETR_RESIZE_RULE must be 'detr' or 'detectron2', not {rule!r}")
-        self.tensor_resize = tensor_resize
-        self.rule = rule
+        self.tensor_resize, self.rule = tensor_resize, rule
 
     def get_transform(self, image):
         h, w = image.shape[:2]

@@ -21,12 +21,6 @@ def attention_macs(q_shape: Sequence[int], k_shape: Sequence[int], v_shape: Sequ
     return prod(q_shape[:-1]) * k_shape[-2] * (q_shape[-1] + v_shape[-1])
 
 
-def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
-    """``aten::scaled_dot_product_attention(query, key, value, attn_mask, ...)``."""
-    q, k, v = (get_shape(x) for x in inputs[:3])
-    return Counter({"attention": attention_macs(q, k, v)})
-
-
 def matmul_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     """``aten::matmul`` with numpy broadcasting and 1-D operands (fvcore's handle asserts on those
     and counts only the first operand's batch dims)."""
@@ -49,7 +43,10 @@ def native_mha_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
 
 
 ATTENTION_FLOP_HANDLES = {
-    "aten::scaled_dot_product_attention": sdpa_flop_jit,
+    # scaled_dot_product_attention(query, key, value, attn_mask, ...)
+    "aten::scaled_dot_product_attention": lambda inputs, outputs: Counter(
+        {"attention": attention_macs(*(get_shape(x) for x in inputs[:3]))}
+    ),
     # baddbmm(self, batch1, batch2, beta, alpha): bmm's count (the addition is elementwise)
     "aten::baddbmm": lambda inputs, outputs: bmm_flop_jit(inputs[1:3], outputs),
     "aten::matmul": matmul_flop_jit,

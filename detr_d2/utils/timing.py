@@ -25,7 +25,6 @@ def summarize(seconds: Sequence[float], items_per_iter: int = 1) -> Dict[str, fl
 
 
 def _timed(fn: Callable[[], object], device: torch.device) -> float:
-    """Seconds of ``fn()``, CUDA synchronized before and after."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
