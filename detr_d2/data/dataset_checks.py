@@ -223,7 +223,7 @@ def get_checked_dataset_dicts(names: Sequence[str], skip_bad_images=False, filte
     return dicts
 
 
-def warn_more_objects_than_queries(dicts: Sequence[Dict], num_queries: int) -> int:
+def warn_more_objects_than_queries(dicts: Sequence[Dict], num_queries: int) -> None:
     """Warn once when images have more objects (non-crowd boxes or panoptic segments) than the
     model has object queries: the extra ones can never be matched."""
     counts = [

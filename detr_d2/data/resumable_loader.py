@@ -67,7 +67,7 @@ def epoch_order(num_images: int, seed: int, epoch: int, group_size=0, wide=None)
 
 
 class _BatchStream(IterableDataset):
-    """The batches of ``loader`` (a :class:`ResumableTrainLoader`) on its rank, endless."""
+    """The batches of ``loader`` (a :class:`ResumableTrainLoader`) on its rank from its position."""
 
     def __init__(self, loader):
         self.loader, self.start = loader, loader.position
