@@ -10,7 +10,16 @@ from PIL import Image
 
 from detr_d2.config import add_detr_config
 from detr_d2.data import DetrDatasetMapper
-from detr_d2.data.resize import TensorResizeTransform, to_tensor_resize
+from detr_d2.data.resize import TensorResizeTransform
+
+
+def to_tensor_resize(transform: T.Transform) -> T.Transform:
+    """``transform`` as a :class:`TensorResizeTransform` if it is a plain ``ResizeTransform``
+    (moved here from detr_d2/data/resize.py, whose one use is now inline)."""
+    if type(transform) is T.ResizeTransform:
+        t = transform
+        return TensorResizeTransform(t.h, t.w, t.new_h, t.new_w, t.interp)
+    return transform
 
 
 def _photo_like(h, w, seed=0):

@@ -30,8 +30,7 @@ def _metadata(categories):
     all of them."""
     names, colors = [c["name"] for c in categories], [c["color"] for c in categories]
     things = {c["id"]: i for i, c in enumerate(categories) if c["isthing"]}
-    meta = {"thing_classes": names, "thing_colors": colors}
-    meta["thing_dataset_id_to_contiguous_id"] = things
+    meta = dict(thing_classes=names, thing_colors=colors, thing_dataset_id_to_contiguous_id=things)
     stuff = {c["id"]: i for i, c in enumerate(categories) if not c["isthing"]}
     if stuff:
         meta.update(stuff_classes=names, stuff_colors=colors)
@@ -46,15 +45,14 @@ def load_shapes_panoptic_json(json_file, image_root, panoptic_root, meta):
         data = json.load(f)
     images = {im["id"]: im for im in data["images"]}
     things = meta["thing_dataset_id_to_contiguous_id"]
-    stuff = meta["stuff_dataset_id_to_contiguous_id"]
+    contiguous = {**things, **meta["stuff_dataset_id_to_contiguous_id"]}
     dicts = []
     for ann in data["annotations"]:
         image = images[ann["image_id"]]
-        segments = []
-        for seg in ann["segments_info"]:
-            isthing = seg["category_id"] in things
-            cat = (things if isthing else stuff)[seg["category_id"]]
-            segments.append(dict(seg, category_id=cat, isthing=isthing))
+        segments = [
+            dict(s, category_id=contiguous[s["category_id"]], isthing=s["category_id"] in things)
+            for s in ann["segments_info"]
+        ]
         dicts.append(
             {"file_name": os.path.join(image_root, image["file_name"]), "image_id": image["id"],
              "height": image["height"], "width": image["width"],
@@ -90,10 +88,8 @@ def register_shapes(name, root, split, num_images, seed, panoptic=False):
 
 def register_all_shapes(root):
     """Register every dataset of SHAPES_SPLITS and SHAPES_PANOPTIC_SPLITS under ``root``."""
-    for name, (split, num_images, seed) in SHAPES_SPLITS.items():
-        register_shapes(name, root, split, num_images, seed)
-    for name, (split, num_images, seed) in SHAPES_PANOPTIC_SPLITS.items():
-        register_shapes(name, root, split, num_images, seed, panoptic=True)
+    for name, (split, num_images, seed) in {**SHAPES_SPLITS, **SHAPES_PANOPTIC_SPLITS}.items():
+        register_shapes(name, root, split, num_images, seed, panoptic="panoptic" in name)
 
 
 register_all_shapes(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")))

@@ -56,7 +56,6 @@ def _listing(items: Sequence[str], n: int = 5) -> str:
 
 
 def _raise_or_skip(message: str, fix: str, count: int, skip: bool, cause=None) -> None:
-    """Raise :class:`DatasetError` with ``message``, or with ``skip`` log ``count`` skipped."""
     if not skip:
         raise DatasetError(f"{message} Fix the {fix}, or {SKIP_HINT}.") from cause
     logger.warning(f"{message} Skipped these {count} images (DATALOADER.SKIP_BAD_IMAGES is True).")
@@ -64,11 +63,10 @@ def _raise_or_skip(message: str, fix: str, count: int, skip: bool, cause=None) -
 
 def write_temporary_json(data, prefix: str) -> str:
     """Write ``data`` to a new temporary ``<prefix>*.json``, removed at exit; returns its path."""
-    fd, path = tempfile.mkstemp(prefix=prefix, suffix=".json")
-    with os.fdopen(fd, "w") as f:
+    with tempfile.NamedTemporaryFile("w", prefix=prefix, suffix=".json", delete=False) as f:
         json.dump(data, f)
-    atexit.register(os.remove, path)
-    return path
+    atexit.register(os.remove, f.name)
+    return f.name
 
 
 def classify_box(bbox, mode=BoxMode.XYWH_ABS, height=None, width=None, tolerance=0.0):
@@ -106,11 +104,9 @@ def classify_box(bbox, mode=BoxMode.XYWH_ABS, height=None, width=None, tolerance
 def check_dataset_dicts(dicts: List[Dict], metadata, dataset_name: str, skip_bad_images=False):
     """The images of ``dicts`` (Detectron2 dataset dicts, contiguous category ids bounded by
     ``metadata``'s classes) that are kept, a new dict where boxes changed (the input is not
-    modified). An unknown category or a missing file raises :class:`DatasetError`, or with
-    ``skip_bad_images`` leaves the image out (logged with a count)."""
+    modified); the others raise :class:`DatasetError` unless ``skip_bad_images`` (then counted)."""
     num_classes = metadata_num_classes(metadata)
     boxes = Counter()  # box status -> count
-    # bad_images: descriptions of images with an unknown category or a missing file
     kept, bad_images, box_examples, empty, crowd_only = [], [], [], 0, 0
     for d in dicts:
         problems = [f"missing file {d[k]}" for k in FILES if k in d and not os.path.exists(d[k])]
@@ -161,8 +157,7 @@ def check_dataset_dicts(dicts: List[Dict], metadata, dataset_name: str, skip_bad
         )
     if boxes["clipped"]:
         logger.warning(
-            f"Dataset {dataset_name!r}: clipped {boxes['clipped']} boxes that extend "
-            "beyond their image to the image."
+            f"Dataset {dataset_name!r}: clipped {boxes['clipped']} boxes to their image's borders."
         )
     if empty or crowd_only:
         logger.info(
@@ -228,9 +223,9 @@ def get_checked_dataset_dicts(names: Sequence[str], skip_bad_images=False, filte
     return dicts
 
 
-def warn_more_objects_than_queries(dicts: Sequence[Dict], num_queries: int) -> int:
+def warn_more_objects_than_queries(dicts: Sequence[Dict], num_queries: int) -> None:
     """Warn once when images have more objects (non-crowd boxes or panoptic segments) than the
-    model has object queries: the extra ones can never be matched. Returns how many images."""
+    model has object queries: the extra ones can never be matched."""
     counts = [
         sum(not obj.get("iscrowd", 0) for obj in d.get("segments_info", d.get("annotations")) or [])
         for d in dicts
@@ -243,7 +238,6 @@ def warn_more_objects_than_queries(dicts: Sequence[Dict], num_queries: int) -> i
             f"predicts one object, so {sum(over) - num_queries * len(over)} objects can never be "
             "matched. Raise NUM_OBJECT_QUERIES above the largest count to learn them all."
         )
-    return len(over)
 
 
 class CheckedMapper:
@@ -259,9 +253,7 @@ class CheckedMapper:
     def __init__(self, mapper, skip_bad_images=False, spares: Sequence[Dict] = (), replace=True):
         # replace=False for evaluation: a skipped image becomes a marker WithoutSkipped drops
         self.mapper, self.skip_bad_images, self.replace = mapper, skip_bad_images, replace
-        self.bad_files = set()
-        self._pool = list(spares)
-        self._rng = random.Random(0)
+        self.bad_files, self._pool, self._rng = set(), list(spares), random.Random(0)
 
     def __call__(self, dataset_dict: Dict):
         for _ in range(self.MAX_ATTEMPTS):

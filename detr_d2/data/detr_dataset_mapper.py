@@ -36,13 +36,11 @@ class DetrDatasetMapper:
     def __init__(
         self, is_train, *, augmentations, crop_augmentations=None, crop_prob=0.5, image_format
     ):
-        self.is_train = is_train
+        self.is_train, self.crop_prob, self.image_format = is_train, crop_prob, image_format
         self.augmentations = T.AugmentationList(augmentations)
         self.crop_augmentations = (
             None if crop_augmentations is None else T.AugmentationList(crop_augmentations)
         )
-        self.crop_prob = crop_prob
-        self.image_format = image_format
         mode = "training" if is_train else "inference"
         logger.info(f"[DetrDatasetMapper] Augmentations in {mode}: {self.augmentations}")
         if self.crop_augmentations is not None:
@@ -88,7 +86,6 @@ class DetrDatasetMapper:
         return aug_input.image, transforms
 
     def __call__(self, dataset_dict):
-        """One Detectron2 dataset dict -> the dict of the class docstring."""
         dataset_dict = copy.deepcopy(dataset_dict)
         image, transforms = self.read_and_augment(dataset_dict)
         annotations = dataset_dict.pop("annotations", [])
@@ -138,6 +135,5 @@ class DetrPanopticDatasetMapper(DetrDatasetMapper):
 
 
 def build_test_mapper(cfg):
-    """The test-time mapper of ``cfg``'s model: DetrDatasetMapper for DETR, Detectron2's
-    DatasetMapper for the others (the Faster R-CNN baselines), as train_net evaluates them."""
+    """The test-time mapper of ``cfg``'s model (Detectron2's DatasetMapper for Faster R-CNN)."""
     return DetrDatasetMapper(cfg, False) if is_detr_config(cfg) else DatasetMapper(cfg, False)

@@ -67,9 +67,7 @@ class CocoJsonReport:
         Corner boxes near the top-left still fit when misread as [x, y, w, h], so "most
         overflow" alone misses xyxy data whose objects sit left or high; the second rule catches
         it. Real [x, y, w, h] data overflows only by annotation error, a few percent at most."""
-        sized = self.sized_boxes
-        if sized <= 0:
-            return False
+        sized = max(self.sized_boxes, 1)  # no boxes: no overflow, no fit
         overflow, fit = self.xywh_overflow / sized, self.fit_as_xyxy / sized
         return overflow > 0.5 or (overflow > 0.1 and fit > 0.95)
 
@@ -83,9 +81,7 @@ class CocoJsonReport:
     def format(self) -> str:
         """The report as one multi-line block, for a single log call."""
         sized = max(self.sized_boxes, 1)
-        empty = ", ".join(self.empty_categories[:MAX_EXAMPLES])
-        if len(self.empty_categories) > MAX_EXAMPLES:
-            empty += ", ..."
+        empty = _listing(self.empty_categories, MAX_EXAMPLES)
         lines = [
             f"COCO json check of {self.json_file} (images under {self.image_root}):",
             f"  {self.num_images} images, {self.num_annotations} annotations "
@@ -187,11 +183,10 @@ def _entry_problems(data: dict) -> List[str]:
 
 
 def check_coco_json(json_file: str, image_root: str, tolerance: float = 1.0) -> CocoJsonReport:
-    """The problems of the COCO instances ``json_file`` whose images' ``file_name`` are relative
-    to ``image_root``; ``tolerance``: pixels a box may extend beyond its image before it counts as
-    outside (COCO's own boxes overshoot by rounding). :class:`CocoJsonError` (a ValueError) naming
-    the file and the first entries: empty, a BOM, not JSON (line and column), not an object with
-    the three lists, values of the wrong type or shared ids."""
+    """The report on the COCO instances ``json_file`` (images' ``file_name`` relative to
+    ``image_root``); ``tolerance``: pixels a box may extend beyond its image before it counts as
+    outside (COCO's own boxes overshoot by rounding). :class:`CocoJsonError` (as the module says,
+    and when empty or without the three lists) names the file and the first entries."""
     with open(json_file, "rb") as f:
         raw = f.read()
     if not raw.strip():

@@ -9,8 +9,7 @@ import os
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
-from detr_d2_cli import REGISTER_COCO as FLAG
-from detr_d2_cli import add_register_coco_argument  # noqa: F401  (the flag lives with the parser)
+from detr_d2_cli import REGISTER_COCO as FLAG, add_register_coco_argument  # noqa: F401  (re-export)
 
 from .json_check import check_coco_json
 
@@ -35,7 +34,6 @@ def register_coco_from_args(args) -> list:
 def register_coco_dataset(name: str, json_file: str, image_root: str):
     """Register a COCO instances json as dataset ``name`` with ``thing_classes`` (names sorted by
     id) and ``thing_dataset_id_to_contiguous_id`` set now; returns the logged json report.
-
     The same name with the same files again does nothing (None); a name already used with other
     files raises ``ValueError``."""
     json_file, image_root = os.path.abspath(json_file), os.path.abspath(image_root)

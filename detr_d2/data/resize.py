@@ -51,14 +51,6 @@ class TensorResizeTransform(T.ResizeTransform):
         return TensorResizeTransform(self.new_h, self.new_w, self.h, self.w, self.interp)
 
 
-def to_tensor_resize(transform: T.Transform) -> T.Transform:
-    """``transform`` as a :class:`TensorResizeTransform` if it is a plain ``ResizeTransform``."""
-    if type(transform) is T.ResizeTransform:
-        t = transform
-        return TensorResizeTransform(t.h, t.w, t.new_h, t.new_w, t.interp)
-    return transform
-
-
 def detr_output_shape(h: int, w: int, short_edge_length: int, max_size: int) -> Tuple[int, int]:
     """(new_h, new_w) by the original DETR's rule: the short side becomes ``short_edge_length``
     (``round(max_size * short / long)`` when the long side would exceed ``max_size``), the long
@@ -76,8 +68,7 @@ def detr_output_shape(h: int, w: int, short_edge_length: int, max_size: int) -> 
 
 class ResizeShortestEdge(T.ResizeShortestEdge):
     """Detectron2's ``ResizeShortestEdge`` (same random draws) with ``rule`` "detr" (default,
-    :func:`detr_output_shape`) or "detectron2", no side resized to 0 pixels, and ``tensor_resize``
-    (uint8 RGB images resized by torchvision: ~7x faster, within 1 gray level of PIL)."""
+    :func:`detr_output_shape`) or "detectron2", ``tensor_resize`` and no side resized to 0 px."""
 
     def __init__(
         self,
@@ -91,8 +82,7 @@ class ResizeShortestEdge(T.ResizeShortestEdge):
         super().__init__(short_edge_length, max_size, sample_style, interp)
         if rule not in ("detr", "detectron2"):
             raise ValueError(f"INPUT.DETR_RESIZE_RULE must be 'detr' or 'detectron2', not {rule!r}")
-        self.tensor_resize = tensor_resize
-        self.rule = rule
+        self.tensor_resize, self.rule = tensor_resize, rule
 
     def get_transform(self, image):
         h, w = image.shape[:2]
@@ -104,8 +94,8 @@ class ResizeShortestEdge(T.ResizeShortestEdge):
             return T.NoOpTransform()
         shape = detr_output_shape if self.rule == "detr" else T.ResizeShortestEdge.get_output_shape
         new_h, new_w = shape(h, w, int(size), self.max_size)
-        t = T.ResizeTransform(h, w, max(new_h, 1), max(new_w, 1), self.interp)
-        return to_tensor_resize(t) if self.tensor_resize else t
+        resize = TensorResizeTransform if self.tensor_resize else T.ResizeTransform
+        return resize(h, w, max(new_h, 1), max(new_w, 1), self.interp)
 
 
 def test_resize(cfg) -> ResizeShortestEdge:

@@ -10,8 +10,7 @@
 
 :class:`ResumableStream` checkpoints (seed, P) in images (so a checkpoint resumes at another
 process count) and reseeds torch before every step. Not covered: CheckedMapper's replacement of
-unreadable images draws from each worker's own pool.
-"""
+unreadable images draws from each worker's own pool."""
 
 import itertools
 import logging
@@ -68,8 +67,7 @@ def epoch_order(num_images: int, seed: int, epoch: int, group_size=0, wide=None)
 
 
 class _BatchStream(IterableDataset):
-    """The batches of ``loader`` (a :class:`ResumableTrainLoader`) on its rank from its current
-    position on, endless; each worker builds every num_workers-th batch."""
+    """The batches of ``loader`` (a :class:`ResumableTrainLoader`) on its rank from its position."""
 
     def __init__(self, loader):
         self.loader, self.start = loader, loader.position

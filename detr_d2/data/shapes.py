@@ -10,8 +10,7 @@ panoptic variant adds stuff (sky, ground, water). Generated on first use, a pure
     {root}/shapes_panoptic/annotations/panoptic_{split}.json      COCO panoptic segments_info
     {root}/shapes_panoptic/annotations/instances_{split}.json     the things, as COCO instances
 
-Boxes and masks are those of the *visible* pixels (later objects occlude earlier ones).
-"""
+Boxes and masks are those of the *visible* pixels (later objects occlude earlier ones)."""
 
 import functools
 import json
@@ -243,15 +242,14 @@ def _write_png(path, rgb):
 
 def _write_split(tmp, info, panoptic):
     """Render the split of ``info`` into ``tmp``: images/, instances.json (panoptic/, ...)."""
-    num_images, seed = info["num_images"], info["seed"]
     os.makedirs(os.path.join(tmp, "images"))
     if panoptic:
         os.makedirs(os.path.join(tmp, "panoptic"))
     images, annotations, pan_annotations = [], [], []
-    for index in range(num_images):
+    for index in range(info["num_images"]):
         image_id = index + 1  # COCO tools treat id 0 as "none": start at 1
         file_name = f"{image_id:06d}.png"
-        image, things, stuff = render_shapes_image(seed, index, panoptic)
+        image, things, stuff = render_shapes_image(info["seed"], index, panoptic)
         _write_png(os.path.join(tmp, "images", file_name), image)
         images.append({"id": image_id, "file_name": file_name, "height": image.shape[0],
                        "width": image.shape[1]})  # fmt: skip

@@ -2,8 +2,7 @@
 fvcore's defaults miss: ``scaled_dot_product_attention`` (DETR's path), ``baddbmm`` (with
 ``need_weights`` and a mask), ``_native_multi_head_attention`` (the fused eval fast path) and
 ``matmul`` with broadcasting. One multiply-add (MAC) counts as one flop, as the DETR paper's GFLOPs;
-the attention products (q k^T, attn v) are reported under the operator name "attention".
-"""
+the attention products (q k^T, attn v) are reported under the operator name "attention"."""
 
 from collections import Counter
 from math import prod
@@ -15,19 +14,11 @@ from detectron2.utils.analysis import FlopCountAnalysis
 from fvcore.nn import ActivationCountAnalysis
 from fvcore.nn.jit_handles import bmm_flop_jit, generic_activation_jit, get_shape
 
-__all__ = ["ATTENTION_FLOP_HANDLES", "flop_count_analysis", "activation_count_analysis"]
-
 
 def attention_macs(q_shape: Sequence[int], k_shape: Sequence[int], v_shape: Sequence[int]) -> int:
     """MACs of softmax(q k^T) v without the softmax: q (..., L, E), k (..., S, E), v (..., S, Ev)
     cost (...)*L*S*(E + Ev). A causal mask is not discounted: the kernels compute it all."""
     return prod(q_shape[:-1]) * k_shape[-2] * (q_shape[-1] + v_shape[-1])
-
-
-def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
-    """``aten::scaled_dot_product_attention(query, key, value, attn_mask, ...)``."""
-    q, k, v = (get_shape(x) for x in inputs[:3])
-    return Counter({"attention": attention_macs(q, k, v)})
 
 
 def matmul_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
@@ -52,7 +43,10 @@ def native_mha_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
 
 
 ATTENTION_FLOP_HANDLES = {
-    "aten::scaled_dot_product_attention": sdpa_flop_jit,
+    # scaled_dot_product_attention(query, key, value, attn_mask, ...)
+    "aten::scaled_dot_product_attention": lambda inputs, outputs: Counter(
+        {"attention": attention_macs(*(get_shape(x) for x in inputs[:3]))}
+    ),
     # baddbmm(self, batch1, batch2, beta, alpha): bmm's count (the addition is elementwise)
     "aten::baddbmm": lambda inputs, outputs: bmm_flop_jit(inputs[1:3], outputs),
     "aten::matmul": matmul_flop_jit,
@@ -65,8 +59,7 @@ def flop_count_analysis(model, inputs: List[Dict], attention: bool = True) -> Fl
     batch), with the attention handles unless ``attention`` is False. Batch norm is not counted
     (it folds into the convolution at inference): detectron2 lists it among its ignored ops, but
     ``set_op_handle(None)`` cannot drop a default fvcore handle, hence one that counts nothing.
-    Its warnings are off: the caller reports unsupported ops (once for all inputs, not per trace).
-    """
+    Its warnings are off: the caller reports unsupported ops (once, not per trace)."""
     analysis = FlopCountAnalysis(model, inputs).tracer_warnings("none")
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     analysis.set_op_handle("aten::batch_norm", lambda *_: Counter())

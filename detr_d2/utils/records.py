@@ -10,8 +10,6 @@ import json
 import os
 from typing import Dict, List
 
-__all__ = ["ANALYSIS_FILE", "read_analysis", "update_analysis", "read_metrics"]
-
 ANALYSIS_FILE = "analysis.json"
 
 

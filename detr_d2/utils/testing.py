@@ -4,7 +4,7 @@ COCO panoptic set with a flawed prediction (the same for PQ)."""
 
 import json
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 import torch
@@ -17,13 +17,11 @@ COCO_CATEGORY_IDS = [c for c in range(1, 91) if c not in {12, 26, 29, 30, 45, 66
 STUFF_CATEGORY_IDS = list(range(92, 101))  # 9 stuff classes, ids after COCO's things
 
 
-def synthetic_inputs(
-    height, width, num, num_classes=1, with_instances=False, seed=0, boxes_per_image=None
-) -> List[Dict]:
-    """``num`` random uint8 images of exactly (height, width), the network's input size (no
-    resize). With ``with_instances``, each gets ``boxes_per_image`` (default: 1 to 4) random
-    absolute XYXY boxes of classes below ``num_classes``."""
-    g = torch.Generator().manual_seed(seed)
+def synthetic_inputs(height, width, num, num_classes=1, with_instances=False, boxes_per_image=None):
+    """``num`` input dicts, the same each call, of random uint8 images of exactly (height, width),
+    the network's input size (no resize). With ``with_instances``, each gets ``boxes_per_image``
+    (default: 1 to 4) random absolute XYXY boxes of classes below ``num_classes``."""
+    g = torch.Generator().manual_seed(0)
     inputs = []
     for _ in range(num):
         image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=g)
@@ -117,8 +115,8 @@ def write_synthetic_panoptic(root: str, num_images: int = 100, seed: int = 0) ->
     gt_folder, pred_folder), the arguments of ``pq_compute``."""
     rng = np.random.default_rng(seed)
     gt_dir, pred_dir = os.path.join(root, "gt"), os.path.join(root, "pred")
-    os.makedirs(gt_dir, exist_ok=True)
-    os.makedirs(pred_dir, exist_ok=True)
+    for folder in (gt_dir, pred_dir):
+        os.makedirs(folder, exist_ok=True)
     images, gt_anns, pred_anns = [], [], []
 
     def relabel(category, ids):  # 10 % of the predicted segments get a random class

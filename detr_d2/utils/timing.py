@@ -5,12 +5,10 @@ calls run first and are discarded."""
 import itertools
 import logging
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, Sequence
 
 import numpy as np
 import torch
-
-__all__ = ["summarize", "alternating_times", "benchmark_inference", "benchmark_train"]
 
 logger = logging.getLogger(__name__)
 
@@ -21,14 +19,12 @@ def summarize(seconds: Sequence[float], items_per_iter: int = 1) -> Dict[str, fl
     t = np.asarray(seconds, dtype=np.float64)
     q25, median, q75 = (float(q) for q in np.percentile(t, [25, 50, 75]))
     lo, hi = float(t.min()), float(t.max())
-    stats = {"iterations": len(t), "median_s": median, "mean_s": float(t.mean())}
-    stats.update(min_s=lo, max_s=hi)
+    stats = dict(iterations=len(t), median_s=median, mean_s=float(t.mean()), min_s=lo, max_s=hi)
     per_s = {"median": median, "q25": q75, "q75": q25, "min": hi, "max": lo}
     return dict(stats, **{f"{k}_per_s": items_per_iter / v for k, v in per_s.items()})
 
 
 def _timed(fn: Callable[[], object], device: torch.device) -> float:
-    """Seconds of ``fn()``, CUDA synchronized before and after."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
@@ -56,11 +52,9 @@ def alternating_times(fns: Dict[str, Callable], iters: int, warmup: int, device,
     return times
 
 
-def benchmark_inference(
-    model: torch.nn.Module, batches: List[List[Dict]], iters: int, warmup: int, log_period: int = 10
-) -> Dict[str, float]:
+def benchmark_inference(model, batches, iters: int, warmup: int, log_period=10) -> Dict[str, float]:
     """Images/s of ``model`` in eval mode without autograd (``median_per_s`` etc.), cycling over
-    ``batches``."""
+    ``batches`` (lists of input dicts)."""
     model.eval()
     cycle = itertools.cycle(batches)
 
