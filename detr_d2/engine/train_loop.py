@@ -88,9 +88,7 @@ class DetrTrainLoop(SimpleTrainer):
         """Loss dict of one micro-batch, after its backward (gradients added to ``.grad``)."""
         no_sync = isinstance(self.model, DistributedDataParallel) and not sync
         with self.model.no_sync() if no_sync else contextlib.nullcontext():
-            with torch.autocast(
-                self.device_type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
-            ):
+            with torch.autocast(self.device_type, self.amp_dtype, enabled=bool(self.amp_dtype)):
                 loss_dict = self.model(data)
             if isinstance(loss_dict, torch.Tensor):
                 loss_dict = {"total_loss": loss_dict}
