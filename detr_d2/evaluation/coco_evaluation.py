@@ -44,10 +44,9 @@ def _backend_classes(backend):
     """(COCO, COCOeval) of ``backend``."""
     _check_backend(backend)
     if backend == "pycocotools":
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
+        from pycocotools import coco, cocoeval
 
-        return COCO, COCOeval
+        return coco.COCO, cocoeval.COCOeval
     if backend == "hotcoco":
         import hotcoco
 
