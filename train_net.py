@@ -45,7 +45,7 @@ from detr_d2.engine import shut_down_process_group, train_loop_args
 from detr_d2.engine.output_dir import release_output_dirs
 from detr_d2.engine.preemption import SaveOnSigterm, forward_sigterm_to_workers
 from detr_d2.engine.writers import MetricPrinter
-from detr_d2.evaluation.build import build_evaluator
+from detr_d2.evaluation import build_evaluator
 from detr_d2.solver import build_optimizer
 
 logger = logging.getLogger("detr_d2")
