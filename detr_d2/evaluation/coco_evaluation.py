@@ -1,8 +1,7 @@
 """Detectron2's COCOEvaluator with a choice of COCOeval implementation (``TEST.COCO_EVAL_BACKEND``):
 pycocotools (about 90 s for 5,000 images x 100 detections), or hotcoco (Rust) and faster_coco_eval
-(C++), which give the same stats and precision array faster. All else stays detectron2's. And the
-evaluators ``train_net.py`` uses for a dataset, chosen by its metadata's evaluator_type: COCO box
-AP, or for a "coco_panoptic_seg" dataset PQ and COCO AP in one pass."""
+(C++): the same stats and precision array, faster. And train_net's evaluators, by the dataset's
+evaluator_type: COCO box AP, or for "coco_panoptic_seg" PQ and COCO AP in one pass."""
 
 import contextlib
 import io

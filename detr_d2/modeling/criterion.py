@@ -97,9 +97,7 @@ class SetCriterion(nn.Module):
 
     def loss_labels(self, outputs, targets, indices, norm: Normalizers) -> Dict[str, Tensor]:
         logits = outputs["pred_logits"]  # (B, N, K+1)
-        target_classes = torch.full(
-            logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device
-        )
+        target_classes = torch.full_like(logits[..., 0], self.num_classes, dtype=torch.int64)
         labels = self._matched_targets(targets, indices, "labels")
         target_classes[self._matched(indices)] = labels.to(logits.device)
         logits = at_least_float32(logits)
