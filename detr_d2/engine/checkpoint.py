@@ -1,5 +1,4 @@
-"""DetrCheckpointer, the one checkpointer of train_net, --eval-only, the demo and the tools: a
-killed write never leaves a truncated file under a final name (temporary file, fsync, rename)."""
+"""DetrCheckpointer, the one checkpointer of train_net, --eval-only, the demo and the tools."""
 
 import glob
 import logging
@@ -44,7 +43,6 @@ class WeightsFileError(ValueError):
 
 
 def is_class_head_key(key: str) -> bool:
-    """Whether state-dict ``key`` is a parameter of one of the CLASS_HEAD_MODULES."""
     module = key.rsplit(".", 1)[0]
     return any(module == m or module.endswith("." + m) for m in CLASS_HEAD_MODULES)
 

@@ -60,7 +60,6 @@ def _backend_classes(backend):
 
 
 def load_coco_gt(json_file, backend):
-    """The ground truth in ``json_file`` as the COCO object of ``backend``."""
     coco_cls = _backend_classes(backend)[0]
     with contextlib.redirect_stdout(io.StringIO()):
         return coco_cls(json_file)
@@ -106,7 +105,7 @@ class COCOEvaluatorWithBackend(COCOEvaluator):
     """:class:`detectron2.evaluation.COCOEvaluator` whose bbox and segm COCOeval runs on
     ``backend`` (one of :data:`COCO_EVAL_BACKENDS`; "pycocotools" is detectron2's own path).
     Keypoints always go to detectron2's path. The ground truth leaves out the boxes training
-    drops as malformed; images left out as unreadable are not evaluated."""
+    drops as malformed (they crash COCOeval); images left out as unreadable are not evaluated."""
 
     def __init__(
         self, dataset_name, *args, backend="pycocotools", use_fast_impl=None, known_only=False, **kw
@@ -119,7 +118,6 @@ class COCOEvaluatorWithBackend(COCOEvaluator):
         super().__init__(dataset_name, *args, use_fast_impl=use_fast_impl, **kw)
         self._backend, self._known_only = backend, known_only
         self._backend_coco_gt = None  # the backend's copy of the ground truth, loaded on first use
-        # the boxes training drops are not ground truth here either (and would crash COCOeval)
         json_file = PathManager.get_local_path(self._metadata.json_file)
         # the json COCOEvaluator has just loaded (pycocotools keeps it as read): not read again
         self._gt_json = ground_truth_without_malformed_boxes(json_file, self._coco_api.dataset)

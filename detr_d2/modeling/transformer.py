@@ -27,7 +27,6 @@ def _feed_forward_modules(d_model: int, dim_feedforward: int, dropout: float):
 
 
 def _feed_forward(layer: nn.Module, x: Tensor) -> Tensor:
-    """``linear2(dropout(relu(linear1(x))))`` of ``layer``; x: (S, B, d)."""
     return layer.linear2(layer.dropout(F.relu(layer.linear1(x))))
 
 
