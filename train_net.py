@@ -41,11 +41,10 @@ from detr_d2.data.resumable_loader import ResumableStream, ResumableTrainLoader
 from detr_d2.data.resumable_loader import build_resumable_train_loader
 from detr_d2.engine import DetrCheckpointer, DetrTrainLoop, NoSaveAfterFailure, NonFiniteLossGuard
 from detr_d2.engine import amp_dtype, check_num_classes, explain_non_finite, load_weights_for_eval
-from detr_d2.engine import shut_down_process_group, train_loop_args
+from detr_d2.engine import MetricPrinter, shut_down_process_group, train_loop_args
 from detr_d2.engine.output_dir import release_output_dirs
-from detr_d2.engine.preemption import SaveOnSigterm, forward_sigterm_to_workers
-from detr_d2.engine.writers import MetricPrinter
-from detr_d2.evaluation.build import build_evaluator
+from detr_d2.engine.hooks import SaveOnSigterm, forward_sigterm_to_workers
+from detr_d2.evaluation import build_evaluator
 from detr_d2.solver import build_optimizer
 
 logger = logging.getLogger("detr_d2")

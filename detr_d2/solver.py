@@ -26,11 +26,9 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     BACKBONE_MULTIPLIER, frozen ones left out, weight decay on all, and Detectron2's per-parameter
     CLIP_GRADIENTS "value" / "norm" ("full_model": the loop clips)."""
     name, clip = cfg.SOLVER.OPTIMIZER.upper(), cfg.SOLVER.CLIP_GRADIENTS
+    if name == "SGD" and clip.ENABLED and clip.CLIP_TYPE == "full_model":
+        raise ValueError("SOLVER.CLIP_GRADIENTS.CLIP_TYPE full_model needs SOLVER.OPTIMIZER ADAMW")
     if name == "SGD":
-        if clip.ENABLED and clip.CLIP_TYPE == "full_model":
-            raise ValueError(
-                'SOLVER.CLIP_GRADIENTS.CLIP_TYPE "full_model" needs SOLVER.OPTIMIZER "ADAMW"'
-            )
         return build_default_optimizer(cfg, model)
     if name != "ADAMW":
         raise ValueError(f'SOLVER.OPTIMIZER must be "SGD" or "ADAMW", got {cfg.SOLVER.OPTIMIZER!r}')

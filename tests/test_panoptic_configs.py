@@ -12,7 +12,6 @@ import detr_d2.data  # noqa: F401  registers the shapes datasets
 import detr_d2.modeling.panoptic  # noqa: F401  registers DetrPanoptic
 from detr_d2 import add_detr_config, merge_config_file
 from detr_d2.checkpoint import DetrSpec
-from detr_d2.modeling.panoptic import add_panoptic_config
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 MASK_STAGES = ["detr_r50_panoptic", "detr_r50_dc5_panoptic", "detr_r101_panoptic"]
@@ -21,7 +20,6 @@ MASK_STAGES = ["detr_r50_panoptic", "detr_r50_dc5_panoptic", "detr_r101_panoptic
 def _cfg(path):
     cfg = get_cfg()
     add_detr_config(cfg)
-    add_panoptic_config(cfg)
     merge_config_file(cfg, path)
     cfg.MODEL.DEVICE = "cpu"
     return cfg

@@ -18,7 +18,7 @@ from PIL import Image
 from detr_d2 import add_detr_config
 from detr_d2.data import DetrPanopticDatasetMapper
 from detr_d2.evaluation import build_panoptic_evaluators
-from detr_d2.modeling.panoptic import add_panoptic_config, combine_panoptic
+from detr_d2.modeling.panoptic import combine_panoptic
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "data", "panoptic_sample")
 PANOPTIC_JSON = os.path.join(SAMPLE, "panoptic_examples.json")
@@ -183,7 +183,6 @@ def test_panoptic_evaluators_report_pq_and_mask_ap_in_one_pass(sample, tmp_path,
     dicts, raw, name = sample
     cfg = get_cfg()
     add_detr_config(cfg)
-    add_panoptic_config(cfg)
     cfg.MODEL.MASK_ON = True
     evaluator = build_panoptic_evaluators(cfg, name, str(tmp_path))
     evaluator.reset()
@@ -199,7 +198,6 @@ def test_box_stage_gets_box_ap_only(sample, tmp_path):
     _, _, name = sample
     cfg = get_cfg()
     add_detr_config(cfg)
-    add_panoptic_config(cfg)
     evaluator = build_panoptic_evaluators(cfg, name, str(tmp_path))
     assert evaluator._tasks == ("bbox",)
 

@@ -12,7 +12,7 @@ from detectron2.structures import BitMasks, Instances
 from PIL import Image
 
 import detr_d2.modeling.panoptic  # noqa: F401  registers DetrPanoptic
-from detr_d2.modeling.panoptic import add_panoptic_config, combine_panoptic, resize_mask_logits
+from detr_d2.modeling.panoptic import combine_panoptic, resize_mask_logits
 from detr_d2.modeling.criterion import SetCriterionWithMasks
 from detr_d2.modeling.segmentation import MaskHead, MultiHeadAttentionMap
 from detr_d2.solver import build_optimizer
@@ -30,7 +30,6 @@ def tiny_panoptic_cfg(tiny_detr_cfg):
     """The tiny DETR of conftest (R18 at stride 16, d=32, 4 heads, 7 queries, 5 classes) with a
     mask head over res4/res3/res2."""
     cfg = tiny_detr_cfg
-    add_panoptic_config(cfg)
     cfg.MODEL.META_ARCHITECTURE = "DetrPanoptic"
     cfg.MODEL.MASK_ON = True
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4"]

@@ -51,8 +51,7 @@ def coco_panoptic_class_rows() -> List[int]:
     meta = _get_builtin_metadata("coco_panoptic_standard")
     id_to_contiguous = meta["thing_dataset_id_to_contiguous_id"]
     id_to_contiguous = {**id_to_contiguous, **meta["stuff_dataset_id_to_contiguous_id"]}
-    rows = sorted(id_to_contiguous, key=id_to_contiguous.get)
-    return rows + [250]
+    return sorted(id_to_contiguous, key=id_to_contiguous.get) + [250]
 
 
 def official_to_ours_name(name: str) -> Optional[str]:
@@ -213,9 +212,7 @@ def load_official_checkpoint(
     checkpoint = load_checkpoint_safely(path)
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise CheckpointConversionError(
-            f"{path}: expected a dict with a 'model' entry, got {found}"
-        )
+        raise CheckpointConversionError(f"{path}: not a dict with a 'model' entry: {found}")
     args = checkpoint.get("args")
     args = args if isinstance(args, argparse.Namespace) else None
     others = sorted(k for k in checkpoint if k not in ("model", "args"))

@@ -6,5 +6,5 @@ from .checkpoint import CheckpointShapeError, DetrCheckpointer, NonFiniteWeights
 from .checkpoint import WeightsFileError, WeightsMismatchError, is_complete_checkpoint
 from .checks import ConfigDatasetMismatchError, check_num_classes, load_weights_for_eval
 from .hooks import NonFiniteLossError, NonFiniteLossGuard, NoSaveAfterFailure, explain_non_finite
-from .preemption import shut_down_process_group
-from .train_loop import DetrTrainLoop, amp_dtype, train_loop_args
+from .hooks import shut_down_process_group
+from .train_loop import DetrTrainLoop, MetricPrinter, amp_dtype, train_loop_args

@@ -1,5 +1,4 @@
-"""DetrCheckpointer, the one checkpointer of train_net, --eval-only, the demo and the tools: a
-killed write never leaves a truncated file under a final name (temporary file, fsync, rename)."""
+"""DetrCheckpointer, the one checkpointer of train_net, --eval-only, the demo and the tools."""
 
 import glob
 import logging
@@ -44,7 +43,6 @@ class WeightsFileError(ValueError):
 
 
 def is_class_head_key(key: str) -> bool:
-    """Whether state-dict ``key`` is a parameter of one of the CLASS_HEAD_MODULES."""
     module = key.rsplit(".", 1)[0]
     return any(module == m or module.endswith("." + m) for m in CLASS_HEAD_MODULES)
 
@@ -147,9 +145,7 @@ class DetrCheckpointer(DetectionCheckpointer):
         if tagged:
             none = f"{self.save_dir} holds no other complete model_*.pth"
             instead = f"using the newest complete checkpoint {found}" if found else none
-            logger.warning(
-                f"last_checkpoint names {tagged}, which is missing or incomplete; {instead}"
-            )
+            logger.warning(f"last_checkpoint names {tagged}, missing or incomplete; {instead}")
         return found
 
     def has_checkpoint(self) -> bool:
@@ -198,9 +194,7 @@ class DetrCheckpointer(DetectionCheckpointer):
                 "model options (e.g. NUM_OBJECT_QUERIES, HIDDEN_DIM, backbone depth)."
             )
         if head:
-            logger.info(
-                f"Class head re-initialised for the new class count, file -> model: {_format(head)}"
-            )
+            logger.info(f"Class head re-initialised, file -> model: {_format(head)}")
         # fvcore removed those weights from the checkpoint before loading: not "missing" either
         missing = [k for k in incompatible.missing_keys if k not in {m[0] for m in head}]
         _check_loaded_fraction(self.model.state_dict(), set(missing), self._loading)

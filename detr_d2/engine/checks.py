@@ -62,9 +62,7 @@ def load_weights_for_eval(model, cfg, resume: bool = False) -> str:
     """Load into ``model`` (strictly) the last complete checkpoint of OUTPUT_DIR if ``resume`` and
     there is one, else MODEL.WEIGHTS; returns the path loaded."""
     checkpointer = DetrCheckpointer(model, save_dir=cfg.OUTPUT_DIR, strict=True)
-    path = checkpointer.get_checkpoint_file() if resume else ""
-    key = "the last checkpoint of OUTPUT_DIR" if path else "MODEL.WEIGHTS"
-    path = path or cfg.MODEL.WEIGHTS
+    path = (checkpointer.get_checkpoint_file() if resume else "") or cfg.MODEL.WEIGHTS
     if not path:
         raise FileNotFoundError(
             "--eval-only evaluates the weights of MODEL.WEIGHTS, which is empty: the model would "
@@ -72,7 +70,7 @@ def load_weights_for_eval(model, cfg, resume: bool = False) -> str:
             "checkpoint in OUTPUT_DIR)."
         )
     if "://" not in path and not os.path.isfile(path):  # URLs: the checkpointer's errors
-        raise FileNotFoundError(f"{key} file {path!r} does not exist.")
+        raise FileNotFoundError(f"MODEL.WEIGHTS file {path!r} does not exist.")
     checkpointer.load(path)
     return path
 

@@ -48,7 +48,6 @@ def hold_output_dir(output_dir: str) -> None:
 
 
 def release_output_dirs() -> None:
-    """Release the locks :func:`hold_output_dir` took in this process."""
     while _held:
         os.close(_held.popitem()[1])  # closing the descriptor drops the lock
 

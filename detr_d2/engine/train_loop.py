@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 from detectron2.engine import SimpleTrainer, TrainerBase
-from detectron2.utils.events import get_event_storage
+from detectron2.utils.events import CommonMetricPrinter, get_event_storage
 from torch.nn.parallel import DistributedDataParallel
 
 from ..modeling.criterion import effective_batch
@@ -88,9 +88,7 @@ class DetrTrainLoop(SimpleTrainer):
         """Loss dict of one micro-batch, after its backward (gradients added to ``.grad``)."""
         no_sync = isinstance(self.model, DistributedDataParallel) and not sync
         with self.model.no_sync() if no_sync else contextlib.nullcontext():
-            with torch.autocast(
-                self.device_type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
-            ):
+            with torch.autocast(self.device_type, self.amp_dtype, enabled=bool(self.amp_dtype)):
                 loss_dict = self.model(data)
             if isinstance(loss_dict, torch.Tensor):
                 loss_dict = {"total_loss": loss_dict}
@@ -161,3 +159,17 @@ class DetrTrainLoop(SimpleTrainer):
             self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
         elif self.grad_scaler is not None:
             logger.warning("The checkpoint has no GradScaler state: the loss scale starts afresh")
+
+
+class MetricPrinter(CommonMetricPrinter):
+    """``CommonMetricPrinter`` whose line also shows the window median of ``class_error``, which
+    reached metrics.json only (Detectron2's printer shows the histories named "*loss*")."""
+
+    def __init__(self, max_iter):
+        super().__init__(max_iter)
+        self._log, self.logger = self.logger, self  # write() logs through info() below
+
+    def info(self, line: str) -> None:
+        history = get_event_storage().histories().get("class_error")
+        extra = "" if history is None else f"  class_error: {history.median(self._window_size):.4g}"
+        self._log.info(line + extra)

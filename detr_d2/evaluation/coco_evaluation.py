@@ -1,6 +1,7 @@
 """Detectron2's COCOEvaluator with a choice of COCOeval implementation (``TEST.COCO_EVAL_BACKEND``):
 pycocotools (about 90 s for 5,000 images x 100 detections), or hotcoco (Rust) and faster_coco_eval
-(C++), which give the same stats and precision array faster. All else stays detectron2's."""
+(C++): the same stats and precision array, faster. And train_net's evaluators, by the dataset's
+evaluator_type: COCO box AP, or for "coco_panoptic_seg" PQ and COCO AP in one pass."""
 
 import contextlib
 import io
@@ -10,12 +11,14 @@ from functools import partial
 from unittest import mock
 
 import detectron2.evaluation.coco_evaluation as d2_coco_evaluation
-from detectron2.evaluation import COCOEvaluator
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
 from ..data.dataset_checks import pop_skipped_image_ids
 from ..data.json_check import ground_truth_without_malformed_boxes
+from .panoptic_backend import COCOPanopticEvaluatorWithBackend
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +47,9 @@ def _backend_classes(backend):
     """(COCO, COCOeval) of ``backend``."""
     _check_backend(backend)
     if backend == "pycocotools":
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
+        from pycocotools import coco, cocoeval
 
-        return COCO, COCOeval
+        return coco.COCO, cocoeval.COCOeval
     if backend == "hotcoco":
         import hotcoco
 
@@ -58,7 +60,6 @@ def _backend_classes(backend):
 
 
 def load_coco_gt(json_file, backend):
-    """The ground truth in ``json_file`` as the COCO object of ``backend``."""
     coco_cls = _backend_classes(backend)[0]
     with contextlib.redirect_stdout(io.StringIO()):
         return coco_cls(json_file)
@@ -104,7 +105,7 @@ class COCOEvaluatorWithBackend(COCOEvaluator):
     """:class:`detectron2.evaluation.COCOEvaluator` whose bbox and segm COCOeval runs on
     ``backend`` (one of :data:`COCO_EVAL_BACKENDS`; "pycocotools" is detectron2's own path).
     Keypoints always go to detectron2's path. The ground truth leaves out the boxes training
-    drops as malformed; images left out as unreadable are not evaluated."""
+    drops as malformed (they crash COCOeval); images left out as unreadable are not evaluated."""
 
     def __init__(
         self, dataset_name, *args, backend="pycocotools", use_fast_impl=None, known_only=False, **kw
@@ -117,7 +118,6 @@ class COCOEvaluatorWithBackend(COCOEvaluator):
         super().__init__(dataset_name, *args, use_fast_impl=use_fast_impl, **kw)
         self._backend, self._known_only = backend, known_only
         self._backend_coco_gt = None  # the backend's copy of the ground truth, loaded on first use
-        # the boxes training drops are not ground truth here either (and would crash COCOeval)
         json_file = PathManager.get_local_path(self._metadata.json_file)
         # the json COCOEvaluator has just loaded (pycocotools keeps it as read): not read again
         self._gt_json = ground_truth_without_malformed_boxes(json_file, self._coco_api.dataset)
@@ -172,3 +172,53 @@ def build_coco_evaluator(cfg, dataset_name, output_dir=None, tasks=None, **kwarg
     return COCOEvaluatorWithBackend(
         dataset_name, tasks, output_dir=output_dir, backend=cfg.TEST.COCO_EVAL_BACKEND, **kwargs
     )
+
+
+def build_evaluator(cfg, dataset_name: str, output_folder: str):
+    """ "coco" -> COCO box AP; "coco_panoptic_seg" -> PQ and COCO AP of the things."""
+    evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
+    builders = {"coco": build_coco_evaluator, "coco_panoptic_seg": build_panoptic_evaluators}
+    if evaluator_type not in builders:
+        raise NotImplementedError(
+            f"No evaluator for dataset {dataset_name!r} (evaluator_type={evaluator_type!r}); "
+            "detr_d2 evaluates 'coco' and 'coco_panoptic_seg' datasets"
+        )
+    return builders[evaluator_type](cfg, dataset_name, output_folder)
+
+
+def things_metadata_name(dataset_name: str) -> str:
+    """Name of a metadata entry (registered on first use) with the things of ``dataset_name``
+    only, for COCOEvaluator ("standard" panoptic metadata lists stuff in ``thing_classes`` too);
+    things must have contiguous ids 0..T-1 (as in COCO panoptic and shapes)."""
+    name = dataset_name + "_things"
+    if name in MetadataCatalog.list():
+        return name
+    meta = MetadataCatalog.get(dataset_name)
+    mapping = dict(meta.thing_dataset_id_to_contiguous_id)
+    ids = sorted(mapping.values())
+    if ids != list(range(len(ids))):
+        raise ValueError(f"{dataset_name}: thing classes have contiguous ids {ids}, not 0..T-1")
+    MetadataCatalog.get(name).set(
+        json_file=meta.json_file,
+        image_root=meta.get("image_root", ""),
+        evaluator_type="coco",
+        thing_classes=[meta.thing_classes[i] for i in ids],
+        thing_dataset_id_to_contiguous_id=mapping,
+    )
+    return name
+
+
+def build_panoptic_evaluators(cfg, dataset_name, output_folder=None) -> DatasetEvaluator:
+    """PQ (TEST.PANOPTIC_EVAL_BACKEND) and COCO AP of the thing instances ("bbox", plus "segm")
+    on the metadata's ``json_file``, in one pass; with MODEL.MASK_ON False (a box model, no
+    "panoptic_seg") the box AP only. COCO's instance annotations know things only, while a DETR
+    trained on panoptic boxes also predicts stuff: those instances are left out."""
+    tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+    things = things_metadata_name(dataset_name)
+    coco = build_coco_evaluator(cfg, things, output_folder, tasks=tasks, known_only=True)
+    if not cfg.MODEL.MASK_ON:
+        return coco
+    panoptic = COCOPanopticEvaluatorWithBackend(
+        dataset_name, output_folder, backend=cfg.TEST.PANOPTIC_EVAL_BACKEND
+    )
+    return DatasetEvaluators([panoptic, coco])

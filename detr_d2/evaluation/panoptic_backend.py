@@ -19,9 +19,7 @@ logger = logging.getLogger(__name__)
 def _implementation(backend: str):
     """The ``pq_compute`` of ``backend``, over the ground truth of the predicted images only."""
     if backend not in PANOPTIC_EVAL_BACKENDS:
-        raise ValueError(
-            f"TEST.PANOPTIC_EVAL_BACKEND {backend!r} is not one of {PANOPTIC_EVAL_BACKENDS}"
-        )
+        raise ValueError(f"TEST.PANOPTIC_EVAL_BACKEND {backend!r} not in {PANOPTIC_EVAL_BACKENDS}")
     if backend == "panopticapi":
         from panopticapi.evaluation import pq_compute as compute
     else:
@@ -49,9 +47,7 @@ def _ground_truth_of_predicted_images(gt_json: str, pred_json: str) -> str:
         gt = json.load(f)
     if {im["id"] for im in gt["images"]} <= predicted:
         return gt_json
-    logger.warning(
-        f"PQ over the {len(predicted)} images that were read, of {len(gt['images'])} in {gt_json}"
-    )
+    logger.warning(f"PQ over the {len(predicted)} images read, of {len(gt['images'])} in {gt_json}")
     gt["images"] = [im for im in gt["images"] if im["id"] in predicted]
     gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] in predicted]
     return write_temporary_json(gt, "panoptic_ground_truth_")

@@ -79,8 +79,7 @@ class SetCriterion(nn.Module):
         super().__init__()
         self.num_classes, self.matcher, self.weight_dict = num_classes, matcher, weight_dict
         self.eos_coef, self.losses, self.deep_supervision = eos_coef, losses, deep_supervision
-        empty_weight = torch.ones(num_classes + 1)
-        empty_weight[-1] = eos_coef
+        empty_weight = torch.tensor([1.0] * num_classes + [eos_coef])  # no-object last
         self.register_buffer("empty_weight", empty_weight, persistent=False)
         self._eos_weight = float(np.float32(eos_coef))  # as the float32 loss weighs it
         self.loss_map = {"labels": self.loss_labels, "boxes": self.loss_boxes}
@@ -98,9 +97,7 @@ class SetCriterion(nn.Module):
 
     def loss_labels(self, outputs, targets, indices, norm: Normalizers) -> Dict[str, Tensor]:
         logits = outputs["pred_logits"]  # (B, N, K+1)
-        target_classes = torch.full(
-            logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device
-        )
+        target_classes = torch.full_like(logits[..., 0], self.num_classes, dtype=torch.int64)
         labels = self._matched_targets(targets, indices, "labels")
         target_classes[self._matched(indices)] = labels.to(logits.device)
         logits = at_least_float32(logits)
@@ -183,10 +180,9 @@ class SetCriterionWithMasks(SetCriterion):
     upsampled (bilinear) to ``targets[i]["masks"]`` (M_i, H, W) bool, zero-padded to the batch.
     """
 
-    def __init__(self, *args, focal_alpha: float = 0.25, focal_gamma: float = 2.0, **kwargs):
+    def __init__(self, *args, **kwargs):
         kwargs.setdefault("losses", ("labels", "boxes", "masks"))
         super().__init__(*args, **kwargs)
-        self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
         self.loss_map["masks"] = self.loss_masks
 
     def loss_masks(self, outputs, targets, indices, norm) -> Dict[str, Tensor]:
@@ -199,7 +195,7 @@ class SetCriterionWithMasks(SetCriterion):
             return {"loss_mask": zero, "loss_dice": zero}
         src = F.interpolate(src[:, None].float(), tgt.shape[-2:], mode="bilinear").flatten(1)
         tgt = tgt.flatten(1).to(src)
-        focal = sigmoid_focal_loss(src, tgt, self.focal_alpha, self.focal_gamma, reduction="none")
+        focal = sigmoid_focal_loss(src, tgt, reduction="none")  # alpha 0.25, gamma 2 as DETR
         return {
             "loss_mask": focal.mean(1).sum() / norm.num_boxes,
             "loss_dice": dice_loss(src, tgt).sum() / norm.num_boxes,

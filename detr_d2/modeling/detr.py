@@ -160,8 +160,7 @@ class Detr(nn.Module):
     @staticmethod
     def padding_mask(images: ImageList) -> Tensor:
         """(B, H, W) bool, True where a pixel is padding."""
-        b, _, h, w = images.tensor.shape
-        mask = torch.ones((b, h, w), dtype=torch.bool, device=images.tensor.device)
+        mask = torch.ones_like(images.tensor[:, 0], dtype=torch.bool)
         for m, (ih, iw) in zip(mask, images.image_sizes):
             m[:ih, :iw] = False
         return mask

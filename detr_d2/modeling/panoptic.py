@@ -18,19 +18,11 @@ from torch import Tensor, nn
 from torch.nn.modules.module import _IncompatibleKeys
 
 from ..checkpoint.safe_load import load_checkpoint_safely
-from ..config import add_detr_config
 from .criterion import SetCriterionWithMasks
 from .detr import Detr, absolute_xyxy
 from .segmentation import MaskHead, MultiHeadAttentionMap
 
 logger = logging.getLogger(__name__)
-
-# Modules DetrPanoptic adds; everything else is "the box model" (MODEL.DETR.FROZEN_WEIGHTS)
-MASK_MODULES = ("bbox_attention.", "mask_head.")
-
-
-# the panoptic keys are in add_detr_config; this name is kept for older scripts
-add_panoptic_config = add_detr_config
 
 
 def _is_thing_from_metadata(cfg, num_classes: int) -> List[bool]:
@@ -138,8 +130,9 @@ class DetrPanoptic(Detr):
 
     @staticmethod
     def in_box_model(name: str) -> bool:
-        """Whether a parameter / buffer / module name belongs to the box model."""
-        return not (name + ".").startswith(MASK_MODULES)
+        """Whether a parameter / buffer / module name belongs to the box model (every module but
+        the two DetrPanoptic adds; MODEL.DETR.FROZEN_WEIGHTS)."""
+        return not (name + ".").startswith(("bbox_attention.", "mask_head."))
 
     def _box_keys(self) -> List[str]:
         """State-dict keys of the box model but ``num_batches_tracked`` (absent from converted

@@ -77,7 +77,5 @@ def build_position_encoding(kind: str, hidden_dim: int) -> nn.Module:
         "none": NoPositionEmbedding,
     }
     if kind not in table:
-        raise ValueError(
-            f"MODEL.DETR.POSITION_EMBEDDING must be one of {sorted(table)}, got {kind!r}"
-        )
+        raise ValueError(f"MODEL.DETR.POSITION_EMBEDDING {kind!r} is not one of {sorted(table)}")
     return table[kind](hidden_dim // 2)

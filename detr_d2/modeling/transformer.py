@@ -27,7 +27,6 @@ def _feed_forward_modules(d_model: int, dim_feedforward: int, dropout: float):
 
 
 def _feed_forward(layer: nn.Module, x: Tensor) -> Tensor:
-    """``linear2(dropout(relu(linear1(x))))`` of ``layer``; x: (S, B, d)."""
     return layer.linear2(layer.dropout(F.relu(layer.linear1(x))))
 
 
@@ -44,8 +43,7 @@ class TransformerEncoderLayer(nn.Module):
             self.linear1, self.dropout, self.linear2, self.norm2, self.dropout2 = (
                 _feed_forward_modules(d_model, dim_feedforward, dropout)
             )
-        self.normalize_before = normalize_before
-        self.use_ffn = use_ffn
+        self.normalize_before, self.use_ffn = normalize_before, use_ffn
 
     def forward(self, src: Tensor, key_padding_mask: Tensor, pos: Optional[Tensor]) -> Tensor:
         """src, pos: (HW, B, d); key_padding_mask: (B, HW) True at padding; pos may be None.
@@ -68,8 +66,7 @@ class TransformerDecoderLayer(nn.Module):
 
     def __init__(self, d_model, nhead, dim_feedforward, dropout, normalize_before, use_ffn):
         super().__init__()
-        self.normalize_before = normalize_before
-        self.use_ffn = use_ffn
+        self.normalize_before, self.use_ffn = normalize_before, use_ffn
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
