@@ -1,3 +1,4 @@
+#!/usr/bin/env python
 """Build and install a Python-only detectron2 v0.6 from the registry sdist ``pb1-detectron2==0.6``
 (official detectron2 is not on the package index; this sdist has the Python sources and model-zoo
 configs but not ``layers/csrc``): sha256 checked, exact source edits for today's Pillow / NumPy /

@@ -1,3 +1,4 @@
+#!/usr/bin/env python
 """FLOPs, parameters, activations and structure of a DETR or detectron2 model.
 
     python tools/analyze_model.py --config-file configs/detr_r50.yaml --tasks flop parameter \\

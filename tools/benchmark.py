@@ -1,3 +1,4 @@
+#!/usr/bin/env python
 """Speed of a DETR or detectron2 model and of its data, matching and evaluation, one task or
 several per run (``--task A B ...``):
 

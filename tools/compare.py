@@ -1,3 +1,4 @@
+#!/usr/bin/env python
 """The paper's Table 1 (Model | GFLOPs/FPS | FPS on | #params | AP | AP50 | AP75 | APs | APm |
 APl) from output folders, e.g. of DETR and Faster R-CNN runs.
 

@@ -1,3 +1,4 @@
+#!/usr/bin/env python
 """Convert an official DETR checkpoint (facebookresearch/detr model zoo) into a detr_d2 checkpoint.
 
     python tools/convert_detr_weights.py --input detr-r50-e632da11.pth --output detr_r50.pth \\

@@ -1,3 +1,4 @@
+#!/usr/bin/env python
 """Convert a torchvision ImageNet ResNet-50/101/152 (e.g. ``resnet50-0676ba61.pth``) into Detectron2
 backbone weights for ``MODEL.WEIGHTS``.
 

@@ -1,3 +1,4 @@
+#!/usr/bin/env python
 """COCO AP after each decoder layer, with and without NMS (DETR paper, Fig. 4).
 
     python tools/decoder_layer_study.py --config-file configs/detr_r50.yaml \\

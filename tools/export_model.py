@@ -1,3 +1,4 @@
+#!/usr/bin/env python
 """Export DETR (``Detr``; ``DetrPanoptic`` without its panoptic merge) as TorchScript, ONNX or a
 torch.export program.
 

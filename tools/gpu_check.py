@@ -1,3 +1,4 @@
+#!/usr/bin/env python
 """One prepared check for a GPU machine: the tests on CUDA, DETR R50 training in fp32 / bf16 / fp16
 and inference (fp32 eager, fast path, bf16), Faster R-CNN R50-FPN inference, and the ratios of
 issue 16, in one run (< 8 minutes); prints one table and writes one JSON (docs/gpu.md):

@@ -1,3 +1,4 @@
+#!/usr/bin/env python
 """Training curves from Detectron2's metrics.json to an image: one subplot per key over
 iterations (losses on a log scale), keys absent from the file skipped.
 

@@ -1,3 +1,4 @@
+#!/usr/bin/env python
 """Box centres predicted by each object query ("slot") over a dataset (DETR paper, Fig. 7).
 
     python tools/query_slots.py --config-file configs/detr_r50.yaml \\

@@ -1,3 +1,4 @@
+#!/usr/bin/env python
 """DETR's attention over an image (paper Fig. 3: encoder self-attention; Fig. 6: decoder
 cross-attention per predicted object).
 

@@ -1,3 +1,4 @@
+#!/usr/bin/env python
 """Draw a training set's boxes to PNG files, to check the data before training on it.
 
     python tools/visualize_data.py --config-file configs/finetune/detr_r50_finetune.yaml \\
