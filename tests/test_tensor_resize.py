@@ -13,15 +13,6 @@ from detr_d2.data import DetrDatasetMapper
 from detr_d2.data.resize import TensorResizeTransform
 
 
-def to_tensor_resize(transform: T.Transform) -> T.Transform:
-    """``transform`` as a :class:`TensorResizeTransform` if it is a plain ``ResizeTransform``
-    (moved here from detr_d2/data/resize.py, whose one use is now inline)."""
-    if type(transform) is T.ResizeTransform:
-        t = transform
-        return TensorResizeTransform(t.h, t.w, t.new_h, t.new_w, t.interp)
-    return transform
-
-
 def _photo_like(h, w, seed=0):
     """(h, w, 3) uint8: smooth ramps (as in photos) plus noise (edges)."""
     rng = np.random.default_rng(seed)
@@ -74,7 +65,6 @@ def test_other_inputs_are_detectron2s():
     assert np.array_equal(t.apply_box(boxes.copy()), ref.apply_box(boxes.copy()))
     assert isinstance(t.inverse(), TensorResizeTransform)
     assert (t.inverse().h, t.inverse().new_h) == (45, 30)
-    assert to_tensor_resize(T.HFlipTransform(40)).__class__ is T.HFlipTransform
 
 
 def test_without_torchvisions_v2_resize_it_is_pils(monkeypatch):
