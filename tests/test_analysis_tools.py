@@ -205,8 +205,13 @@ def test_analyze_model_tool(tiny_detr_yaml, tmp_path):
     assert flop["num_inputs"] == 2 and 0 < flop["gflops"] < results["flop"]["gflops"]
 
 
-def test_benchmark_tool_reports_throughput(tiny_detr_yaml, tmp_path):
+def test_benchmark_tool_reports_throughput(tiny_detr_yaml, tmp_path, monkeypatch):
     output = tmp_path / "bench.json"
+    clipped = []  # the train task times train_net's step, which clips every gradient at 0.1
+    clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(
+        torch.nn.utils, "clip_grad_norm_", lambda p, n, *a: clipped.append(n) or clip(p, n, *a)
+    )
     results = _run(
         "benchmark",
         [
@@ -236,6 +241,7 @@ def test_benchmark_tool_reports_throughput(tiny_detr_yaml, tmp_path):
         r = results[task]
         assert r["iterations"] == 2 and r["median_per_s"] > 0 and r["threads"] >= 1
         assert r["min_per_s"] <= r["median_per_s"] <= r["max_per_s"]
+    assert clipped == [0.1] * 3  # 1 warmup + 2 timed iterations
     written = json.loads(output.read_text())
     assert written["train"]["median_per_s"] == results["train"]["median_per_s"]
     recorded = json.loads((tmp_path / "analysis.json").read_text())

@@ -76,11 +76,13 @@ import torch
 import torch.nn.functional as F
 from detectron2.data import detection_utils as utils
 from detectron2.structures import BoxMode
+from detectron2.utils.events import EventStorage
 from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
 from detr_d2.config import is_detr_config
 from detr_d2.data import DetrDatasetMapper, read_image
+from detr_d2.engine import DetrTrainLoop, train_loop_args
 from detr_d2.engine.predictor import dataset_inputs, load_model
 from detr_d2.evaluation import COCO_EVAL_BACKENDS, evaluate_predictions_on_coco, load_coco_gt
 from detr_d2.evaluation.panoptic_backend import pq_compute
@@ -89,7 +91,7 @@ from detr_d2.solver import build_optimizer
 from detr_d2.utils.flops import flop_count_analysis
 from detr_d2.utils.records import read_metrics, update_analysis
 from detr_d2.utils.testing import make_synthetic_coco, synthetic_inputs, write_synthetic_panoptic
-from detr_d2.utils.timing import alternating_times, benchmark_inference, benchmark_train, summarize
+from detr_d2.utils.timing import alternating_times, benchmark_inference, summarize
 
 logger = logging.getLogger("detr_d2.benchmark")
 CPU = torch.device("cpu")
@@ -134,6 +136,22 @@ def load_batches(cfg, args, is_train: bool) -> Tuple[List[List[Dict]], str]:
         source = f"{dataset} ({'train' if is_train else 'test'} mapping)"
     out = [inputs[i : i + args.batch_size] for i in range(0, len(inputs), args.batch_size)]
     return [b for b in out if len(b) == args.batch_size] or out[:1], source
+
+
+def benchmark_train(cfg, model, batches, iters: int, warmup: int, log_period=10) -> Dict:
+    """Training iterations/s of train_net's step (DetrTrainLoop: SOLVER.AMP, ACCUM_ITERS,
+    full-model clipping, the AdamW of build_optimizer) on ``batches``, cycled."""
+    optimizer = build_optimizer(cfg, model)
+    loop = DetrTrainLoop(model, itertools.cycle(batches), optimizer, **train_loop_args(cfg))
+    with EventStorage(0) as storage:
+
+        def train():
+            loop.iter = storage.iter
+            loop.run_step()
+            storage.step()
+
+        times = alternating_times({"train": train}, iters, warmup, model.device, log_period)
+    return summarize(times["train"])
 
 
 def format_table(results: Dict[str, Dict]) -> str:
@@ -420,7 +438,7 @@ def main(args) -> Dict:
         results["inference"] = dict(stats, input=source, batch_size=args.batch_size, **info)
     if "train" in tasks:
         data, source = load_batches(cfg, args, is_train=True)
-        stats = benchmark_train(model, build_optimizer(cfg, model), data, *timing)
+        stats = benchmark_train(cfg, model, data, *timing)
         results["train"] = dict(stats, input=source, batch_size=args.batch_size, **info)
         notes.append(
             f"training iteration, batch {args.batch_size} at "

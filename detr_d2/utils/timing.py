@@ -64,18 +64,3 @@ def benchmark_inference(model, batches, iters: int, warmup: int, log_period=10) 
 
     times = alternating_times({"inference": inference}, iters, warmup, model.device, log_period)
     return summarize(times["inference"], items_per_iter=len(batches[0]))
-
-
-def benchmark_train(model, optimizer, batches, iters: int, warmup: int, log_period=10) -> Dict:
-    """Training iterations/s: forward, the sum of the loss dict, backward and optimizer step."""
-    model.train()
-    cycle = itertools.cycle(batches)
-
-    def train():
-        losses = sum(model(next(cycle)).values())
-        optimizer.zero_grad()
-        losses.backward()
-        optimizer.step()
-
-    times = alternating_times({"train": train}, iters, warmup, model.device, log_period)
-    return summarize(times["train"])
