@@ -54,6 +54,7 @@ def test_overfits_a_handful_of_real_coco_images(tiny_detr_cfg, tmp_path):
     cfg.SOLVER.BASE_LR = 1e-3
     cfg.SOLVER.BACKBONE_MULTIPLIER = 1.0
     cfg.DATASETS.TEST = (name,)
+    cfg.DATALOADER.NUM_WORKERS = 0  # a handful of images: no worker processes (nor their warning)
     torch.manual_seed(0)
     model = build_model(cfg)
     optimizer = build_optimizer(cfg, model)
