@@ -8,7 +8,6 @@ import io
 import logging
 import warnings
 from functools import partial
-from unittest import mock
 
 import detectron2.evaluation.coco_evaluation as d2_coco_evaluation
 from detectron2.data import MetadataCatalog
@@ -150,9 +149,11 @@ class COCOEvaluatorWithBackend(COCOEvaluator):
         # detectron2 calls the module-level _evaluate_predictions_on_coco from this method; swap
         # it for ours during the call so all around it stays detectron2's. (Evaluation runs in
         # one thread of the main process, so no other evaluator sees the swap.)
-        ours = self._evaluate_predictions_on_coco
-        with mock.patch.object(d2_coco_evaluation, "_evaluate_predictions_on_coco", ours):
+        d2_coco_evaluation._evaluate_predictions_on_coco = self._evaluate_predictions_on_coco
+        try:
             return super()._eval_predictions(predictions, img_ids=img_ids)
+        finally:
+            d2_coco_evaluation._evaluate_predictions_on_coco = _d2_evaluate_predictions_on_coco
 
     def _evaluate_predictions_on_coco(self, coco_gt, coco_results, iou_type, **kwargs):
         # detectron2's use_fast_impl / cocoeval_fn arguments reach only detectron2's own path
