@@ -9,7 +9,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
 
 import detr_d2.data  # noqa: F401  registers the shapes datasets
-import detr_d2.modeling.panoptic  # noqa: F401  registers DetrPanoptic
+from detr_d2.modeling.panoptic import add_panoptic_config  # registers DetrPanoptic
 from detr_d2 import add_detr_config, merge_config_file
 from detr_d2.checkpoint import DetrSpec
 
@@ -23,6 +23,11 @@ def _cfg(path):
     merge_config_file(cfg, path)
     cfg.MODEL.DEVICE = "cpu"
     return cfg
+
+
+def test_older_scripts_add_panoptic_config_gets_the_panoptic_keys():
+    cfg = add_panoptic_config(get_cfg())
+    assert cfg.MODEL.DETR.FROZEN_WEIGHTS == "" and cfg.MODEL.DETR.DICE_WEIGHT == 1.0
 
 
 def test_every_panoptic_config_loads():

@@ -25,6 +25,13 @@ from .segmentation import MaskHead, MultiHeadAttentionMap
 logger = logging.getLogger(__name__)
 
 
+def add_panoptic_config(cfg):
+    """The panoptic keys are in ``add_detr_config``; kept for older scripts."""
+    from ..config import add_detr_config
+
+    return add_detr_config(cfg)
+
+
 def _is_thing_from_metadata(cfg, num_classes: int) -> List[bool]:
     """Which contiguous classes are things, from the first dataset's panoptic metadata."""
     names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
