@@ -28,13 +28,13 @@ import weakref
 
 import detectron2.utils.comm as comm
 import torch
-from detectron2.data import MetadataCatalog, build_detection_test_loader
+from detectron2.data import build_detection_test_loader
 from detectron2.engine import DefaultTrainer, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils.events import CommonMetricPrinter
 
 from detr_d2.config import is_detr_config
-from detr_d2.data import DetrDatasetMapper, DetrPanopticDatasetMapper, build_test_mapper
+from detr_d2.data import build_test_mapper, build_train_mapper
 from detr_d2.data.dataset_checks import CheckedMapper, WithoutSkipped, get_checked_dataset_dicts
 from detr_d2.data.dataset_checks import warn_more_objects_than_queries
 from detr_d2.data.resumable_loader import ResumableStream, ResumableTrainLoader
@@ -82,11 +82,7 @@ class Trainer(DefaultTrainer):
         check_num_classes(cfg, cfg.DATASETS.TRAIN)  # loading completes lazily filled metadata
         warn_more_objects_than_queries(dicts, cfg.MODEL.DETR.NUM_OBJECT_QUERIES)
         spares = random.Random(0).sample(dicts, min(len(dicts), 16))  # replace unreadable ones
-        # panoptic data (both panoptic stages): every segment's box and mask from the PNG
-        meta = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
-        panoptic = meta.get("evaluator_type") == "coco_panoptic_seg"
-        mapper_cls = DetrPanopticDatasetMapper if panoptic else DetrDatasetMapper
-        mapper = CheckedMapper(mapper_cls(cfg, True), skip, spares)
+        mapper = CheckedMapper(build_train_mapper(cfg), skip, spares)
         return build_resumable_train_loader(cfg, mapper, dicts)
 
     @classmethod

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import torch
 from detectron2.config import configurable
-from detectron2.data import DatasetMapper
+from detectron2.data import DatasetMapper, MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Instances
@@ -132,6 +132,17 @@ class DetrPanopticDatasetMapper(DetrDatasetMapper):
         instances.gt_classes = torch.tensor(classes, dtype=torch.int64)
         dataset_dict["instances"] = instances
         return dataset_dict
+
+
+def build_train_mapper(cfg, dataset_name=None):
+    """The training mapper of ``cfg``'s model for ``dataset_name`` (default DATASETS.TRAIN[0]):
+    for panoptic data (both panoptic stages) every segment's box and mask from the PNG;
+    Detectron2's DatasetMapper for Faster R-CNN."""
+    if not is_detr_config(cfg):
+        return DatasetMapper(cfg, True)
+    meta = MetadataCatalog.get(dataset_name or cfg.DATASETS.TRAIN[0])
+    panoptic = meta.get("evaluator_type") == "coco_panoptic_seg"
+    return (DetrPanopticDatasetMapper if panoptic else DetrDatasetMapper)(cfg, True)
 
 
 def build_test_mapper(cfg):

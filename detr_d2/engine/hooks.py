@@ -1,9 +1,9 @@
 """Hooks that end a run cleanly. A non-finite loss stops it before the optimizer step, naming the
 iteration, the loss terms and the last good checkpoint; a failed run saves nothing. SIGTERM
 (SLURM's and Kubernetes' warning before a kill) sets a flag, the ranks agree on it after each
-iteration (a gather on the CPU, no device sync), rank 0 checkpoints that iteration and every rank
-exits with PREEMPTED_EXIT_CODE; ``--resume`` continues from there. Every run ends by shutting its
-process group down."""
+iteration (one all-reduce on the CPU, no device sync), rank 0 checkpoints that iteration and
+every rank exits with PREEMPTED_EXIT_CODE; ``--resume`` continues from there. Every run ends by
+shutting its process group down."""
 
 import contextlib
 import logging
@@ -118,8 +118,16 @@ class SaveOnSigterm(HookBase):
         if self._previous is not None:  # restoring twice is harmless
             signal.signal(signal.SIGTERM, self._previous)
 
+    def _any_rank_requested(self) -> bool:
+        if comm.get_world_size() == 1:
+            return self._requested
+        # one all-reduce on the CPU (gloo) group: no device sync, no pickling, every iteration
+        flag = torch.tensor([int(self._requested)])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=comm._get_global_gloo_group())
+        return bool(flag.item())
+
     def after_step(self):
-        if not any(comm.all_gather(self._requested)):  # [self._requested] on one process
+        if not self._any_rank_requested():
             return
         iteration = self.trainer.iter
         name = f"model_{iteration:07d}"

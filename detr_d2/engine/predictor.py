@@ -10,13 +10,13 @@ from typing import Dict, Iterable, Iterator, List, Optional
 import numpy as np
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import build_detection_test_loader
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
-from .checkpoint import DetrCheckpointer
-from ..data import DetrDatasetMapper, build_test_mapper
+from ..data import build_test_mapper, build_train_mapper
+from .checks import load_weights_for_eval
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +41,7 @@ def load_model(cfg: CfgNode, random_weights: bool = False) -> torch.nn.Module:
             "MODEL.WEIGHTS is empty: the model would run on random weights. Give MODEL.WEIGHTS "
             "path/to/model.pth, or --random-weights to run on random weights on purpose."
         )
-    if "://" not in path and not os.path.isfile(path):
-        raise FileNotFoundError(f"MODEL.WEIGHTS file {path!r} does not exist")
-    DetrCheckpointer(model, strict=True).load(path)
+    load_weights_for_eval(model, cfg)
     logger.info(f"Loaded weights {path}")
     return model
 
@@ -88,8 +86,7 @@ def dataset_loader(cfg: CfgNode, dataset_name: str, num_images: int = 0):
 def dataset_inputs(cfg: CfgNode, dataset_name: str, num: int, is_train: bool = False) -> List[Dict]:
     """The first ``num`` images of a registered dataset (0: all) in memory, mapped as in training
     or as train_net's test loader."""
-    train_mapper = DetrDatasetMapper if cfg.MODEL.META_ARCHITECTURE == "Detr" else DatasetMapper
-    mapper = train_mapper(cfg, is_train=True) if is_train else build_test_mapper(cfg)
+    mapper = build_train_mapper(cfg, dataset_name) if is_train else build_test_mapper(cfg)
     return [mapper(d) for d in _first_dicts(dataset_name, num)]
 
 
