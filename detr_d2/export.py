@@ -62,9 +62,12 @@ class ExportableDetr(nn.Module):
         if model.test_score_thresh > 0:
             msg = "is not part of the exported graph; filter on the 'scores' output instead"
             logger.warning(f"MODEL.DETR.TEST_SCORE_THRESH={model.test_score_thresh:g} {msg}")
-        self.model, self.channels_last, self.backbone = model, model.fast_inference, model.backbone
-        if model.fast_inference:
-            self.backbone = fold_norms_into_convs(model.backbone)
+        self.model, self.channels_last = model, model.fast_inference
+        if model.fast_inference:  # a copy whose backbone is the folded one: no unused weights saved
+            self.model = copy.copy(model)
+            self.model._modules = dict(model._modules)  # ``model`` keeps its own backbone
+            self.model.backbone = fold_norms_into_convs(model.backbone)
+        self.backbone = self.model.backbone
         self.topk = model.test_topk if 0 < model.test_topk < model.num_queries else 0
 
     def forward(self, images: Tensor, padding_mask: Tensor) -> Tuple[Tensor, ...]:

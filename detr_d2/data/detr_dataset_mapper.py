@@ -116,7 +116,7 @@ class DetrPanopticDatasetMapper(DetrDatasetMapper):
         if not self.is_train:
             return super().__call__(dataset_dict)
         dataset_dict = copy.deepcopy(dataset_dict)
-        pan_seg = utils.read_image(dataset_dict.pop("pan_seg_file_name"), "RGB")
+        pan_seg = read_image(dataset_dict.pop("pan_seg_file_name"), "RGB")
         image, transforms = self.read_and_augment(dataset_dict)
         # the RGB encoding is uint8, so resizing uses PIL's nearest: no id is ever blended
         segment_ids = rgb2id(transforms.apply_segmentation(pan_seg))

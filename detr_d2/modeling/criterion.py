@@ -27,8 +27,9 @@ def loss_normalizers(num_targets: Sequence[int], num_queries: int, eos_coef: flo
     1, others ``eos_coef``): at one process F.cross_entropy's weighted-mean denominator, as the
     original; summed across processes like ``num_boxes`` so that N processes train like one."""
     m = torch.as_tensor(list(num_targets), dtype=torch.float64).clamp(max=num_queries)
-    sums = torch.stack([m.sum(), (m + eos_coef * (num_queries - m)).sum()]).to(device)
-    if comm.get_world_size() > 1:
+    sums = torch.stack([m.sum(), (m + eos_coef * (num_queries - m)).sum()])
+    if comm.get_world_size() > 1:  # counts are host numbers: the device only for the all-reduce
+        sums = sums.to(device)
         torch.distributed.all_reduce(sums)
     num_boxes, class_weight = (sums / comm.get_world_size()).tolist()
     # eos_coef 0 and no boxes at all: the classification loss sums to 0 too; give 0, not NaN

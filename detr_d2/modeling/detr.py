@@ -211,11 +211,11 @@ class Detr(nn.Module):
         (``images``, the padded batch, is for subclasses)."""
         targets = []
         for x in batched_inputs:
-            inst = x["instances"].to(self.device)
+            inst = x["instances"]  # only its boxes and classes to the device (not gt_masks)
             h, w = inst.image_size
             scale = torch.as_tensor([w, h, w, h], dtype=torch.float32, device=self.device)
-            boxes = box_convert(inst.gt_boxes.tensor / scale, "xyxy", "cxcywh")
-            targets.append({"labels": inst.gt_classes, "boxes": boxes})
+            boxes = box_convert(inst.gt_boxes.tensor.to(self.device) / scale, "xyxy", "cxcywh")
+            targets.append({"labels": inst.gt_classes.to(self.device), "boxes": boxes})
         return targets
 
     def postprocess(self, outputs: Dict, batched_inputs: List[Dict], images: ImageList):
