@@ -170,12 +170,16 @@ def _train_net(out, *extra, num_gpus=1, log=None):
     )  # fmt: skip
 
 
-def _wait_until_training(out, proc, timeout=300):
+def _wait_until(done, proc, timeout=300):
     start = time.time()
-    while "Starting training from iteration 0" not in _read(out / "log.txt"):
+    while not done():
         assert proc.poll() is None, f"training exited early ({proc.returncode})"
         assert time.time() - start < timeout, "timed out"
         time.sleep(0.1)
+
+
+def _wait_until_training(out, proc):
+    _wait_until(lambda: "Starting training from iteration 0" in _read(out / "log.txt"), proc)
     time.sleep(2.0)  # into the iterations, on every rank
 
 
@@ -206,7 +210,8 @@ def test_one_training_per_output_dir_eval_aside_and_sigterm_then_resume(tmp_path
     import train_net
 
     out = tmp_path / "out"
-    first = _train_net(out, "SOLVER.CHECKPOINT_PERIOD", "1", log=tmp_path / "first.log")
+    # a checkpoint every 20 iterations (every one wrote 70 files, 2.2 GB, while the test ran)
+    first = _train_net(out, "SOLVER.CHECKPOINT_PERIOD", "20", log=tmp_path / "first.log")
     _wait_until_training(out, first)
     holder = (out / "train.lock").read_text()
     assert f"pid {first.pid} on host " in holder and "started 20" in holder
@@ -216,6 +221,7 @@ def test_one_training_per_output_dir_eval_aside_and_sigterm_then_resume(tmp_path
     assert second.returncode != 0
     assert f"OUTPUT_DIR {out} is in use by another training run (pid {first.pid} on host" in message
     # --eval-only of the running training's last checkpoint writes beside its files
+    _wait_until(lambda: (out / "last_checkpoint").exists(), first)
     config = (out / "config.yaml").read_bytes()
     results = train_net.main(
         _args(out, "DATASETS.TEST", "('shapes_tiny_val',)", eval_only=True, resume=True)
