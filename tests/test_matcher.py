@@ -70,3 +70,20 @@ def test_non_finite_predictions_raise_clear_error(device):
     targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
     with pytest.raises(FloatingPointError, match="non-finite"):
         HungarianMatcher()(outputs, targets)
+
+
+def test_a_batch_reaches_the_host_in_one_copy(device, monkeypatch):
+    """Every image's cost block goes to the host (scipy) in one copy: on a GPU each copy waits
+    for the device, and a per-image copy stalled training B times per decoder layer."""
+    gen = torch.Generator().manual_seed(2)
+    outputs, targets = _random_problem(gen, 4, 6, [2, 0, 3, 5], device=device)
+    expected = [
+        HungarianMatcher()({k: v[b : b + 1] for k, v in outputs.items()}, [targets[b]])[0]
+        for b in range(4)
+    ]
+    copies, to_host = [], torch.Tensor.cpu
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda t, *a, **k: copies.append(1) or to_host(t))
+    got = HungarianMatcher()(outputs, targets)
+    assert len(copies) == 1
+    for (i, j), (ei, ej) in zip(got, expected):
+        assert torch.equal(i, ei) and torch.equal(j, ej)

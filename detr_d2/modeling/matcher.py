@@ -46,20 +46,28 @@ class HungarianMatcher(nn.Module):
             B pairs (index_i, index_j) of int64 tensors of length min(N, M_i): prediction
             index_i[k] is matched to target index_j[k].
         """
-        pred_boxes = outputs["pred_boxes"]
-        finite = torch.isfinite(pred_boxes).all() and torch.isfinite(outputs["pred_logits"]).all()
+        pred_boxes, pred_logits = outputs["pred_boxes"], outputs["pred_logits"]
+        finite = torch.isfinite(pred_boxes).all() & torch.isfinite(pred_logits).all()
+        sizes = [len(t["labels"]) for t in targets]
+        blocks = [
+            self.cost_matrix(logits, boxes, t["labels"], t["boxes"]).flatten()
+            for logits, boxes, t, m in zip(pred_logits, pred_boxes, targets, sizes)
+            if m
+        ]
+        # one host copy for the whole batch (on a GPU each copy waits for the device); the
+        # finite flag is read after it, when the device has nothing left to do
+        costs = torch.nan_to_num(torch.cat(blocks)).cpu().numpy() if blocks else None
         # float16 (autocast): an overflow, which the GradScaler skips; match anyway, so the step
         # reaches it with a non-finite loss on every process (no process may stop alone in DDP)
         if not finite and pred_boxes.dtype != torch.float16:
             raise FloatingPointError(
                 "HungarianMatcher got non-finite predicted logits or boxes: training has diverged"
             )
-        indices = []
-        for logits, boxes, target in zip(outputs["pred_logits"], pred_boxes, targets):
-            if len(target["labels"]) == 0:
-                i = j = torch.empty(0, dtype=torch.int64)
-            else:
-                cost = self.cost_matrix(logits, boxes, target["labels"], target["boxes"])
-                i, j = linear_sum_assignment(torch.nan_to_num(cost).cpu().numpy())
+        n, start, indices = pred_boxes.shape[1], 0, []
+        for m in sizes:
+            i = j = []
+            if m:
+                i, j = linear_sum_assignment(costs[start : start + n * m].reshape(n, m))
+                start += n * m
             indices.append(tuple(torch.as_tensor(x, dtype=torch.int64) for x in (i, j)))
         return indices
