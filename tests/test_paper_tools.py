@@ -15,6 +15,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
 from detr_d2.data.builtin import register_shapes
+from detr_d2.modeling.panoptic import resize_mask_logits
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 DATASET = "paper_tools_shapes"
@@ -302,8 +303,8 @@ def test_attention_maps_shapes_and_normalization(tiny_detr_cfg):
         assert (maps * mask[:, None]).abs().max() == 0  # nothing on padding
 
     # over the original image: (H, W), the padding cut off
-    heat = tool.attention_to_image(dec[1, 0], images.image_sizes[1], (64, 96), (80, 128))
-    assert heat.shape == (80, 128) and heat.min() >= 0
+    heat = resize_mask_logits(dec[1, :1], (64, 96), images.image_sizes[1], (80, 128))
+    assert heat.shape == (1, 80, 128) and heat.min() >= 0
 
 
 def test_image_points_to_feature_indices():

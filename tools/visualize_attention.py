@@ -48,15 +48,15 @@ from typing import Dict
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from detectron2.data.detection_utils import read_image
 from detectron2.structures import ImageList
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
-from torch import Tensor, nn
+from torch import nn
 from torchvision.ops import box_convert
 
 from detr_d2.engine.predictor import Predictor, load_model
+from detr_d2.modeling.panoptic import resize_mask_logits
 
 logger = logging.getLogger("detr_d2.visualize_attention")
 
@@ -106,15 +106,6 @@ def image_points_to_feature_indices(points, image_size, input_size, padded_size,
     return rows * fw + cols
 
 
-def attention_to_image(attention: Tensor, input_size, padded_size, image_size) -> np.ndarray:
-    """An (h, w) feature-map attention as an (H, W) float32 map over the original image:
-    upsampled to the padded batch, cut to the network input (h, w), resized to ``image_size``."""
-    nh, nw = input_size
-    x = F.interpolate(attention[None, None].float(), size=tuple(padded_size), mode="bilinear")
-    x = F.interpolate(x[..., :nh, :nw], size=tuple(image_size), mode="bilinear")
-    return x[0, 0].cpu().numpy()
-
-
 def draw_maps(image_rgb, maps, titles, path, suptitle, points=(), boxes=()) -> None:
     """One panel per attention map over the image, 4 per row; with ``points``, a first panel
     of the numbered points and each map's point; with ``boxes`` (XYXY pixels), each map's box."""
@@ -162,7 +153,7 @@ def main(args) -> Dict:
     predictor = Predictor(cfg, model)
     images = model.preprocess_image([predictor.inputs(image)])
     out = detr_attention(model, images)
-    sizes = (images.image_sizes[0], tuple(images.tensor.shape[-2:]))  # network input, padded
+    input_size, padded_size = tuple(images.image_sizes[0]), tuple(images.tensor.shape[-2:])
 
     scores, labels = out["pred_logits"][0].cpu().softmax(-1)[:, :-1].max(-1)
     boxes = box_convert(out["pred_boxes"][0].cpu(), "cxcywh", "xyxy") * torch.tensor([w, h, w, h])
@@ -174,7 +165,9 @@ def main(args) -> Dict:
         queries = order[:1]
     centres = (boxes[queries, :2] + boxes[queries, 2:]) / 2  # the default points
     points = list(args.points or [tuple(map(float, c)) for c in centres[: args.num_points]])
-    indices = image_points_to_feature_indices(points, (h, w), *sizes, out["memory"].shape[-2:])
+    indices = image_points_to_feature_indices(
+        points, (h, w), input_size, padded_size, out["memory"].shape[-2:]
+    )
     names = predictor.metadata.get("thing_classes", None)
     decoder_titles = [
         f"query {q}: {names[labels[q]] if names else int(labels[q])} {scores[q]:.2f}"
@@ -189,7 +182,7 @@ def main(args) -> Dict:
     image_rgb = np.ascontiguousarray(image[:, :, ::-1])
     for kind, rows, titles, marks in panels:
         attention = out[f"{kind}_attention"][0].cpu()[rows]
-        maps = np.stack([attention_to_image(m, *sizes, (h, w)) for m in attention])
+        maps = resize_mask_logits(attention, padded_size, input_size, (h, w)).numpy()
         path = os.path.join(output_dir, f"{kind}_attention.png")
         draw_maps(image_rgb, maps, titles, path, f"{FIGURE_TITLES[kind]}, last layer", **marks)
         result.update({kind: maps, f"{kind}_png": path})
