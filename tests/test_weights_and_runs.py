@@ -158,6 +158,42 @@ def test_unreadable_weights_file_is_an_error_naming_it(tmp_path, tiny_detr_cfg, 
         DetrCheckpointer(model).load(str(path))
 
 
+@pytest.mark.parametrize("strict", [False, True])
+def test_weights_with_nan_or_a_wrapped_state_dict_are_errors_naming_the_file(
+    tmp_path, tiny_detr_cfg, strict
+):
+    from detectron2.modeling import build_model
+
+    from detr_d2.engine import NonFiniteWeightsError
+
+    model = build_model(tiny_detr_cfg)
+    state = model.state_dict()
+    # a diverged run's weights: training would stop at its first step, evaluation give NaN
+    bad = dict(
+        state,
+        **{
+            "transformer.decoder.norm.weight": state["transformer.decoder.norm.weight"]
+            * float("inf")
+        },
+    )
+    torch.save({"model": bad}, tmp_path / "diverged.pth")
+    with pytest.raises(
+        NonFiniteWeightsError, match=r"diverged.pth .*transformer.decoder.norm.weight"
+    ):
+        DetrCheckpointer(model, strict=strict).load(str(tmp_path / "diverged.pth"))
+    # another framework's wrapper ({"state_dict": ..., "epoch": ...}): fvcore's error named no file
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "wrapped.pth")
+    with pytest.raises(WeightsFileError, match=r"wrapped.pth .*'state_dict'.*state_dict, epoch"):
+        DetrCheckpointer(model, strict=strict).load(str(tmp_path / "wrapped.pth"))
+    # a .pkl of numpy arrays with a NaN
+    arrays = {k: v.numpy() for k, v in state.items()}
+    arrays["class_embed.bias"] = arrays["class_embed.bias"] * np.nan
+    with open(tmp_path / "nan.pkl", "wb") as f:
+        pickle.dump({"model": arrays, "__author__": "test"}, f)
+    with pytest.raises(NonFiniteWeightsError, match=r"nan.pkl .*class_embed.bias"):
+        DetrCheckpointer(model, strict=strict).load(str(tmp_path / "nan.pkl"))
+
+
 # ---- 2. one training per OUTPUT_DIR; 8. SIGTERM ---------------------------------------------
 
 

@@ -7,6 +7,7 @@ import pathlib
 import zipfile
 from typing import List, Tuple
 
+import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from fvcore.common.checkpoint import _filter_reused_missing_keys
@@ -170,15 +171,18 @@ class DetrCheckpointer(DetectionCheckpointer):
                 f"Weights file {filename} holds a {type(loaded).__name__}, not a state dict."
             )
         if not pkl:
-            return loaded if "model" in loaded else {"model": loaded}
+            checkpoint = loaded if "model" in loaded else {"model": loaded}
         # a Detectron2 .pkl as DetectionCheckpointer reads it: a model-zoo file as it is, a
         # Caffe2 / ImageNet one (name-matched) without its momentum entries
-        if "model" in loaded and "__author__" in loaded:
+        elif "model" in loaded and "__author__" in loaded:
             self.logger.info(f"Reading a file from '{loaded['__author__']}'")
-            return loaded
-        blobs = loaded.get("blobs", loaded)  # detection models keep their weights under "blobs"
-        weights = {k: v for k, v in blobs.items() if not k.endswith("_momentum")}
-        return {"model": weights, "__author__": "Caffe2", "matching_heuristics": True}
+            checkpoint = loaded
+        else:
+            blobs = loaded.get("blobs", loaded)  # detection models keep theirs under "blobs"
+            weights = {k: v for k, v in blobs.items() if not k.endswith("_momentum")}
+            checkpoint = {"model": weights, "__author__": "Caffe2", "matching_heuristics": True}
+        _check_weights(checkpoint["model"], filename, list(loaded))
+        return checkpoint
 
     def _load_model(self, checkpoint):
         incompatible = super()._load_model(checkpoint)
@@ -203,6 +207,35 @@ class DetrCheckpointer(DetectionCheckpointer):
     def load(self, path: str, checkpointables=None):
         self._loading = path  # for the errors of _load_model, which fvcore gives no path
         return super().load(path, checkpointables)
+
+
+def _check_weights(weights, path: str, top_level: List[str]) -> None:
+    """:class:`WeightsFileError` unless ``weights`` maps names to tensors / numpy arrays;
+    :class:`NonFiniteWeightsError` if any of them holds NaN or infinity."""
+    if not isinstance(weights, dict):
+        raise WeightsFileError(f"Weights file {path}: its 'model' entry is no state dict")
+    other = next(
+        (k for k, v in weights.items() if not isinstance(v, (torch.Tensor, np.ndarray))), None
+    )
+    if other is not None:
+        raise WeightsFileError(
+            f"Weights file {path} is no state dict: its entry {other!r} is a "
+            f"{type(weights[other]).__name__}, not a tensor (top-level keys: {_few(top_level)}). "
+            "Detectron2 reads {'model': state_dict} or a bare state dict; convert other formats "
+            "(tools/convert_detr_weights.py, tools/convert_torchvision_backbone.py)."
+        )
+    bad = [k for k, v in weights.items() if not _finite(v)]
+    if bad:
+        raise NonFiniteWeightsError(
+            f"Weights file {path} holds NaN or infinite values in {len(bad)} tensors: "
+            f"{_few(bad)}. It was saved from a diverged run; use an earlier checkpoint."
+        )
+
+
+def _finite(v) -> bool:
+    if isinstance(v, np.ndarray):
+        return v.dtype.kind != "f" or bool(np.isfinite(v).all())
+    return not v.is_floating_point() or bool(v.isfinite().all())
 
 
 def _format(mismatches: List[Tuple[str, tuple, tuple]]) -> str:
