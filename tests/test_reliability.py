@@ -20,6 +20,7 @@ from detectron2.structures import BoxMode
 from PIL import Image
 from log_capture import log_records  # tests/log_capture.py
 from tiny import TINY_TRAIN_OPTS  # tests/tiny.py
+from wait import wait_for  # tests/wait.py
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 BASE = os.path.join(ROOT, "configs", "Base-DETR.yaml")
@@ -485,14 +486,6 @@ def test_resume_never_picks_a_truncated_checkpoint(tmp_path):
     assert not checkpointer.has_checkpoint()
 
 
-def _wait_for(condition, proc, timeout=400.0):
-    start = time.time()
-    while not condition():
-        assert proc.poll() is None, f"training exited early ({proc.returncode})"
-        assert time.time() - start < timeout, "timed out"
-        time.sleep(0.05)
-
-
 def _start_training(out_dir, log, *extra, env=None):
     cmd = [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file", BASE, *extra]
     cmd += TINY + ["OUTPUT_DIR", str(out_dir), "SOLVER.MAX_ITER", "8", "SOLVER.STEPS", "(4,)"]
@@ -509,6 +502,7 @@ def test_sigkill_mid_checkpoint_and_mid_iteration_then_resume(tmp_path):
     import train_net
 
     from detr_d2.engine import is_complete_checkpoint
+
     out = tmp_path / "out"
     # 1. killed while writing its second checkpoint (the save pauses after its first bytes:
     # tests/pause_in_save/sitecustomize.py)
@@ -518,7 +512,7 @@ def test_sigkill_mid_checkpoint_and_mid_iteration_then_resume(tmp_path):
     }
     proc = _start_training(out, tmp_path / "run1.log", env=pause)
     partial = lambda: [n for n in os.listdir(out) if n.startswith("model_0000003.pth.tmp-")]  # noqa
-    _wait_for(lambda: out.exists() and partial() and os.path.getsize(out / partial()[0]), proc)
+    wait_for(lambda: out.exists() and partial() and os.path.getsize(out / partial()[0]), proc)
     _kill(proc)
     assert not (out / "model_0000003.pth").exists()
     assert (out / "last_checkpoint").read_text() == "model_0000001.pth"
@@ -526,7 +520,7 @@ def test_sigkill_mid_checkpoint_and_mid_iteration_then_resume(tmp_path):
 
     # 2. resumed from iteration 2, then killed in an iteration after its third checkpoint
     proc = _start_training(out, tmp_path / "run2.log", "--resume")
-    _wait_for(lambda: (out / "last_checkpoint").read_text() == "model_0000005.pth", proc)
+    wait_for(lambda: (out / "last_checkpoint").read_text() == "model_0000005.pth", proc)
     _kill(proc)
     assert "Starting training from iteration 2" in (tmp_path / "run2.log").read_text()
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from tiny import TINY_MODEL_OPTS, TINY_TRAIN_OPTS  # tests/tiny.py
+from wait import wait_for  # tests/wait.py
 
 from detr_d2.checkpoint import UnsafeCheckpointError
 from detr_d2.engine import DetrCheckpointer, WeightsFileError, WeightsMismatchError
@@ -206,16 +207,8 @@ def _train_net(out, *extra, num_gpus=1, log=None):
     )  # fmt: skip
 
 
-def _wait_until(done, proc, timeout=300):
-    start = time.time()
-    while not done():
-        assert proc.poll() is None, f"training exited early ({proc.returncode})"
-        assert time.time() - start < timeout, "timed out"
-        time.sleep(0.1)
-
-
 def _wait_until_training(out, proc):
-    _wait_until(lambda: "Starting training from iteration 0" in _read(out / "log.txt"), proc)
+    wait_for(lambda: "Starting training from iteration 0" in _read(out / "log.txt"), proc)
     time.sleep(2.0)  # into the iterations, on every rank
 
 
@@ -257,7 +250,7 @@ def test_one_training_per_output_dir_eval_aside_and_sigterm_then_resume(tmp_path
     assert second.returncode != 0
     assert f"OUTPUT_DIR {out} is in use by another training run (pid {first.pid} on host" in message
     # --eval-only of the running training's last checkpoint writes beside its files
-    _wait_until(lambda: (out / "last_checkpoint").exists(), first)
+    wait_for(lambda: (out / "last_checkpoint").exists(), first)
     config = (out / "config.yaml").read_bytes()
     results = train_net.main(
         _args(out, "DATASETS.TEST", "('shapes_tiny_val',)", eval_only=True, resume=True)
