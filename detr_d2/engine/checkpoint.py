@@ -103,7 +103,7 @@ class DetrCheckpointer(DetectionCheckpointer):
         if not self.save_dir or not self.save_to_disk:
             return
         state = self.model.state_dict()
-        bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
+        bad = [k for k, v in state.items() if not _finite(v)]
         if bad:
             raise NonFiniteWeightsError(
                 f"Not saving checkpoint {name}: the model has NaN or infinite values in "
